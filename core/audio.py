@@ -94,7 +94,8 @@ def _match_channels(x: FloatArray, channels: int) -> FloatArray:
     if x.shape[0] == 1:
         return np.repeat(x, channels, axis=0)
     if channels == 1:
-        return x.mean(axis=0, keepdims=True).astype(np.float32)
+        mono: FloatArray = x.mean(axis=0, keepdims=True).astype(np.float32)
+        return mono
     return np.ascontiguousarray(x[:channels])
 
 
@@ -155,7 +156,7 @@ def probe_duration(path: str | Path) -> float | None:
     except Exception:
         pass
     meta = _ffprobe(p)
-    return meta.get("duration") if meta else None
+    return float(meta["duration"]) if meta and "duration" in meta else None
 
 
 def load_audio(
@@ -249,17 +250,42 @@ def _read_head(p: Path) -> bytes:
         raise UnreadableFileError(p, f"cannot read it ({exc.strerror or exc}).") from None
 
 
+def _wav_data_shortfall(p: Path) -> tuple[int, int] | None:
+    """For a RIFF/WAVE file: (declared, present) bytes of its data chunk, else ``None``.
+
+    libsndfile silently shortens a cut-off WAV to what is there, so the header is read here.
+    """
+    try:
+        size = p.stat().st_size
+        with open(p, "rb") as fh:
+            head = fh.read(12)
+            if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            pos = 12
+            while pos + 8 <= size:
+                fh.seek(pos)
+                chunk = fh.read(8)
+                cid, clen = chunk[:4], int.from_bytes(chunk[4:8], "little")
+                if cid == b"data":
+                    if clen in (0, 0xFFFFFFFF):  # streaming writers leave it unset
+                        return None
+                    return clen, size - (pos + 8)
+                pos += 8 + clen + (clen & 1)
+    except OSError:
+        return None
+    return None
+
+
 def _decode_soundfile(p: Path) -> tuple[FloatArray, int]:
     with sf.SoundFile(str(p)) as fh:
-        declared = fh.frames
         sr = int(fh.samplerate)
         data = fh.read(dtype="float32", always_2d=True)
-    got = data.shape[0]
-    # libsndfile returns what is there for a cut-off file; the header tells what should be.
-    if declared > 0 and got < declared - sr // 100 and p.suffix.lower() not in (".mp3",) and sniff_format(_read_head(p)) != "mp3":
+    shortfall = _wav_data_shortfall(p)
+    if shortfall is not None and shortfall[1] < shortfall[0]:
+        declared, present = shortfall
         raise CorruptAudioError(
             p,
-            f"it is truncated: the header promises {declared / sr:.2f} s but only {got / sr:.2f} s are there.",
+            f"it is truncated: the header promises {declared} bytes of audio but only {present} are there.",
         )
     return np.ascontiguousarray(data.T), sr
 

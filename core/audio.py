@@ -152,7 +152,7 @@ def probe_duration(path: str | Path) -> float | None:
     try:
         info = sf.info(str(p))
         if info.frames > 0 and info.samplerate > 0:
-            return float(info.frames) / info.samplerate
+            return float(info.frames) / float(info.samplerate)
     except Exception:
         pass
     meta = _ffprobe(p)

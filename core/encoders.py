@@ -1,0 +1,266 @@
+"""The vocal and mix encoders f_v and f_m (Kim et al. 2021, 3.1) and their weight files.
+
+Each encoder is the paper's backbone: 8 conv 3x3 layers (64, then 128 x 6, then 256 filters),
+each followed by batch norm and ReLU; 2x2 max-pooling after the first seven, global average
+pooling after the last. A ``(128 mels, 129 frames)`` segment is pooled down to 1x1 by the
+seventh pool, so the output is the 256-d global average of the last layer.
+
+``width`` scales the filters of the first seven layers (a CPU-trainable smaller model); the
+last layer keeps ``embedding_dim`` filters so every model gives 256-d embeddings and a
+library never has to care which width made them.
+
+Weights are a safetensors state dict plus a JSON config beside it (``name.safetensors`` +
+``name.json``) holding the hyper-parameters and the sha256 of the weights file, checked on
+load. ``model_id`` is a sha256 of the tensors and the architecture, the same before and after
+a save/load round trip.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from core.errors import ModelError
+from core.features import N_MELS, SEGMENT_FRAMES
+from core.paths import assets_dir
+
+#: Filters of the paper's 8 layers (the last one is ``embedding_dim``).
+PAPER_FILTERS = (64, 128, 128, 128, 128, 128, 128)
+FORMAT = "crossmix-encoders"
+FORMAT_VERSION = 1
+DEFAULT_MODEL_NAME = "cross-sp"
+
+
+@dataclass
+class EncoderConfig:
+    """Architecture and provenance of an :class:`EncoderPair` (JSON-able).
+
+    ``training`` holds free-form provenance written by the trainer (loss, lambdas, data,
+    split, epochs...); it does not change the architecture.
+    """
+
+    width: float = 1.0
+    embedding_dim: int = 256
+    n_mels: int = N_MELS
+    segment_frames: int = SEGMENT_FRAMES
+    name: str = "encoders"
+    training: dict[str, Any] = field(default_factory=dict)
+
+    def filters(self) -> list[int]:
+        return [max(4, int(round(c * self.width))) for c in PAPER_FILTERS] + [self.embedding_dim]
+
+    def architecture(self) -> dict[str, Any]:
+        return {"width": self.width, "embedding_dim": self.embedding_dim, "n_mels": self.n_mels,
+                "segment_frames": self.segment_frames, "filters": self.filters()}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EncoderConfig:
+        known = {k: d[k] for k in ("width", "embedding_dim", "n_mels", "segment_frames", "name", "training") if k in d}
+        return cls(**known)
+
+
+class Backbone(nn.Module):
+    """One encoder: ``(batch, n_mels, frames)`` log-mel -> ``(batch, embedding_dim)``."""
+
+    def __init__(self, config: EncoderConfig) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = 1
+        filters = config.filters()
+        for i, c_out in enumerate(filters):
+            layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+            if i < len(filters) - 1:
+                layers.append(nn.MaxPool2d(2))  # 128x129 -> ... -> 1x1 after seven pools
+            c_in = c_out
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 3:
+            x = x.unsqueeze(1)
+        h: torch.Tensor = self.layers(x)
+        return h.mean(dim=(2, 3))
+
+
+class EncoderPair(nn.Module):
+    """The vocal encoder ``f_v`` and the mix encoder ``f_m`` (separate weights).
+
+    Use :meth:`tiny` for tests, :meth:`load` for a weights file, :func:`load_default_encoders`
+    for the shipped CROSS-SP model.
+    """
+
+    def __init__(self, config: EncoderConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or EncoderConfig()
+        self.f_v = Backbone(self.config)
+        self.f_m = Backbone(self.config)
+
+    @property
+    def dim(self) -> int:
+        """Embedding size of one space (256 by default; ``[M,V]`` is twice that)."""
+        return self.config.embedding_dim
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @classmethod
+    def create(cls, *, width: float = 1.0, embedding_dim: int = 256, seed: int = 0,
+               name: str = "encoders") -> EncoderPair:
+        """A randomly initialised pair (seeded), ready to train."""
+        gen_state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        try:
+            pair = cls(EncoderConfig(width=width, embedding_dim=embedding_dim, name=name))
+        finally:
+            torch.random.set_rng_state(gen_state)
+        pair.eval()
+        return pair
+
+    @classmethod
+    def tiny(cls, *, seed: int = 0) -> EncoderPair:
+        """Random weights at 1/16 width (4-8 filters, 256-d output), for tests and demos."""
+        return cls.create(width=1 / 16, seed=seed, name="tiny")
+
+    def embed_mix(self, segments: torch.Tensor) -> torch.Tensor:
+        """``f_m``: ``(batch, 128, 129)`` mix log-mel -> ``(batch, dim)`` (not normalised)."""
+        out: torch.Tensor = self.f_m(segments)
+        return out
+
+    def embed_vocal(self, segments: torch.Tensor) -> torch.Tensor:
+        """``f_v``: ``(batch, 128, 129)`` vocal log-mel -> ``(batch, dim)`` (not normalised)."""
+        out: torch.Tensor = self.f_v(segments)
+        return out
+
+    # --- identity and files ---------------------------------------------------------------
+
+    def _cpu_state(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
+
+    @property
+    def model_id(self) -> str:
+        """sha256 of the architecture and every tensor (stable across save/load and devices)."""
+        h = hashlib.sha256()
+        h.update(json.dumps(self.config.architecture(), sort_keys=True).encode())
+        for key, t in sorted(self._cpu_state().items()):
+            h.update(f"{key}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(t.numpy().tobytes())
+        return h.hexdigest()
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``NAME.safetensors`` and ``NAME.json`` (atomically); returns the weights path.
+
+        ``path`` may name either file or the stem.
+        """
+        weights, meta = _paths(path)
+        weights.parent.mkdir(parents=True, exist_ok=True)
+        state = self._cpu_state()
+        fd, tmp = tempfile.mkstemp(prefix=f".{weights.stem}.", suffix=".part", dir=weights.parent)
+        os.close(fd)
+        try:
+            save_file(state, tmp, metadata={"format": FORMAT})
+            sha = _sha256_file(Path(tmp))
+            os.replace(tmp, weights)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        doc = {"format": FORMAT, "version": FORMAT_VERSION, "sha256": sha, "model_id": self.model_id,
+               "config": self.config.to_dict()}
+        _write_json(meta, doc)
+        return weights
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: torch.device | None = None) -> EncoderPair:
+        """Load a pair saved by :meth:`save`, checking the sha256 of the weights.
+
+        Raises
+        ------
+        ModelError
+            A file is missing, the checksum does not match, or the tensors do not fit the config.
+        """
+        weights, meta = _paths(path)
+        if not weights.is_file():
+            raise ModelError(f"{weights}: encoder weights not found. Train a model ('crossmix train') or choose another file.")
+        if not meta.is_file():
+            raise ModelError(f"{meta}: the encoder config (JSON) is missing beside {weights.name}; copy both files together.")
+        try:
+            doc = json.loads(meta.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ModelError(f"{meta}: not a readable encoder config ({exc}).") from None
+        if doc.get("format") != FORMAT:
+            raise ModelError(f"{meta}: not a Crossmix encoder config (format {doc.get('format')!r}).")
+        sha = _sha256_file(weights)
+        if doc.get("sha256") != sha:
+            raise ModelError(f"{weights}: checksum mismatch (the file is corrupt or was replaced); re-copy or retrain it.")
+        config = EncoderConfig.from_dict(doc.get("config", {}))
+        pair = cls(config)
+        try:
+            state = load_file(str(weights))
+            pair.load_state_dict(state, strict=True)
+        except (SafetensorError, RuntimeError, OSError) as exc:
+            raise ModelError(f"{weights}: the weights do not fit the architecture in {meta.name} ({str(exc)[:200]}).") from None
+        pair.eval()
+        if device is not None:
+            pair.to(device)
+        return pair
+
+
+def _paths(path: str | Path) -> tuple[Path, Path]:
+    p = Path(path)
+    if p.suffix in (".safetensors", ".json"):
+        p = p.with_suffix("")
+    return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write_json(path: Path, doc: dict[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(doc, fh, indent=2, sort_keys=True)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def default_encoders_path() -> Path:
+    """``assets/encoders/cross-sp.safetensors``: the shipped CROSS-SP model."""
+    return assets_dir() / "encoders" / f"{DEFAULT_MODEL_NAME}.safetensors"
+
+
+def load_default_encoders(*, device: torch.device | None = None) -> EncoderPair:
+    """The shipped CROSS-SP encoders (``assets/encoders/cross-sp.safetensors`` + ``.json``).
+
+    Raises
+    ------
+    ModelError
+        The shipped weights are missing or corrupt. There is no silent fallback to random
+        weights: train a model with ``crossmix train`` or reinstall.
+    """
+    path = default_encoders_path()
+    if not path.is_file():
+        raise ModelError(
+            f"{path}: the shipped encoder weights are missing. Reinstall Crossmix, or train encoders "
+            "with 'crossmix train --data FOLDER' and choose the checkpoint in the settings."
+        )
+    return EncoderPair.load(path, device=device)

@@ -1,0 +1,594 @@
+"""The library catalog: one SQLite file, the source of truth for a song library.
+
+Tables
+------
+``meta``
+    ``schema_version``, ``library_id`` (random, made once), ``model_id`` (the encoder
+    checkpoint the library searches with) and ``generation`` (bumped by every change to the
+    searchable vectors, so derived faiss indexes know when they are stale).
+``roots`` / ``excludes``
+    Folders and files the user added, and paths the user removed from inside a root.
+``songs``
+    One row per distinct recording, keyed by the sha256 of the file's bytes (duplicates are
+    stored once): tags (artist, title, album), duration, the decoded-audio key of its cached
+    stems, analysis (tempo, key, beats as JSON) and which checkpoint/mode embedded it.
+``files``
+    Paths on disk -> song, with size and mtime (nanoseconds) for incremental re-scans. A moved
+    or renamed file is a new path pointing at the old song, so it keeps its embeddings.
+``embeddings``
+    One float32 vector (a blob) per song and space (``M``, ``V``, ``[M+V]``, ``[M,V]``), with
+    the checkpoint id. A song's vectors are always written together in one transaction.
+``failures``
+    Files that could not be indexed: the stage, the error class and the reason.
+
+Durability: WAL journal, one ``BEGIN IMMEDIATE`` transaction per song, so a killed process
+loses at most the song it was working on. The connection is shared between threads behind a
+lock (the GUI reads while a worker scans).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from core.errors import LibraryError
+
+SCHEMA_VERSION = 1
+#: Embedding spaces stored per song (the names used by ``core.embedding``).
+STORED_SPACES = ("M", "V", "[M+V]", "[M,V]")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS roots (path TEXT PRIMARY KEY, added_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS excludes (path TEXT PRIMARY KEY, added_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS songs (
+    id INTEGER PRIMARY KEY,
+    content_hash TEXT NOT NULL UNIQUE,
+    size INTEGER NOT NULL,
+    audio_key TEXT,
+    duration REAL,
+    artist TEXT,
+    title TEXT,
+    album TEXT,
+    tempo REAL,
+    key TEXT,
+    analysis TEXT,
+    stems_model TEXT,
+    model_id TEXT,
+    mode TEXT,
+    added_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY,
+    song_id INTEGER NOT NULL REFERENCES songs(id) ON DELETE CASCADE,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS files_song ON files(song_id);
+CREATE TABLE IF NOT EXISTS embeddings (
+    song_id INTEGER NOT NULL REFERENCES songs(id) ON DELETE CASCADE,
+    space TEXT NOT NULL,
+    model_id TEXT NOT NULL,
+    dim INTEGER NOT NULL,
+    vector BLOB NOT NULL,
+    PRIMARY KEY (song_id, space)
+);
+CREATE INDEX IF NOT EXISTS embeddings_space ON embeddings(space, model_id);
+CREATE TABLE IF NOT EXISTS failures (
+    path TEXT PRIMARY KEY,
+    size INTEGER,
+    mtime_ns INTEGER,
+    stage TEXT NOT NULL,
+    error TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    at REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class FileRow:
+    """A path the catalog knows: its song and the size/mtime seen when it was indexed."""
+
+    path: str
+    song_id: int
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A file that could not be indexed. ``stage`` is where it failed (``hash``, ``decode``,
+    ``separate``, ``embed``...), ``error`` the exception class, ``reason`` the message."""
+
+    path: str
+    stage: str
+    error: str
+    reason: str
+    size: int | None = None
+    mtime_ns: int | None = None
+    at: float = 0.0
+
+
+@dataclass(frozen=True)
+class SongRecord:
+    """One song of the catalog (a distinct recording; ``paths`` lists where it lives)."""
+
+    id: int
+    content_hash: str
+    size: int
+    paths: tuple[str, ...]
+    duration: float | None
+    artist: str | None
+    title: str | None
+    album: str | None
+    tempo: float | None
+    key: str | None
+    audio_key: str | None
+    stems_model: str | None
+    model_id: str | None
+    mode: str | None
+    analysis: dict[str, Any] | None = field(default=None, compare=False)
+
+    @property
+    def path(self) -> str:
+        """The first path (sorted) where the song lives; ``""`` if it has none left."""
+        return self.paths[0] if self.paths else ""
+
+
+@dataclass(frozen=True)
+class SongInfo:
+    """What a scan learned about a song before embedding it (tags, duration, keys)."""
+
+    content_hash: str
+    size: int
+    duration: float | None = None
+    artist: str | None = None
+    title: str | None = None
+    album: str | None = None
+    audio_key: str | None = None
+    stems_model: str | None = None
+
+
+def vector_to_blob(v: npt.ArrayLike) -> bytes:
+    """float32 little-endian bytes of a 1-D vector."""
+    a = np.ascontiguousarray(np.asarray(v, dtype="<f4").reshape(-1))
+    return a.tobytes()
+
+
+def blob_to_vector(b: bytes) -> npt.NDArray[np.float32]:
+    return np.frombuffer(b, dtype="<f4").astype(np.float32)
+
+
+class Catalog:
+    """The SQLite catalog of one library. Use :meth:`open`; close with :meth:`close`."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+        self._lock = threading.RLock()
+
+    # --- opening ----------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | Path) -> Catalog:
+        """Open (creating if needed) the catalog file at ``path``.
+
+        Raises
+        ------
+        LibraryError
+            The file is not a Crossmix catalog (damaged, another program's database) or was
+            written by a newer Crossmix.
+        """
+        p = Path(path)
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                str(p), timeout=30.0, isolation_level=None, check_same_thread=False
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise LibraryError(f"{p}: cannot open the library catalog ({exc}).") from None
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            cat = cls(conn, p)
+            cat._init_schema()
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise LibraryError(
+                f"{p}: the library catalog is damaged or not a Crossmix catalog ({exc}). "
+                "Move it aside and re-create the library with 'crossmix library add'."
+            ) from None
+        return cat
+
+    def _init_schema(self) -> None:
+        with self._lock:
+            self._conn.executescript(_SCHEMA)  # idempotent (IF NOT EXISTS), commits itself
+        with self.transaction() as c:
+            row = c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row is None:
+                c.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                c.execute("INSERT INTO meta VALUES ('library_id', ?)", (uuid.uuid4().hex,))
+                c.execute("INSERT INTO meta VALUES ('generation', '0')")
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise LibraryError(
+                    f"{self.path}: this library was written by a newer Crossmix (schema "
+                    f"{row[0]} > {SCHEMA_VERSION}); update Crossmix to open it."
+                )
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on error)."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            cur = self._conn.execute(sql, tuple(params))
+            return list(cur.fetchall())
+
+    # --- meta -------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        rows = self._query("SELECT value FROM meta WHERE key=?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction() as c:
+            c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    @property
+    def library_id(self) -> str:
+        return self.get_meta("library_id") or ""
+
+    @property
+    def generation(self) -> int:
+        return int(self.get_meta("generation") or 0)
+
+    @property
+    def model_id(self) -> str | None:
+        """The encoder checkpoint the library searches with (``None`` before the first scan)."""
+        return self.get_meta("model_id")
+
+    def set_model_id(self, model_id: str) -> None:
+        """Switch the library to another checkpoint; songs of the old one become stale."""
+        with self.transaction() as c:
+            c.execute("INSERT OR REPLACE INTO meta VALUES ('model_id', ?)", (model_id,))
+            _bump(c)
+
+    # --- roots and excludes -----------------------------------------------------------------
+
+    def add_root(self, path: str) -> None:
+        with self.transaction() as c:
+            c.execute("INSERT OR IGNORE INTO roots VALUES (?, ?)", (path, time.time()))
+            c.execute("DELETE FROM excludes WHERE path=? OR path LIKE ? ESCAPE '\\'",
+                      (path, _like_under(path)))
+
+    def roots(self) -> list[str]:
+        return [str(r[0]) for r in self._query("SELECT path FROM roots ORDER BY path")]
+
+    def excludes(self) -> list[str]:
+        return [str(r[0]) for r in self._query("SELECT path FROM excludes ORDER BY path")]
+
+    # --- files and songs --------------------------------------------------------------------
+
+    def file_rows(self) -> dict[str, FileRow]:
+        rows = self._query("SELECT path, song_id, size, mtime_ns FROM files")
+        return {str(r[0]): FileRow(str(r[0]), int(r[1]), int(r[2]), int(r[3])) for r in rows}
+
+    def song_id_by_hash(self, content_hash: str) -> int | None:
+        rows = self._query("SELECT id FROM songs WHERE content_hash=?", (content_hash,))
+        return int(rows[0][0]) if rows else None
+
+    def song(self, song_id: int) -> SongRecord | None:
+        got = self.songs(ids=[song_id])
+        return got[0] if got else None
+
+    def song_by_path(self, path: str) -> SongRecord | None:
+        rows = self._query("SELECT song_id FROM files WHERE path=?", (path,))
+        return self.song(int(rows[0][0])) if rows else None
+
+    def songs(self, *, ids: Iterable[int] | None = None) -> list[SongRecord]:
+        """Songs ordered by id (all, or those in ``ids``)."""
+        cols = ("id, content_hash, size, duration, artist, title, album, tempo, key, "
+                "audio_key, stems_model, model_id, mode, analysis")
+        if ids is None:
+            rows = self._query(f"SELECT {cols} FROM songs ORDER BY id")
+            files = self._query("SELECT song_id, path FROM files ORDER BY path")
+        else:
+            id_list = [int(i) for i in ids]
+            if not id_list:
+                return []
+            rows, files = [], []
+            for chunk in _chunks(id_list, 900):
+                marks = ",".join("?" * len(chunk))
+                rows += self._query(f"SELECT {cols} FROM songs WHERE id IN ({marks})", chunk)
+                files += self._query(
+                    f"SELECT song_id, path FROM files WHERE song_id IN ({marks}) ORDER BY path",
+                    chunk,
+                )
+            rows.sort(key=lambda r: int(r[0]))
+        paths: dict[int, list[str]] = {}
+        for sid, p in files:
+            paths.setdefault(int(sid), []).append(str(p))
+        for v in paths.values():
+            v.sort()
+        return [
+            SongRecord(
+                id=int(r[0]), content_hash=str(r[1]), size=int(r[2]),
+                paths=tuple(paths.get(int(r[0]), [])),
+                duration=_opt_float(r[3]), artist=r[4], title=r[5], album=r[6],
+                tempo=_opt_float(r[7]), key=r[8], audio_key=r[9], stems_model=r[10],
+                model_id=r[11], mode=r[12], analysis=json.loads(r[13]) if r[13] else None,
+            )
+            for r in rows
+        ]
+
+    def put_song(
+        self,
+        *,
+        path: str,
+        size: int,
+        mtime_ns: int,
+        info: SongInfo,
+        vectors: Mapping[str, npt.ArrayLike],
+        model_id: str,
+        mode: str,
+        analysis: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Record one indexed song in ONE transaction: the song (created or updated by content
+        hash), its vectors (replacing any older ones), the path, and clear its failure.
+
+        Returns the song id.
+        """
+        if not vectors:
+            raise ValueError("put_song needs at least one vector")
+        now = time.time()
+        tempo = key = None
+        if analysis is not None:
+            tempo, key = analysis.get("tempo"), analysis.get("key")
+        with self.transaction() as c:
+            row = c.execute("SELECT id FROM songs WHERE content_hash=?",
+                            (info.content_hash,)).fetchone()
+            if row is None:
+                cur = c.execute(
+                    "INSERT INTO songs (content_hash, size, audio_key, duration, artist, title, "
+                    "album, stems_model, model_id, mode, added_at, updated_at) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (info.content_hash, info.size, info.audio_key, info.duration, info.artist,
+                     info.title, info.album, info.stems_model, model_id, mode, now, now),
+                )
+                song_id = int(cur.lastrowid or 0)
+            else:
+                song_id = int(row[0])
+                c.execute(
+                    "UPDATE songs SET size=?, audio_key=COALESCE(?, audio_key), "
+                    "duration=COALESCE(?, duration), artist=?, title=?, album=?, "
+                    "stems_model=COALESCE(?, stems_model), model_id=?, mode=?, updated_at=? "
+                    "WHERE id=?",
+                    (info.size, info.audio_key, info.duration, info.artist, info.title,
+                     info.album, info.stems_model, model_id, mode, now, song_id),
+                )
+            if analysis is not None:
+                c.execute("UPDATE songs SET tempo=?, key=?, analysis=? WHERE id=?",
+                          (tempo, key, json.dumps(dict(analysis)), song_id))
+            c.execute("DELETE FROM embeddings WHERE song_id=?", (song_id,))
+            for space, vec in vectors.items():
+                blob = vector_to_blob(vec)
+                c.execute("INSERT INTO embeddings VALUES (?,?,?,?,?)",
+                          (song_id, space, model_id, len(blob) // 4, blob))
+            c.execute("INSERT OR REPLACE INTO files VALUES (?,?,?,?)",
+                      (path, song_id, size, mtime_ns))
+            c.execute("DELETE FROM failures WHERE path=?", (path,))
+            _drop_orphans(c)  # the path's previous song, if the file changed
+            _bump(c)
+        return song_id
+
+    def link_file(self, *, path: str, song_id: int, size: int, mtime_ns: int) -> None:
+        """Point ``path`` at an existing song (a moved, renamed or duplicate file)."""
+        with self.transaction() as c:
+            c.execute("INSERT OR REPLACE INTO files VALUES (?,?,?,?)",
+                      (path, song_id, size, mtime_ns))
+            c.execute("DELETE FROM failures WHERE path=?", (path,))
+            _drop_orphans(c)
+
+    def forget_paths(self, paths: Iterable[str]) -> int:
+        """Remove file rows (and failures) for ``paths``; songs left with no file are deleted
+        with their vectors. Returns how many songs were deleted."""
+        with self.transaction() as c:
+            for p in paths:
+                c.execute("DELETE FROM files WHERE path=?", (p,))
+                c.execute("DELETE FROM failures WHERE path=?", (p,))
+            return _drop_orphans(c)
+
+    def remove_tree(self, path: str) -> tuple[int, int]:
+        """Remove ``path`` (a file or folder) from the library: roots at or under it, files
+        under it; exclude it from roots that still contain it. Returns (files, songs) removed."""
+        like = _like_under(path)
+        with self.transaction() as c:
+            c.execute("DELETE FROM roots WHERE path=? OR path LIKE ? ESCAPE '\\'", (path, like))
+            n_files = c.execute(
+                "DELETE FROM files WHERE path=? OR path LIKE ? ESCAPE '\\'", (path, like)
+            ).rowcount
+            c.execute("DELETE FROM failures WHERE path=? OR path LIKE ? ESCAPE '\\'",
+                      (path, like))
+            roots = [str(r[0]) for r in c.execute("SELECT path FROM roots")]
+            if any(_is_under(path, r) for r in roots):
+                c.execute("INSERT OR REPLACE INTO excludes VALUES (?, ?)", (path, time.time()))
+            n_songs = _drop_orphans(c)
+        return int(n_files), n_songs
+
+    def set_analysis(self, song_id: int, analysis: Mapping[str, Any]) -> None:
+        """Cache an analysis (``Analysis.to_dict()``) and its tempo/key columns."""
+        with self.transaction() as c:
+            c.execute("UPDATE songs SET tempo=?, key=?, analysis=? WHERE id=?",
+                      (analysis.get("tempo"), analysis.get("key"), json.dumps(dict(analysis)),
+                       song_id))
+
+    def set_stems(self, song_id: int, *, audio_key: str, stems_model: str) -> None:
+        with self.transaction() as c:
+            c.execute("UPDATE songs SET audio_key=?, stems_model=? WHERE id=?",
+                      (audio_key, stems_model, song_id))
+
+    # --- failures ---------------------------------------------------------------------------
+
+    def record_failure(self, failure: Failure) -> None:
+        """Record a failed file; a path that held a song no longer does (its content is
+        unusable now), and a song left with no file is deleted."""
+        with self.transaction() as c:
+            if c.execute("DELETE FROM files WHERE path=?", (failure.path,)).rowcount:
+                _drop_orphans(c)
+            c.execute(
+                "INSERT OR REPLACE INTO failures VALUES (?,?,?,?,?,?,?)",
+                (failure.path, failure.size, failure.mtime_ns, failure.stage, failure.error,
+                 failure.reason, failure.at or time.time()),
+            )
+
+    def failures(self) -> list[Failure]:
+        rows = self._query(
+            "SELECT path, stage, error, reason, size, mtime_ns, at FROM failures ORDER BY path"
+        )
+        return [Failure(str(r[0]), str(r[1]), str(r[2]), str(r[3]), r[4], r[5], float(r[6]))
+                for r in rows]
+
+    # --- vectors ----------------------------------------------------------------------------
+
+    def vectors(
+        self, space: str, model_id: str
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """All vectors of ``space`` made by ``model_id``: ids ``(n,)`` and matrix ``(n, d)``."""
+        rows = self._query(
+            "SELECT song_id, vector FROM embeddings WHERE space=? AND model_id=? ORDER BY song_id",
+            (space, model_id),
+        )
+        return _stack(rows)
+
+    def vectors_for(
+        self, ids: Iterable[int], space: str, model_id: str
+    ) -> dict[int, npt.NDArray[np.float32]]:
+        out: dict[int, npt.NDArray[np.float32]] = {}
+        for chunk in _chunks([int(i) for i in ids], 900):
+            marks = ",".join("?" * len(chunk))
+            for sid, blob in self._query(
+                f"SELECT song_id, vector FROM embeddings WHERE space=? AND model_id=? "
+                f"AND song_id IN ({marks})", [space, model_id, *chunk]
+            ):
+                out[int(sid)] = blob_to_vector(blob)
+        return out
+
+    def song_vectors(self, song_id: int, model_id: str) -> dict[str, npt.NDArray[np.float32]]:
+        rows = self._query(
+            "SELECT space, vector FROM embeddings WHERE song_id=? AND model_id=?",
+            (song_id, model_id),
+        )
+        return {str(s): blob_to_vector(b) for s, b in rows}
+
+    # --- counts -----------------------------------------------------------------------------
+
+    def counts(self, model_id: str | None) -> dict[str, int]:
+        """songs, files, failures, songs embedded with ``model_id`` (current), stale, and per
+        space the number of current vectors (``space:M`` ...)."""
+        def one(sql: str, *p: Any) -> int:
+            return int(self._query(sql, p)[0][0])
+
+        out = {
+            "songs": one("SELECT COUNT(*) FROM songs"),
+            "files": one("SELECT COUNT(*) FROM files"),
+            "failures": one("SELECT COUNT(*) FROM failures"),
+            "current": one("SELECT COUNT(*) FROM songs WHERE model_id IS ?", model_id),
+            "full": one("SELECT COUNT(*) FROM songs WHERE model_id IS ? AND mode='full'",
+                        model_id),
+            "analysed": one("SELECT COUNT(*) FROM songs WHERE analysis IS NOT NULL"),
+        }
+        out["stale"] = out["songs"] - out["current"]
+        for space, n in self._query(
+            "SELECT space, COUNT(*) FROM embeddings WHERE model_id IS ? GROUP BY space",
+            (model_id,),
+        ):
+            out[f"space:{space}"] = int(n)
+        return out
+
+    def dump(self) -> dict[str, Any]:
+        """A comparable snapshot (no ids, no times): for tests and consistency checks."""
+        songs = {}
+        model = self.model_id
+        for s in self.songs():
+            vecs = self.song_vectors(s.id, s.model_id or "")
+            songs[s.content_hash] = {
+                "paths": s.paths, "size": s.size, "duration": s.duration, "artist": s.artist,
+                "title": s.title, "album": s.album, "tempo": s.tempo, "key": s.key,
+                "audio_key": s.audio_key, "model_id": s.model_id, "mode": s.mode,
+                "vectors": {k: v.tolist() for k, v in sorted(vecs.items())},
+            }
+        return {
+            "model_id": model,
+            "roots": self.roots(),
+            "songs": songs,
+            "failures": {f.path: (f.stage, f.error) for f in self.failures()},
+        }
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _bump(c: sqlite3.Connection) -> None:
+    c.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='generation'")
+
+
+def _drop_orphans(c: sqlite3.Connection) -> int:
+    n = c.execute("DELETE FROM songs WHERE id NOT IN (SELECT song_id FROM files)").rowcount
+    if n:
+        _bump(c)
+    return int(n)
+
+
+def _like_under(path: str) -> str:
+    """A LIKE pattern matching paths strictly under folder ``path``."""
+    base = path.rstrip("/\\")
+    esc = base.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return esc + "/%"
+
+
+def _is_under(path: str, root: str) -> bool:
+    root = root.rstrip("/")
+    return path != root and path.startswith(root + "/")
+
+
+def _opt_float(x: Any) -> float | None:
+    return None if x is None else float(x)
+
+
+def _chunks(xs: list[int], n: int) -> Iterator[list[int]]:
+    for i in range(0, len(xs), n):
+        yield xs[i: i + n]
+
+
+def _stack(rows: list[sqlite3.Row]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    if not rows:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
+    ids = np.fromiter((int(r[0]) for r in rows), dtype=np.int64, count=len(rows))
+    mat = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").astype(np.float32)
+    return ids, mat.reshape(len(rows), -1)

@@ -29,7 +29,7 @@ import logging
 import math
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,13 +112,17 @@ def stft_frames(padded: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
 
 
 def overlap_add(frames: torch.Tensor) -> torch.Tensor:
-    """Overlap-add ``(channels, n_frames, 4096)`` frames at hop 1024 -> ``(channels, samples)``."""
+    """Overlap-add ``(channels, n_frames, 4096)`` frames at hop 1024 -> ``(channels, samples)``.
+
+    Sample ``k * 1024 + i`` sums frames ``k, k-1, k-2, k-3`` (in that order of phase).
+    """
     ch, nfr, length = frames.shape
-    out_len = (nfr - 1) * FRAME_STEP + length
-    out = torch.nn.functional.fold(
-        frames.transpose(1, 2), output_size=(1, out_len), kernel_size=(1, length), stride=(1, FRAME_STEP)
-    )
-    return out.reshape(ch, out_len)
+    ratio = length // FRAME_STEP
+    blocks = frames.reshape(ch, nfr, ratio, FRAME_STEP)
+    out = frames.new_zeros((ch, nfr + ratio - 1, FRAME_STEP))
+    for j in range(ratio):
+        out[:, j : j + nfr] += blocks[:, :, j]
+    return out.reshape(ch, (nfr + ratio - 1) * FRAME_STEP)
 
 
 def _is_cuda_oom(exc: BaseException) -> bool:
@@ -254,7 +258,14 @@ class Separator:
             for s0 in range(0, n_seg, per_chunk):
                 check_cancel(cancel, what)
                 s1 = min(s0 + per_chunk, n_seg)
-                self._chunk(x, s0, s1, total_frames, out, cancel, what)
+                done0 = min(max(s0 * SEGMENT_SAMPLES - FRAME_LENGTH, 0), L) / SR
+
+                def notify(message: str, done0: float = done0) -> None:
+                    log.warning("%s", message)
+                    if progress is not None:
+                        progress(Progress("separate", done0, L / SR, "s", message=message))
+
+                self._chunk(x, s0, s1, total_frames, out, cancel, what, notify)
                 if progress is not None:
                     done = min(s1 * SEGMENT_SAMPLES - FRAME_LENGTH, L) / SR
                     progress(Progress("separate", done, L / SR, "s", eta_s=clock.eta(done, L / SR)))
@@ -275,6 +286,7 @@ class Separator:
         out: dict[str, FloatArray],
         cancel: CancelToken | None,
         what: str,
+        notify: Callable[[str], None],
     ) -> None:
         """Separate segments ``[s0, s1)`` and overlap-add them into ``out`` (un-scaled)."""
         a = s0 * T_SEGMENT
@@ -283,15 +295,14 @@ class Separator:
         padded = padded_slice(x, start, (b - 1) * FRAME_STEP + FRAME_LENGTH)
         L = x.shape[1]
         while True:
-            dev = self.device
             try:
-                outputs = self._masks_and_istft(torch.from_numpy(padded).to(dev), s1 - s0, b - a, cancel, what)
+                outputs = self._masks_and_istft(padded, s1 - s0, b - a, cancel, what)
                 break
             except Exception as exc:
-                if dev.type != "cuda" or not _is_cuda_oom(exc):
+                if self.device.type != "cuda" or not _is_cuda_oom(exc):
                     raise
                 torch.cuda.empty_cache()
-                self._on_cuda_oom()
+                notify(self._on_cuda_oom())
         for inst, wav in outputs.items():
             # padded index p maps to output index p - 4096
             lo, hi = start - FRAME_LENGTH, start - FRAME_LENGTH + wav.shape[1]
@@ -299,14 +310,15 @@ class Separator:
             if chi > clo:
                 out[inst][:, clo:chi] += wav[:, clo - lo : chi - lo].cpu().numpy()
 
-    def _on_cuda_oom(self) -> None:
+    def _on_cuda_oom(self) -> str:
+        """Shrink the batch, or move to the CPU; returns what was done, for the user."""
         if self._batch > 1:
             self._batch //= 2
-            log.warning("CUDA ran out of memory; retrying with batches of %d segments.", self._batch)
-            return
-        log.warning("CUDA ran out of memory even for one segment; continuing on the CPU.")
+            return f"CUDA ran out of memory; retrying with batches of {self._batch} segment(s)."
         self.device = torch.device("cpu")
         self._nets = {k: v.to(self.device) for k, v in self._nets.items()}
+        return "CUDA ran out of memory even for one segment; continuing on the CPU (slower)."
+
 
     def _win(self, dev: torch.device) -> torch.Tensor:
         if dev not in self._window:
@@ -314,10 +326,10 @@ class Separator:
         return self._window[dev]
 
     def _masks_and_istft(
-        self, padded: torch.Tensor, n_seg: int, nfr: int, cancel: CancelToken | None, what: str
+        self, padded: FloatArray, n_seg: int, nfr: int, cancel: CancelToken | None, what: str
     ) -> dict[str, torch.Tensor]:
-        win = self._win(padded.device)
-        spec = stft_frames(padded, win)  # (2, nfr, 2049)
+        win = self._win(self.device)
+        spec = stft_frames(torch.from_numpy(padded).to(self.device), win)  # (2, nfr, 2049)
         mag = spec[:, :, :F_BINS].abs()
         mag = torch.nn.functional.pad(mag, (0, 0, 0, n_seg * T_SEGMENT - nfr))
         mag = mag.reshape(2, n_seg, T_SEGMENT, F_BINS).transpose(0, 1).contiguous()  # (S, 2, T, F)
@@ -333,9 +345,8 @@ class Separator:
         for inst in INSTRUMENTS:
             mask = (y[inst] * y[inst] + EPSILON / len(y)) / denom  # (S, 2, T, F)
             mask = mask.transpose(0, 1).reshape(2, n_seg * T_SEGMENT, F_BINS)[:, :nfr]
-            masked = torch.zeros_like(spec)
-            masked[:, :, :F_BINS] = spec[:, :, :F_BINS] * mask
-            frames = torch.fft.irfft(masked, n=FRAME_LENGTH) * win
+            # irfft zero-fills bins 1024..2048: Spleeter's "zeros" mask extension
+            frames = torch.fft.irfft(spec[:, :, :F_BINS] * mask, n=FRAME_LENGTH) * win
             result[inst] = overlap_add(frames)
         return result
 

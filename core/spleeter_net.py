@@ -121,7 +121,8 @@ class _ArrayUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         if name == "_reconstruct" and module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-            return np.core.multiarray._reconstruct  # type: ignore[attr-defined]
+            core = getattr(np, "_core", None) or np.core  # numpy 2 renamed numpy.core
+            return core.multiarray._reconstruct
         try:
             return self._ALLOWED[(module, name)]
         except KeyError:

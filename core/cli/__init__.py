@@ -18,6 +18,10 @@ from core.errors import Cancelled, CrossmixError
 #: Modules that add subcommands. Each defines ``register(subparsers) -> None`` and sets
 #: ``func=handler`` (``handler(args) -> int``) on its parsers.
 COMMAND_MODULES: list[str] = [
+    "training.cli",
+    "core.cli.library",
+    "core.cli.separate",
+    "training.corpus_cli",
 ]
 
 

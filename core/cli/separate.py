@@ -1,0 +1,97 @@
+"""``crossmix separate``: split songs into vocals and accompaniment files (Spleeter 2-stems)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from core.errors import Cancelled, CrossmixError
+from core.progress import Progress
+
+HELP = "separate songs into <name>_vocals and <name>_accompaniment files (Spleeter 2-stems)"
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "separate",
+        help=HELP,
+        description=(
+            "Separate each SONG into <name>_vocals.<fmt> and <name>_accompaniment.<fmt> in DIR, "
+            "with Deezer's Spleeter 2-stems model (44.1 kHz stereo output, same length as the song). "
+            "By default the accompaniment is Spleeter's own stem, which has nothing above 11 kHz; "
+            "--full-band writes mix minus vocals instead (keeps the top octave; this is what "
+            "Crossmix's cross-mixes use). Stems are cached, so a song is separated once."
+        ),
+    )
+    p.add_argument("songs", nargs="+", metavar="SONG", type=Path, help="audio files (wav, flac, mp3, ogg, m4a...)")
+    p.add_argument("-o", "--output", required=True, type=Path, metavar="DIR", help="folder for the stem files")
+    p.add_argument(
+        "--device", default="auto", help="auto (CUDA when available, default), cpu, or cuda[:N]"
+    )
+    p.add_argument("--format", choices=("wav", "flac"), default="wav",
+                   help="wav (32-bit float, default) or flac (24-bit)")
+    p.add_argument(
+        "--full-band",
+        action="store_true",
+        help="write the full-band accompaniment (mix - vocals) instead of Spleeter's band-limited "
+        "one (default: Spleeter's own accompaniment)",
+    )
+    p.add_argument("--model", choices=("spleeter-2stems", "tiny"), default="spleeter-2stems",
+                   help="spleeter-2stems (Deezer's weights, default) or tiny (random weights; for tests)")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor fill the stem cache")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from core.audio import save_audio
+    from core.device import resolve_device
+    from core.separation import Separator, default_stem_cache, separate_file
+
+    device = resolve_device(args.device)
+    if args.model == "tiny":
+        separator = Separator.tiny(device=device)
+    else:
+        separator = Separator.spleeter_2stems(device=device)
+    cache = None if args.no_cache else default_stem_cache()
+    out_dir: Path = args.output
+    failures = 0
+    for song in args.songs:
+        name = song.stem
+        targets = {
+            "vocals": out_dir / f"{name}_vocals.{args.format}",
+            "accompaniment": out_dir / f"{name}_accompaniment.{args.format}",
+        }
+        try:
+            if not args.overwrite:
+                for t in targets.values():
+                    if t.exists():
+                        raise CrossmixError(f"{t}: the file exists; use --overwrite or another -o folder.")
+            with tqdm(total=1.0, desc=name[:30], unit="s", leave=False, file=sys.stderr,
+                      bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]") as bar:
+
+                def on_progress(p: Progress, bar: Any = bar, song: Path = song) -> None:
+                    bar.total = max(p.total, 1e-9)
+                    bar.n = p.done
+                    if p.message:
+                        bar.write(f"crossmix: {song}: {p.message}")
+                    bar.refresh()
+
+                stems = separate_file(song, separator=separator, cache=cache, progress=on_progress)
+            accomp = stems.full_band_accompaniment if args.full_band else stems.accompaniment
+            save_audio(targets["vocals"], stems.vocals, overwrite=True)
+            save_audio(targets["accompaniment"], accomp, overwrite=True)
+            print(f"{song} -> {targets['vocals'].name}, {targets['accompaniment'].name}")
+        except Cancelled:
+            raise
+        except CrossmixError as exc:
+            failures += 1
+            print(f"crossmix: error: {exc}", file=sys.stderr)
+    if failures:
+        print(f"crossmix: {failures} of {len(args.songs)} file(s) failed.", file=sys.stderr)
+        return 1
+    return 0

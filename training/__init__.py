@@ -1,0 +1,1 @@
+"""Corpus generation, triplet training and evaluation (headless)."""

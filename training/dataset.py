@@ -1,0 +1,354 @@
+"""Labelled song folders, singer splits and the on-disk cache of log-mel segments.
+
+A training (or evaluation) folder is a tree of songs labelled by singer, either by
+
+- ``manifest.csv`` at its top: a header line then rows ``path,singer[,song][,vocals]``
+  (``path`` and ``vocals`` relative to the folder; ``vocals`` is an optional ground-truth
+  vocal stem of the same length, used with ``--vocals stems``), or by
+- the ``artist`` tag of each audio file (read with mutagen); files without one are skipped
+  and counted. A folder holding ``mix.*`` beside ``vocals.*`` (and ``accompaniment.*``) is
+  one song whose ``vocals`` file is its ground-truth stem.
+
+The folder is only read, never written. Each song is separated once (the shared stem cache,
+:func:`core.separation.default_stem_cache`) and its mix and vocal log-mel segments, chosen
+where the vocal is active (:func:`core.features.select_segments`), are stored as float16 in a
+feature cache (default ``core.paths.cache_dir() / "features"``) keyed by the file's sha256,
+the vocal source (separator ``model_id`` or the stem file's sha256), the front-end version
+and the segment cap.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from core.audio import AUDIO_EXTENSIONS, file_hash, load_audio
+from core.errors import AudioError, CrossmixError, TrainingError
+from core.features import song_segments
+from core.paths import cache_dir
+from core.progress import CancelToken, EtaClock, Progress, ProgressFn, check_cancel
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.csv"
+#: File stems that are a song's stems, not songs, when a ``mix.*`` sits beside them.
+_STEM_NAMES = ("vocals", "accompaniment", "instrumental", "drums", "bass", "other")
+#: Bumped whenever the front end or the segment rule changes (old cache entries are then unused).
+FEATURE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SongEntry:
+    """One labelled song. ``song`` is a display name; ``vocals`` a ground-truth stem, if any."""
+
+    path: Path
+    singer: str
+    song: str
+    vocals: Path | None = None
+
+
+@dataclass
+class Dataset:
+    """The songs of a folder, grouped by singer (singers and songs sorted, so runs repeat)."""
+
+    root: Path
+    songs: list[SongEntry]
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    @property
+    def singers(self) -> list[str]:
+        return sorted({s.singer for s in self.songs})
+
+    def by_singer(self) -> dict[str, list[SongEntry]]:
+        out: dict[str, list[SongEntry]] = {}
+        for s in sorted(self.songs, key=lambda e: (e.singer, str(e.path))):
+            out.setdefault(s.singer, []).append(s)
+        return out
+
+    def subset(self, singers: list[str] | set[str]) -> list[SongEntry]:
+        keep = set(singers)
+        return [s for s in sorted(self.songs, key=lambda e: (e.singer, str(e.path))) if s.singer in keep]
+
+
+def load_dataset(root: str | Path) -> Dataset:
+    """Read the songs and singer labels of a folder (``manifest.csv`` or ``artist`` tags).
+
+    Raises
+    ------
+    TrainingError
+        The folder does not exist, the manifest is malformed, or no labelled song was found.
+    """
+    r = Path(root).expanduser()
+    if not r.is_dir():
+        raise TrainingError(f"{r}: no such folder; point --data at a folder of songs labelled by singer.")
+    manifest = r / MANIFEST
+    ds = _from_manifest(r, manifest) if manifest.is_file() else _from_tags(r)
+    if not ds.songs:
+        raise TrainingError(
+            f"{r}: no labelled songs found. Add a {MANIFEST} with lines 'path,singer' or tag the "
+            "files with their artist."
+        )
+    return ds
+
+
+def _from_manifest(root: Path, manifest: Path) -> Dataset:
+    songs: list[SongEntry] = []
+    skipped: list[tuple[Path, str]] = []
+    try:
+        with open(manifest, newline="", encoding="utf-8") as fh:
+            rows = [row for row in csv.reader(fh) if row and not row[0].startswith("#")]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TrainingError(f"{manifest}: cannot read it ({exc}).") from None
+    if not rows:
+        raise TrainingError(f"{manifest}: it is empty; write a header 'path,singer' and one line per song.")
+    header = [h.strip().lower() for h in rows[0]]
+    if "path" in header and "singer" in header:
+        cols = {name: header.index(name) for name in header}
+        rows = rows[1:]
+    else:
+        cols = {"path": 0, "singer": 1, "song": 2}
+    for i, row in enumerate(rows, start=2 if "path" in header else 1):
+        def get(name: str, row: list[str] = row) -> str:
+            j = cols.get(name)
+            return row[j].strip() if j is not None and j < len(row) else ""
+        rel, singer = get("path"), get("singer")
+        if not rel or not singer:
+            raise TrainingError(f"{manifest}, line {i}: needs at least 'path,singer'.")
+        p = (root / rel).resolve()
+        if not p.is_file():
+            skipped.append((p, "listed in the manifest but missing"))
+            continue
+        voc = get("vocals")
+        vp = (root / voc).resolve() if voc else None
+        if vp is not None and not vp.is_file():
+            skipped.append((vp, "vocal stem listed in the manifest but missing"))
+            vp = None
+        songs.append(SongEntry(path=p, singer=singer, song=get("song") or p.stem, vocals=vp))
+    return Dataset(root=root, songs=songs, skipped=skipped)
+
+
+def _from_tags(root: Path) -> Dataset:
+    import mutagen
+
+    songs: list[SongEntry] = []
+    skipped: list[tuple[Path, str]] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        audio = [n for n in sorted(filenames) if not n.startswith(".") and Path(n).suffix.lower() in AUDIO_EXTENSIONS]
+        # A song folder holding mix.* beside vocals.* / accompaniment.* (stems, e.g. the
+        # synthetic corpus): the mix is the song, the vocal file its ground-truth stem.
+        stems = {Path(n).stem.lower(): Path(dirpath) / n for n in audio}
+        has_mix = "mix" in stems
+        for name in audio:
+            p = Path(dirpath) / name
+            if has_mix and p.stem.lower() in _STEM_NAMES:
+                continue
+            try:
+                tagged = mutagen.File(str(p), easy=True)
+            except Exception as exc:  # mutagen raises many types on odd files
+                skipped.append((p, f"tags unreadable ({exc})"))
+                continue
+            artist = None
+            if tagged is not None and tagged.tags is not None:
+                vals = tagged.tags.get("artist")
+                if vals:
+                    artist = str(vals[0]).strip()
+            if not artist:
+                skipped.append((p, "no artist tag"))
+                continue
+            title = None
+            if tagged is not None and tagged.tags is not None and tagged.tags.get("title"):
+                title = str(tagged.tags.get("title")[0])
+            vocal_stem = stems.get("vocals") if has_mix and p.stem.lower() == "mix" else None
+            default_name = p.parent.name if p.stem.lower() == "mix" else p.stem
+            songs.append(SongEntry(path=p.resolve(), singer=artist, song=title or default_name,
+                                   vocals=vocal_stem.resolve() if vocal_stem is not None else None))
+    return Dataset(root=root, songs=songs, skipped=skipped)
+
+
+# --- splits --------------------------------------------------------------------------------
+
+
+@dataclass
+class Split:
+    """Disjoint singer lists. Singers with fewer than two songs only ever go to ``train``."""
+
+    train: list[str]
+    val: list[str]
+    test: list[str]
+    seed: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seed": self.seed, "train": self.train, "val": self.val, "test": self.test}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Split:
+        return cls(train=list(d["train"]), val=list(d["val"]), test=list(d["test"]), seed=int(d.get("seed", 0)))
+
+
+def split_singers(ds: Dataset, *, val_fraction: float = 0.1, test_fraction: float = 0.1,
+                  seed: int = 0) -> Split:
+    """Split singers (not songs) into train / validation / test, reproducibly from ``seed``.
+
+    Validation and test each get ``round(fraction * singers)`` singers (at least 2 when the
+    fraction is positive and there are enough singers with two or more songs).
+    """
+    groups = ds.by_singer()
+    eligible = sorted(s for s, songs in groups.items() if len(songs) >= 2)
+    rng = np.random.default_rng(seed)
+    order = [eligible[i] for i in rng.permutation(len(eligible))]
+    n = len(groups)
+
+    def count(frac: float) -> int:
+        return 0 if frac <= 0 else max(2, int(round(frac * n)))
+
+    n_test, n_val = count(test_fraction), count(val_fraction)
+    if n_test + n_val > len(order) - 2:
+        raise TrainingError(
+            f"{ds.root}: {n} singers ({len(eligible)} with two or more songs) are too few for "
+            f"{n_val} validation and {n_test} test singers plus training singers; add singers or "
+            "lower --val-fraction / --test-fraction."
+        )
+    test = sorted(order[:n_test])
+    val = sorted(order[n_test:n_test + n_val])
+    held = set(test) | set(val)
+    train = sorted(s for s in groups if s not in held)
+    return Split(train=train, val=val, test=test, seed=seed)
+
+
+# --- feature cache -------------------------------------------------------------------------
+
+
+@dataclass
+class SongFeatures:
+    """Cached segments of one song: ``mix`` and ``vocal`` are float16 ``(count, 128, 129)``."""
+
+    mix: npt.NDArray[np.float16]
+    vocal: npt.NDArray[np.float16]
+    vocal_found: bool
+
+
+#: Gives the separated stems of a song file: ``(path) -> Stems``.
+StemsFn = Callable[[Path], Any]
+
+
+class FeatureStore:
+    """Log-mel segments of songs, computed once and kept on disk.
+
+    Parameters
+    ----------
+    root : Path, optional
+        The cache folder (default ``core.paths.cache_dir() / "features"``).
+    vocals : {"separated", "stems"}
+        Where the vocal comes from: the separator (through the stem cache) or the
+        ground-truth stem named in the manifest.
+    separator : core.separation.Separator, optional
+        Needed for ``"separated"``.
+    stem_cache : core.separation.StemCache, optional
+        Default :func:`core.separation.default_stem_cache`.
+    max_segments : int
+        Cap on segments per song, spread over the song.
+    """
+
+    def __init__(self, root: Path | None = None, *, vocals: str = "separated", separator: Any = None,
+                 stem_cache: Any = None, max_segments: int = 16) -> None:
+        if vocals not in ("separated", "stems"):
+            raise TrainingError(f"Unknown vocal source {vocals!r}: use 'separated' or 'stems'.")
+        if vocals == "separated" and separator is None:
+            raise TrainingError("Separated vocals need a separator.")
+        self.root = Path(root) if root is not None else cache_dir() / "features"
+        self.vocals = vocals
+        self.separator = separator
+        self.stem_cache = stem_cache
+        self.max_segments = int(max_segments)
+
+    def _source_id(self, song: SongEntry) -> str:
+        if self.vocals == "stems":
+            if song.vocals is None:
+                raise TrainingError(
+                    f"{song.path}: --vocals stems needs a 'vocals' column in {MANIFEST} naming its vocal stem."
+                )
+            return "gt-" + file_hash(song.vocals)[:16]
+        return "sep-" + str(self.separator.model_id)[:16]
+
+    def path_for(self, song: SongEntry) -> Path:
+        key = hashlib.sha256(
+            f"{file_hash(song.path)}|{self._source_id(song)}|v{FEATURE_VERSION}|c{self.max_segments}".encode()
+        ).hexdigest()
+        return self.root / key[:2] / f"{key}.npz"
+
+    def get(self, song: SongEntry) -> SongFeatures:
+        """The song's segments, from the cache or computed (and cached)."""
+        p = self.path_for(song)
+        if p.is_file():
+            try:
+                with np.load(p) as z:
+                    return SongFeatures(mix=z["mix"], vocal=z["vocal"], vocal_found=bool(z["found"]))
+            except (OSError, ValueError, KeyError) as exc:
+                log.warning("Feature cache entry %s is damaged (%s); recomputing.", p, exc)
+                p.unlink(missing_ok=True)
+        feats = self._compute(song)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".feat.", suffix=".npz", dir=p.parent)
+        os.close(fd)
+        try:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, mix=feats.mix, vocal=feats.vocal, found=np.array(feats.vocal_found))
+            os.replace(tmp, p)
+        except OSError as exc:
+            raise CrossmixError(f"{p}: could not write the feature cache ({exc}); is the disk full?") from None
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return feats
+
+    def _compute(self, song: SongEntry) -> SongFeatures:
+        if self.vocals == "stems":
+            assert song.vocals is not None
+            mix = load_audio(song.path)
+            voc = load_audio(song.vocals)
+        else:
+            from core.separation import default_stem_cache, separate_file
+
+            cache = self.stem_cache if self.stem_cache is not None else default_stem_cache()
+            stems = separate_file(song.path, separator=self.separator, cache=cache)
+            mix, voc = stems.mix, stems.vocals
+        with torch.no_grad():
+            m, v, found = song_segments(mix=mix, vocals=voc, max_segments=self.max_segments)
+        assert v is not None
+        return SongFeatures(mix=m.numpy().astype(np.float16), vocal=v.numpy().astype(np.float16),
+                            vocal_found=found)
+
+    def load_many(self, songs: list[SongEntry], *, progress: ProgressFn | None = None,
+                  cancel: CancelToken | None = None) -> tuple[list[SongEntry], list[SongFeatures], list[tuple[Path, str]]]:
+        """Features of many songs. Songs that cannot be decoded are skipped and reported.
+
+        Returns ``(songs_kept, features, failures)``.
+        """
+        kept: list[SongEntry] = []
+        feats: list[SongFeatures] = []
+        failures: list[tuple[Path, str]] = []
+        clock = EtaClock()
+        for i, song in enumerate(songs):
+            check_cancel(cancel, "preparing the training data")
+            try:
+                feats.append(self.get(song))
+                kept.append(song)
+            except AudioError as exc:
+                failures.append((song.path, str(exc)))
+                log.warning("Skipping %s: %s", song.path, exc)
+            if progress is not None:
+                progress(Progress("features", i + 1, len(songs), "songs", song.path.name,
+                                  eta_s=clock.eta(i + 1, len(songs))))
+        return kept, feats, failures

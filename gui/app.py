@@ -1,0 +1,70 @@
+"""Start the desktop app: ``crossmix`` (or ``crossmix SONG...``) calls :func:`main`."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def choose_device(name: str) -> tuple[object, str]:
+    """``(torch.device, note)``: the setting's device, or the CPU with a note when CUDA is absent."""
+    from core.device import resolve_device
+    from core.errors import DeviceError
+
+    try:
+        return resolve_device(name), ""
+    except DeviceError as exc:
+        import torch
+
+        return torch.device("cpu"), f"{exc} Using the CPU."
+
+
+def build_window(files: list[str] | None = None, *, settings_path: str | Path | None = None):  # type: ignore[no-untyped-def]
+    """The main window with the real engine (needs a QApplication)."""
+    from core.separation import default_stem_cache
+    from core.spleeter_assets import example_clip_path
+    from gui.engine import Session, encoders_factory_for, library_factory_for
+    from gui.main_window import MainWindow
+    from gui.settings import Settings
+    from gui.tabs import build_tabs
+
+    settings = Settings(settings_path)
+    device, note = choose_device(settings.get("compute/device"))
+    session = Session(
+        device=device,  # type: ignore[arg-type]
+        encoders_factory=encoders_factory_for(settings.get("model/encoder_checkpoint")),
+        library_factory=library_factory_for(settings.get("library/location")),
+        stem_cache=default_stem_cache(),
+        duplicate_threshold=settings.get("search/duplicate_threshold"),
+    )
+    try:
+        example = example_clip_path()
+    except Exception as exc:  # noqa: BLE001 - the example is a convenience
+        log.warning("%s", exc)
+        example = None
+    window = MainWindow(settings=settings, session=session, example_path=example)
+    build_tabs(window)
+    if note:
+        window.show_info(note)
+    if files:
+        window.enqueue([str(Path(f).expanduser()) for f in files])
+    return window
+
+
+def main(files: list[str]) -> int:
+    """Open the window (querying ``files`` when given) and run the event loop."""
+    from PySide6.QtWidgets import QApplication
+
+    from gui.style import apply_style
+
+    existing = QApplication.instance()
+    app = existing if isinstance(existing, QApplication) else QApplication(sys.argv[:1])
+    app.setApplicationName("Crossmix")
+    app.setOrganizationName("Crossmix")
+    apply_style(app)
+    window = build_window(files)
+    window.show()
+    return int(app.exec())

@@ -1,0 +1,75 @@
+"""The drop zone: accepts song files dragged from a file manager (several at once queue)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QMimeData, Qt, Signal
+from PySide6.QtGui import QDragEnterEvent, QDragMoveEvent, QDropEvent
+from PySide6.QtWidgets import QFrame, QLabel, QVBoxLayout, QWidget
+
+
+def local_files(mime: QMimeData) -> list[str]:
+    """Local file paths (not folders) carried by a drag, in order."""
+    if not mime.hasUrls():
+        return []
+    out = []
+    for url in mime.urls():
+        if url.isLocalFile():
+            p = url.toLocalFile()
+            if p and not Path(p).is_dir():
+                out.append(p)
+    return out
+
+
+class DropZone(QFrame):
+    """Emits ``files_dropped(paths)`` when local files are dropped on it."""
+
+    files_dropped = Signal(list)
+
+    IDLE_TEXT = "Drop a song here to find accompaniments for its voice\n" \
+                "(or File ▸ Open…, Ctrl+O; several songs queue)"
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("DropZone")
+        self.setAcceptDrops(True)
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.setMinimumHeight(64)
+        self.label = QLabel(self.IDLE_TEXT, self)
+        self.label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.label.setWordWrap(True)
+        lay = QVBoxLayout(self)
+        lay.addWidget(self.label)
+        self._set_hover(False)
+
+    def _set_hover(self, on: bool) -> None:
+        self.setProperty("hover", on)
+        self.style().unpolish(self)
+        self.style().polish(self)
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802
+        if local_files(event.mimeData()):
+            event.acceptProposedAction()
+            self._set_hover(True)
+        else:
+            event.ignore()
+
+    def dragMoveEvent(self, event: QDragMoveEvent) -> None:  # noqa: N802
+        if local_files(event.mimeData()):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dragLeaveEvent(self, event) -> None:  # type: ignore[no-untyped-def]  # noqa: N802
+        self._set_hover(False)
+        super().dragLeaveEvent(event)
+
+    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802
+        self._set_hover(False)
+        files = local_files(event.mimeData())
+        if not files:
+            event.ignore()
+            return
+        event.acceptProposedAction()
+        self.files_dropped.emit(files)

@@ -1,0 +1,466 @@
+"""The engine calls the window makes, bundled in one :class:`Session` (no Qt, no DSP here).
+
+Every method is blocking and meant to run in a worker (:mod:`gui.workers`); long ones take
+``progress`` and ``cancel``. Models are built lazily by injected factories, so tests pass tiny
+random-weight models (``Separator.tiny``, ``EncoderPair.tiny``) through the constructor and the
+app passes the real ones; nothing is patched and nothing is global.
+
+The query pipeline reports the stages ``decode``, ``separate``, ``analyze``, ``embed`` and
+``search``. When no encoders are available (the shipped weights missing) the query still
+decodes, separates and analyses, and the result says why there are no matches.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from core.audio import DEFAULT_MAX_DURATION, Audio, audio_hash, file_hash, load_audio
+from core.errors import CrossmixError, ModelError
+from core.progress import CancelToken, Progress, ProgressFn, check_cancel
+from gui.playback import playable
+from gui.results_model import ResultRow
+from gui.waveform import Envelope, envelope
+
+log = logging.getLogger(__name__)
+
+QUERY_STAGES = ("decode", "separate", "analyze", "embed", "search")
+
+
+
+def read_tags(path: Path) -> tuple[str, str]:
+    """``(title, artist)`` from the file's tags; the file name when there is no title."""
+    title, artist = "", ""
+    try:
+        import mutagen
+
+        f = mutagen.File(str(path), easy=True)
+        if f is not None and f.tags is not None:
+            title = str((f.tags.get("title") or [""])[0])
+            artist = str((f.tags.get("artist") or [""])[0])
+    except Exception as exc:  # noqa: BLE001 - unreadable tags are not an error
+        log.debug("tags of %s: %s", path, exc)
+    return title or path.stem, artist
+
+
+def _relabel(progress: ProgressFn | None, stage: str) -> ProgressFn | None:
+    """Forward an engine's reports under our stage name (keeping its fraction and message)."""
+    if progress is None:
+        return None
+
+    def fn(p: Progress) -> None:
+        msg = p.message or ("" if p.stage == stage else p.stage)
+        progress(Progress(stage, p.done, p.total, p.unit, msg, p.eta_s))
+
+    return fn
+
+
+@dataclass
+class QueryResult:
+    """Everything the window shows about a query. Arrays are prepared for display here."""
+
+    path: Path
+    title: str
+    artist: str
+    duration: float
+    stems: Any  # core.separation.Stems
+    analysis: Any | None  # core.analysis.Analysis
+    embedding: Any | None  # core.embedding.SongEmbedding
+    rows: list[ResultRow]
+    mix_env: Envelope
+    vocal_env: Envelope
+    search: Any | None = None  # the library's SearchResult
+    content_hash: str | None = None  # sha256 of the file (to leave the query out of matches)
+    audio_key: str | None = None  # hash of the decoded audio
+    message: str = ""  # why there are no results (no encoders, empty library...)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class PreviewResult:
+    """A rendered cross-mix for one match, with envelopes and playback arrays."""
+
+    row: ResultRow
+    crossmix: Any  # core.remix.CrossMix
+    match_stems: Any  # core.separation.Stems
+    envs: dict[str, Envelope]
+    layers: dict[str, list[np.ndarray]]
+    sr: dict[str, int]
+    options: Any  # core.remix.RemixOptions
+
+
+def _default_separator(device: torch.device) -> Any:
+    from core.separation import Separator
+
+    return Separator.spleeter_2stems(device=device)
+
+
+def _default_encoders(device: torch.device, checkpoint: str = "") -> Any:
+    from core.encoders import EncoderPair, load_default_encoders
+
+    if checkpoint:
+        return EncoderPair.load(checkpoint, device=device)
+    return load_default_encoders(device=device)
+
+
+class Session:
+    """The engine as the window uses it.
+
+    Parameters
+    ----------
+    device : torch.device
+        Where separation and embedding run.
+    separator_factory : callable(device) -> Separator
+    encoders_factory : callable(device) -> EncoderPair
+        May raise :class:`ModelError` (no weights): queries then stop after the analysis.
+    library_factory : callable() -> Library, optional
+        Opens the song library; ``None`` means no library (queries show no matches).
+    stem_cache : StemCache, optional
+        Where separated query stems are kept (a dropped song is separated once).
+    max_duration : float
+        Longest song accepted, seconds.
+    duplicate_threshold : float
+        Mix-space cosine at or above which a library song counts as another version of the
+        query and is left out of the matches.
+    """
+
+    def __init__(
+        self,
+        *,
+        device: torch.device | None = None,
+        separator_factory: Callable[[torch.device], Any] = _default_separator,
+        encoders_factory: Callable[[torch.device], Any] = _default_encoders,
+        library_factory: Callable[[], Any] | None = None,
+        stem_cache: Any | None = None,
+        max_duration: float = DEFAULT_MAX_DURATION,
+        duplicate_threshold: float = 0.95,
+    ) -> None:
+        self.device = device if device is not None else torch.device("cpu")
+        self._separator_factory = separator_factory
+        self._encoders_factory = encoders_factory
+        self._library_factory = library_factory
+        self.stem_cache = stem_cache
+        self.max_duration = max_duration
+        self.duplicate_threshold = duplicate_threshold
+        self._lock = threading.RLock()
+        self._separator: Any = None
+        self._encoders: Any = None
+        self._encoders_error: str | None = None
+        self._library: Any = None
+
+    # --- models -----------------------------------------------------------------------------
+
+    def separator(self) -> Any:
+        with self._lock:
+            if self._separator is None:
+                self._separator = self._separator_factory(self.device)
+            return self._separator
+
+    def encoders(self) -> Any:
+        """The encoder pair; raises :class:`ModelError` (remembered) when there is none."""
+        with self._lock:
+            if self._encoders is None:
+                if self._encoders_error is not None:
+                    raise ModelError(self._encoders_error)
+                try:
+                    self._encoders = self._encoders_factory(self.device)
+                except ModelError as exc:
+                    self._encoders_error = str(exc)
+                    raise
+            return self._encoders
+
+    @property
+    def encoders_error(self) -> str | None:
+        return self._encoders_error
+
+    def set_encoders_factory(self, factory: Callable[[torch.device], Any]) -> None:
+        with self._lock:
+            self._encoders_factory = factory
+            self._encoders = None
+            self._encoders_error = None
+
+    def set_device(self, device: torch.device) -> None:
+        """Run on ``device`` from now on (models are rebuilt there on next use)."""
+        with self._lock:
+            if device != self.device:
+                self.device = device
+                self._separator = None
+                self._encoders = None
+                self._encoders_error = None
+
+    def set_library_factory(self, factory: Callable[[], Any] | None) -> None:
+        self.close()
+        with self._lock:
+            self._library_factory = factory
+
+    def library(self) -> Any | None:
+        with self._lock:
+            if self._library is None and self._library_factory is not None:
+                self._library = self._library_factory()
+            return self._library
+
+    def close(self) -> None:
+        with self._lock:
+            lib = self._library
+            self._library = None
+        close = getattr(lib, "close", None)
+        if callable(close):
+            close()
+
+    # --- query ------------------------------------------------------------------------------
+
+    def query(self, path: str | Path, *, space: str = "vocal->mix", k: int = 10,
+              progress: ProgressFn | None = None,
+              cancel: CancelToken | None = None) -> QueryResult:
+        """Decode, separate, analyse, embed and search one song file.
+
+        Raises
+        ------
+        core.errors.AudioError
+            The file is not usable audio (the message names it).
+        core.errors.Cancelled
+        """
+        p = Path(path)
+        timings: dict[str, float] = {}
+
+        def report(stage: str, done: float, total: float, msg: str = "") -> None:
+            if progress is not None:
+                progress(Progress(stage, done, total, "steps", msg))
+
+        t = time.perf_counter()
+        report("decode", 0, 1, p.name)
+        audio = load_audio(p, max_duration=self.max_duration)
+        title, artist = read_tags(p)
+        content_hash = file_hash(p)
+        audio_key = audio_hash(audio)
+        timings["decode"] = time.perf_counter() - t
+        check_cancel(cancel, "the query")
+
+        t = time.perf_counter()
+        report("separate", 0, max(audio.duration, 1e-6), "loading the separator")
+        stems = self._separate(audio, audio_key, progress=_relabel(progress, "separate"), cancel=cancel)
+        timings["separate"] = time.perf_counter() - t
+        check_cancel(cancel, "the query")
+        mix_env = envelope(stems.mix)
+        vocal_env = envelope(stems.vocals)
+
+        t = time.perf_counter()
+        report("analyze", 0, 3)
+        from core.analysis import analyze
+
+        analysis = analyze(stems.mix, progress=_relabel(progress, "analyze"), cancel=cancel)
+        timings["analyze"] = time.perf_counter() - t
+        check_cancel(cancel, "the query")
+
+        result = QueryResult(path=p, title=title, artist=artist, duration=audio.duration,
+                             stems=stems, analysis=analysis, embedding=None, rows=[],
+                             mix_env=mix_env, vocal_env=vocal_env, timings=timings,
+                             content_hash=content_hash, audio_key=audio_key)
+
+        t = time.perf_counter()
+        report("embed", 0, 2)
+        try:
+            encoders = self.encoders()
+        except ModelError as exc:
+            result.message = (f"No trained encoders are installed, so the library cannot be "
+                              f"searched ({exc}) The query's vocal and analysis are shown; train a "
+                              f"model on the Retrain tab or choose a checkpoint in Settings.")
+            report("search", 1, 1, "no encoders")
+            return result
+        from core.embedding import embed_song
+
+        result.embedding = embed_song(mix=stems.mix, vocals=stems.vocals, encoders=encoders,
+                                      progress=_relabel(progress, "embed"), cancel=cancel)
+        timings["embed"] = time.perf_counter() - t
+        check_cancel(cancel, "the query")
+
+        t = time.perf_counter()
+        report("search", 0, 1)
+        self._search_into(result, space=space, k=k, cancel=cancel)
+        timings["search"] = time.perf_counter() - t
+        report("search", 1, 1)
+        return result
+
+    def _separate(self, audio: Audio, key: str, *, progress: ProgressFn | None,
+                  cancel: CancelToken | None) -> Any:
+        sep = self.separator()
+        if self.stem_cache is not None:
+            hit = self.stem_cache.get(key, sep.model_id)
+            if hit is not None:
+                if progress is not None:
+                    progress(Progress("separate", 1, 1, "s", "from the stem cache"))
+                return hit
+        stems = sep.separate(audio, progress=progress, cancel=cancel)
+        if self.stem_cache is not None:
+            try:
+                self.stem_cache.put(key, sep.model_id, stems)
+            except CrossmixError as exc:  # a full disk must not lose the query
+                log.warning("%s", exc)
+        return stems
+
+    def search(self, result: QueryResult, *, space: str, k: int,
+               progress: ProgressFn | None = None,
+               cancel: CancelToken | None = None) -> QueryResult:
+        """Search again with another space or k (the embedding is reused)."""
+        if result.embedding is None:
+            return result
+        if progress is not None:
+            progress(Progress("search", 0, 1))
+        self._search_into(result, space=space, k=k, cancel=cancel)
+        return result
+
+    def _search_into(self, result: QueryResult, *, space: str, k: int,
+                     cancel: CancelToken | None) -> None:
+        from core.errors import LibraryError
+        from core.library import QueryEmbedding
+
+        lib = self.library()
+        result.rows = []
+        result.search = None
+        if lib is None:
+            result.message = "No library is open: add a folder of songs on the Library tab."
+            return
+        if lib.catalog.model_id is None:
+            result.message = ("The library has no indexed songs yet: add a folder on the "
+                              "Library tab and let it index.")
+            return
+        if result.embedding is None:
+            return
+        qe = QueryEmbedding(result.embedding, path=str(result.path),
+                            content_hash=result.content_hash, audio_key=result.audio_key)
+        try:
+            sr = lib.search(qe, space=space, k=k, duplicate_similarity=self.duplicate_threshold,
+                            cancel=cancel)
+        except LibraryError as exc:
+            # Another checkpoint, or a vocal space on a library scanned in fast mode.
+            result.message = str(exc)
+            return
+        result.search = sr
+        from core.remix import compatibility
+
+        rows = []
+        for m in sr.matches:
+            check_cancel(cancel, "the search")
+            report = None
+            if result.analysis is not None:
+                try:
+                    report = compatibility(result.analysis, lib.analysis_for(m.song_id),
+                                           similarity=float(m.similarity))
+                except CrossmixError as exc:
+                    log.warning("analysis of %s: %s", m.path, exc)
+            rows.append(ResultRow(
+                rank=int(m.rank), title=str(m.title), artist=str(m.artist or ""),
+                similarity=float(m.similarity),
+                tempo=m.tempo if report is None else float(report.match_tempo),
+                key=str(m.key or "") if report is None else str(report.match_key),
+                stretch_percent=None if report is None else float(report.stretch_percent),
+                semitone_shift=None if report is None else int(report.semitone_shift),
+                mashability=None if report is None else float(report.mashability),
+                path=str(m.path), match=m))
+        result.rows = rows
+        dups = len(sr.excluded_duplicates)
+        result.message = "" if rows else "No library song passed the search."
+        if dups:
+            result.message = (result.message + " " if result.message else "") + (
+                f"{dups} near-duplicate{'s' if dups > 1 else ''} of the query left out.")
+
+    # --- preview / export --------------------------------------------------------------------
+
+    def preview(self, query: QueryResult, row: ResultRow, *, options: Any,
+                progress: ProgressFn | None = None,
+                cancel: CancelToken | None = None) -> PreviewResult:
+        """Render the cross-mix of ``query``'s vocal over ``row``'s accompaniment."""
+        from core.remix import render_cross_mix
+
+        lib = self.library()
+        if lib is None:
+            raise CrossmixError("No library is open.")
+        if query.analysis is None:
+            raise CrossmixError(f"{query.path}: the query has no tempo analysis to align to.")
+        if progress is not None:
+            progress(Progress("preview", 0, 3, "steps", "stems of the match"))
+        stems = lib.stems_for(row.match.song_id, separator=self.separator(), cancel=cancel)
+        check_cancel(cancel, "the preview")
+        match_analysis = lib.analysis_for(row.match.song_id, cancel=cancel)
+        if progress is not None:
+            progress(Progress("preview", 1, 3, "steps", "rendering the cross-mix"))
+        cm = render_cross_mix(query_vocals=query.stems.vocals, query_analysis=query.analysis,
+                              match_accompaniment=stems.full_band_accompaniment,
+                              match_analysis=match_analysis, options=options,
+                              similarity=row.similarity, cancel=cancel)
+        check_cancel(cancel, "the preview")
+        if progress is not None:
+            progress(Progress("preview", 2, 3, "steps", "drawing"))
+        acc = stems.full_band_accompaniment
+        envs = {"mix": envelope(stems.mix), "accompaniment": envelope(acc),
+                "crossmix": envelope(cm.mix)}
+        layers = {"mix": [playable(stems.mix)], "accompaniment": [playable(acc)],
+                  "crossmix": [playable(cm.vocals), playable(cm.accompaniment)]}
+        srs = {"mix": stems.mix.sr, "accompaniment": acc.sr, "crossmix": cm.mix.sr}
+        if progress is not None:
+            progress(Progress("preview", 3, 3, "steps"))
+        return PreviewResult(row=row, crossmix=cm, match_stems=stems, envs=envs, layers=layers,
+                             sr=srs, options=options)
+
+    def export(self, query: QueryResult, preview: PreviewResult, *, path: Path, fmt: str,
+               bitrate: str, full: bool, options: Any,
+               progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> Path:
+        """Write the cross-mix (re-rendered over the whole song when ``full``) to ``path``."""
+        import dataclasses
+
+        from core.export import export_audio
+        from core.remix import render_cross_mix
+
+        opts = dataclasses.replace(options, preview=not full)
+        if query.analysis is None:
+            raise CrossmixError(f"{query.path}: the query has no tempo analysis to align to.")
+        if progress is not None:
+            progress(Progress("export", 0, 2, "steps", "rendering"))
+        if opts == preview.options:
+            cm = preview.crossmix
+        else:
+            lib = self.library()
+            assert lib is not None
+            cm = render_cross_mix(
+                query_vocals=query.stems.vocals, query_analysis=query.analysis,
+                match_accompaniment=preview.match_stems.full_band_accompaniment,
+                match_analysis=lib.analysis_for(preview.row.match.song_id), options=opts,
+                similarity=preview.row.similarity, cancel=cancel)
+        check_cancel(cancel, "the export")
+        if progress is not None:
+            progress(Progress("export", 1, 2, "steps", "encoding"))
+        tags = {"title": f"{query.title} × {preview.row.title}",
+                "artist": ", ".join(a for a in (query.artist, preview.row.artist) if a),
+                "comment": "cross-mix made with Crossmix"}
+        out = export_audio(path, cm.mix, format=fmt, bitrate=bitrate, tags=tags, overwrite=True)
+        if progress is not None:
+            progress(Progress("export", 2, 2, "steps"))
+        return Path(out)
+
+
+def encoders_factory_for(checkpoint: str) -> Callable[[torch.device], Any]:
+    """Factory loading ``checkpoint`` (a ``.safetensors`` path), or the shipped model when empty."""
+
+    def make(device: torch.device) -> Any:
+        return _default_encoders(device, checkpoint)
+
+    return make
+
+
+def library_factory_for(location: str) -> Callable[[], Any]:
+    """Factory opening the library at ``location`` (empty: the default library folder)."""
+
+    def make() -> Any:
+        from core.library import Library
+
+        return Library.open(Path(location) if location else None)
+
+    return make

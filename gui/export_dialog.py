@@ -1,0 +1,113 @@
+"""Export dialog: format, bitrate, preview or full song, destination; remembers the choices."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLineEdit,
+    QPushButton,
+    QRadioButton,
+    QWidget,
+)
+
+from gui.settings import BITRATES, EXPORT_FORMATS, Settings
+
+LOSSY = ("mp3", "ogg")
+
+
+@dataclass(frozen=True)
+class ExportChoice:
+    path: Path
+    format: str
+    bitrate: str
+    full: bool
+
+
+def safe_filename(text: str) -> str:
+    """``text`` with characters that are awkward in file names replaced."""
+    s = re.sub(r"[^\w\-. ()]+", "_", text).strip(" ._")
+    return s[:120] or "crossmix"
+
+
+class ExportDialog(QDialog):
+    def __init__(self, settings: Settings, *, suggested_name: str,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Export cross-mix")
+        self.settings = settings
+        self.suggested_name = safe_filename(suggested_name)
+
+        self.format = QComboBox()
+        self.format.addItems(list(EXPORT_FORMATS))
+        self.bitrate = QComboBox()
+        self.bitrate.addItems(list(BITRATES))
+        self.preview = QRadioButton("Preview (the rendered excerpt)")
+        self.full = QRadioButton("Full song")
+        group = QButtonGroup(self)
+        group.addButton(self.preview)
+        group.addButton(self.full)
+        self.folder = QLineEdit()
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        self.name = QLineEdit()
+
+        form = QFormLayout(self)
+        form.addRow("Format", self.format)
+        form.addRow("Bitrate", self.bitrate)
+        form.addRow("Length", self.preview)
+        form.addRow("", self.full)
+        row = QHBoxLayout()
+        row.addWidget(self.folder, 1)
+        row.addWidget(browse)
+        form.addRow("Folder", row)
+        form.addRow("File name", self.name)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save
+                                   | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self._accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+
+        self.format.setCurrentText(settings.get("export/format"))
+        self.bitrate.setCurrentText(settings.get("export/bitrate"))
+        (self.full if settings.get("export/full") else self.preview).setChecked(True)
+        folder = settings.get("export/directory") or str(Path.home())
+        self.folder.setText(folder)
+        self.name.setText(self.suggested_name)
+        self.format.currentTextChanged.connect(self._format_changed)
+        self._format_changed(self.format.currentText())
+
+    def _format_changed(self, fmt: str) -> None:
+        self.bitrate.setEnabled(fmt in LOSSY)
+
+    def _browse(self) -> None:
+        d = QFileDialog.getExistingDirectory(self, "Export to folder", self.folder.text())
+        if d:
+            self.folder.setText(d)
+
+    def choice(self) -> ExportChoice:
+        fmt = self.format.currentText()
+        stem = safe_filename(Path(self.name.text().strip() or self.suggested_name).stem)
+        return ExportChoice(path=Path(self.folder.text()).expanduser() / f"{stem}.{fmt}",
+                            format=fmt, bitrate=self.bitrate.currentText(),
+                            full=self.full.isChecked())
+
+    def remember(self) -> None:
+        c = self.choice()
+        self.settings.set("export/format", c.format)
+        self.settings.set("export/bitrate", c.bitrate)
+        self.settings.set("export/full", c.full)
+        self.settings.set("export/directory", str(c.path.parent))
+
+    def _accept(self) -> None:
+        self.remember()
+        self.accept()

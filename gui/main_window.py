@@ -1,0 +1,576 @@
+"""The main window: drop a song, watch the staged query, browse matches, audition, export.
+
+All engine work goes through :class:`gui.engine.Session` in :class:`gui.workers.Task` workers;
+this module only wires signals to widgets on the GUI thread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QModelIndex, Qt, QTimer, Signal
+from PySide6.QtGui import QCloseEvent, QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QMainWindow,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QTableView,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.audio import AUDIO_EXTENSIONS
+from core.progress import Progress
+from gui.drop_zone import DropZone
+from gui.engine import PreviewResult, QueryResult, Session
+from gui.export_dialog import ExportChoice, ExportDialog
+from gui.playback import Player
+from gui.preview_panel import PreviewPanel
+from gui.query_panel import QueryPanel
+from gui.results_model import ROW_ROLE, ResultRow, ResultsModel, ResultsProxy
+from gui.settings import SPACES, Settings
+from gui.workers import Task, TaskRunner
+
+log = logging.getLogger(__name__)
+
+SPACE_LABELS = {
+    "vocal->mix": "Vocal → mix (cross-domain)",
+    "mix->mix": "Mix → mix",
+    "vocal->vocal": "Vocal → vocal",
+    "[M,V]": "[mix, vocal] → [mix, vocal]",
+}
+
+
+class Banner(QLabel):
+    """A one-line message strip: info, warning or error."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWordWrap(True)
+        self.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.hide()
+
+    def show_text(self, text: str, kind: str = "info") -> None:
+        self.setObjectName(f"banner_{kind}")
+        self.setProperty("kind", kind)
+        self.setText(text)
+        self.style().unpolish(self)
+        self.style().polish(self)
+        self.setVisible(bool(text))
+
+    @property
+    def kind(self) -> str:
+        return str(self.property("kind") or "")
+
+
+class MainWindow(QMainWindow):
+    query_finished = Signal(object)  # QueryResult | None (failed / cancelled)
+    preview_finished = Signal(object)  # PreviewResult | None
+    export_finished = Signal(object)  # Path | None
+
+    def __init__(self, *, settings: Settings, session: Session, player: Player | None = None,
+                 example_path: Path | None = None, extra_tabs: list[tuple[str, QWidget]] | None = None,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Crossmix")
+        self.resize(1400, 900)
+        self.settings = settings
+        self.session = session
+        self.runner = TaskRunner(self)
+        self.player = player if player is not None else Player(
+            self, device=settings.get("audio/output_device") or None)
+        self.example_path = example_path
+        self.queue: deque[str] = deque()
+        self.query_task: Task | None = None
+        self.preview_task: Task | None = None
+        self.search_task: Task | None = None
+        self.result: QueryResult | None = None
+        self.preview: PreviewResult | None = None
+        self.errors: list[str] = []  # every error shown, newest last (tests read it)
+        self._closing = False
+        self.settings_panel: QWidget | None = None
+        self.library_panel: QWidget | None = None
+        self.training_panel: QWidget | None = None
+
+        self.tabs = QTabWidget()
+        self.setCentralWidget(self.tabs)
+        self.tabs.addTab(self._build_search_tab(), "Search")
+        for title, w in extra_tabs or []:
+            self.tabs.addTab(w, title)
+        self._build_menu()
+        self._wire_player()
+        self.statusBar().showMessage("Ready")
+
+        self.space_shortcut = QShortcut(QKeySequence(Qt.Key.Key_Space), self)
+        self.space_shortcut.setContext(Qt.ShortcutContext.WindowShortcut)
+        self.space_shortcut.activated.connect(self.toggle_play)
+        self.settings.changed.connect(self._setting_changed)
+
+    def _setting_changed(self, key: str, value: Any) -> None:
+        """Apply a setting changed on the Settings tab to the running app."""
+        if key == "compute/device":
+            from gui.app import choose_device
+
+            device, note = choose_device(str(value))
+            self.session.set_device(device)  # type: ignore[arg-type]
+            if note:
+                self.show_info(note)
+        elif key == "model/encoder_checkpoint":
+            from gui.engine import encoders_factory_for
+
+            self.session.set_encoders_factory(encoders_factory_for(str(value)))
+        elif key == "library/location":
+            from gui.engine import library_factory_for
+
+            self.session.set_library_factory(library_factory_for(str(value)))
+        elif key == "search/duplicate_threshold":
+            self.session.duplicate_threshold = float(value)
+        elif key == "audio/output_device":
+            self.player.set_device(str(value) or None)
+            self._update_playback_reason()
+        elif key == "search/space":
+            i = SPACES.index(str(value))
+            if self.space_combo.currentIndex() != i:
+                self.space_combo.setCurrentIndex(i)
+        elif key == "search/k" and self.k_spin.value() != int(value):
+            self.k_spin.setValue(int(value))
+
+    # --- construction -----------------------------------------------------------------------
+
+    def _build_search_tab(self) -> QWidget:
+        page = QWidget()
+        self.hint = Banner()
+        self.banner = Banner()
+        self.drop_zone = DropZone()
+        self.drop_zone.files_dropped.connect(self.enqueue)
+        self.example_button = QPushButton("Try the example song")
+        self.example_button.setToolTip("Query with the song clip shipped with Crossmix")
+        self.example_button.clicked.connect(self.open_example)
+        self.example_button.setEnabled(self.example_path is not None)
+        self.queue_label = QLabel("")
+        top = QHBoxLayout()
+        top.addWidget(self.drop_zone, 1)
+        side = QVBoxLayout()
+        side.addWidget(self.example_button)
+        side.addWidget(self.queue_label)
+        side.addStretch(1)
+        top.addLayout(side)
+
+        self.query_panel = QueryPanel()
+        self.query_panel.stages.cancel_requested.connect(self.cancel_query)
+
+        self.space_combo = QComboBox()
+        for s in SPACES:
+            self.space_combo.addItem(SPACE_LABELS[s], s)
+        self.space_combo.setCurrentIndex(SPACES.index(self.settings.get("search/space")))
+        self.k_spin = QSpinBox()
+        self.k_spin.setRange(1, 200)
+        self.k_spin.setValue(self.settings.get("search/k"))
+        self.space_combo.currentIndexChanged.connect(self._search_options_changed)
+        self.k_spin.editingFinished.connect(self._search_options_changed)
+        self.results_note = QLabel("")
+        self.results_note.setWordWrap(True)
+        opts = QHBoxLayout()
+        opts.addWidget(QLabel("Search space"))
+        opts.addWidget(self.space_combo)
+        opts.addWidget(QLabel("Results (k)"))
+        opts.addWidget(self.k_spin)
+        opts.addStretch(1)
+
+        self.results_model = ResultsModel(self)
+        self.results_proxy = ResultsProxy(self)
+        self.results_proxy.setSourceModel(self.results_model)
+        self.table = QTableView()
+        self.table.setModel(self.results_proxy)
+        self.table.setSortingEnabled(True)
+        self.table.sortByColumn(0, Qt.SortOrder.AscendingOrder)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().hide()
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        self.table.selectionModel().currentRowChanged.connect(self._row_selected)
+        results = QWidget()
+        rl = QVBoxLayout(results)
+        rl.setContentsMargins(0, 0, 0, 0)
+        rl.addLayout(opts)
+        rl.addWidget(self.results_note)
+        rl.addWidget(self.table, 1)
+
+        self.preview_panel = PreviewPanel()
+        self.preview_panel.source_changed.connect(self._source_changed)
+        self.preview_panel.gains_changed.connect(self._gains_changed)
+        self.preview_panel.key_match_changed.connect(self._key_match_changed)
+        self.preview_panel.export_requested.connect(self.export_dialog)
+        self.preview_panel.play_button.clicked.connect(self.toggle_play)
+        self.preview_panel.stop_button.clicked.connect(self.player.stop)
+        for key, w in self.preview_panel.waves.items():
+            w.seek_requested.connect(lambda t, k=key: self._seek_on(k, t))
+        self.preview_panel.key_match.setChecked(self.settings.get("remix/key_match"))
+        self.preview_panel.set_gains_db(self.settings.get("remix/vocal_gain_db"),
+                                        self.settings.get("remix/accompaniment_gain_db"))
+
+        lower = QSplitter(Qt.Orientation.Horizontal)
+        lower.addWidget(results)
+        lower.addWidget(self.preview_panel)
+        lower.setStretchFactor(0, 3)
+        lower.setStretchFactor(1, 2)
+        upper = QSplitter(Qt.Orientation.Vertical)
+        upper.addWidget(self.query_panel)
+        upper.addWidget(lower)
+        upper.setStretchFactor(0, 2)
+        upper.setStretchFactor(1, 3)
+
+        lay = QVBoxLayout(page)
+        lay.addWidget(self.hint)
+        lay.addWidget(self.banner)
+        lay.addLayout(top)
+        lay.addWidget(upper, 1)
+        if not self.settings.get("ui/first_run_done"):
+            self.hint.show_text(
+                "First time here? Click “Try the example song” (or drop any song on the box "
+                "below): Crossmix separates its vocal, searches your library for songs whose "
+                "accompaniment suits that voice, and lets you hear the cross-mix.", "info")
+        return page
+
+    def _build_menu(self) -> None:
+        m = self.menuBar().addMenu("&File")
+        self.open_action = m.addAction("&Open…", QKeySequence.StandardKey.Open, self.open_dialog)
+        example = m.addAction("Try the &example song", self.open_example)
+        example.setEnabled(self.example_path is not None)
+        self.export_action = m.addAction("&Export cross-mix…", QKeySequence("Ctrl+E"),
+                                         self.export_dialog)
+        self.export_action.setEnabled(False)
+        m.addSeparator()
+        m.addAction("&Quit", QKeySequence.StandardKey.Quit, self.close)
+
+    def _wire_player(self) -> None:
+        self.player.position_changed.connect(self._position_changed)
+        self.player.state_changed.connect(
+            lambda s: self.preview_panel.set_playing(s == "playing"))
+        self.player.error.connect(lambda msg: self.show_error(msg))
+        self._update_playback_reason()
+
+    def _update_playback_reason(self) -> None:
+        reason = "" if self.player.available else self.player.reason
+        self.preview_panel.playback_reason.setText(reason)
+        self.preview_panel.playback_reason.setVisible(bool(reason))
+        self.preview_panel.set_ready(self.preview is not None,
+                                     playback_ok=self.player.available)
+
+    # --- messages ---------------------------------------------------------------------------
+
+    def show_error(self, text: str) -> None:
+        self.errors.append(text)
+        self.banner.show_text(text, "error")
+        self.statusBar().showMessage(text.splitlines()[0][:200], 10000)
+
+    def show_info(self, text: str) -> None:
+        self.banner.show_text(text, "info")
+        self.statusBar().showMessage(text[:200], 10000)
+
+    # --- queries ----------------------------------------------------------------------------
+
+    def open_dialog(self) -> None:
+        pattern = " ".join(f"*{e}" for e in AUDIO_EXTENSIONS)
+        files, _ = QFileDialog.getOpenFileNames(
+            self, "Open songs", self.settings.get("ui/last_open_dir") or str(Path.home()),
+            f"Songs ({pattern});;All files (*)")
+        if files:
+            self.settings.set("ui/last_open_dir", str(Path(files[0]).parent))
+            self.enqueue(files)
+
+    def open_example(self) -> None:
+        if self.example_path is not None:
+            self.enqueue([str(self.example_path)])
+
+    def enqueue(self, paths: list[str]) -> None:
+        """Queue songs to query; the first starts at once when nothing is running."""
+        self.queue.extend(str(p) for p in paths)
+        if not self.settings.get("ui/first_run_done"):
+            self.settings.set("ui/first_run_done", True)
+            self.hint.show_text("", "info")
+        self._update_queue_label()
+        if self.query_task is None:
+            self._start_next_query()
+
+    def _update_queue_label(self) -> None:
+        n = len(self.queue)
+        self.queue_label.setText(f"{n} more queued" if n else "")
+
+    def _start_next_query(self) -> None:
+        if not self.queue or self._closing:
+            return
+        path = self.queue.popleft()
+        self._update_queue_label()
+        self.player.stop()
+        self.player.clear_sources()
+        self.result = None
+        self.preview = None
+        self.results_model.clear()
+        self.results_note.setText("")
+        self.preview_panel.show_message("")
+        self._update_playback_reason()
+        self.export_action.setEnabled(False)
+        self.banner.show_text("", "info")
+        self.query_panel.clear()
+        self.query_panel.show_file(title=Path(path).name, artist="", duration=None)
+        self.query_panel.mix_wave.show_message("decoding…")
+        self.query_panel.stages.start()
+        self.statusBar().showMessage(f"Querying {path}")
+        task = Task(self.session.query, path, space=self.current_space(), k=self.k_spin.value(),
+                    name=f"the query for {Path(path).name}")
+        task.signals.progress.connect(self._query_progress)
+        task.signals.finished.connect(self._query_done)
+        task.signals.failed.connect(self._query_failed)
+        task.signals.cancelled.connect(self._query_cancelled)
+        task.signals.done.connect(lambda t=task: self._query_task_done(t))
+        self.query_task = task
+        self.runner.start(task)
+
+    def cancel_query(self) -> None:
+        if self.query_task is not None:
+            self.query_task.cancel()
+            self.query_panel.stages.cancel_button.setEnabled(False)
+            self.statusBar().showMessage("Cancelling…")
+
+    def _query_progress(self, p: Progress) -> None:
+        self.query_panel.stages.update_progress(p)
+        if p.stage == "separate" and self.query_panel.vocal_wave.env is None:
+            self.query_panel.vocal_wave.show_message("separating…")
+
+    def _query_done(self, r: QueryResult) -> None:
+        self.result = r
+        self.query_panel.show_file(title=r.title, artist=r.artist, duration=r.duration)
+        if r.analysis is not None:
+            self.query_panel.show_analysis(tempo=r.analysis.tempo, key=r.analysis.key)
+        self.query_panel.show_waves(r.mix_env, r.vocal_env)
+        self._show_rows(r)
+        self.query_panel.stages.finish("done")
+        total = sum(r.timings.values())
+        self.statusBar().showMessage(f"{r.title}: {len(r.rows)} matches in {total:.1f} s")
+        self.query_finished.emit(r)
+
+    def _show_rows(self, r: QueryResult) -> None:
+        self.results_model.set_rows(r.rows)
+        self.results_note.setText(r.message)
+        if r.message:
+            self.banner.show_text(r.message, "warning")
+        if r.rows:
+            self.table.selectRow(0)
+
+    def _query_failed(self, msg: str, _exc: object) -> None:
+        self.query_panel.stages.finish("failed")
+        self.query_panel.mix_wave.show_message("")
+        self.query_panel.vocal_wave.show_message("")
+        self.show_error(msg)
+        self.query_finished.emit(None)
+
+    def _query_cancelled(self) -> None:
+        self.query_panel.stages.finish("cancelled")
+        self.query_panel.mix_wave.show_message("")
+        self.query_panel.vocal_wave.show_message("")
+        self.statusBar().showMessage("Query cancelled", 5000)
+        self.query_finished.emit(None)
+
+    def _query_task_done(self, task: Task) -> None:
+        if self.query_task is task:
+            self.query_task = None
+            QTimer.singleShot(0, self._start_next_query)
+
+    # --- search options ---------------------------------------------------------------------
+
+    def current_space(self) -> str:
+        return str(self.space_combo.currentData())
+
+    def _search_options_changed(self, *_: object) -> None:
+        self.settings.set("search/space", self.current_space())
+        self.settings.set("search/k", self.k_spin.value())
+        r = self.result
+        if r is None or r.embedding is None or self.query_task is not None:
+            return
+        if self.search_task is not None:
+            self.search_task.cancel()
+        task = Task(self.session.search, r, space=self.current_space(), k=self.k_spin.value(),
+                    name="the search")
+        task.signals.finished.connect(self._show_rows)
+        task.signals.failed.connect(lambda msg, _e: self.show_error(msg))
+        self.search_task = task
+        self.runner.start(task)
+
+    # --- preview ----------------------------------------------------------------------------
+
+    def selected_row(self) -> ResultRow | None:
+        idx = self.table.selectionModel().currentIndex()
+        if not idx.isValid():
+            return None
+        row = self.results_proxy.data(idx, ROW_ROLE)
+        return row if isinstance(row, ResultRow) else None
+
+    def remix_options(self, *, full: bool = False) -> Any:
+        from core.remix import RemixOptions
+
+        v, a = self.preview_panel.gains_db()
+        return RemixOptions(
+            preview=not full,
+            preview_seconds=float(self.settings.get("remix/preview_seconds")),
+            key_match=self.preview_panel.key_match.isChecked(),
+            max_shift=int(self.settings.get("remix/max_shift")),
+            vocal_gain_db=v, accompaniment_gain_db=a)
+
+    def _row_selected(self, current: QModelIndex, _prev: QModelIndex) -> None:
+        if current.isValid():
+            self.render_preview()
+
+    def render_preview(self) -> None:
+        row = self.selected_row()
+        r = self.result
+        if row is None or r is None:
+            return
+        if self.preview_task is not None:
+            self.preview_task.cancel()
+        self.player.stop()
+        self.preview = None
+        self.preview_panel.set_ready(False)
+        self.export_action.setEnabled(False)
+        self.preview_panel.heading.setText(f"{row.title} — {row.artist}" if row.artist else row.title)
+        self.preview_panel.show_message("rendering…")
+        self.preview_panel.report.setText("")
+        # Gains act live in the player; the render uses unit gains so sliders never re-render.
+        opts = dataclasses.replace(self.remix_options(), vocal_gain_db=0.0,
+                                   accompaniment_gain_db=0.0)
+        task = Task(self.session.preview, r, row, options=opts, name=f"the preview of {row.title}")
+        task.signals.finished.connect(lambda res, t=task: self._preview_done(t, res))
+        task.signals.failed.connect(lambda msg, _e, t=task: self._preview_failed(t, msg))
+        task.signals.cancelled.connect(lambda t=task: self._preview_gone(t))
+        self.preview_task = task
+        self.runner.start(task)
+
+    def _preview_done(self, task: Task, p: PreviewResult) -> None:
+        if task is not self.preview_task:
+            return
+        self.preview_task = None
+        self.preview = p
+        self.player.clear_sources()
+        v, a = self.preview_panel.gains_db()
+        for key, layers in p.layers.items():
+            gains = [10 ** (v / 20), 10 ** (a / 20)] if key == "crossmix" else None
+            self.player.set_source(key, layers, p.sr[key], gains)
+        self.player.select(self.preview_panel.current_source())
+        self.preview_panel.set_waves(p.envs)
+        rep = p.crossmix.report
+        self.preview_panel.report.setText(
+            f"Accompaniment stretched {rep.stretch_percent:+.1f} % "
+            f"({rep.match_tempo:.1f} → {rep.query_tempo:.1f} BPM), "
+            f"shifted {rep.semitone_shift:+d} semitones; {rep.match_key} under a vocal in "
+            f"{rep.query_key}; mashability {rep.mashability:.2f}.")
+        self._update_playback_reason()
+        self._position_changed(0.0)
+        self.export_action.setEnabled(True)
+        self.preview_finished.emit(p)
+
+    def _preview_failed(self, task: Task, msg: str) -> None:
+        if task is not self.preview_task:
+            return
+        self.preview_task = None
+        self.preview_panel.show_message("")
+        self.show_error(msg)
+        self.preview_finished.emit(None)
+
+    def _preview_gone(self, task: Task) -> None:
+        if task is self.preview_task:
+            self.preview_task = None
+            self.preview_panel.show_message("")
+
+    def _source_changed(self, key: str) -> None:
+        if self.player.has_source(key):
+            self.player.select(key)
+            self._position_changed(self.player.position)
+
+    def _gains_changed(self, vocal_db: float, acc_db: float) -> None:
+        self.player.set_gains("crossmix", [10 ** (vocal_db / 20), 10 ** (acc_db / 20)])
+        self.settings.set("remix/vocal_gain_db", vocal_db)
+        self.settings.set("remix/accompaniment_gain_db", acc_db)
+
+    def _key_match_changed(self, on: bool) -> None:
+        self.settings.set("remix/key_match", on)
+        if self.preview is not None or self.preview_task is not None:
+            self.render_preview()
+
+    # --- transport --------------------------------------------------------------------------
+
+    def toggle_play(self) -> None:
+        if self.preview is None or not self.player.available:
+            return
+        self.player.toggle()
+
+    def _seek_on(self, key: str, seconds: float) -> None:
+        if self.preview is None:
+            return
+        if key != self.player.current:
+            self.preview_panel.source_buttons[key].setChecked(True)
+        self.player.seek(seconds)
+
+    def _position_changed(self, seconds: float) -> None:
+        self.preview_panel.set_position(seconds, self.player.duration,
+                                        self.player.current or "crossmix")
+
+    # --- export -----------------------------------------------------------------------------
+
+    def export_dialog(self) -> None:
+        if self.preview is None or self.result is None:
+            return
+        dlg = ExportDialog(self.settings, parent=self,
+                           suggested_name=f"{self.result.title} x {self.preview.row.title}")
+        if dlg.exec():
+            self.export_to(dlg.choice())
+
+    def export_to(self, choice: ExportChoice) -> Task | None:
+        if self.preview is None or self.result is None:
+            return None
+        task = Task(self.session.export, self.result, self.preview, path=choice.path,
+                    fmt=choice.format, bitrate=choice.bitrate, full=choice.full,
+                    options=self.remix_options(full=choice.full), name="the export")
+        task.signals.progress.connect(
+            lambda p: self.statusBar().showMessage(f"Exporting… {p.message}"))
+        task.signals.finished.connect(self._export_done)
+        task.signals.failed.connect(self._export_failed)
+        self.runner.start(task)
+        return task
+
+    def _export_failed(self, msg: str, _exc: object) -> None:
+        self.show_error(msg)
+        self.export_finished.emit(None)
+
+    def _export_done(self, path: Path) -> None:
+        self.show_info(f"Exported {path}")
+        self.export_finished.emit(path)
+
+    # --- closing ----------------------------------------------------------------------------
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
+        self._closing = True
+        self.queue.clear()
+        self.player.close()
+        for i in range(self.tabs.count()):
+            stop = getattr(self.tabs.widget(i), "shutdown", None)
+            if callable(stop):
+                stop()
+        if not self.runner.shutdown(timeout_s=60.0):
+            log.warning("some background work did not stop within 60 s")
+        self.session.close()
+        self.settings.sync()
+        super().closeEvent(event)

@@ -1,0 +1,287 @@
+"""Audio playback with sounddevice: play / pause / stop / seek over a few named sources.
+
+A *source* is one or more layers (``(frames, 2)`` float32, C-contiguous, prepared in a worker
+with :func:`playable`) summed with per-layer gains: the cross-mix is played as its vocal and
+accompaniment layers so the gain sliders act at once. The PortAudio callback only copies (and
+scales) from those preallocated arrays. The GUI polls the position with a timer to move the
+playheads. When no output device exists the player says why and the controls are disabled.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import QObject, QTimer, Signal
+
+from core.audio import Audio
+
+log = logging.getLogger(__name__)
+
+BLOCKSIZE = 1024
+
+
+def playable(audio: Audio) -> np.ndarray:
+    """``(frames, 2)`` float32 C-contiguous copy of ``audio`` for the callback (run in a worker)."""
+    x = audio.samples
+    if x.shape[0] == 1:
+        x = np.repeat(x, 2, axis=0)
+    elif x.shape[0] > 2:
+        x = x[:2]
+    return np.ascontiguousarray(x.T, dtype=np.float32)
+
+
+def output_device_status(device: str | int | None = None) -> tuple[bool, str]:
+    """``(True, description)`` when an output device can be used, else ``(False, reason)``."""
+    try:
+        import sounddevice as sd
+    except OSError as exc:  # libportaudio missing
+        return False, f"Playback is off: the PortAudio library could not be loaded ({exc}). " \
+                      "Install libportaudio2. Export still works."
+    try:
+        dev = None if device in (None, "") else device
+        info = sd.query_devices(dev, kind="output")
+    except (ValueError, sd.PortAudioError) as exc:
+        if device not in (None, ""):
+            return False, f"Playback is off: the audio output device {device!r} was not found " \
+                          f"({exc}). Choose another one in Settings. Export still works."
+        return False, "Playback is off: no audio output device was found on this computer. " \
+                      "Export still works."
+    if int(info.get("max_output_channels", 0)) < 1:
+        return False, f"Playback is off: {info.get('name')} has no output channels."
+    return True, str(info.get("name", "default"))
+
+
+def list_output_devices() -> list[str]:
+    """Names of the output devices PortAudio knows (empty when none or no PortAudio)."""
+    try:
+        import sounddevice as sd
+
+        return [str(d["name"]) for d in sd.query_devices() if d["max_output_channels"] > 0]
+    except Exception:  # noqa: BLE001 - no PortAudio means no devices
+        return []
+
+
+@dataclass
+class _Source:
+    layers: tuple[np.ndarray, ...]
+    gains: tuple[float, ...]
+    sr: int
+    frames: int
+
+
+class Player(QObject):
+    """Plays one of several named sources; all methods are called on the GUI thread."""
+
+    position_changed = Signal(float)  # seconds
+    state_changed = Signal(str)  # "stopped" | "playing" | "paused"
+    error = Signal(str)
+
+    def __init__(self, parent: QObject | None = None, *, device: str | int | None = None,
+                 poll_ms: int = 33) -> None:
+        super().__init__(parent)
+        self.device = device
+        self.available, self.reason = output_device_status(device)
+        self._sources: dict[str, _Source] = {}
+        self._current: str | None = None
+        self._src: _Source | None = None  # read by the callback
+        self._pos = 0  # frames; written by the callback while playing
+        self._playing = False
+        self._stream: Any = None
+        self._callback_stop: type[Exception] = RuntimeError
+        self._lock = threading.Lock()
+        self.frames_written = 0  # frames of real audio handed to the device
+        self.peak_written = 0.0
+        self._scratch = np.zeros((BLOCKSIZE * 4, 2), dtype=np.float32)
+        self.state = "stopped"
+        self._timer = QTimer(self)
+        self._timer.setInterval(poll_ms)
+        self._timer.timeout.connect(self._poll)
+
+    # --- sources ----------------------------------------------------------------------------
+
+    def set_device(self, device: str | int | None) -> None:
+        self.stop()
+        self._close_stream()
+        self.device = device
+        self.available, self.reason = output_device_status(device)
+
+    def set_source(self, name: str, layers: list[np.ndarray], sr: int,
+                   gains: list[float] | None = None) -> None:
+        """Register ``name`` as the sum of ``layers`` (each ``(frames, 2)`` float32)."""
+        frames = min(int(a.shape[0]) for a in layers)
+        g = tuple(gains) if gains is not None else tuple(1.0 for _ in layers)
+        self._sources[name] = _Source(tuple(layers), g, int(sr), frames)
+        if name == self._current:
+            self._src = self._sources[name]
+            self._pos = min(self._pos, frames)
+
+    def clear_sources(self) -> None:
+        self.stop()
+        self._sources.clear()
+        self._current = None
+        self._src = None
+
+    def has_source(self, name: str) -> bool:
+        return name in self._sources
+
+    def select(self, name: str) -> None:
+        """Switch to source ``name``, keeping the position (in seconds) and the play state."""
+        src = self._sources[name]
+        if self._src is not None and src.sr != self._src.sr:
+            t = self.position
+            self._pos = int(t * src.sr)
+            if self._stream is not None:
+                was = self._playing
+                self._playing = False
+                self._close_stream()
+                self._src = src
+                self._current = name
+                if was:
+                    self.play()
+                return
+        self._current = name
+        self._pos = min(self._pos, src.frames)
+        self._src = src
+
+    @property
+    def current(self) -> str | None:
+        return self._current
+
+    def set_gains(self, name: str, gains: list[float]) -> None:
+        src = self._sources.get(name)
+        if src is None:
+            return
+        src.gains = tuple(gains)  # one attribute store: the callback sees old or new
+
+    # --- transport --------------------------------------------------------------------------
+
+    @property
+    def duration(self) -> float:
+        return 0.0 if self._src is None else self._src.frames / self._src.sr
+
+    @property
+    def position(self) -> float:
+        return 0.0 if self._src is None else self._pos / self._src.sr
+
+    def play(self) -> None:
+        if not self.available or self._src is None:
+            return
+        if self._pos >= self._src.frames:
+            self._pos = 0
+        try:
+            self._ensure_stream()
+        except Exception as exc:  # noqa: BLE001 - the device vanished or refused the format
+            self.available = False
+            self.reason = f"Playback is off: the audio device could not be opened ({exc})."
+            self.error.emit(self.reason)
+            self._set_state("stopped")
+            return
+        self._playing = True
+        self._timer.start()
+        self._set_state("playing")
+
+    def pause(self) -> None:
+        if self._playing:
+            self._playing = False
+            self._close_stream()
+            self._timer.stop()
+            self._set_state("paused")
+            self.position_changed.emit(self.position)
+
+    def toggle(self) -> None:
+        if self._playing:
+            self.pause()
+        else:
+            self.play()
+
+    def stop(self) -> None:
+        self._playing = False
+        self._close_stream()
+        self._timer.stop()
+        self._pos = 0
+        self._set_state("stopped")
+        self.position_changed.emit(0.0)
+
+    def seek(self, seconds: float) -> None:
+        if self._src is None:
+            return
+        self._pos = int(min(max(seconds, 0.0), self.duration) * self._src.sr)
+        self.position_changed.emit(self.position)
+
+    @property
+    def playing(self) -> bool:
+        return self._playing
+
+    def close(self) -> None:
+        self.stop()
+        self._close_stream()
+
+    # --- internals --------------------------------------------------------------------------
+
+    def _set_state(self, state: str) -> None:
+        if state != self.state:
+            self.state = state
+            self.state_changed.emit(state)
+
+    def _ensure_stream(self) -> None:
+        assert self._src is not None
+        if self._stream is not None and self._stream.active \
+                and int(self._stream.samplerate) == self._src.sr:
+            return
+        self._close_stream()
+        import sounddevice as sd
+
+        dev = None if self.device in (None, "") else self.device
+        self._callback_stop = sd.CallbackStop
+        self._stream = sd.OutputStream(samplerate=self._src.sr, channels=2, dtype="float32",
+                                       blocksize=BLOCKSIZE, device=dev, callback=self._callback)
+        self._stream.start()
+
+    def _close_stream(self) -> None:
+        # Streams live only while playing: an open stream keeps the device (and, on a null
+        # device, a CPU core) busy. abort() drops queued buffers so pause is immediate.
+        if self._stream is not None:
+            try:
+                self._stream.abort()
+                self._stream.close()
+            except Exception as exc:  # noqa: BLE001 - closing a dead stream must not raise
+                log.warning("closing the audio stream: %s", exc)
+            self._stream = None
+
+    def _callback(self, outdata: np.ndarray, frames: int, _time: Any, _status: Any) -> None:
+        src = self._src
+        if not self._playing or src is None:
+            outdata.fill(0)
+            return
+        pos = self._pos
+        end = min(pos + frames, src.frames)
+        k = max(0, end - pos)
+        gains = src.gains
+        np.multiply(src.layers[0][pos:end], gains[0], out=outdata[:k])
+        if len(src.layers) > 1:
+            scratch = self._scratch[:k] if k <= self._scratch.shape[0] else np.empty((k, 2), np.float32)
+            for layer, g in zip(src.layers[1:], gains[1:], strict=True):
+                np.multiply(layer[pos:end], g, out=scratch)
+                outdata[:k] += scratch
+        outdata[k:] = 0
+        self._pos = end
+        self.frames_written += k
+        if k:
+            self.peak_written = max(self.peak_written, float(np.abs(outdata[:k]).max()))
+        if end >= src.frames:
+            self._playing = False
+            raise self._callback_stop  # PortAudio plays this last block, then stops
+
+    def _poll(self) -> None:
+        self.position_changed.emit(self.position)
+        if not self._playing:
+            self._timer.stop()
+            self._close_stream()
+            if self._src is not None and self._pos >= self._src.frames:
+                self._pos = 0
+                self._set_state("stopped")
+                self.position_changed.emit(0.0)

@@ -1,0 +1,159 @@
+"""Preview of the selected match: its mix, its accompaniment and the cross-mix, with transport,
+source switch, vocal/accompaniment gain and the key-match toggle."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QCheckBox,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QRadioButton,
+    QSlider,
+    QVBoxLayout,
+    QWidget,
+)
+
+from gui.query_panel import fmt_duration
+from gui.waveform import Envelope, WaveformView
+
+SOURCES: tuple[tuple[str, str], ...] = (
+    ("mix", "Match mix"),
+    ("accompaniment", "Match accompaniment"),
+    ("crossmix", "Cross-mix"),
+)
+
+
+class PreviewPanel(QGroupBox):
+    source_changed = Signal(str)
+    gains_changed = Signal(float, float)  # vocal dB, accompaniment dB
+    key_match_changed = Signal(bool)
+    export_requested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("Preview", parent)
+        self.heading = QLabel("Select a match to hear it under your vocal.")
+        self.heading.setWordWrap(True)
+        self.waves: dict[str, WaveformView] = {
+            "mix": WaveformView("Match mix", color="#4aa3df"),
+            "accompaniment": WaveformView("Match accompaniment", color="#6cc070"),
+            "crossmix": WaveformView("Cross-mix (your vocal over its accompaniment)",
+                                     color="#c774e8"),
+        }
+        self.source_buttons: dict[str, QRadioButton] = {}
+        group = QButtonGroup(self)
+        src_row = QHBoxLayout()
+        src_row.addWidget(QLabel("Listen to:"))
+        for key, text in SOURCES:
+            b = QRadioButton(text)
+            b.toggled.connect(lambda on, k=key: self._source_toggled(on, k))
+            group.addButton(b)
+            self.source_buttons[key] = b
+            src_row.addWidget(b)
+        src_row.addStretch(1)
+        self.source_buttons["crossmix"].setChecked(True)
+
+        self.play_button = QPushButton("Play")
+        self.play_button.setToolTip("Play / pause (Space)")
+        self.stop_button = QPushButton("Stop")
+        self.position = QLabel("0:00 / 0:00")
+        self.playback_reason = QLabel("")
+        self.playback_reason.setWordWrap(True)
+        self.playback_reason.setObjectName("warning")
+        transport = QHBoxLayout()
+        transport.addWidget(self.play_button)
+        transport.addWidget(self.stop_button)
+        transport.addWidget(self.position)
+        transport.addStretch(1)
+        self.export_button = QPushButton("Export…")
+        self.export_button.clicked.connect(self.export_requested)
+        transport.addWidget(self.export_button)
+
+        self.vocal_gain = self._slider()
+        self.acc_gain = self._slider()
+        self.vocal_gain_label = QLabel("0.0 dB")
+        self.acc_gain_label = QLabel("0.0 dB")
+        self.key_match = QCheckBox("Match the key (shift the accompaniment)")
+        self.key_match.toggled.connect(self.key_match_changed)
+        gains = QGridLayout()
+        gains.addWidget(QLabel("Vocal gain"), 0, 0)
+        gains.addWidget(self.vocal_gain, 0, 1)
+        gains.addWidget(self.vocal_gain_label, 0, 2)
+        gains.addWidget(QLabel("Accompaniment gain"), 1, 0)
+        gains.addWidget(self.acc_gain, 1, 1)
+        gains.addWidget(self.acc_gain_label, 1, 2)
+        gains.addWidget(self.key_match, 2, 0, 1, 3)
+        self.report = QLabel("")
+        self.report.setWordWrap(True)
+
+        lay = QVBoxLayout(self)
+        lay.addWidget(self.heading)
+        for w in self.waves.values():
+            lay.addWidget(w, 1)
+        lay.addLayout(src_row)
+        lay.addLayout(transport)
+        lay.addWidget(self.playback_reason)
+        lay.addLayout(gains)
+        lay.addWidget(self.report)
+        self.set_ready(False)
+
+    def _source_toggled(self, on: bool, key: str) -> None:
+        if on:
+            self.source_changed.emit(key)
+
+    def _slider(self) -> QSlider:
+        s = QSlider(Qt.Orientation.Horizontal)
+        s.setRange(-240, 120)  # tenths of a dB
+        s.setValue(0)
+        s.valueChanged.connect(self._gain_moved)
+        return s
+
+    def _gain_moved(self, _v: int) -> None:
+        v, a = self.gains_db()
+        self.vocal_gain_label.setText(f"{v:+.1f} dB")
+        self.acc_gain_label.setText(f"{a:+.1f} dB")
+        self.gains_changed.emit(v, a)
+
+    def gains_db(self) -> tuple[float, float]:
+        return self.vocal_gain.value() / 10.0, self.acc_gain.value() / 10.0
+
+    def set_gains_db(self, vocal: float, acc: float) -> None:
+        self.vocal_gain.setValue(int(round(vocal * 10)))
+        self.acc_gain.setValue(int(round(acc * 10)))
+
+    def current_source(self) -> str:
+        for key, b in self.source_buttons.items():
+            if b.isChecked():
+                return key
+        return "crossmix"
+
+    def set_ready(self, ready: bool, *, playback_ok: bool = True) -> None:
+        """Enable the controls once a preview is rendered (transport only with a device)."""
+        for b in (self.play_button, self.stop_button):
+            b.setEnabled(ready and playback_ok)
+        w: QWidget
+        for w in (*self.source_buttons.values(), self.vocal_gain, self.acc_gain, self.key_match,
+                  self.export_button):
+            w.setEnabled(ready)
+
+    def show_message(self, text: str) -> None:
+        for w in self.waves.values():
+            w.show_message(text)
+
+    def set_waves(self, envs: dict[str, Envelope]) -> None:
+        for key, env in envs.items():
+            self.waves[key].set_envelope(env)
+
+    def set_position(self, seconds: float, duration: float, source: str) -> None:
+        self.position.setText(f"{fmt_duration(seconds)} / {fmt_duration(duration)}")
+        for key, w in self.waves.items():
+            w.playhead.setVisible(key == source and w.env is not None)
+            if key == source:
+                w.set_playhead(seconds)
+
+    def set_playing(self, playing: bool) -> None:
+        self.play_button.setText("Pause" if playing else "Play")

@@ -1,0 +1,157 @@
+"""Query panel: what was dropped (title, artist, duration, tempo, key), its mix and its vocal,
+and the staged progress of the query with a Cancel button."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.progress import Progress
+from gui.waveform import Envelope, WaveformView
+
+#: The stages of a query, in order, with the label shown.
+STAGES: tuple[tuple[str, str], ...] = (
+    ("decode", "Decode"),
+    ("separate", "Separate"),
+    ("analyze", "Analyse"),
+    ("embed", "Embed"),
+    ("search", "Search"),
+)
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}:{s:02d}"
+
+
+class StageProgress(QWidget):
+    """A row of stage labels (pending / running / done), a bar for the running stage, Cancel."""
+
+    cancel_requested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        self.labels: dict[str, QLabel] = {}
+        for key, text in STAGES:
+            lab = QLabel(text)
+            lab.setObjectName("stage")
+            self.labels[key] = lab
+            lay.addWidget(lab)
+        self.bar = QProgressBar()
+        self.bar.setRange(0, 1000)
+        self.bar.setTextVisible(True)
+        lay.addWidget(self.bar, 1)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel_requested)
+        lay.addWidget(self.cancel_button)
+        self.current: str | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        self.current = None
+        for key, lab in self.labels.items():
+            lab.setText(dict(STAGES)[key])
+            lab.setProperty("state", "pending")
+            lab.setEnabled(False)
+        self.bar.setValue(0)
+        self.bar.setFormat("")
+        self.cancel_button.setEnabled(False)
+
+    def start(self) -> None:
+        self.reset()
+        self.cancel_button.setEnabled(True)
+
+    def update_progress(self, p: Progress) -> None:
+        if p.stage not in self.labels:
+            return
+        order = [k for k, _ in STAGES]
+        idx = order.index(p.stage)
+        for i, key in enumerate(order):
+            lab = self.labels[key]
+            name = dict(STAGES)[key]
+            if i < idx:
+                lab.setText(f"✓ {name}")
+                lab.setEnabled(True)
+            elif i == idx:
+                lab.setText(f"▸ {name}")
+                lab.setEnabled(True)
+        self.current = p.stage
+        self.bar.setValue(int(p.fraction * 1000))
+        eta = f", {p.eta_s:.0f} s left" if p.eta_s is not None else ""
+        msg = f" – {p.message}" if p.message else ""
+        self.bar.setFormat(f"{dict(STAGES)[p.stage]} {p.fraction * 100:.0f} %{eta}{msg}")
+
+    def finish(self, text: str) -> None:
+        for key, lab in self.labels.items():
+            if lab.isEnabled():
+                lab.setText(f"✓ {dict(STAGES)[key]}")
+        self.bar.setValue(1000 if text == "done" else self.bar.value())
+        self.bar.setFormat(text)
+        self.cancel_button.setEnabled(False)
+
+
+class QueryPanel(QGroupBox):
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("Query", parent)
+        self.title_label = QLabel("–")
+        self.title_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.artist_label = QLabel("–")
+        self.duration_label = QLabel("–")
+        self.tempo_label = QLabel("–")
+        self.key_label = QLabel("–")
+        form = QFormLayout()
+        form.addRow("Title", self.title_label)
+        form.addRow("Artist", self.artist_label)
+        form.addRow("Duration", self.duration_label)
+        form.addRow("Tempo", self.tempo_label)
+        form.addRow("Key", self.key_label)
+        info = QWidget()
+        info.setLayout(form)
+        info.setMinimumWidth(220)
+        self.mix_wave = WaveformView("Mix", color="#4aa3df")
+        self.vocal_wave = WaveformView("Separated vocal", color="#e39c3c")
+        waves = QVBoxLayout()
+        waves.addWidget(self.mix_wave)
+        waves.addWidget(self.vocal_wave)
+        top = QHBoxLayout()
+        top.addWidget(info)
+        top.addLayout(waves, 1)
+        self.stages = StageProgress()
+        lay = QVBoxLayout(self)
+        lay.addLayout(top, 1)
+        lay.addWidget(self.stages)
+        self.clear()
+
+    def clear(self) -> None:
+        for lab in (self.title_label, self.artist_label, self.duration_label, self.tempo_label, self.key_label):
+            lab.setText("–")
+        self.mix_wave.show_message("")
+        self.vocal_wave.show_message("")
+
+    def show_file(self, *, title: str, artist: str, duration: float | None) -> None:
+        self.title_label.setText(title or "–")
+        self.artist_label.setText(artist or "–")
+        self.duration_label.setText(fmt_duration(duration))
+
+    def show_analysis(self, *, tempo: float | None, key: str | None) -> None:
+        self.tempo_label.setText("–" if tempo is None else f"{tempo:.1f} BPM")
+        self.key_label.setText(key or "–")
+
+    def show_waves(self, mix: Envelope | None, vocal: Envelope | None) -> None:
+        if mix is not None:
+            self.mix_wave.set_envelope(mix)
+        if vocal is not None:
+            self.vocal_wave.set_envelope(vocal)

@@ -1,0 +1,126 @@
+"""The results table: one row per library match, sortable on every column by its value."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QModelIndex,
+    QPersistentModelIndex,
+    QSortFilterProxyModel,
+    Qt,
+)
+
+SORT_ROLE = Qt.ItemDataRole.UserRole + 1
+ROW_ROLE = Qt.ItemDataRole.UserRole + 2
+
+_Index = QModelIndex | QPersistentModelIndex
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """What the table shows for one match. ``match`` is the engine's own object."""
+
+    rank: int
+    title: str
+    artist: str
+    similarity: float
+    tempo: float | None
+    key: str
+    stretch_percent: float | None
+    semitone_shift: int | None
+    mashability: float | None
+    path: str
+    match: Any = None
+
+
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("rank", "#"),
+    ("title", "Title"),
+    ("artist", "Artist"),
+    ("similarity", "Similarity"),
+    ("tempo", "Tempo"),
+    ("key", "Key"),
+    ("stretch_percent", "Stretch %"),
+    ("semitone_shift", "Shift"),
+    ("mashability", "Mashability"),
+)
+
+
+def _display(field: str, value: Any) -> str:
+    if value is None:
+        return "–"
+    if field == "similarity":
+        return f"{value:.3f}"
+    if field == "tempo":
+        return f"{value:.1f} BPM"
+    if field == "stretch_percent":
+        return f"{value:+.1f} %"
+    if field == "semitone_shift":
+        return f"{int(value):+d} st" if value else "0"
+    if field == "mashability":
+        return f"{value:.2f}"
+    return str(value)
+
+
+class ResultsModel(QAbstractTableModel):
+    def __init__(self, parent: Any = None) -> None:
+        super().__init__(parent)
+        self._rows: list[ResultRow] = []
+
+    def set_rows(self, rows: list[ResultRow]) -> None:
+        self.beginResetModel()
+        self._rows = list(rows)
+        self.endResetModel()
+
+    def clear(self) -> None:
+        self.set_rows([])
+
+    def row(self, i: int) -> ResultRow:
+        return self._rows[i]
+
+    @property
+    def rows(self) -> list[ResultRow]:
+        return list(self._rows)
+
+    def rowCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008,N802
+        return 0 if parent.isValid() else len(self._rows)
+
+    def columnCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008,N802
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(self, section: int, orientation: Qt.Orientation,  # noqa: N802
+                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
+            return COLUMNS[section][1]
+        return None
+
+    def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid():
+            return None
+        r = self._rows[index.row()]
+        field = COLUMNS[index.column()][0]
+        value = getattr(r, field)
+        if role == Qt.ItemDataRole.DisplayRole:
+            return _display(field, value)
+        if role == SORT_ROLE:
+            if value is None:
+                return float("-inf")
+            return value.lower() if isinstance(value, str) else float(value)
+        if role == ROW_ROLE:
+            return r
+        if role == Qt.ItemDataRole.TextAlignmentRole and field not in ("title", "artist", "key"):
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return r.path
+        return None
+
+
+class ResultsProxy(QSortFilterProxyModel):
+    """Sorts by each column's value (numbers as numbers), not its text."""
+
+    def __init__(self, parent: Any = None) -> None:
+        super().__init__(parent)
+        self.setSortRole(SORT_ROLE)

@@ -1,0 +1,165 @@
+"""Application settings: each one declared once, with its type and default.
+
+Values (never widget indices) are stored with :class:`QSettings` in an INI file whose location
+can be redirected (``CROSSMIX_CONFIG_DIR`` or the ``path`` argument), so tests and screenshots
+never touch a real user's configuration. ``SCHEMA_VERSION`` and :data:`MIGRATIONS` upgrade
+files written by older versions.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from PySide6.QtCore import QObject, QSettings, Signal
+
+from core.paths import APP_NAME
+
+#: Bumped whenever a key is renamed or a value's meaning changes; see :data:`MIGRATIONS`.
+SCHEMA_VERSION = 2
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: ``key`` in the INI file, Python ``type``, ``default`` and a label."""
+
+    key: str
+    type: type
+    default: Any
+    label: str
+    choices: tuple[Any, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+
+    def coerce(self, raw: Any) -> Any:
+        """Turn what QSettings returns (often a string) into ``type``; bad values -> default."""
+        if raw is None:
+            return self.default
+        try:
+            if self.type is bool:
+                value: Any = raw if isinstance(raw, bool) else str(raw).strip().lower() in (
+                    "1", "true", "yes", "on")
+            elif self.type is int:
+                value = int(float(raw))
+            elif self.type is float:
+                value = float(raw)
+            else:
+                value = str(raw)
+        except (TypeError, ValueError):
+            return self.default
+        if self.choices is not None and value not in self.choices:
+            return self.default
+        if self.minimum is not None and value < self.minimum:
+            return self.default
+        if self.maximum is not None and value > self.maximum:
+            return self.default
+        return value
+
+
+SPACES = ("vocal->mix", "mix->mix", "vocal->vocal", "[M,V]")
+EXPORT_FORMATS = ("wav", "flac", "mp3", "ogg")
+BITRATES = ("128k", "192k", "256k", "320k")
+
+OPTIONS: tuple[Option, ...] = (
+    Option("compute/device", str, "auto", "Compute device", choices=("auto", "cpu", "cuda")),
+    Option("model/encoder_checkpoint", str, "", "Encoder checkpoint (empty: shipped default)"),
+    Option("search/space", str, "vocal->mix", "Default search space", choices=SPACES),
+    Option("search/k", int, 10, "Results shown (k)", minimum=1, maximum=200),
+    Option("search/duplicate_threshold", float, 0.95, "Near-duplicate threshold",
+           minimum=0.5, maximum=1.0),
+    Option("remix/preview_seconds", float, 30.0, "Preview length (s)", minimum=5.0, maximum=300.0),
+    Option("remix/key_match", bool, False, "Match the key by default"),
+    Option("remix/max_shift", int, 3, "Largest key shift (semitones)", minimum=0, maximum=6),
+    Option("remix/vocal_gain_db", float, 0.0, "Vocal gain (dB)", minimum=-24.0, maximum=12.0),
+    Option("remix/accompaniment_gain_db", float, 0.0, "Accompaniment gain (dB)",
+           minimum=-24.0, maximum=12.0),
+    Option("audio/output_device", str, "", "Audio output device (empty: system default)"),
+    Option("library/location", str, "", "Library folder (empty: default)"),
+    Option("export/format", str, "wav", "Export format", choices=EXPORT_FORMATS),
+    Option("export/bitrate", str, "192k", "Export bitrate", choices=BITRATES),
+    Option("export/full", bool, False, "Export the full song (not the preview)"),
+    Option("export/directory", str, "", "Export folder"),
+    Option("ui/first_run_done", bool, False, "First-run hint dismissed"),
+    Option("ui/last_open_dir", str, "", "Last folder used in Open..."),
+)
+
+_BY_KEY = {o.key: o for o in OPTIONS}
+
+
+def _v1_to_v2(qs: QSettings) -> None:
+    # Version 1 stored the search space as a combo-box index; version 2 stores the value.
+    raw = qs.value("search/space_index")
+    if raw is not None:
+        try:
+            qs.setValue("search/space", SPACES[int(raw)])
+        except (ValueError, IndexError):
+            pass
+        qs.remove("search/space_index")
+
+
+#: ``MIGRATIONS[n]`` upgrades a file of version ``n`` to ``n + 1``.
+MIGRATIONS: dict[int, Callable[[QSettings], None]] = {1: _v1_to_v2}
+
+
+def default_settings_path() -> Path:
+    """``$CROSSMIX_CONFIG_DIR/settings.ini``, else the platform's config folder."""
+    env = os.environ.get("CROSSMIX_CONFIG_DIR")
+    base = Path(env) if env else Path(platformdirs.user_config_dir(APP_NAME))
+    return base / "settings.ini"
+
+
+class Settings(QObject):
+    """Typed access to the declared :data:`OPTIONS`; emits ``changed(key, value)``."""
+
+    changed = Signal(str, object)
+
+    def __init__(self, path: str | Path | None = None, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.path = Path(path) if path is not None else default_settings_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._qs = QSettings(str(self.path), QSettings.Format.IniFormat)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        version = int(str(self._qs.value("meta/version", 0) or 0))
+        if version == 0 and not self._qs.allKeys():
+            self._qs.setValue("meta/version", SCHEMA_VERSION)
+            return
+        version = max(version, 1)
+        while version < SCHEMA_VERSION:
+            MIGRATIONS[version](self._qs)
+            version += 1
+        self._qs.setValue("meta/version", SCHEMA_VERSION)
+        self._qs.sync()
+
+    @property
+    def version(self) -> int:
+        return int(str(self._qs.value("meta/version", SCHEMA_VERSION)))
+
+    def get(self, key: str) -> Any:
+        opt = _BY_KEY[key]
+        return opt.coerce(self._qs.value(key))
+
+    def set(self, key: str, value: Any) -> None:
+        opt = _BY_KEY[key]
+        value = opt.coerce(value)
+        if self._qs.value(key) is not None and self.get(key) == value:
+            return
+        self._qs.setValue(key, value)
+        self._qs.sync()
+        self.changed.emit(key, value)
+
+    def reset(self, key: str) -> None:
+        self._qs.remove(key)
+        self._qs.sync()
+        self.changed.emit(key, _BY_KEY[key].default)
+
+    def option(self, key: str) -> Option:
+        return _BY_KEY[key]
+
+    def sync(self) -> None:
+        self._qs.sync()

@@ -1,0 +1,217 @@
+"""Settings tab: one editor per declared option, written back as soon as it changes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QScrollArea,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.paths import models_dir
+from gui.playback import list_output_devices, output_device_status
+from gui.settings import Option, Settings
+
+GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Compute and model", ("compute/device", "model/encoder_checkpoint")),
+    ("Search", ("search/space", "search/k", "search/duplicate_threshold")),
+    ("Cross-mix defaults", ("remix/preview_seconds", "remix/key_match", "remix/max_shift",
+                            "remix/vocal_gain_db", "remix/accompaniment_gain_db")),
+    ("Audio and library", ("audio/output_device", "library/location")),
+)
+
+
+def trained_checkpoints() -> list[Path]:
+    """Encoder checkpoints the user trained (``models_dir()/**/*.safetensors``), newest first."""
+    root = models_dir()
+    if not root.is_dir():
+        return []
+    return sorted(root.rglob("*.safetensors"), key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+class SettingsPanel(QScrollArea):
+    def __init__(self, settings: Settings, *, device_description: str = "",
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.settings = settings
+        self.setWidgetResizable(True)
+        self.editors: dict[str, QWidget] = {}
+        body = QWidget()
+        lay = QVBoxLayout(body)
+        for title, keys in GROUPS:
+            box = QGroupBox(title)
+            form = QFormLayout(box)
+            for key in keys:
+                opt = settings.option(key)
+                form.addRow(opt.label, self._editor(opt))
+                if key == "compute/device":
+                    self.device_found = QLabel(device_description)
+                    self.device_found.setWordWrap(True)
+                    form.addRow("", self.device_found)
+                if key == "audio/output_device":
+                    self.audio_status = QLabel("")
+                    self.audio_status.setWordWrap(True)
+                    form.addRow("", self.audio_status)
+                    self._update_audio_status()
+            lay.addWidget(box)
+        lay.addStretch(1)
+        self.setWidget(body)
+        settings.changed.connect(self._external_change)
+
+    # --- editors ----------------------------------------------------------------------------
+
+    def _editor(self, opt: Option) -> QWidget:
+        key = opt.key
+        value = self.settings.get(key)
+        w: QWidget
+        if key == "model/encoder_checkpoint":
+            w = self._checkpoint_editor(value)
+        elif key == "audio/output_device":
+            combo = QComboBox()
+            combo.addItem("System default", "")
+            for name in list_output_devices():
+                combo.addItem(name, name)
+            if value and combo.findData(value) < 0:
+                combo.addItem(f"{value} (not found)", value)
+            combo.setCurrentIndex(max(0, combo.findData(value)))
+            combo.currentIndexChanged.connect(lambda _i, c=combo: self._set(key, c.currentData()))
+            w = combo
+        elif key == "library/location":
+            w = self._folder_editor(key, value, placeholder="default library folder")
+        elif opt.choices is not None:
+            combo = QComboBox()
+            for c in opt.choices:
+                combo.addItem(str(c), c)
+            combo.setCurrentIndex(max(0, combo.findData(value)))
+            combo.currentIndexChanged.connect(lambda _i, c=combo: self._set(key, c.currentData()))
+            w = combo
+        elif opt.type is bool:
+            cb = QCheckBox()
+            cb.setChecked(bool(value))
+            cb.toggled.connect(lambda on: self._set(key, on))
+            w = cb
+        elif opt.type is int:
+            sp = QSpinBox()
+            sp.setRange(int(opt.minimum if opt.minimum is not None else -10**6),
+                        int(opt.maximum if opt.maximum is not None else 10**6))
+            sp.setValue(int(value))
+            sp.valueChanged.connect(lambda v: self._set(key, v))
+            w = sp
+        elif opt.type is float:
+            ds = QDoubleSpinBox()
+            ds.setDecimals(2)
+            ds.setSingleStep(0.01 if (opt.maximum or 0) <= 1.0 else 0.5)
+            ds.setRange(opt.minimum if opt.minimum is not None else -1e6,
+                        opt.maximum if opt.maximum is not None else 1e6)
+            ds.setValue(float(value))
+            ds.valueChanged.connect(lambda v: self._set(key, v))
+            w = ds
+        else:
+            le = QLineEdit(str(value))
+            le.editingFinished.connect(lambda e=le: self._set(key, e.text()))
+            w = le
+        self.editors[key] = w
+        return w
+
+    def _checkpoint_editor(self, value: str) -> QWidget:
+        row = QWidget()
+        lay = QHBoxLayout(row)
+        lay.setContentsMargins(0, 0, 0, 0)
+        combo = QComboBox()
+        self.checkpoint_combo = combo
+        self.refresh_checkpoints(value)
+        combo.currentIndexChanged.connect(
+            lambda _i: self._set("model/encoder_checkpoint", combo.currentData()))
+        browse = QPushButton("Browse…")
+
+        def pick() -> None:
+            f, _ = QFileDialog.getOpenFileName(self, "Encoder checkpoint", str(models_dir()),
+                                               "Encoder weights (*.safetensors)")
+            if f:
+                self.settings.set("model/encoder_checkpoint", f)
+
+        browse.clicked.connect(pick)
+        lay.addWidget(combo, 1)
+        lay.addWidget(browse)
+        return row
+
+    def refresh_checkpoints(self, value: str | None = None) -> None:
+        combo = self.checkpoint_combo
+        value = self.settings.get("model/encoder_checkpoint") if value is None else value
+        combo.blockSignals(True)
+        combo.clear()
+        combo.addItem("Shipped default (CROSS-SP)", "")
+        for p in trained_checkpoints():
+            combo.addItem(f"{p.parent.name}/{p.name}", str(p))
+        if value and combo.findData(value) < 0:
+            combo.addItem(value, value)
+        combo.setCurrentIndex(max(0, combo.findData(value)))
+        combo.blockSignals(False)
+
+    def _folder_editor(self, key: str, value: str, *, placeholder: str) -> QWidget:
+        row = QWidget()
+        lay = QHBoxLayout(row)
+        lay.setContentsMargins(0, 0, 0, 0)
+        le = QLineEdit(value)
+        le.setPlaceholderText(placeholder)
+        le.editingFinished.connect(lambda: self._set(key, le.text().strip()))
+        browse = QPushButton("Browse…")
+
+        def pick() -> None:
+            d = QFileDialog.getExistingDirectory(self, "Choose a folder", le.text())
+            if d:
+                le.setText(d)
+                self._set(key, d)
+
+        browse.clicked.connect(pick)
+        lay.addWidget(le, 1)
+        lay.addWidget(browse)
+        self.editors[key + "#edit"] = le
+        return row
+
+    # --- syncing ----------------------------------------------------------------------------
+
+    def _set(self, key: str, value: Any) -> None:
+        self.settings.set(key, value)
+        if key == "audio/output_device":
+            self._update_audio_status()
+
+    def _update_audio_status(self) -> None:
+        ok, text = output_device_status(self.settings.get("audio/output_device") or None)
+        self.audio_status.setText(f"Found: {text}" if ok else text)
+
+    def _external_change(self, key: str, value: Any) -> None:
+        """Reflect a change made elsewhere (e.g. the search tab's k) in the editor."""
+        w = self.editors.get(key)
+        if w is None:
+            return
+        w.blockSignals(True)
+        try:
+            if isinstance(w, QComboBox):
+                i = w.findData(value)
+                if i >= 0:
+                    w.setCurrentIndex(i)
+            elif isinstance(w, QCheckBox):
+                w.setChecked(bool(value))
+            elif isinstance(w, QSpinBox):
+                w.setValue(int(value))
+            elif isinstance(w, QDoubleSpinBox):
+                w.setValue(float(value))
+            elif key == "model/encoder_checkpoint":
+                self.refresh_checkpoints(value)
+        finally:
+            w.blockSignals(False)

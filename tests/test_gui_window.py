@@ -1,0 +1,241 @@
+"""The main window end to end with the real engine and tiny random-weight models.
+
+A drop (accepted drag-enter, then drop) runs the query pipeline; the results fill; selecting a
+match renders the cross-mix; play reaches the null ALSA device; export writes a file that
+decodes back; bad files and cancelling leave the app usable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtWidgets import QApplication
+from synth_songs import make_song
+
+from core.audio import load_audio
+from core.encoders import EncoderPair
+from core.errors import ModelError
+from core.library import Library
+from core.separation import Separator, StemCache
+from gui.engine import Session
+from gui.export_dialog import ExportChoice
+from gui.main_window import MainWindow
+from gui.settings import Settings
+from gui.stall import StallMonitor
+
+pytestmark = [pytest.mark.gui, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+
+SONGS = [  # (title, tempo, key root, mode)
+    ("Alpha", 96.0, 0, "major"),
+    ("Bravo", 120.0, 9, "minor"),
+    ("Charlie", 108.0, 7, "major"),
+]
+
+
+def _write_song(path: Path, *, tempo: float, root: int, mode: str, seconds: float, seed: int,
+                title: str) -> Path:
+    song = make_song(tempo=tempo, key_root=root, key_mode=mode, seconds=seconds, seed=seed)
+    sf.write(path, song.mix.samples.T, song.mix.sr)
+    import mutagen
+
+    f = mutagen.File(str(path), easy=True)
+    if f is not None and path.suffix == ".flac":
+        f["title"] = title
+        f["artist"] = "Synth Band"
+        f.save()
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_library(tmp_path_factory) -> Path:
+    """A library of three generated songs, scanned (fast mode) with the tiny encoders."""
+    root = tmp_path_factory.mktemp("gui-lib")
+    songs = root / "songs"
+    songs.mkdir()
+    for i, (title, tempo, key, mode) in enumerate(SONGS):
+        _write_song(songs / f"{title}.flac", tempo=tempo, root=key, mode=mode, seconds=8.0,
+                    seed=i, title=title)
+    with Library.open(root / "lib", separator=Separator.tiny(), encoders=EncoderPair.tiny()) as lib:
+        lib.add_paths([songs])
+        report = lib.scan(mode="fast")
+        assert report.indexed == 3
+    return root / "lib"
+
+
+@pytest.fixture(scope="module")
+def query_song(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("gui-query")
+    return _write_song(d / "query song.flac", tempo=100.0, root=2, mode="major", seconds=10.0,
+                       seed=7, title="The Query")
+
+
+def make_session(tmp_path: Path, library: Path | None, *, encoders=True) -> Session:
+    def enc(_device):
+        if not encoders:
+            raise ModelError("assets/encoders/cross-sp.safetensors: the shipped encoder weights "
+                             "are missing.")
+        return EncoderPair.tiny()
+
+    return Session(
+        separator_factory=lambda d: Separator.tiny(device=d),
+        encoders_factory=enc,
+        library_factory=(lambda: Library.open(library)) if library is not None else None,
+        stem_cache=StemCache(tmp_path / "stems"),
+        # Random tiny encoders map every mix to nearly the same vector: with the usual
+        # threshold every song would count as a near-duplicate of the query.
+        duplicate_threshold=1.5,
+    )
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, tiny_library):
+    w = MainWindow(settings=Settings(tmp_path / "settings.ini"),
+                   session=make_session(tmp_path, tiny_library))
+    qtbot.addWidget(w)
+    w.show()
+    yield w
+    w.close()
+
+
+def drop_files(widget, paths) -> None:
+    """What a file manager does: a drag enters (and must be accepted), then the drop."""
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    pos = QPointF(widget.rect().center())
+    enter = QDragEnterEvent(pos.toPoint(), Qt.DropAction.CopyAction, mime,
+                            Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(widget, enter)
+    assert enter.isAccepted(), "the drop zone refused the drag"
+    drop = QDropEvent(pos, Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                      Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(widget, drop)
+    assert drop.isAccepted()
+
+
+def test_drop_query_results_preview_play_export(qtbot, window, query_song, tmp_path):
+    mon = StallMonitor(interval_ms=10)
+    mon.start()
+    with qtbot.waitSignal(window.query_finished, timeout=120_000) as sig:
+        drop_files(window.drop_zone, [query_song])
+    r = sig.args[0]
+    assert r is not None, window.errors
+    # query panel
+    assert window.query_panel.title_label.text() == "The Query"
+    assert window.query_panel.artist_label.text() == "Synth Band"
+    assert window.query_panel.duration_label.text() == "0:10"
+    assert window.query_panel.tempo_label.text().endswith("BPM")
+    assert window.query_panel.mix_wave.drawn_points > 0
+    assert window.query_panel.vocal_wave.drawn_points > 0
+    assert window.query_panel.stages.bar.format() == "done"
+    # results: every library song, ranked by similarity, with compatibility columns
+    model = window.results_model
+    assert model.rowCount() == 3, (r.message, window.errors)
+    titles = {model.row(i).title for i in range(3)}
+    assert titles == {t for t, *_ in SONGS}
+    sims = [model.row(i).similarity for i in range(3)]
+    assert sims == sorted(sims, reverse=True)
+    assert all(model.row(i).stretch_percent is not None for i in range(3))
+    assert all(model.row(i).key for i in range(3))
+
+    # the first row is selected automatically: its preview renders
+    with qtbot.waitSignal(window.preview_finished, timeout=120_000) as sig:
+        pass
+    p = sig.args[0]
+    assert p is not None, window.errors
+    assert window.preview_panel.waves["crossmix"].drawn_points > 0
+    assert window.preview_panel.waves["mix"].drawn_points > 0
+    assert window.preview_panel.waves["accompaniment"].drawn_points > 0
+    assert window.preview_panel.play_button.isEnabled()
+    assert p.crossmix.mix.duration == pytest.approx(10.0, abs=0.1)  # preview of a 10 s song
+    mon.stop()
+    assert mon.max_stall_ms < 500, f"the GUI stalled {mon.max_stall_ms:.0f} ms"
+
+    # play (Space) sends the cross-mix to the (null) device
+    before = window.player.frames_written
+    qtbot.keyClick(window, Qt.Key.Key_Space)
+    qtbot.waitUntil(lambda: window.player.frames_written > before, timeout=5000)
+    qtbot.waitUntil(lambda: window.player.state == "stopped", timeout=5000)
+    assert window.player.peak_written > 0.01
+
+    # switch to the match's accompaniment; seek via the waveform's signal
+    window.preview_panel.source_buttons["accompaniment"].setChecked(True)
+    assert window.player.current == "accompaniment"
+    window.preview_panel.waves["accompaniment"].seek_requested.emit(2.0)
+    assert window.player.position == pytest.approx(2.0, abs=1e-3)
+
+
+def test_export_writes_a_file_that_decodes_back(qtbot, window, query_song, tmp_path):
+    pytest.importorskip("core.export")  # the export module lands separately
+    with qtbot.waitSignal(window.query_finished, timeout=120_000):
+        window.enqueue([str(query_song)])
+    with qtbot.waitSignal(window.preview_finished, timeout=120_000) as sig:
+        pass
+    p = sig.args[0]
+    assert p is not None, window.errors
+    out = tmp_path / "exports" / "cross.flac"
+    with qtbot.waitSignal(window.export_finished, timeout=60_000) as sig:
+        window.export_to(ExportChoice(path=out, format="flac", bitrate="192k", full=False))
+    assert sig.args[0] == out, window.errors
+    back = load_audio(out)
+    assert back.duration == pytest.approx(p.crossmix.mix.duration, abs=0.05)
+    assert np.max(np.abs(back.samples)) > 0.01
+
+
+def test_sorting_and_reselection(qtbot, window, query_song):
+    with qtbot.waitSignal(window.query_finished, timeout=120_000):
+        window.enqueue([str(query_song)])
+    with qtbot.waitSignal(window.preview_finished, timeout=120_000):
+        pass
+    window.table.sortByColumn(1, Qt.SortOrder.DescendingOrder)  # by title
+    shown = [window.results_proxy.index(r, 1).data() for r in range(3)]
+    assert shown == ["Charlie", "Bravo", "Alpha"]
+    with qtbot.waitSignal(window.preview_finished, timeout=120_000) as sig:
+        window.table.selectRow(2)
+    assert sig.args[0].row.title == "Alpha"
+
+
+def test_corrupt_file_shows_an_error_and_the_app_goes_on(qtbot, window, query_song, tmp_path):
+    bad = tmp_path / "broken.mp3"
+    bad.write_bytes(b"ID3" + bytes(range(256)) * 8)
+    text = tmp_path / "notes.wav"
+    text.write_text("not audio at all\n")
+    finished = []
+    window.query_finished.connect(finished.append)
+    drop_files(window.drop_zone, [bad, text, query_song])  # three queue
+    assert window.queue_label.text() == "2 more queued"
+    qtbot.waitUntil(lambda: len(finished) == 3, timeout=120_000)
+    assert finished[0] is None and finished[1] is None and finished[2] is not None
+    assert "broken.mp3" in window.errors[0]
+    assert "notes.wav" in window.errors[1] and "text file" in window.errors[1]
+    assert window.results_model.rowCount() == 3
+
+
+def test_cancelling_a_query_leaves_the_app_usable(qtbot, window, query_song):
+    with qtbot.waitSignal(window.query_finished, timeout=60_000) as sig:
+        window.enqueue([str(query_song)])
+        window.cancel_query()
+    assert sig.args[0] is None
+    assert window.query_panel.stages.bar.format() == "cancelled"
+    assert not window.errors
+    with qtbot.waitSignal(window.query_finished, timeout=120_000) as sig:
+        window.enqueue([str(query_song)])
+    assert sig.args[0] is not None and window.results_model.rowCount() == 3
+
+
+def test_without_encoders_the_query_still_shows_why(qtbot, tmp_path, query_song):
+    w = MainWindow(settings=Settings(tmp_path / "s.ini"),
+                   session=make_session(tmp_path, None, encoders=False))
+    qtbot.addWidget(w)
+    with qtbot.waitSignal(w.query_finished, timeout=120_000) as sig:
+        w.enqueue([str(query_song)])
+    r = sig.args[0]
+    assert r is not None and r.embedding is None and r.rows == []
+    assert "No trained encoders are installed" in w.results_note.text()
+    assert w.banner.isVisibleTo(w) and w.banner.kind == "warning"
+    assert w.query_panel.vocal_wave.drawn_points > 0  # separation still shown
+    w.close()

@@ -219,7 +219,7 @@ def analyze(
     check_cancel(cancel, "the analysis")
     chroma = librosa.feature.chroma_cqt(y=y, sr=SR_ANALYSIS, hop_length=2048, n_chroma=12)
     root, mode, key_conf = estimate_key(chroma)
-    downbeats = _estimate_downbeats(y, beats, chroma_hop=2048, chroma=chroma)
+    downbeats = _estimate_downbeats(y, beats)
     report("key", 3)
 
     return Analysis(
@@ -352,7 +352,7 @@ def _track_beats(onset_env: npt.NDArray[np.floating[Any]], tempo: float) -> Floa
     import librosa
 
     _, frames = librosa.beat.beat_track(
-        onset_envelope=onset_env, sr=SR_ANALYSIS, hop_length=HOP, bpm=tempo, tightness=400, trim=False
+        onset_envelope=onset_env, sr=SR_ANALYSIS, hop_length=HOP, bpm=tempo, tightness=400, trim=True
     )
     frames = np.asarray(frames, dtype=np.int64)
     env = np.asarray(onset_env, dtype=np.float64)
@@ -369,46 +369,59 @@ def _track_beats(onset_env: npt.NDArray[np.floating[Any]], tempo: float) -> Floa
         refined[j] = k + delta
     times = np.asarray(librosa.frames_to_time(refined, sr=SR_ANALYSIS, hop_length=HOP), dtype=np.float64)
     times = np.unique(np.round(times, 6))
-    return times
+    return _trim_irregular_ends(times)
 
 
-def _estimate_downbeats(
-    y: npt.NDArray[np.float32],
-    beats: FloatArray,
-    *,
-    chroma_hop: int,
-    chroma: npt.NDArray[np.floating[Any]],
-) -> FloatArray | None:
+def _trim_irregular_ends(beats: FloatArray) -> FloatArray:
+    """Drop leading/trailing beats whose spacing is off the song's median beat period.
+
+    The tracker fills silence before the music starts (and after it ends) with beats at
+    odd spacings; those would mis-anchor beat alignment.
+    """
+    if beats.size < 8:
+        return beats
+    period = float(np.median(np.diff(beats)))
+    lo, hi = 0, beats.size
+    while hi - lo > 4 and abs(beats[lo + 1] - beats[lo] - period) > 0.15 * period:
+        lo += 1
+    while hi - lo > 4 and abs(beats[hi - 1] - beats[hi - 2] - period) > 0.15 * period:
+        hi -= 1
+    return beats[lo:hi]
+
+
+def _estimate_downbeats(y: npt.NDArray[np.float32], beats: FloatArray) -> FloatArray | None:
     """First beat of each 4/4 bar, or ``None`` when the bar phase is ambiguous.
 
-    Two cues vote for each of the four phases: harmony tends to change on the bar line
-    (chroma novelty between the beat before and after), and kick drums sit on it
-    (low-band onset strength at the beat). A phase must win clearly to be trusted.
+    Two cues vote for each of the four phases: harmony changes on the bar line, seen in
+    the *bass* chroma (C1-B3, below most singing, so melody notes do not vote), and kick
+    drums sit on it (low-band onset strength at the beat). A phase must win clearly.
     """
     import librosa
 
     if beats.size < 16:
         return None
-    c_frames = librosa.time_to_frames(beats, sr=SR_ANALYSIS, hop_length=chroma_hop)
-    c_frames = np.clip(c_frames, 0, chroma.shape[1] - 1)
-    bounds = [int(f) for f in c_frames] + [int(chroma.shape[1])]
-    seg = librosa.util.sync(chroma, bounds, aggregate=np.mean)
+    hop = 512
+    bass = librosa.feature.chroma_cqt(
+        y=y, sr=SR_ANALYSIS, hop_length=hop, fmin=librosa.note_to_hz("C1"), n_octaves=3
+    )
+    frames = np.clip(librosa.time_to_frames(beats, sr=SR_ANALYSIS, hop_length=hop), 0, bass.shape[1] - 1)
+    # sync() adds the stretch before the first beat as segment 0: beat i is segment i + 1.
+    bounds = sorted({int(f) for f in frames})
+    seg = librosa.util.sync(bass, bounds, aggregate=np.mean)[:, 1 : beats.size + 1]
     seg = seg / (np.linalg.norm(seg, axis=0, keepdims=True) + 1e-9)
     novelty = np.zeros(beats.size)
-    n = min(beats.size, seg.shape[1])
+    n = seg.shape[1]
     if n > 1:
         novelty[1:n] = 1.0 - np.sum(seg[:, 1:n] * seg[:, : n - 1], axis=0)
-    low = librosa.onset.onset_strength(
-        y=y, sr=SR_ANALYSIS, hop_length=HOP, fmax=150.0, n_mels=16
-    )
+    low = librosa.onset.onset_strength(y=y, sr=SR_ANALYSIS, hop_length=HOP, fmax=150.0, n_mels=8)
     low_at = low[np.clip(librosa.time_to_frames(beats, sr=SR_ANALYSIS, hop_length=HOP), 0, low.size - 1)]
 
     def phase_scores(v: FloatArray) -> FloatArray:
         v = (v - v.mean()) / (v.std() + 1e-9)
         return np.array([v[p::4].mean() for p in range(4)])
 
-    score = phase_scores(novelty) + phase_scores(np.asarray(low_at, dtype=np.float64))
+    score = 2.0 * phase_scores(novelty) + phase_scores(np.asarray(low_at, dtype=np.float64))
     order = np.argsort(score)[::-1]
-    if score[order[0]] - score[order[1]] < 0.3:
+    if score[order[0]] - score[order[1]] < 0.5:
         return None
     return np.asarray(beats[int(order[0]) :: 4], dtype=np.float64)

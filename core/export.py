@@ -1,0 +1,211 @@
+"""Writing cross-mixes: wav, flac, mp3, ogg with tags, through pydub and ffmpeg.
+
+Files are encoded into a temporary file in the target folder and renamed into place, so a
+full disk or a failed encoder never leaves a half-written file; an existing file is never
+replaced unless asked. Samples are clipped to full scale before integer conversion (a
+rendered cross-mix is already limited to -1 dBTP, so lossy encoders stay under 0 dBFS too).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from core.audio import Audio
+from core.errors import ExportError
+
+#: Formats and the ffmpeg codec / extra parameters used for each.
+FORMATS: dict[str, tuple[str, list[str]]] = {
+    "wav": ("pcm_s24le", []),
+    "flac": ("flac", ["-sample_fmt", "s32", "-bits_per_raw_sample", "24"]),
+    "mp3": ("libmp3lame", []),
+    "ogg": ("libvorbis", []),
+}
+#: Formats whose ``bitrate`` option is used.
+LOSSY = ("mp3", "ogg")
+
+
+def export_audio(
+    path: str | Path,
+    audio: Audio,
+    *,
+    format: str | None = None,
+    bitrate: str = "192k",
+    tags: Mapping[str, str] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Encode ``audio`` to ``path`` (wav 24-bit, flac 24-bit, mp3 or ogg Vorbis) with tags.
+
+    Parameters
+    ----------
+    path : str or Path
+        Target file; its suffix gives the format unless ``format`` is given.
+    audio : Audio
+        ``samples`` float32 ``(channels, n)``; values beyond +/-1 are clipped.
+    format : {"wav", "flac", "mp3", "ogg"}, optional
+    bitrate : str
+        For mp3/ogg, e.g. ``"192k"``, ``"320k"``.
+    tags : mapping, optional
+        ``title``, ``artist``, ``album``, ``comment``... written as the container's tags.
+    overwrite : bool
+        Replace an existing file. Without it an existing file raises :class:`ExportError`.
+
+    Returns
+    -------
+    Path
+        The written file.
+
+    Raises
+    ------
+    ExportError
+        File exists, unknown format, ffmpeg missing, folder not writable or disk full.
+    """
+    p = Path(path)
+    fmt = _format_of(p, format)
+    if p.exists() and not overwrite:
+        raise ExportError(f"{p}: the file exists; choose another name or allow overwriting (--overwrite).")
+    if p.is_dir():
+        raise ExportError(f"{p}: this is a folder; give a file name.")
+    if shutil.which("ffmpeg") is None:
+        raise ExportError(f"{p}: exporting needs ffmpeg, which is not installed (apt install ffmpeg).")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # pydub warns at import when ffmpeg is elsewhere
+        from pydub import AudioSegment
+        from pydub.exceptions import CouldntEncodeError
+
+    x = np.clip(np.nan_to_num(audio.samples, nan=0.0), -1.0, 1.0).astype(np.float64)
+
+    def segment_of(gain: float) -> AudioSegment:
+        pcm = np.round(x.T * gain * (2**31 - 1)).astype("<i4")  # int32 frames, interleaved
+        return AudioSegment(data=pcm.tobytes(), sample_width=4, frame_rate=audio.sr, channels=audio.channels)
+
+    codec, params = FORMATS[fmt]
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.stem}.", suffix=f".part.{fmt}", dir=p.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise ExportError(f"{p}: cannot write in {p.parent} ({exc.strerror or exc}); choose another folder.") from None
+    try:
+        gain = 1.0
+        for _ in range(3):
+            handle = segment_of(gain).export(
+                tmp,
+                format=fmt,
+                codec=codec,
+                bitrate=bitrate if fmt in LOSSY else None,
+                parameters=list(params),
+                tags=dict(tags) if tags else None,
+            )
+            handle.close()
+            if fmt not in LOSSY:
+                break
+            # Lossy codecs overshoot a little; decode and lower the level until nothing clips.
+            peak = _decoded_peak(Path(tmp))
+            if peak <= 1.0:
+                break
+            gain *= 0.995 / peak
+        if os.path.getsize(tmp) == 0:
+            raise ExportError(f"{p}: the encoder wrote nothing; is the disk full?")
+        os.replace(tmp, p)
+    except CouldntEncodeError as exc:
+        last = str(exc).strip().splitlines()[-1:] or ["unknown error"]
+        raise ExportError(f"{p}: ffmpeg could not encode it ({last[0]}); is the disk full?") from None
+    except OSError as exc:
+        raise ExportError(f"{p}: could not write it ({exc.strerror or exc}); is the disk full?") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return p
+
+
+def _decoded_peak(path: Path) -> float:
+    from core.audio import load_audio
+    from core.errors import AudioError
+
+    try:
+        decoded = load_audio(path, max_duration=None, allow_silent=True)
+    except AudioError as exc:
+        raise ExportError(f"{path}: the encoded file does not decode ({exc}); is the disk full?") from None
+    return float(np.max(np.abs(decoded.samples))) if decoded.n else 0.0
+
+
+def stem_paths(path: str | Path) -> tuple[Path, Path]:
+    """``song.mp3 -> (song_vocals.mp3, song_accompaniment.mp3)`` beside it."""
+    p = Path(path)
+    return p.with_name(f"{p.stem}_vocals{p.suffix}"), p.with_name(f"{p.stem}_accompaniment{p.suffix}")
+
+
+def cross_mix_tags(
+    *, query_title: str, match_title: str, artist: str = "Crossmix", query_source: str = "", match_source: str = ""
+) -> dict[str, str]:
+    """Tags for a cross-mix: title ``"<query> x <match>"`` and a comment naming the sources."""
+    q_src = query_source or query_title
+    m_src = match_source or match_title
+    return {
+        "title": f"{query_title} x {match_title}",
+        "artist": artist,
+        "comment": f"Cross-mix: vocal of {q_src} over the accompaniment of {m_src} (made with Crossmix).",
+    }
+
+
+def export_cross_mix(
+    path: str | Path,
+    mix: Audio,
+    *,
+    vocals: Audio | None = None,
+    accompaniment: Audio | None = None,
+    format: str | None = None,
+    bitrate: str = "192k",
+    tags: Mapping[str, str] | None = None,
+    overwrite: bool = False,
+) -> list[Path]:
+    """Write a cross-mix and, when ``vocals``/``accompaniment`` are given, its two parts.
+
+    The parts go beside ``path`` as ``<stem>_vocals.<ext>`` and ``<stem>_accompaniment.<ext>``.
+    Every target is checked before anything is written, so an existing part does not leave
+    a new mix beside old parts.
+
+    Returns
+    -------
+    list of Path
+        The files written, the mix first.
+    """
+    p = Path(path)
+    targets: list[tuple[Path, Audio, Mapping[str, str] | None]] = [(p, mix, tags)]
+    if vocals is not None or accompaniment is not None:
+        if vocals is None or accompaniment is None:
+            raise ExportError(f"{p}: stems need both the vocal and the accompaniment part.")
+        v_path, a_path = stem_paths(p)
+        base = dict(tags or {})
+        title = base.get("title", p.stem)
+        targets.append((v_path, vocals, {**base, "title": f"{title} (vocals)"}))
+        targets.append((a_path, accompaniment, {**base, "title": f"{title} (accompaniment)"}))
+    _format_of(p, format)
+    if not overwrite:
+        existing = [str(t) for t, _, _ in targets if t.exists()]
+        if existing:
+            raise ExportError(
+                f"{existing[0]}: the file exists; choose another name or allow overwriting (--overwrite)."
+            )
+    written: list[Path] = []
+    for target, audio, t in targets:
+        written.append(export_audio(target, audio, format=format, bitrate=bitrate, tags=t, overwrite=overwrite))
+    return written
+
+
+def _format_of(p: Path, format: str | None) -> str:
+    fmt = (format or p.suffix.lstrip(".")).lower()
+    if fmt == "oga":
+        fmt = "ogg"
+    if fmt not in FORMATS:
+        raise ExportError(
+            f"{p}: cannot export {fmt or 'a file without an extension'}; use .wav, .flac, .mp3 or .ogg."
+        )
+    return fmt

@@ -113,6 +113,7 @@ def export_audio(
             gain *= 0.995 / peak
         if os.path.getsize(tmp) == 0:
             raise ExportError(f"{p}: the encoder wrote nothing; is the disk full?")
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; a song file should not be
         os.replace(tmp, p)
     except CouldntEncodeError as exc:
         last = str(exc).strip().splitlines()[-1:] or ["unknown error"]
@@ -123,6 +124,12 @@ def export_audio(
         if os.path.exists(tmp):
             os.unlink(tmp)
     return p
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _decoded_peak(path: Path) -> float:

@@ -21,6 +21,7 @@ COMMAND_MODULES: list[str] = [
     "training.cli",
     "core.cli.library",
     "core.cli.separate",
+    "core.cli.remix",
     "training.corpus_cli",
 ]
 

@@ -427,7 +427,7 @@ class Scanner:
             return None
 
     def _fail(self, failure: Failure, report: ScanReport) -> None:
-        log.warning("%s: skipped (%s: %s)", failure.path, failure.stage, failure.reason)
+        log.info("%s: skipped (%s: %s)", failure.path, failure.stage, failure.reason)
         self.catalog.record_failure(failure)
         report.failed += 1
 

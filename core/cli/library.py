@@ -1,0 +1,318 @@
+"""``crossmix library ...`` (add, scan, status, remove) and ``crossmix match SONG``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from core.progress import CancelToken, Progress
+
+if TYPE_CHECKING:
+    from core.encoders import EncoderPair
+    from core.library import Library
+    from core.scan import ScanReport
+    from core.separation import Separator
+
+SPACES = ("vocal->mix", "mix->mix", "vocal->vocal", "[M,V]")
+
+
+def _common(p: argparse.ArgumentParser, *, models: bool = True) -> None:
+    p.add_argument("--library", type=Path, metavar="DIR", default=None,
+                   help="library folder (default: the user's library in the data directory)")
+    if not models:
+        return
+    p.add_argument("--device", default="auto",
+                   help="auto (CUDA when available, default), cpu, or cuda[:N]")
+    p.add_argument("--encoders", metavar="PATH", default=None,
+                   help="encoder checkpoint (.safetensors with its .json; default: the shipped "
+                   "CROSS-SP model; 'tiny': random weights, for tests)")
+    p.add_argument("--separator", choices=("spleeter-2stems", "tiny"), default="spleeter-2stems",
+                   help="separation model (default Deezer's Spleeter 2-stems; tiny: random "
+                   "weights, for tests)")
+
+
+def _scan_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mode", choices=("fast", "full"), default="fast",
+                   help="fast: embed mixes only (enough for vocal->mix and mix->mix search); "
+                   "full: also separate and embed vocals (vocal->vocal and [M,V] spaces)")
+    p.add_argument("--no-analyze", action="store_true",
+                   help="skip tempo/key analysis (faster; disables the --tempo/--key filters)")
+    p.add_argument("--workers", type=int, default=2,
+                   help="threads decoding ahead of the embedding (default 2)")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="try again files that failed before and did not change")
+
+
+def register(subparsers: Any) -> None:
+    lib = subparsers.add_parser(
+        "library", help="manage song libraries (add folders, scan, status, remove)",
+        description="A library is a folder holding a SQLite catalog of songs and their "
+        "embeddings, search indexes and a stem cache. Every command takes --library DIR, so "
+        "several libraries can coexist.",
+    )
+    sub = lib.add_subparsers(dest="library_command", metavar="ACTION", required=True)
+
+    p = sub.add_parser("add", help="add folders or files, then scan them",
+                       description="Add folders (scanned recursively) or files to the library "
+                       "and index them (use --no-scan to index later with 'library scan').")
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    p.add_argument("--no-scan", action="store_true", help="only record the paths")
+    _common(p)
+    _scan_opts(p)
+    p.set_defaults(func=cmd_add)
+
+    p = sub.add_parser("scan", help="index new and changed files, forget removed ones",
+                       description="Re-scan the library's folders: new files are embedded, "
+                       "changed ones re-embedded, moved ones recognised by content hash, removed "
+                       "ones forgotten. An interrupted scan resumes where it stopped. A new "
+                       "encoder checkpoint (--encoders) re-embeds every song from cached stems.")
+    _common(p)
+    _scan_opts(p)
+    p.set_defaults(func=cmd_scan)
+
+    p = sub.add_parser("status", help="counts, failures, model id, size on disk")
+    _common(p, models=False)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("remove", help="remove a file or folder from the library",
+                       description="Forget a file or folder (the files on disk are untouched).")
+    p.add_argument("path", type=Path, metavar="PATH")
+    _common(p, models=False)
+    p.set_defaults(func=cmd_remove)
+
+    m = subparsers.add_parser(
+        "match", help="find library songs whose accompaniment suits SONG's vocal",
+        description="Separate SONG, embed it and list the nearest library songs by cosine "
+        "similarity. Default space vocal->mix: SONG's vocal (f_v) against the library's mixes "
+        "(f_m). Near-duplicates of SONG (the same recording) are left out unless "
+        "--include-duplicates.",
+    )
+    m.add_argument("song", type=Path, metavar="SONG")
+    m.add_argument("-k", type=int, default=10, help="number of matches (default 10)")
+    m.add_argument("--space", default="vocal->mix", choices=SPACES,
+                   help="search space (default vocal->mix)")
+    m.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    m.add_argument("--include-duplicates", action="store_true",
+                   help="keep near-duplicates of SONG among the matches")
+    m.add_argument("--tempo", metavar="LO:HI", default=None,
+                   help="only songs whose tempo (BPM) is in this range, e.g. 100:130")
+    m.add_argument("--key", action="append", default=None, metavar="KEY",
+                   help="only songs in this key, e.g. 'A minor' (repeatable)")
+    _common(m)
+    m.set_defaults(func=cmd_match)
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _open(args: argparse.Namespace) -> Library:
+    from core.library import Library
+
+    return Library.open(args.library)
+
+
+def _device(args: argparse.Namespace) -> Any:
+    from core.device import resolve_device
+
+    return resolve_device(getattr(args, "device", "auto"))
+
+
+def _encoders(args: argparse.Namespace) -> EncoderPair:
+    from core.encoders import EncoderPair, load_default_encoders
+
+    dev = _device(args)
+    if args.encoders is None:
+        return load_default_encoders(device=dev)
+    if args.encoders == "tiny":
+        return EncoderPair.tiny().to(dev)
+    return EncoderPair.load(args.encoders, device=dev)
+
+
+def _separator(args: argparse.Namespace) -> Separator:
+    from core.separation import Separator
+
+    dev = _device(args)
+    if args.separator == "tiny":
+        return Separator.tiny(device=dev)
+    return Separator.spleeter_2stems(device=dev)
+
+
+@contextmanager
+def _ctrl_c_cancels(token: CancelToken) -> Iterator[None]:
+    """First Ctrl-C cancels cleanly between songs; a second one interrupts at once."""
+    if not hasattr(signal, "SIGINT"):
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if token.cancelled:
+            raise KeyboardInterrupt
+        print("\ncrossmix: stopping after the current song (Ctrl-C again to stop now)...",
+              file=sys.stderr)
+        token.cancel()
+
+    try:
+        old = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def _run_scan(lib: Library, args: argparse.Namespace) -> ScanReport:
+    from tqdm import tqdm
+
+    encoders = _encoders(args)
+    separator = _separator(args) if args.mode == "full" else None
+    token = CancelToken()
+    bar = tqdm(total=0, unit="song", file=sys.stderr, disable=not sys.stderr.isatty(),
+               dynamic_ncols=True)
+
+    def on_progress(p: Progress) -> None:
+        if p.stage == "scan" and p.total:
+            bar.total = int(p.total)
+            bar.n = int(p.done)
+            bar.set_postfix_str(p.message[:40])
+            bar.refresh()
+
+    try:
+        with _ctrl_c_cancels(token):
+            return lib.scan(mode=args.mode, separator=separator, encoders=encoders,
+                            analyze=not args.no_analyze, workers=args.workers,
+                            retry_failed=args.retry_failed, progress=on_progress, cancel=token)
+    finally:
+        bar.close()
+
+
+def _print_report(r: ScanReport) -> None:
+    print(f"{r.total} audio files: {r.indexed} indexed, {r.reembedded} re-embedded, "
+          f"{r.linked} moved/duplicate, {r.unchanged} unchanged, {r.failed} failed, "
+          f"{r.skipped_failed} skipped (failed before), {r.removed} removed "
+          f"({r.elapsed_s:.1f} s, {r.songs_per_minute:.1f} songs/min)")
+    for m in r.missing_roots:
+        print(f"warning: {m} is missing (unplugged drive?); its songs were kept.")
+    if r.failed:
+        print("see 'crossmix library status' for the reasons of failures.")
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+# --- commands ------------------------------------------------------------------------------
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    with _open(args) as lib:
+        added = lib.add_paths(args.paths)
+        for p in added:
+            print(f"added {p}")
+        if args.no_scan:
+            return 0
+        _print_report(_run_scan(lib, args))
+    return 0
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    with _open(args) as lib:
+        if not lib.roots():
+            print(f"crossmix: the library {lib.root} has no folders; add some with "
+                  "'crossmix library add DIR'.", file=sys.stderr)
+            return 1
+        _print_report(_run_scan(lib, args))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with _open(args) as lib:
+        st = lib.status()
+        failures = lib.failures()
+        if args.json:
+            d = st.to_dict()
+            d["failure_list"] = [
+                {"path": f.path, "stage": f.stage, "error": f.error, "reason": f.reason}
+                for f in failures
+            ]
+            print(json.dumps(d, indent=2))
+            return 0
+        print(f"library   {st.root}")
+        for r in st.roots:
+            print(f"folder    {r}")
+        print(f"model     {st.model_id or '(none yet)'}")
+        print(f"songs     {st.songs} ({st.files} files; {st.current} searchable, "
+              f"{st.full} with vocals, {st.analysed} analysed)")
+        if st.stale:
+            print(f"stale     {st.stale} songs embedded by another checkpoint: run "
+                  "'crossmix library scan' to re-embed them")
+        print("vectors   " + ", ".join(f"{k}: {v}" for k, v in sorted(st.vectors.items())))
+        print(f"disk      {_size(st.size_bytes)} (catalog {_size(st.catalog_bytes)}, indexes "
+              f"{_size(st.index_bytes)}, stems {_size(st.stems_bytes)})")
+        print(f"failures  {st.failures}")
+        for f in failures[:50]:
+            print(f"  {f.path}: [{f.stage}] {f.error}: {f.reason}")
+        if len(failures) > 50:
+            print(f"  ... and {len(failures) - 50} more (--json lists all)")
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    with _open(args) as lib:
+        files, songs = lib.remove(args.path)
+        print(f"removed {files} files and {songs} songs from {lib.root}")
+    return 0
+
+
+def _parse_tempo(text: str | None) -> tuple[float, float] | None:
+    from core.errors import CrossmixError
+
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(x) for x in text.replace("-", ":", 1).split(":"))
+    except ValueError:
+        raise CrossmixError(f"--tempo {text!r}: write a BPM range like 100:130.") from None
+    return (min(lo, hi), max(lo, hi))
+
+
+def cmd_match(args: argparse.Namespace) -> int:
+    with _open(args) as lib:
+        token = CancelToken()
+        with _ctrl_c_cancels(token):
+            res = lib.search(
+                args.song, space=args.space, k=args.k, include_duplicates=args.include_duplicates,
+                tempo_range=_parse_tempo(args.tempo), key=args.key,
+                separator=_separator(args), encoders=_encoders(args), cancel=token,
+            )
+    if args.json:
+        doc = res.to_json()
+        print(json.dumps(doc, indent=2))
+        return 0
+    print(f"query {res.query}   space {res.space}   model {res.model[:12]}")
+    if not res.matches:
+        print("no matches (is the library scanned? 'crossmix library status')")
+    header = f"{'#':>3}  {'sim':>6}  {'tempo':>5}  {'key':<9}  {'artist':<20}  title"
+    print(header)
+    for m in res.matches:
+        tempo = f"{m.tempo:5.0f}" if m.tempo is not None else "    -"
+        print(f"{m.rank:>3}  {m.similarity:6.3f}  {tempo}  {(m.key or '-'):<9}  "
+              f"{(m.artist or '-')[:20]:<20}  {m.title}   ({m.path})")
+    if res.excluded_duplicates:
+        print("left out as near-duplicates of the query: "
+              + "; ".join(f"{d.title} ({d.duplicate})" for d in res.excluded_duplicates))
+    return 0

@@ -1,0 +1,127 @@
+"""A scan killed with SIGKILL at random points, then resumed, ends with the same catalog as an
+uninterrupted scan (each song is committed in its own transaction)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_library import write_song
+
+from core.library import Library
+
+# Scans the library in full mode with the tiny models, printing "done N" after each song.
+_SCRIPT = r"""
+import sys, torch
+torch.set_num_threads(1)
+from core.encoders import EncoderPair
+from core.library import Library
+from core.separation import Separator
+lib = Library.open(sys.argv[1], encoders=EncoderPair.tiny(), separator=Separator.tiny())
+lib.add_paths([sys.argv[2]])
+print("ready", flush=True)
+def progress(p):
+    if p.stage == "scan" and p.total:
+        print(f"done {int(p.done)} {int(p.total)}", flush=True)
+lib.scan(mode="full", analyze=False, workers=2, progress=progress)
+print("finished", flush=True)
+"""
+
+N_SONGS = 10
+
+
+def _start(lib_dir: Path, songs: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
+    return subprocess.Popen([sys.executable, "-c", _SCRIPT, str(lib_dir), str(songs)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _run_to_end(lib_dir: Path, songs: Path) -> None:
+    proc = _start(lib_dir, songs)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "finished" in out
+
+
+def _dump(lib_dir: Path) -> dict[str, object]:
+    with Library.open(lib_dir) as lib:
+        d = lib.catalog.dump()
+        # the catalog must be consistent, not just equal
+        con = sqlite3.connect(lib.catalog.path)
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert con.execute("PRAGMA foreign_key_check").fetchall() == []
+        con.close()
+        assert not [p for p in (lib_dir / "stems").rglob("*") if ".part" in p.name]
+        return d
+
+
+@pytest.mark.slow
+def test_sigkilled_scans_resume_to_the_same_catalog(tmp_path: Path) -> None:
+    songs = tmp_path / "music"
+    for i in range(N_SONGS):
+        write_song(songs / f"{i:02d}.wav", seed=100 + i, seconds=3.0)
+
+    _run_to_end(tmp_path / "reference", songs)
+    want = _dump(tmp_path / "reference")
+    assert len(want["songs"]) == N_SONGS  # type: ignore[arg-type]
+
+    rng = np.random.default_rng(2024)
+    lib_dir = tmp_path / "killed"
+    kills = 0
+    committed: list[int] = []
+    for _ in range(4):
+        at_start = rng.uniform() < 0.25  # kill during planning / the first song
+        u = float(rng.uniform())  # else after a random number of songs of this run
+        extra = float(rng.uniform(0.0, 1.0 if at_start else 0.3))  # then a random moment
+        proc = _start(lib_dir, songs)
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 90
+        finished = False
+        for line in proc.stdout:
+            if line.startswith("finished"):
+                finished = True
+                break
+            word, *nums = line.split()
+            if word == "ready" and at_start:
+                break
+            if word == "done":
+                done, todo = int(nums[0]), int(nums[1])
+                if done >= 1 + int(u * max(1, todo - 3)):
+                    break
+            if time.monotonic() > deadline:
+                pytest.fail("the scan subprocess stalled")
+        if finished:
+            proc.wait(timeout=30)
+            break
+        time.sleep(extra)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        proc.stdout.close()
+        proc.stderr.close()  # type: ignore[union-attr]
+        kills += 1 if proc.returncode == -signal.SIGKILL else 0
+        with Library.open(lib_dir) as lib:
+            committed.append(len(lib.songs()))
+    assert kills >= 3
+    print("songs committed after each kill:", committed)
+    assert committed == sorted(committed) and committed[-1] < N_SONGS, committed
+
+    _run_to_end(lib_dir, songs)
+    got = _dump(lib_dir)
+    # identical rows, hashes, paths, tags and modes; vectors equal to float precision
+    def strip(d: dict[str, object]) -> str:
+        songs_ = {h: {k: v for k, v in s.items() if k != "vectors"}
+                  for h, s in d["songs"].items()}  # type: ignore[attr-defined]
+        return json.dumps({**d, "songs": songs_}, sort_keys=True)
+
+    assert strip(got) == strip(want)
+    for h, s in want["songs"].items():  # type: ignore[attr-defined]
+        for space, vec in s["vectors"].items():
+            np.testing.assert_allclose(got["songs"][h]["vectors"][space], vec, atol=1e-6)  # type: ignore[index]

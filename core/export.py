@@ -75,7 +75,9 @@ def export_audio(
     if shutil.which("ffmpeg") is None:
         raise ExportError(f"{p}: exporting needs ffmpeg, which is not installed (apt install ffmpeg).")
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # pydub warns at import when ffmpeg is elsewhere
+        # pydub warns at import when ffmpeg is elsewhere, and about audioop on Python 3.12.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
         from pydub import AudioSegment
         from pydub.exceptions import CouldntEncodeError
 

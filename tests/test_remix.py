@@ -12,10 +12,11 @@ import math
 
 import numpy as np
 import pytest
+import soundfile as sf
 from synth_songs import SR, make_song
 
 from core.analysis import Analysis, analyze, integrated_loudness
-from core.audio import Audio
+from core.audio import Audio, load_audio
 from core.remix import (
     CompatibilityReport,
     RemixOptions,
@@ -175,3 +176,31 @@ def test_compatibility_report() -> None:
     back = json.loads(json.dumps(stretched.to_dict()))
     assert CompatibilityReport(**back) == stretched
     assert math.isfinite(stretched.offset_s)
+
+
+def test_cli_remix_writes_mix_stems_and_json(tmp_path, capsys) -> None:
+    from core.cli import main
+
+    q = make_song(tempo=96.0, key_root=9, key_mode="minor", seconds=14.0, seed=31)
+    m = make_song(tempo=108.0, key_root=0, key_mode="major", seconds=16.0, seed=32)
+    sf.write(tmp_path / "query.wav", q.mix.samples.T, SR)
+    sf.write(tmp_path / "match.wav", m.mix.samples.T, SR)
+    out = tmp_path / "out" / "cm.wav"
+    args = ["remix", str(tmp_path / "query.wav"), str(tmp_path / "match.wav"), "-o", str(out),
+            "--preview", "--preview-seconds", "8", "--key-match", "--vocal-gain", "2", "--stems",
+            "--json", "--model", "tiny", "--no-cache", "--device", "cpu"]
+    assert main(args) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["similarity_computed"] is False and doc["report"]["similarity"] is None
+    assert doc["query"]["analysis"]["key"] == "A minor" and doc["match"]["analysis"]["key"] == "C major"
+    assert abs(doc["report"]["stretch_ratio"] - 96.0 / 108.0) < 0.03
+    assert doc["report"]["semitone_shift"] == 0  # relative keys share their notes
+    paths = [out, out.with_name("cm_vocals.wav"), out.with_name("cm_accompaniment.wav")]
+    assert doc["outputs"] == [str(p) for p in paths]
+    parts = [load_audio(p) for p in paths]
+    assert {a.n for a in parts} == {int(round(8.0 * SR))}
+    np.testing.assert_allclose(parts[1].samples + parts[2].samples, parts[0].samples, atol=1e-4)
+    # A second run refuses to overwrite without --overwrite.
+    assert main(args) == 1
+    assert "exists" in capsys.readouterr().err
+

@@ -143,7 +143,7 @@ def test_tiny_corpus_is_bit_identical_on_rerun_and_resumes(tmp_path: Path) -> No
     assert rep.songs_written == 2 and rep.songs_skipped == 0
     generate_corpus(out_dir=b, seed=9, singers=2, songs=1, seconds=6.0, first_singer=40, jobs=2)
     ha, hb = _tree_hash(a), _tree_hash(b)
-    assert set(ha) == {"corpus.json"} | {
+    assert set(ha) == {"corpus.json", "manifest.csv"} | {
         f"singer_{i:03d}/song_00/{n}" for i in (40, 41)
         for n in ("mix.flac", "vocals.flac", "accompaniment.flac", "truth.json")}
     assert ha == hb  # a fresh synth per render, nothing depends on the process or the run
@@ -152,6 +152,12 @@ def test_tiny_corpus_is_bit_identical_on_rerun_and_resumes(tmp_path: Path) -> No
     assert _tree_hash(a) == ha
     manifest = load_manifest(a)
     assert [(e["singer"], e["song"]) for e in manifest["songs"]] == [(40, 0), (41, 0)]
+    # training.dataset reads the folder as songs labelled by singer, with vocal stems.
+    from training.dataset import load_dataset
+
+    ds = load_dataset(a)
+    assert ds.singers == ["Singer 040", "Singer 041"]
+    assert all(s.vocals is not None and s.vocals.name == "vocals.flac" for s in ds.songs)
 
 
 @pytest.mark.slow

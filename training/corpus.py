@@ -19,6 +19,8 @@ plans), :mod:`training.corpus_accompaniment` (MIDI + fluidsynth), :mod:`training
 from __future__ import annotations
 
 import concurrent.futures as cf
+import csv
+import io
 import json
 import logging
 import multiprocessing
@@ -45,6 +47,8 @@ log = logging.getLogger(__name__)
 GENERATOR_VERSION = 1
 TRUTH_FORMAT = "crossmix-corpus-song/1"
 DEFAULT_SECONDS = 20.0
+#: The manifests are rewritten every this many songs, so an interrupted run is usable.
+MANIFEST_EVERY = 50
 MIX_NAME, VOCALS_NAME, ACCOMPANIMENT_NAME, TRUTH_NAME = (
     "mix.flac", "vocals.flac", "accompaniment.flac", "truth.json")
 
@@ -287,6 +291,8 @@ def generate_corpus(
             _job(args)
             done += 1
             report(f"singer {args[2]:03d} song {args[3]:02d}")
+            if done % MANIFEST_EVERY == 0:
+                write_manifest(out_dir, seed=seed, seconds=seconds)
     else:
         ctx = multiprocessing.get_context("spawn")
         with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
@@ -296,6 +302,8 @@ def generate_corpus(
                     singer_i, song_j, _ = fut.result()
                     done += 1
                     report(f"singer {singer_i:03d} song {song_j:02d}")
+                    if done % MANIFEST_EVERY == 0:
+                        write_manifest(out_dir, seed=seed, seconds=seconds)
                     check_cancel(cancel, "corpus generation")
             except BaseException:
                 for f in futures:
@@ -307,7 +315,11 @@ def generate_corpus(
 
 
 def write_manifest(out_dir: Path, *, seed: int, seconds: float) -> Path:
-    """``corpus.json``: every complete song under ``out_dir`` (relative paths), sorted."""
+    """``corpus.json`` and ``manifest.csv``: every complete song under ``out_dir``, sorted.
+
+    ``manifest.csv`` is the labelled-folder format of :mod:`training.dataset`
+    (``path,singer,song,vocals``, paths relative to ``out_dir``).
+    """
     entries = []
     for truth_path in sorted(Path(out_dir).glob(f"singer_*/song_*/{TRUTH_NAME}")):
         try:
@@ -330,6 +342,16 @@ def write_manifest(out_dir: Path, *, seed: int, seconds: float) -> Path:
     tmp = path.with_suffix(".json.part")
     tmp.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+    # The same list as the manifest.csv that training.dataset reads (path,singer,song,vocals).
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["path", "singer", "song", "vocals"])
+    for e in entries:
+        writer.writerow([e["mix"], e["artist"], f"{e['artist']} - {e['title']}", e["vocals"]])
+    csv_path = Path(out_dir) / "manifest.csv"
+    tmp = csv_path.with_suffix(".csv.part")
+    tmp.write_text(buf.getvalue(), encoding="utf-8")
+    os.replace(tmp, csv_path)
     return path
 
 

@@ -65,6 +65,9 @@ def main(files: list[str]) -> int:
     app.setApplicationName("Crossmix")
     app.setOrganizationName("Crossmix")
     apply_style(app)
+    from gui.engine import warm_up
+
+    warm_up()
     window = build_window(files)
     window.show()
     return int(app.exec())

@@ -36,6 +36,28 @@ QUERY_STAGES = ("decode", "separate", "analyze", "embed", "search")
 
 
 
+def warm_up() -> None:
+    """Import the heavy engine modules now, on the calling (GUI) thread, before the window shows.
+
+    Importing numba/librosa/torch submodules in a worker holds the GIL for hundreds of
+    milliseconds at a time (module execution, numba's eager compilation of its ufuncs), which
+    would freeze the window during the first query or scan.
+    """
+    import librosa  # noqa: F401  (numba, scipy.signal...)
+    import librosa.beat  # noqa: F401
+    import librosa.feature  # noqa: F401
+    import librosa.onset  # noqa: F401
+    import mutagen  # noqa: F401
+    import pyloudnorm  # noqa: F401
+
+    import core.analysis  # noqa: F401
+    import core.embedding  # noqa: F401
+    import core.export  # noqa: F401
+    import core.library  # noqa: F401
+    import core.remix  # noqa: F401
+    import core.separation  # noqa: F401
+
+
 def read_tags(path: Path) -> tuple[str, str]:
     """``(title, artist)`` from the file's tags; the file name when there is no title."""
     title, artist = "", ""
@@ -95,6 +117,15 @@ class PreviewResult:
     layers: dict[str, list[np.ndarray]]
     sr: dict[str, int]
     options: Any  # core.remix.RemixOptions
+
+
+@dataclass
+class LibraryOverview:
+    """What the Library tab shows: status, per-folder counts, failures."""
+
+    status: Any  # core.library.LibraryStatus
+    folders: list[tuple[str, int, int]]  # (folder, files, songs)
+    failures: list[Any]  # core.catalog.Failure
 
 
 def _default_separator(device: torch.device) -> Any:
@@ -372,6 +403,54 @@ class Session:
             result.message = (result.message + " " if result.message else "") + (
                 f"{dups} near-duplicate{'s' if dups > 1 else ''} of the query left out.")
 
+    # --- library ----------------------------------------------------------------------------
+
+    def _require_library(self) -> Any:
+        from core.errors import LibraryError
+
+        lib = self.library()
+        if lib is None:
+            raise LibraryError("No library is configured; choose its folder in Settings.")
+        return lib
+
+    def library_overview(self, *, progress: ProgressFn | None = None,
+                         cancel: CancelToken | None = None) -> LibraryOverview:
+        """Status, per-folder file/song counts and failures (reads the catalog only)."""
+        lib = self._require_library()
+        status = lib.status()
+        rows = lib.catalog.file_rows()
+        folders = []
+        for root in status.roots:
+            prefix = root.rstrip("/") + "/"
+            under = [r for p, r in rows.items() if p == root or p.startswith(prefix)]
+            folders.append((root, len(under), len({r.song_id for r in under})))
+        return LibraryOverview(status=status, folders=folders, failures=lib.failures())
+
+    def add_folder(self, path: str | Path, *, progress: ProgressFn | None = None,
+                   cancel: CancelToken | None = None) -> list[str]:
+        return list(self._require_library().add_paths([path]))
+
+    def remove_path(self, path: str | Path, *, progress: ProgressFn | None = None,
+                    cancel: CancelToken | None = None) -> tuple[int, int]:
+        files, songs = self._require_library().remove(path)
+        return int(files), int(songs)
+
+    def scan(self, *, mode: str = "fast", progress: ProgressFn | None = None,
+             cancel: CancelToken | None = None) -> Any:
+        """Index new and changed files (and re-embed with a new checkpoint); a ScanReport.
+
+        Raises
+        ------
+        ModelError
+            No encoders are installed (indexing needs ``f_m``).
+        """
+        lib = self._require_library()
+        encoders = self.encoders()
+        # Full songs are re-embedded from their cached stems, which needs the separator's id.
+        separator = self.separator() if mode == "full" or lib.status().full else None
+        return lib.scan(mode=mode, encoders=encoders, separator=separator,
+                        max_duration=self.max_duration, progress=progress, cancel=cancel)
+
     # --- preview / export --------------------------------------------------------------------
 
     def preview(self, query: QueryResult, row: ResultRow, *, options: Any,
@@ -411,7 +490,7 @@ class Session:
                              sr=srs, options=options)
 
     def export(self, query: QueryResult, preview: PreviewResult, *, path: Path, fmt: str,
-               bitrate: str, full: bool, options: Any,
+               bitrate: str, full: bool, options: Any, overwrite: bool = False,
                progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> Path:
         """Write the cross-mix (re-rendered over the whole song when ``full``) to ``path``."""
         import dataclasses
@@ -440,7 +519,8 @@ class Session:
         tags = {"title": f"{query.title} × {preview.row.title}",
                 "artist": ", ".join(a for a in (query.artist, preview.row.artist) if a),
                 "comment": "cross-mix made with Crossmix"}
-        out = export_audio(path, cm.mix, format=fmt, bitrate=bitrate, tags=tags, overwrite=True)
+        out = export_audio(path, cm.mix, format=fmt, bitrate=bitrate, tags=tags,
+                           overwrite=overwrite)
         if progress is not None:
             progress(Progress("export", 2, 2, "steps"))
         return Path(out)

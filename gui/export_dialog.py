@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLineEdit,
+    QMessageBox,
     QPushButton,
     QRadioButton,
     QWidget,
@@ -31,6 +32,7 @@ class ExportChoice:
     format: str
     bitrate: str
     full: bool
+    overwrite: bool = False
 
 
 def safe_filename(text: str) -> str:
@@ -45,6 +47,7 @@ class ExportDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("Export cross-mix")
         self.settings = settings
+        self.overwrite = False
         self.suggested_name = safe_filename(suggested_name)
 
         self.format = QComboBox()
@@ -99,7 +102,7 @@ class ExportDialog(QDialog):
         stem = safe_filename(Path(self.name.text().strip() or self.suggested_name).stem)
         return ExportChoice(path=Path(self.folder.text()).expanduser() / f"{stem}.{fmt}",
                             format=fmt, bitrate=self.bitrate.currentText(),
-                            full=self.full.isChecked())
+                            full=self.full.isChecked(), overwrite=self.overwrite)
 
     def remember(self) -> None:
         c = self.choice()
@@ -109,5 +112,14 @@ class ExportDialog(QDialog):
         self.settings.set("export/directory", str(c.path.parent))
 
     def _accept(self) -> None:
+        self.overwrite = False
+        path = self.choice().path
+        if path.exists():
+            answer = QMessageBox.question(
+                self, "Replace file?", f"{path} exists. Replace it?",
+                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No)
+            if answer != QMessageBox.StandardButton.Yes:
+                return
+            self.overwrite = True
         self.remember()
         self.accept()

@@ -10,7 +10,7 @@ import dataclasses
 import logging
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QModelIndex, Qt, QTimer, Signal
 from PySide6.QtGui import QCloseEvent, QKeySequence, QShortcut
@@ -42,6 +42,11 @@ from gui.query_panel import QueryPanel
 from gui.results_model import ROW_ROLE, ResultRow, ResultsModel, ResultsProxy
 from gui.settings import SPACES, Settings
 from gui.workers import Task, TaskRunner
+
+if TYPE_CHECKING:
+    from gui.library_panel import LibraryPanel
+    from gui.settings_panel import SettingsPanel
+    from gui.training_panel import TrainingPanel
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +105,9 @@ class MainWindow(QMainWindow):
         self.preview: PreviewResult | None = None
         self.errors: list[str] = []  # every error shown, newest last (tests read it)
         self._closing = False
-        self.settings_panel: QWidget | None = None
-        self.library_panel: QWidget | None = None
-        self.training_panel: QWidget | None = None
+        self.settings_panel: SettingsPanel | None = None
+        self.library_panel: LibraryPanel | None = None
+        self.training_panel: TrainingPanel | None = None
 
         self.tabs = QTabWidget()
         self.setCentralWidget(self.tabs)
@@ -135,6 +140,8 @@ class MainWindow(QMainWindow):
             from gui.engine import library_factory_for
 
             self.session.set_library_factory(library_factory_for(str(value)))
+            if self.library_panel is not None:
+                self.library_panel.refresh()
         elif key == "search/duplicate_threshold":
             self.session.duplicate_threshold = float(value)
         elif key == "audio/output_device":
@@ -543,6 +550,7 @@ class MainWindow(QMainWindow):
             return None
         task = Task(self.session.export, self.result, self.preview, path=choice.path,
                     fmt=choice.format, bitrate=choice.bitrate, full=choice.full,
+                    overwrite=choice.overwrite,
                     options=self.remix_options(full=choice.full), name="the export")
         task.signals.progress.connect(
             lambda p: self.statusBar().showMessage(f"Exporting… {p.message}"))
@@ -558,6 +566,19 @@ class MainWindow(QMainWindow):
     def _export_done(self, path: Path) -> None:
         self.show_info(f"Exported {path}")
         self.export_finished.emit(path)
+
+    # --- models -----------------------------------------------------------------------------
+
+    def use_model(self, checkpoint: str) -> None:
+        """Switch the encoders to ``checkpoint`` and re-embed the library with it."""
+        self.settings.set("model/encoder_checkpoint", checkpoint)
+        if self.settings_panel is not None:
+            self.settings_panel.refresh_checkpoints(checkpoint)
+        self.show_info(f"Now using the encoders {checkpoint}. The library is being re-embedded "
+                       "with them (Library tab); searches use them once it is done.")
+        if self.library_panel is not None:
+            self.library_panel.rescan()
+            self.tabs.setCurrentWidget(self.library_panel)
 
     # --- closing ----------------------------------------------------------------------------
 

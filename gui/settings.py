@@ -79,6 +79,8 @@ OPTIONS: tuple[Option, ...] = (
            minimum=-24.0, maximum=12.0),
     Option("audio/output_device", str, "", "Audio output device (empty: system default)"),
     Option("library/location", str, "", "Library folder (empty: default)"),
+    Option("library/scan_mode", str, "fast", "Indexing mode (fast: mixes only; full: also "
+           "separate vocals)", choices=("fast", "full")),
     Option("export/format", str, "wav", "Export format", choices=EXPORT_FORMATS),
     Option("export/bitrate", str, "192k", "Export bitrate", choices=BITRATES),
     Option("export/full", bool, False, "Export the full song (not the preview)"),

@@ -31,7 +31,7 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Search", ("search/space", "search/k", "search/duplicate_threshold")),
     ("Cross-mix defaults", ("remix/preview_seconds", "remix/key_match", "remix/max_shift",
                             "remix/vocal_gain_db", "remix/accompaniment_gain_db")),
-    ("Audio and library", ("audio/output_device", "library/location")),
+    ("Audio and library", ("audio/output_device", "library/location", "library/scan_mode")),
 )
 
 

@@ -10,7 +10,22 @@ if TYPE_CHECKING:
 
 def build_tabs(window: MainWindow) -> None:
     from core.device import describe_devices
+    from gui.library_panel import LibraryPanel
     from gui.settings_panel import SettingsPanel
 
-    window.settings_panel = SettingsPanel(window.settings, device_description=describe_devices())
-    window.tabs.addTab(window.settings_panel, "Settings")
+    lib = LibraryPanel(window.session, window.settings, window.runner)
+    lib.error.connect(window.show_error)
+    window.library_panel = lib
+    window.tabs.addTab(lib, "Library")
+    lib.refresh()
+
+    from gui.training_panel import TrainingPanel
+
+    train = TrainingPanel(window.session, window.settings, window.runner)
+    train.model_chosen.connect(window.use_model)
+    window.training_panel = train
+    window.tabs.addTab(train, "Retrain")
+
+    panel = SettingsPanel(window.settings, device_description=describe_devices())
+    window.settings_panel = panel
+    window.tabs.addTab(panel, "Settings")

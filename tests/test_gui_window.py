@@ -30,6 +30,14 @@ from gui.stall import StallMonitor
 
 pytestmark = [pytest.mark.gui, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _engine_imported():
+    """As the app does before showing its window: heavy imports off the measured path."""
+    from gui.engine import warm_up
+
+    warm_up()
+
 SONGS = [  # (title, tempo, key root, mode)
     ("Alpha", 96.0, 0, "major"),
     ("Bravo", 120.0, 9, "minor"),

@@ -493,8 +493,9 @@ class Catalog:
         for chunk in _chunks([int(i) for i in ids], 900):
             marks = ",".join("?" * len(chunk))
             for sid, blob in self._query(
-                f"SELECT song_id, vector FROM embeddings WHERE space=? AND model_id=? "
-                f"AND song_id IN ({marks})", [space, model_id, *chunk]
+                # "+space": look rows up by primary key (song_id), not by the space index
+                f"SELECT song_id, vector FROM embeddings WHERE song_id IN ({marks}) "
+                f"AND +space=? AND model_id=?", [*chunk, space, model_id]
             ):
                 out[int(sid)] = blob_to_vector(blob)
         return out

@@ -2,7 +2,7 @@
 
 Vectors are L2-normalised, so inner product is cosine similarity. Up to
 :data:`FLAT_LIMIT` songs the index is exact (``IndexFlatIP``); above it an approximate
-inverted-file index (``IndexIVFFlat``, ``nlist`` about ``4 * sqrt(n)``, :data:`IVF_NPROBE`
+inverted-file index (``IndexIVFFlat``, ``nlist`` about ``sqrt(n)``, :data:`IVF_NPROBE`
 lists probed per query) is built instead; ``bench/library.py`` measures its recall@10
 against exact search.
 
@@ -100,7 +100,7 @@ class VectorIndex:
         if kind == "flat":
             index: Any = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         elif kind == "ivf":
-            nl = nlist or max(1, min(int(4 * math.sqrt(n)), n // 39))
+            nl = nlist or max(1, min(int(math.sqrt(n)), n // 64))
             quantizer = faiss.IndexFlatIP(dim)
             index = faiss.IndexIVFFlat(quantizer, dim, nl, faiss.METRIC_INNER_PRODUCT)
             rng = np.random.default_rng(seed)

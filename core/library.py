@@ -38,7 +38,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -354,7 +354,7 @@ class Library:
         mode: str = "fast",
         separator: Separator | None = None,
         encoders: EncoderPair | None = None,
-        analyze: bool = True,
+        analyze: bool | None = None,
         workers: int = 2,
         retry_failed: bool = False,
         max_duration: float | None = DEFAULT_MAX_DURATION,
@@ -370,8 +370,10 @@ class Library:
         separator, encoders
             Override the library's models (``separator`` is only used in full mode and to
             re-embed full songs from cached stems).
-        analyze : bool
-            Also estimate tempo, beats and key (enables the search filters).
+        analyze : bool, optional
+            Also estimate tempo, beats and key during the scan (enables the search filters
+            for every song). Default: in full mode yes; in fast mode no (it would cost more
+            than the embedding; :meth:`analysis_for` analyses a song on demand and caches it).
         workers : int
             Threads hashing and decoding ahead of the embedding (memory: ``workers + 1``
             decoded songs).
@@ -393,6 +395,8 @@ class Library:
         sep: Separator | None = separator or self._separator
         if mode == "full":
             sep = self._get_separator(separator)
+        if analyze is None:
+            analyze = mode == "full"
         scanner = Scanner(
             self.catalog, self.stem_cache, encoders=enc, separator=sep, mode=mode,
             device=self.device, analyze=analyze, workers=workers, retry_failed=retry_failed,
@@ -545,7 +549,7 @@ class Library:
             if len(matches) >= k or fetch >= index.ntotal:
                 break
             fetch = min(fetch * 4, index.ntotal)
-        ranked = [Match(**{**asdict(m), "rank": r}) for r, m in enumerate(matches, start=1)]
+        ranked = [replace(m, rank=r) for r, m in enumerate(matches, start=1)]
         return SearchResult(query=qe.path, space=space, model=model, matches=ranked,
                             excluded_duplicates=[] if include_duplicates else dups)
 

@@ -151,6 +151,7 @@ class _Prepared:
     content_hash: str = ""
     audio: Audio | None = None
     audio_key: str | None = None
+    analysis: dict[str, Any] | None = None
     tags: dict[str, str] = field(default_factory=dict)
     error: Failure | None = None
 
@@ -267,6 +268,8 @@ class Scanner:
                 prep.tags = read_tags(item.path)
                 prep.audio = load_audio(item.path, max_duration=self.max_duration)
                 prep.audio_key = audio_hash(prep.audio)
+                stage = "analyse"
+                prep.analysis = self._analysis(prep)
             elif item.song is not None:
                 prep.tags = {k: v for k, v in (("artist", item.song.artist),
                                                ("title", item.song.title),
@@ -358,8 +361,6 @@ class Scanner:
                 emb = embed_song(mix=prep.audio, vocals=None, encoders=self.encoders,
                                  device=self.device, cancel=cancel)
                 mode = "fast"
-            stage = "analyse"
-            analysis = self._analysis(prep, stems, cancel)
         except (Cancelled, KeyboardInterrupt):
             raise
         except Exception as exc:
@@ -375,7 +376,7 @@ class Scanner:
         )
         sid = self.catalog.put_song(path=item.path, size=item.size, mtime_ns=item.mtime_ns,
                                     info=info, vectors=embedding_vectors(emb),
-                                    model_id=self.model_id, mode=mode, analysis=analysis)
+                                    model_id=self.model_id, mode=mode, analysis=prep.analysis)
         complete[prep.content_hash] = sid
         if item.kind == "reembed":
             report.reembedded += 1
@@ -406,23 +407,19 @@ class Scanner:
         self.cache.put(audio_key, self.separator.model_id, stems)
         return stems, audio_key
 
-    def _analysis(self, prep: _Prepared, stems: Stems | None,
-                  cancel: CancelToken | None) -> dict[str, Any] | None:
-        if not self.analyze:
-            return None
+    def _analysis(self, prep: _Prepared) -> dict[str, Any] | None:
+        """Tempo/beats/key of the decoded mix (run in the worker thread, overlapping the main
+        thread's separation and embedding); ``None`` when not wanted or not possible."""
         song = prep.item.song
+        if not self.analyze or prep.audio is None:
+            return None
         if song is not None and song.analysis is not None and prep.item.kind == "reembed":
             return None  # keep the stored one
         from core.analysis import analyze
 
-        audio = prep.audio if prep.audio is not None else (stems.mix if stems else None)
-        if audio is None:
-            return None
         try:
-            return analyze(audio, cancel=cancel).to_dict()
-        except Cancelled:
-            raise
-        except CrossmixError as exc:  # e.g. too short for a tempo: searchable without one
+            return analyze(prep.audio).to_dict()
+        except Exception as exc:  # e.g. too short for a tempo: still searchable without one
             log.info("%s: not analysed (%s)", prep.item.path, exc)
             return None
 

@@ -42,8 +42,12 @@ def _scan_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=("fast", "full"), default="fast",
                    help="fast: embed mixes only (enough for vocal->mix and mix->mix search); "
                    "full: also separate and embed vocals (vocal->vocal and [M,V] spaces)")
-    p.add_argument("--no-analyze", action="store_true",
-                   help="skip tempo/key analysis (faster; disables the --tempo/--key filters)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--analyze", dest="analyze", action="store_const", const=True, default=None,
+                   help="estimate tempo and key of every song (default in full mode; enables "
+                   "the match --tempo/--key filters)")
+    g.add_argument("--no-analyze", dest="analyze", action="store_const", const=False,
+                   help="skip tempo/key analysis (default in fast mode)")
     p.add_argument("--workers", type=int, default=2,
                    help="threads decoding ahead of the embedding (default 2)")
     p.add_argument("--retry-failed", action="store_true",
@@ -189,7 +193,7 @@ def _run_scan(lib: Library, args: argparse.Namespace) -> ScanReport:
     try:
         with _ctrl_c_cancels(token):
             return lib.scan(mode=args.mode, separator=separator, encoders=encoders,
-                            analyze=not args.no_analyze, workers=args.workers,
+                            analyze=args.analyze, workers=args.workers,
                             retry_failed=args.retry_failed, progress=on_progress, cancel=token)
     finally:
         bar.close()

@@ -88,7 +88,7 @@ def song_dir(out_dir: Path, singer: int, song: int) -> Path:
 
 
 def render_song(*, seed: int, singer: int, song: int, seconds: float = DEFAULT_SECONDS,
-                workdir: Path | None = None) -> RenderedSong:
+                workdir: Path | None = None, timings: dict[str, float] | None = None) -> RenderedSong:
     """Generate song ``song`` of singer ``singer`` of corpus ``seed`` (deterministic).
 
     Parameters
@@ -99,6 +99,9 @@ def render_song(*, seed: int, singer: int, song: int, seconds: float = DEFAULT_S
         Song length in seconds (the first bar is instrumental).
     workdir : Path, optional
         Folder for Festival's and fluidsynth's files; a temporary one when ``None``.
+    timings : dict, optional
+        Filled with the seconds spent per stage (``festival``, ``world``, ``effects``,
+        ``accompaniment``, ``mix``), for benchmarks.
 
     Returns
     -------
@@ -114,24 +117,30 @@ def render_song(*, seed: int, singer: int, song: int, seconds: float = DEFAULT_S
                                     for part in ("performance", "band", "room"))
     if workdir is None:
         with tempfile.TemporaryDirectory(prefix="crossmix-corpus-") as tmp:
-            return _render(plan, who, seed, song, Path(tmp), perf_rng, band_rng, room_rng)
+            return _render(plan, who, seed, song, Path(tmp), perf_rng, band_rng, room_rng,
+                           timings if timings is not None else {})
     workdir.mkdir(parents=True, exist_ok=True)
-    return _render(plan, who, seed, song, workdir, perf_rng, band_rng, room_rng)
+    return _render(plan, who, seed, song, workdir, perf_rng, band_rng, room_rng,
+                   timings if timings is not None else {})
 
 
 def _render(plan: SongPlan, who: Singer, seed: int, song: int, workdir: Path,
             perf_rng: np.random.Generator, band_rng: np.random.Generator,
-            room_rng: np.random.Generator) -> RenderedSong:
+            room_rng: np.random.Generator, timings: dict[str, float]) -> RenderedSong:
     n = int(round(plan.seconds * SR))
-    dry = sing(plan, singer=who, rng=perf_rng, workdir=workdir)
+    dry = sing(plan, singer=who, rng=perf_rng, workdir=workdir, timings=timings)
+    t0 = time.perf_counter()
     vocal = vocal_effects(dry, effects=plan.effects, rng=room_rng)
+    t1 = time.perf_counter()
     midi = build_midi(plan, rng=band_rng)
     midi_path = workdir / "accompaniment.mid"
     midi.write(str(midi_path))
     acc = render_midi(midi_path, workdir / "accompaniment.wav").astype(np.float64)
     acc = np.pad(acc, ((0, 0), (0, max(0, n - acc.shape[1]))))[:, :n]
+    t2 = time.perf_counter()
     mix, vocal, acc = mix_stems(fade(vocal), fade(acc),
                                 vocal_to_accompaniment_db=plan.vocal_to_accompaniment_db)
+    timings.update(effects=t1 - t0, accompaniment=t2 - t1, mix=time.perf_counter() - t2)
     truth = _truth(plan, who, seed, song)
     return RenderedSong(
         mix=Audio(mix.astype(np.float32), SR),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -86,12 +87,18 @@ def festival_sing(notes: list[Note], *, voice: str, workdir: Path) -> F64:
     return np.asarray(resample(np.ascontiguousarray(mono), int(sr), WORLD_SR)[0], dtype=np.float64)
 
 
-def sing(plan: SongPlan, *, singer: Singer, rng: np.random.Generator, workdir: Path) -> F64:
-    """The dry vocal of ``plan`` sung by ``singer``: mono float64, 44.1 kHz, band-limited."""
+def sing(plan: SongPlan, *, singer: Singer, rng: np.random.Generator, workdir: Path,
+         timings: dict[str, float] | None = None) -> F64:
+    """The dry vocal of ``plan`` sung by ``singer``: mono float64, 44.1 kHz, band-limited.
+
+    ``timings`` (optional) receives the seconds spent in ``festival`` and ``world``.
+    """
     n_out = int(round(plan.seconds * SR))
     if not plan.notes:
         return np.zeros(n_out)
+    t0 = time.perf_counter()
     x = festival_sing(plan.notes, voice=singer.voice, workdir=workdir)
+    t1 = time.perf_counter()
     need = int(round(plan.seconds * WORLD_SR))
     x = np.pad(x, (0, max(0, need - len(x))))[:need]
     n_frames = int(np.ceil(len(x) / (WORLD_SR * FRAME_MS / 1000.0))) + 1
@@ -107,8 +114,10 @@ def sing(plan: SongPlan, *, singer: Singer, rng: np.random.Generator, workdir: P
     )
     y = revoice(x, singer=singer, f0_target=f0)
     y = resample(y[None, :].astype(np.float32), WORLD_SR, SR)[0].astype(np.float64)
-    y = np.pad(y, (0, max(0, n_out - len(y))))[:n_out]
-    return band_limit(y)
+    y = band_limit(np.pad(y, (0, max(0, n_out - len(y))))[:n_out])
+    if timings is not None:
+        timings.update(festival=t1 - t0, world=time.perf_counter() - t1)
+    return y
 
 
 def band_limit(x: F64) -> F64:

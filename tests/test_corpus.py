@@ -223,3 +223,21 @@ def test_ground_truth_tempo_and_key_are_recovered_by_independent_estimators() ->
         est = est_beats[(est_beats > 1.0) & (est_beats < truth["seconds"] - 1.0)]
         dist = np.abs(est[:, None] - grid[None, :]).min(axis=1)
         assert np.median(dist) < 0.04, (truth["style"], np.median(dist))
+
+
+@pytest.mark.slow
+def test_demo_songs_are_built_once_as_plain_tagged_files(tmp_path: Path) -> None:
+    from mutagen.flac import FLAC
+
+    from training.demo import build_demo_songs
+
+    rep = build_demo_songs(root=tmp_path, singers=1, songs_per_singer=2, seconds=5.0, jobs=1)
+    files = sorted(rep.songs_dir.glob("*.flac"))
+    assert rep.songs == 2 and rep.generated == 2 and len(files) == 2
+    assert all(f.name.startswith("Singer 900 - 0") for f in files)
+    assert [FLAC(f)["ARTIST"] for f in files] == [["Singer 900"], ["Singer 900"]]
+    (rep.songs_dir / "stale.flac").write_bytes(b"x")
+    before = {f.name: f.stat().st_mtime_ns for f in files}
+    again = build_demo_songs(root=tmp_path, singers=1, songs_per_singer=2, seconds=5.0, jobs=1)
+    assert again.generated == 0
+    assert {f.name: f.stat().st_mtime_ns for f in rep.songs_dir.glob("*.flac")} == before

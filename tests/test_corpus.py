@@ -179,6 +179,20 @@ def test_song_files_stems_tags_and_common_vocal_bandwidth(tmp_path: Path) -> Non
     assert float(tags["BPM"][0]) == truth["tempo"]
     assert tags["KEY"] == [truth["key"]]
     assert truth["singer"] == draw_singer(seed=4, index=0).to_json()
+    # The sung notes in the ground truth are what the vocal stem sings: YIN pitch over the
+    # steady part of each note, median error under 25 cents, most notes within 50 cents.
+    import librosa
+
+    v = librosa.resample(voc.mean(axis=1), orig_sr=sr, target_sr=22050)
+    f0 = librosa.yin(v, fmin=60, fmax=1000, sr=22050, frame_length=2048, hop_length=256)
+    times = librosa.times_like(f0, sr=22050, hop_length=256)
+    errs = []
+    for n in truth["notes"]:
+        sel = (times > n["onset"] + 0.3 * n["duration"]) & (times < n["onset"] + 0.9 * n["duration"])
+        if sel.sum() >= 3:
+            errs.append(abs(1200 * np.log2(np.median(f0[sel]) / 440.0) + 6900 - 100 * n["pitch"]))
+    assert len(errs) >= 4
+    assert np.median(errs) < 25 and np.mean(np.array(errs) < 50) >= 0.7, np.round(errs)
 
 
 def _band_energy_ratio(x: np.ndarray, sr: int, above: float) -> float:

@@ -208,7 +208,9 @@ class Scanner:
 
     def plan(self, report: ScanReport) -> tuple[list[_Item], list[str]]:
         """Work items (in path order) and paths to forget at the end."""
-        paths, missing = walk_audio_files(self.catalog.roots(), self.catalog.excludes())
+        # never index the library's own files (its stem cache is FLAC)
+        own = os.path.abspath(Path(self.catalog.path).parent)
+        paths, missing = walk_audio_files(self.catalog.roots(), [*self.catalog.excludes(), own])
         report.missing_roots = missing
         report.total = len(paths)
         known = self.catalog.file_rows()

@@ -455,3 +455,13 @@ def test_cli_library_and_match(tmp_path: Path, songs: Path, capsys: pytest.Captu
     assert main(["library", "scan", "--library", lib_dir, "--no-analyze", *models]) == 0
     assert "3 unchanged" in capsys.readouterr().out
     assert main(["library", "remove", str(tmp_path / "elsewhere"), "--library", lib_dir]) == 1
+
+
+def test_a_library_inside_a_music_folder_ignores_its_own_stems(
+        tmp_path: Path, songs: Path, encoders: EncoderPair, separator: Separator) -> None:
+    with Library.open(songs / "my-library", encoders=encoders, separator=separator) as lib:
+        lib.add_paths([songs])
+        assert lib.scan(mode="full", analyze=False).indexed == 5
+        assert any((songs / "my-library" / "stems").rglob("*.flac"))
+        rep = lib.scan(mode="full", analyze=False)
+        assert (rep.total, rep.unchanged) == (5, 5)

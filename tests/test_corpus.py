@@ -255,3 +255,24 @@ def test_demo_songs_are_built_once_as_plain_tagged_files(tmp_path: Path) -> None
     again = build_demo_songs(root=tmp_path, singers=1, songs_per_singer=2, seconds=5.0, jobs=1)
     assert again.generated == 0
     assert {f.name: f.stat().st_mtime_ns for f in rep.songs_dir.glob("*.flac")} == before
+
+
+def test_cli_rejects_bad_arguments_with_a_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from core.cli import main
+
+    assert main(["corpus", "--singers", "0", "--songs", "1", "-o", str(tmp_path)]) == 1
+    assert "at least one singer" in capsys.readouterr().err
+    assert main(["corpus", "--singers", "1", "--songs", "1", "--seconds", "2", "-o", str(tmp_path)]) == 1
+    assert "at least 4 s" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_generates_and_reports_speed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from core.cli import main
+
+    assert main(["corpus", "--singers", "1", "--songs", "1", "--seconds", "5", "--seed", "3",
+                 "--first-singer", "7", "-o", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "1 songs generated" in out and "songs/s" in out
+    assert (song_dir(tmp_path, 7, 0) / "mix.flac").is_file()
+    assert load_manifest(tmp_path)["songs"][0]["artist"] == "Singer 007"

@@ -86,6 +86,9 @@ class Backbone(nn.Module):
                 layers.append(nn.MaxPool2d(2))  # 128x129 -> ... -> 1x1 after seven pools
             c_in = c_out
         self.layers = nn.Sequential(*layers)
+        # NHWC weights make oneDNN convolutions 1.4x (width 1) to 2x (width 0.25) faster on
+        # CPU (bench/encoders.py); values, state dicts and model_id are unchanged.
+        self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim == 3:

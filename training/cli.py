@@ -29,7 +29,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from core.errors import CrossmixError
+from core.errors import Cancelled, CrossmixError
 from core.progress import CancelToken, Progress
 from training.losses import PRESETS
 
@@ -146,7 +146,16 @@ class _HumanOutput:
             print(f"epoch {e['epoch']}: train {e['train_loss']:.4f}  val {e['val_loss']:.4f}  "
                   f"best {e['best_val_loss']:.4f} (epoch {e['best_epoch']}){'  *' if e['improved'] else ''}",
                   file=sys.stderr)
-        elif kind in ("done", "warning", "resume"):
+        elif kind == "done":
+            self._close()
+            if e["stopped"] == "interrupted":
+                print(f"interrupted; state saved, continue with --resume. Best so far: {e['best_checkpoint']}",
+                      file=sys.stderr)
+            else:
+                print(f"stopped ({e['stopped'].replace('_', ' ')}) after {e['epochs']} epochs; best checkpoint "
+                      f"{e['best_checkpoint']} (validation loss {e['best_val_loss']:.4f}, epoch {e['best_epoch']})"
+                      + (f"; evaluation {e['evaluation']}" if e["evaluation"] else ""), file=sys.stderr)
+        elif kind in ("warning", "resume"):
             self._close()
             print(json.dumps(e), file=sys.stderr)
 
@@ -196,6 +205,12 @@ def run_train(args: argparse.Namespace) -> int:
     _install_stop_handlers(cancel)
     try:
         result = train(cfg, emit=emit, cancel=cancel, resume=args.resume)
+    except Cancelled:
+        # Stopped while the data were being prepared: the cached songs stay cached, no
+        # training state exists yet (or the previous one is untouched).
+        emit({"event": "done", "stopped": "interrupted", "resumable": (Path(cfg.out) / "state.pt").exists(),
+              "best_checkpoint": None, "best_val_loss": None, "evaluation": None})
+        return 130
     except CrossmixError as exc:
         if args.json_progress:
             _json_emit({"event": "error", "type": type(exc).__name__, "message": str(exc)})

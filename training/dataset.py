@@ -288,7 +288,7 @@ class FeatureStore:
         ).hexdigest()
         return self.root / key[:2] / f"{key}.npz"
 
-    def get(self, song: SongEntry) -> SongFeatures:
+    def get(self, song: SongEntry, *, cancel: CancelToken | None = None) -> SongFeatures:
         """The song's segments, from the cache or computed (and cached)."""
         p = self.path_for(song)
         if p.is_file():
@@ -298,7 +298,7 @@ class FeatureStore:
             except (OSError, ValueError, KeyError) as exc:
                 log.warning("Feature cache entry %s is damaged (%s); recomputing.", p, exc)
                 p.unlink(missing_ok=True)
-        feats = self._compute(song)
+        feats = self._compute(song, cancel)
         p.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".feat.", suffix=".npz", dir=p.parent)
         os.close(fd)
@@ -313,7 +313,7 @@ class FeatureStore:
                 os.unlink(tmp)
         return feats
 
-    def _compute(self, song: SongEntry) -> SongFeatures:
+    def _compute(self, song: SongEntry, cancel: CancelToken | None) -> SongFeatures:
         if self.vocals == "stems":
             assert song.vocals is not None
             mix = load_audio(song.path)
@@ -322,7 +322,7 @@ class FeatureStore:
             from core.separation import default_stem_cache, separate_file
 
             cache = self.stem_cache if self.stem_cache is not None else default_stem_cache()
-            stems = separate_file(song.path, separator=self.separator, cache=cache)
+            stems = separate_file(song.path, separator=self.separator, cache=cache, cancel=cancel)
             mix, voc = stems.mix, stems.vocals
         with torch.no_grad():
             m, v, found = song_segments(mix=mix, vocals=voc, max_segments=self.max_segments)
@@ -343,7 +343,7 @@ class FeatureStore:
         for i, song in enumerate(songs):
             check_cancel(cancel, "preparing the training data")
             try:
-                feats.append(self.get(song))
+                feats.append(self.get(song, cancel=cancel))
                 kept.append(song)
             except AudioError as exc:
                 failures.append((song.path, str(exc)))

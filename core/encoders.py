@@ -107,6 +107,7 @@ class EncoderPair(nn.Module):
     def __init__(self, config: EncoderConfig | None = None) -> None:
         super().__init__()
         self.config = config or EncoderConfig()
+        self._model_id: str | None = None
         self.f_v = Backbone(self.config)
         self.f_m = Backbone(self.config)
 
@@ -152,15 +153,33 @@ class EncoderPair(nn.Module):
     def _cpu_state(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
 
+    def train(self, mode: bool = True) -> EncoderPair:
+        self._model_id = None  # weights may change while training
+        return super().train(mode)
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        self._model_id = None
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
     @property
     def model_id(self) -> str:
-        """sha256 of the architecture and every tensor (stable across save/load and devices)."""
+        """sha256 of the architecture and every tensor (stable across save/load and devices).
+
+        Cached in eval mode (embedding a library asks for it per song); switching to train
+        mode or loading a state dict forgets it, so change weights only in one of those ways.
+        """
+        cached: str | None = getattr(self, "_model_id", None)
+        if cached is not None and not self.training:
+            return cached
         h = hashlib.sha256()
         h.update(json.dumps(self.config.architecture(), sort_keys=True).encode())
         for key, t in sorted(self._cpu_state().items()):
             h.update(f"{key}:{t.dtype}:{tuple(t.shape)}".encode())
             h.update(t.numpy().tobytes())
-        return h.hexdigest()
+        digest = h.hexdigest()
+        if not self.training:
+            self._model_id = digest
+        return digest
 
     def save(self, path: str | Path) -> Path:
         """Write ``NAME.safetensors`` and ``NAME.json`` (atomically); returns the weights path.

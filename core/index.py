@@ -43,6 +43,8 @@ FLAT_LIMIT = 200_000
 #: Inverted lists probed per query by the approximate index (see docs/benchmarks.md).
 IVF_NPROBE = 48
 _FORMAT = 1
+#: Batches with fewer queries than this are searched on one thread.
+_PARALLEL_QUERIES = 8
 
 FloatMatrix = npt.NDArray[np.float32]
 IdArray = npt.NDArray[np.int64]
@@ -126,7 +128,17 @@ class VectorIndex:
                 f"The query vector has {q.shape[1]} dimensions but the library index has "
                 f"{self.dim}; the query and the library were embedded by different encoders."
             )
-        sims, ids = self.index.search(q, k)
+        if q.shape[0] < _PARALLEL_QUERIES:
+            # One query at a time (the app's case): a single thread is faster, and far more
+            # robust on a busy machine, than OpenMP threads waiting on each other.
+            before = faiss.omp_get_max_threads()
+            faiss.omp_set_num_threads(1)
+            try:
+                sims, ids = self.index.search(q, k)
+            finally:
+                faiss.omp_set_num_threads(before)
+        else:
+            sims, ids = self.index.search(q, k)
         sims = np.where(ids < 0, -np.inf, sims).astype(np.float32)
         return sims, ids.astype(np.int64)
 

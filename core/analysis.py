@@ -3,8 +3,9 @@
 Everything is estimated from the *original mix* (tempo from a separated vocal alone is
 unreliable: a voice has few sharp onsets). Beat tracking is librosa's dynamic-programming
 tracker (Ellis 2007) run at a tempo chosen with explicit half/double resolution; the key is
-Krumhansl-Schmuckler (correlation of the song's chroma with the 24 rotated Krumhansl-Kessler
-profiles); loudness is ITU-R BS.1770 integrated loudness from pyloudnorm.
+Krumhansl-Schmuckler (correlation of the song's chroma with the 24 rotated key profiles,
+averaged over the Krumhansl-Kessler, Temperley and Albrecht-Shanahan profiles); loudness
+is ITU-R BS.1770 integrated loudness from pyloudnorm.
 
 An :class:`Analysis` is plain data and round-trips through :meth:`Analysis.to_dict` /
 :meth:`Analysis.from_dict` (JSON-able), so the library catalog can cache it.
@@ -24,7 +25,7 @@ from core.errors import RemixError
 from core.progress import CancelToken, Progress, ProgressFn, check_cancel
 
 #: Bumped whenever the analysis method changes, so cached analyses can be recomputed.
-ANALYSIS_VERSION = 1
+ANALYSIS_VERSION = 2
 
 #: Analysis runs on mono audio at this rate (librosa's default; plenty for beats and chroma).
 SR_ANALYSIS = 22050
@@ -33,9 +34,18 @@ HOP = 256
 
 PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 
-# Krumhansl & Kessler (1982) probe-tone profiles, tonic first.
-_KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-_KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+# Key profiles (major, minor), tonic first: Krumhansl & Kessler (1982) probe-tone ratings,
+# Temperley's (2005) Kostka-Payne corpus profile and Albrecht & Shanahan's (2013) corpus
+# profile. KK alone confuses parallel major/minor when the minor key's V chord is major
+# (harmonic minor); the three together, each correlation z-scored over the 24 keys, do not.
+_PROFILES = (
+    (np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88]),
+     np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])),
+    (np.array([0.748, 0.060, 0.488, 0.082, 0.670, 0.460, 0.096, 0.715, 0.104, 0.366, 0.057, 0.400]),
+     np.array([0.712, 0.084, 0.474, 0.618, 0.049, 0.460, 0.105, 0.747, 0.404, 0.067, 0.133, 0.330])),
+    (np.array([0.238, 0.006, 0.111, 0.006, 0.137, 0.094, 0.016, 0.214, 0.009, 0.080, 0.008, 0.081]),
+     np.array([0.220, 0.006, 0.104, 0.123, 0.019, 0.103, 0.012, 0.214, 0.062, 0.022, 0.061, 0.052])),
+)
 
 #: Tempo prior for half/double resolution: log-normal around this BPM...
 _PRIOR_BPM = 115.0
@@ -71,7 +81,7 @@ class Analysis:
     duration : float
         Length of the analysed audio in seconds.
     key_confidence : float
-        Correlation of the best key profile minus the runner-up's (0 = ambiguous).
+        Score of the best key minus the runner-up's (0 = ambiguous).
     tempo_confidence : float
         Share of the tempogram's strength at the chosen tempo (0..1).
     version : int
@@ -249,7 +259,7 @@ def integrated_loudness(audio: Audio) -> float:
 
 
 def estimate_key(chroma: npt.NDArray[np.floating[Any]]) -> tuple[int, KeyMode, float]:
-    """Krumhansl-Schmuckler key estimate from a chromagram.
+    """Krumhansl-Schmuckler key estimate from a chromagram, with three key profiles.
 
     Parameters
     ----------
@@ -262,17 +272,20 @@ def estimate_key(chroma: npt.NDArray[np.floating[Any]]) -> tuple[int, KeyMode, f
         Tonic pitch class (0 = C).
     mode : {"major", "minor"}
     confidence : float
-        Best correlation minus the runner-up's.
+        Best mean z-scored correlation minus the runner-up's.
     """
     c = np.asarray(chroma, dtype=np.float64)
     # Frames weighted by their energy, so quiet frames (noise floor) do not vote.
     weights = c.sum(axis=0)
     profile = (c * weights).sum(axis=1) if weights.sum() > 0 else c.sum(axis=1)
-    scores = np.empty(24)
-    for r in range(12):
-        scores[r] = np.corrcoef(profile, np.roll(_KK_MAJOR, r))[0, 1]
-        scores[12 + r] = np.corrcoef(profile, np.roll(_KK_MINOR, r))[0, 1]
-    scores = np.nan_to_num(scores, nan=-1.0)
+    scores = np.zeros(24)
+    for major, minor in _PROFILES:
+        corr = np.empty(24)
+        for r in range(12):
+            corr[r] = np.corrcoef(profile, np.roll(major, r))[0, 1]
+            corr[12 + r] = np.corrcoef(profile, np.roll(minor, r))[0, 1]
+        corr = np.nan_to_num(corr, nan=-1.0)
+        scores += (corr - corr.mean()) / (corr.std() + 1e-9) / len(_PROFILES)
     order = np.argsort(scores)[::-1]
     best = int(order[0])
     conf = float(scores[order[0]] - scores[order[1]])

@@ -1,0 +1,123 @@
+"""Remix speed and analysis accuracy on generated songs.
+
+    .venv/bin/python bench/remix.py [--seconds 180] [--songs 24] [--reps 3] [--json FILE]
+
+*Speed*: two generated 3-minute songs (query 100 BPM A minor, match 121 BPM D major, perfect
+stems). Times ``analyze`` of each mix, a 30-s preview render (default options; with
+``--key-match``; with the librosa fallback) and a full-length render, once the stems and
+analyses exist (the app caches both). Medians of ``--reps`` runs after a warm-up (librosa's
+numba JIT compiles on the first call: that first-call time is reported separately).
+
+*Accuracy*: ``--songs`` generated 20-s songs with random tempo (66-170 BPM) and key (all 24);
+tempo counts as right within 4 % (and separately within 4 % of half/double), key only
+when exact; beats by the median distance to the written beats; downbeats by how often they
+were found and how often right.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from synth_songs import make_song  # noqa: E402
+
+from core.analysis import analyze  # noqa: E402
+from core.remix import RemixOptions, render_cross_mix  # noqa: E402
+
+
+def _median_time(fn, reps: int) -> float:  # type: ignore[no-untyped-def]
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def speed(seconds: float, reps: int) -> dict[str, float]:
+    q = make_song(tempo=100.0, key_root=9, key_mode="minor", seconds=seconds, seed=1)
+    m = make_song(tempo=121.0, key_root=2, key_mode="major", seconds=seconds + 10, seed=2)
+    res: dict[str, float] = {}
+    t0 = time.perf_counter()
+    analyze(q.mix.resampled(22050).with_channels(1))  # warm-up: numba JIT
+    res["first_analysis_call_s"] = time.perf_counter() - t0
+    res["analyze_3min_s"] = _median_time(lambda: analyze(q.mix), reps)
+    qa, ma = analyze(q.mix), analyze(m.mix)
+
+    def render(**kw: object):  # type: ignore[no-untyped-def]
+        return render_cross_mix(query_vocals=q.vocals, query_analysis=qa,
+                                match_accompaniment=m.accompaniment, match_analysis=ma,
+                                options=RemixOptions(**kw))  # type: ignore[arg-type]
+
+    render(preview_seconds=5.0)  # warm-up
+    res["preview_30s_s"] = _median_time(lambda: render(), reps)
+    res["preview_30s_key_match_s"] = _median_time(lambda: render(key_match=True), reps)
+    res["preview_30s_fallback_s"] = _median_time(lambda: render(use_rubberband=False), reps)
+    res["full_render_s"] = _median_time(lambda: render(preview=False), max(1, reps // 2))
+    res["full_render_key_match_s"] = _median_time(lambda: render(preview=False, key_match=True), 1)
+    res["song_seconds"] = seconds
+    return res
+
+
+def accuracy(n_songs: int, seed: int = 0) -> dict[str, float]:
+    rng = np.random.default_rng(seed)
+    tempo_ok = tempo_oct_ok = key_ok = db_found = db_ok = 0
+    beat_err = []
+    for i in range(n_songs):
+        tempo = float(rng.uniform(66, 170))
+        root = int(rng.integers(0, 12))
+        mode = "major" if i % 2 == 0 else "minor"
+        song = make_song(tempo=tempo, key_root=root, key_mode=mode, seconds=20.0, seed=100 + i,
+                         first_beat=float(rng.uniform(0.1, 1.0)))
+        an = analyze(song.mix)
+        tempo_ok += abs(an.tempo / tempo - 1) < 0.04
+        tempo_oct_ok += min(abs(an.tempo / (tempo * f) - 1) for f in (0.5, 1, 2)) < 0.04
+        key_ok += (an.key_root, an.key_mode) == (root, mode)
+        beat_err.append(float(np.median([np.min(np.abs(an.beats - b)) for b in song.beats[2:-2]])))
+        if an.downbeats is not None:
+            db_found += 1
+            db_ok += bool(np.median([np.min(np.abs(song.downbeats - d)) for d in an.downbeats]) < 0.05)
+    return {
+        "songs": n_songs,
+        "tempo_within_4pct": tempo_ok / n_songs,
+        "tempo_within_4pct_or_octave": tempo_oct_ok / n_songs,
+        "key_exact": key_ok / n_songs,
+        "beat_median_abs_error_ms": 1000 * statistics.median(beat_err),
+        "downbeats_found": db_found / n_songs,
+        "downbeats_right_when_found": db_ok / max(1, db_found),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=180.0)
+    ap.add_argument("--songs", type=int, default=24)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    out = {
+        "machine": f"{platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "speed": speed(args.seconds, args.reps),
+        "accuracy": accuracy(args.songs),
+    }
+    text = json.dumps(out, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -311,10 +311,13 @@ class Catalog:
         rows = self._query("SELECT song_id FROM files WHERE path=?", (path,))
         return self.song(int(rows[0][0])) if rows else None
 
-    def songs(self, *, ids: Iterable[int] | None = None) -> list[SongRecord]:
-        """Songs ordered by id (all, or those in ``ids``)."""
+    def songs(self, *, ids: Iterable[int] | None = None,
+              with_analysis: bool = True) -> list[SongRecord]:
+        """Songs ordered by id (all, or those in ``ids``); ``with_analysis=False`` leaves
+        ``analysis`` (beats as JSON) unread, for speed."""
         cols = ("id, content_hash, size, duration, artist, title, album, tempo, key, "
-                "audio_key, stems_model, model_id, mode, analysis")
+                "audio_key, stems_model, model_id, mode, "
+                + ("analysis" if with_analysis else "NULL"))
         if ids is None:
             rows = self._query(f"SELECT {cols} FROM songs ORDER BY id")
             files = self._query("SELECT song_id, path FROM files ORDER BY path")
@@ -327,8 +330,7 @@ class Catalog:
                 marks = ",".join("?" * len(chunk))
                 rows += self._query(f"SELECT {cols} FROM songs WHERE id IN ({marks})", chunk)
                 files += self._query(
-                    f"SELECT song_id, path FROM files WHERE song_id IN ({marks}) ORDER BY path",
-                    chunk,
+                    f"SELECT song_id, path FROM files WHERE song_id IN ({marks})", chunk
                 )
             rows.sort(key=lambda r: int(r[0]))
         paths: dict[int, list[str]] = {}

@@ -527,15 +527,15 @@ class Library:
             sims, ids = index.search(qvec[None, :], fetch)
             cand = [(int(i), float(s)) for i, s in zip(ids[0], sims[0], strict=True)
                     if i >= 0 and int(i) not in seen]
-            songs = {s.id: s for s in self.catalog.songs(ids=[i for i, _ in cand])}
+            seen.update(i for i, _ in cand)
+            songs = {s.id: s for s in self.catalog.songs(ids=[i for i, _ in cand],
+                                                          with_analysis=False)}
+            # songs deleted since the index was read, or filtered out, are dropped here
+            cand = [(i, s) for i, s in cand
+                    if i in songs and _passes(songs[i], tempo_range, key_set)]
             m_vecs = self.catalog.vectors_for([i for i, _ in cand], "M", model)
             for sid, sim in cand:
-                seen.add(sid)
-                song = songs.get(sid)
-                if song is None:
-                    continue  # deleted since the index was read
-                if not _passes(song, tempo_range, key_set):
-                    continue
+                song = songs[sid]
                 dup = _duplicate_reason(qe, song, m_vecs.get(sid), duplicate_similarity)
                 m = Match(rank=0, song_id=sid, path=song.path, title=_display_title(song),
                           artist=song.artist, album=song.album, duration=song.duration,

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 #: Above this many vectors an approximate (IVF) index replaces exact flat search.
 FLAT_LIMIT = 200_000
 #: Inverted lists probed per query by the approximate index (see docs/benchmarks.md).
-IVF_NPROBE = 48
+IVF_NPROBE = 128
 _FORMAT = 1
 #: Batches with fewer queries than this are searched on one thread.
 _PARALLEL_QUERIES = 8

@@ -161,6 +161,15 @@ def test_interrupt_and_resume_match_an_uninterrupted_run(toy: Path, tmp_path: Pa
     doc = json.loads((out_b / "best.json").read_text())
     assert set(doc["config"]["training"]["split"]) == {"seed", "train", "val", "test"}
     assert rest.evaluation is not None and json.loads(rest.evaluation.read_text())["n_singers"] == 2
+    # `crossmix evaluate` defaults to the checkpoint's test singers and repeats the end-of-run report
+    from core.cli import main
+
+    out_json = tmp_path / "eval.json"
+    assert main(["evaluate", "--data", str(toy), "--model", str(out_b / "best.safetensors"),
+                 "--cache", str(out_b.parent / "cache"), "--json", str(out_json), "--device", "cpu"]) == 0
+    again = json.loads(out_json.read_text())
+    first_report = json.loads(rest.evaluation.read_text())
+    assert again["singer_id"] == first_report["singer_id"] and again["model"] == first_report["model"]
 
 
 def test_cancel_while_preparing(toy: Path, tmp_path: Path) -> None:

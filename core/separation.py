@@ -29,11 +29,14 @@ import logging
 import math
 import os
 import tempfile
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import soundfile as sf
 import torch
 
@@ -125,6 +128,12 @@ def overlap_add(frames: torch.Tensor) -> torch.Tensor:
     return out.reshape(ch, (nfr + ratio - 1) * FRAME_STEP)
 
 
+def _infer(net: UNet, batch: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():  # grad mode is per thread
+        out: torch.Tensor = net(batch)
+        return out
+
+
 def _is_cuda_oom(exc: BaseException) -> bool:
     if isinstance(exc, torch.cuda.OutOfMemoryError):
         return True
@@ -147,6 +156,7 @@ class Separator:
         name: str,
         device: torch.device | None = None,
         batch_segments: int | None = None,
+        parallel_nets: bool = True,
     ) -> None:
         if tuple(nets) != INSTRUMENTS:
             raise ModelError(f"Separator needs U-Nets for {INSTRUMENTS}, got {tuple(nets)}.")
@@ -156,6 +166,8 @@ class Separator:
         self._nets = {k: v.eval().to(self.device) for k, v in nets.items()}
         self._batch = batch_segments or (8 if self.device.type == "cuda" else 1)
         self._window: dict[torch.device, torch.Tensor] = {}
+        self._parallel_nets = parallel_nets
+        self._pool: tuple[int, ThreadPoolExecutor] | None = None
 
     # --- construction ----------------------------------------------------------------------
 
@@ -320,6 +332,46 @@ class Separator:
         return "CUDA ran out of memory even for one segment; continuing on the CPU (slower)."
 
 
+    def _run_nets(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Both U-Nets on one batch; on a multi-core CPU they run side by side.
+
+        Two threads with half the cores each beat one U-Net after the other on all cores
+        (no OpenMP barriers in between; about 2x faster on a busy 2-core machine).
+        """
+        pool = self._cpu_pool() if self.device.type == "cpu" else None
+        if pool is None:
+            return {inst: net(batch) for inst, net in self._nets.items()}
+        futures = {inst: pool.submit(_infer, net, batch) for inst, net in self._nets.items()}
+        return {inst: f.result() for inst, f in futures.items()}
+
+    def _cpu_pool(self) -> ThreadPoolExecutor | None:
+        threads = torch.get_num_threads()
+        if threads < 2 or not self._parallel_nets:
+            return None
+        if self._pool is None or self._pool[0] != threads:
+            if self._pool is not None:
+                self._pool[1].shutdown(wait=True)
+            per_net = max(1, threads // len(INSTRUMENTS))
+            ready = threading.Barrier(len(INSTRUMENTS) + 1)
+
+            def start() -> None:
+                torch.set_num_threads(per_net)  # this worker's OpenMP team
+                ready.wait()
+
+            pool = ThreadPoolExecutor(len(INSTRUMENTS), thread_name_prefix="spleeter")
+            for _ in INSTRUMENTS:
+                pool.submit(start)
+            ready.wait()
+            torch.set_num_threads(threads)  # set_num_threads also sets the default: restore it
+            self._pool = (threads, pool)
+        return self._pool[1]
+
+    def close(self) -> None:
+        """Stop the CPU worker threads (they also stop when the separator is collected)."""
+        if self._pool is not None:
+            self._pool[1].shutdown(wait=False)
+            self._pool = None
+
     def _win(self, dev: torch.device) -> torch.Tensor:
         if dev not in self._window:
             self._window[dev] = hann_window().to(dev)
@@ -337,8 +389,8 @@ class Separator:
         for b0 in range(0, n_seg, self._batch):
             check_cancel(cancel, what)
             batch = mag[b0 : b0 + self._batch]
-            for inst, net in self._nets.items():
-                outs[inst].append(net(batch))
+            for inst, out in self._run_nets(batch).items():
+                outs[inst].append(out)
         y = {inst: torch.cat(v, dim=0) for inst, v in outs.items()}
         denom = sum(v * v for v in y.values()) + EPSILON
         result: dict[str, torch.Tensor] = {}
@@ -364,6 +416,7 @@ class StemCache:
     """
 
     VERSION = 1
+    _BLOCK = 1 << 18  # frames per read/write block: bounded memory for 20-minute songs
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -379,48 +432,65 @@ class StemCache:
         try:
             with sf.SoundFile(str(p)) as fh:
                 meta = json.loads(fh.comment or "{}")
-                declared = fh.frames
-                sr = int(fh.samplerate)
-                data = fh.read(dtype="int32", always_2d=True)
-            ok = (
-                meta.get("version") == self.VERSION
-                and meta.get("audio_key") == audio_key
-                and meta.get("model_id") == model_id
-                and data.shape == (declared, 6)
-                and declared == meta.get("n")
-                and hashlib.sha256(data.tobytes()).hexdigest() == meta.get("sha256")
-            )
-            if not ok:
-                raise ValueError("metadata or checksum mismatch")
-            scale = float(meta["scale"])
+                n, sr = int(fh.frames), int(fh.samplerate)
+                if not (
+                    meta.get("version") == self.VERSION
+                    and meta.get("audio_key") == audio_key
+                    and meta.get("model_id") == model_id
+                    and fh.channels == 6
+                    and n == meta.get("n")
+                ):
+                    raise ValueError("metadata mismatch")
+                scale = np.float32(float(meta["scale"]) / 2.0**31)
+                tracks = np.empty((6, n), dtype=np.float32)
+                digest = hashlib.sha256()
+                done = 0
+                while done < n:
+                    block = fh.read(min(self._BLOCK, n - done), dtype="int32", always_2d=True)
+                    if block.shape[0] == 0:
+                        raise ValueError("truncated")
+                    digest.update(block.tobytes())
+                    tracks[:, done : done + block.shape[0]] = block.T
+                    done += block.shape[0]
+            if digest.hexdigest() != meta.get("sha256"):
+                raise ValueError("checksum mismatch")
         except (OSError, ValueError, KeyError, TypeError, sf.LibsndfileError, RuntimeError) as exc:
             log.warning("Stem cache entry %s is damaged (%s); it will be rebuilt.", p, exc)
             p.unlink(missing_ok=True)
             return None
-        x = (data.T.astype(np.float64) * (scale / 2.0**31)).astype(np.float32)
+        tracks *= scale
         src = meta.get("source")
         source = Path(src) if src else None
         return Stems(
-            mix=Audio(np.ascontiguousarray(x[0:2]), sr, source),
-            vocals=Audio(np.ascontiguousarray(x[2:4]), sr, source),
-            accompaniment=Audio(np.ascontiguousarray(x[4:6]), sr, source),
+            mix=Audio(tracks[0:2], sr, source),
+            vocals=Audio(tracks[2:4], sr, source),
+            accompaniment=Audio(tracks[4:6], sr, source),
         )
 
     def put(self, audio_key: str, model_id: str, stems: Stems) -> Path:
         """Store ``stems`` (atomically: temporary file, then rename). Returns the entry's path."""
         p = self.path_for(audio_key, model_id)
-        x = np.concatenate([stems.mix.samples, stems.vocals.samples, stems.accompaniment.samples], axis=0)
-        peak = float(np.max(np.abs(x))) if x.size else 0.0
+        parts = (stems.mix.samples, stems.vocals.samples, stems.accompaniment.samples)
+        n = stems.mix.n
+        peak = max((float(np.max(np.abs(x))) for x in parts if x.size), default=0.0)
         scale = 1.0 if peak < 0.999 else 2.0 ** math.ceil(math.log2(peak / 0.999))
-        q = np.clip(np.round(x.T.astype(np.float64) / scale * 2.0**23), -(2**23), 2**23 - 1).astype(np.int32)
-        q <<= 8  # libsndfile hands 24-bit samples back left-justified in int32
+
+        def blocks() -> Iterator[npt.NDArray[np.int32]]:
+            for start in range(0, n, self._BLOCK):
+                x = np.concatenate([a[:, start : start + self._BLOCK] for a in parts]).T
+                q = np.clip(np.round(x.astype(np.float64) * (2.0**23 / scale)), -(2**23), 2**23 - 1)
+                yield q.astype(np.int32) << 8  # libsndfile returns 24-bit samples left-justified
+
+        digest = hashlib.sha256()
+        for q in blocks():
+            digest.update(np.ascontiguousarray(q).tobytes())
         meta = {
             "version": self.VERSION,
             "audio_key": audio_key,
             "model_id": model_id,
-            "n": int(q.shape[0]),
+            "n": n,
             "scale": scale,
-            "sha256": hashlib.sha256(np.ascontiguousarray(q).tobytes()).hexdigest(),
+            "sha256": digest.hexdigest(),
             "source": str(stems.mix.source) if stems.mix.source else None,
         }
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -429,7 +499,8 @@ class StemCache:
         try:
             with sf.SoundFile(tmp, "w", samplerate=stems.mix.sr, channels=6, subtype="PCM_24", format="FLAC") as fh:
                 fh.comment = json.dumps(meta)
-                fh.write(q)
+                for q in blocks():
+                    fh.write(q)
             os.replace(tmp, p)
         except (OSError, sf.LibsndfileError) as exc:
             raise CrossmixError(f"{p}: could not write the stem cache ({exc}); is the disk full?") from None

@@ -82,12 +82,42 @@ class UNet(nn.Module):
             h = F.leaky_relu(bn(c), 0.2)
         u = skips[-1]  # the decoder starts from the pre-norm conv6 (as Spleeter does)
         for k, (deconv, bn) in enumerate(zip(self.up, self.up_bn, strict=True)):
-            u = deconv(u)[:, :, 1:-2, 1:-2]  # crop the transposed "same" padding
+            assert isinstance(deconv, nn.ConvTranspose2d)
+            if deconv.out_channels < 8 and not self.training:
+                u = subpixel_transposed_conv(u, deconv)  # same sums, ~2x faster for 1 channel
+            else:
+                u = deconv(u)[:, :, 1:-2, 1:-2]  # crop the transposed "same" padding
             u = bn(F.relu(u))
             if k < 5:
                 u = torch.cat([skips[4 - k], u], dim=1)
         mask = torch.sigmoid(self.last(u))
         return mask * x
+
+
+# For output parity 0 the cropped transposed conv uses kernel rows 3, 1 at input offsets
+# -1, 0; for parity 1 it uses rows 4, 2, 0 at offsets -1, 0, +1 (same for columns).
+_SUBPIXEL_TAPS: tuple[dict[int, int], ...] = ({0: 3, 1: 1}, {0: 4, 1: 2, 2: 0})
+
+
+def subpixel_weight(weight: torch.Tensor) -> torch.Tensor:
+    """Turn a stride-2 5x5 transposed-conv weight ``(in, out, 5, 5)`` into a 3x3 conv weight
+    ``(4 * out, in, 3, 3)`` whose pixel-shuffled output is the transposed conv cropped
+    ``[1:-2, 1:-2]`` (TensorFlow "same")."""
+    cin, cout = weight.shape[:2]
+    k = weight.new_zeros(cout, 2, 2, cin, 3, 3)
+    for py, rows in enumerate(_SUBPIXEL_TAPS):
+        for px, cols in enumerate(_SUBPIXEL_TAPS):
+            for ty, ky in rows.items():
+                for tx, kx in cols.items():
+                    k[:, py, px, :, ty, tx] = weight[:, :, ky, kx].T
+    return k.reshape(cout * 4, cin, 3, 3)
+
+
+def subpixel_transposed_conv(x: torch.Tensor, deconv: nn.ConvTranspose2d) -> torch.Tensor:
+    """``deconv(x)[:, :, 1:-2, 1:-2]`` computed as a 3x3 conv and a pixel shuffle."""
+    weight = subpixel_weight(deconv.weight)
+    bias = None if deconv.bias is None else deconv.bias.repeat_interleave(4)
+    return F.pixel_shuffle(F.conv2d(x, weight, bias, padding=1), 2)
 
 
 # --- weights ---------------------------------------------------------------------------------

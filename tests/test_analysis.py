@@ -103,3 +103,10 @@ def test_too_short_and_key_parsing() -> None:
     assert parse_key("f# major") == (6, "major")
     with pytest.raises(ValueError):
         parse_key("H dorian")
+
+
+def test_missed_beats_are_filled_back() -> None:
+    from core.analysis import _fill_gaps
+
+    beats = np.array([0.0, 0.5, 1.0, 1.5, 2.5, 3.0, 3.5, 4.0, 5.5, 6.0, 6.5])
+    np.testing.assert_allclose(_fill_gaps(beats), np.arange(0.0, 6.75, 0.5))

@@ -165,6 +165,8 @@ class Separator:
         self.device = device if device is not None else torch.device("cpu")
         self._nets = {k: v.eval().to(self.device) for k, v in nets.items()}
         self._batch = batch_segments or (8 if self.device.type == "cuda" else 1)
+        # what the caller asked for; a CUDA out-of-memory fallback lasts one song only
+        self._home = (self.device, self._batch)
         self._window: dict[torch.device, torch.Tensor] = {}
         self._parallel_nets = parallel_nets
         self._pool: tuple[int, ThreadPoolExecutor] | None = None
@@ -255,6 +257,8 @@ class Separator:
         Stems
             ``(2, L)`` float32 stems of exactly the input's length (after resampling).
         """
+        if (self.device, self._batch) != self._home:
+            self._place(*self._home)
         mix = audio.with_channels(2)
         if mix.sr != SR:
             mix = mix.resampled(SR)
@@ -327,9 +331,13 @@ class Separator:
         if self._batch > 1:
             self._batch //= 2
             return f"CUDA ran out of memory; retrying with batches of {self._batch} segment(s)."
-        self.device = torch.device("cpu")
-        self._nets = {k: v.to(self.device) for k, v in self._nets.items()}
-        return "CUDA ran out of memory even for one segment; continuing on the CPU (slower)."
+        self._place(torch.device("cpu"), 1)
+        return "CUDA ran out of memory even for one segment; continuing this song on the CPU (slower)."
+
+    def _place(self, device: torch.device, batch: int) -> None:
+        if device != self.device:
+            self._nets = {k: v.to(device) for k, v in self._nets.items()}
+        self.device, self._batch = device, batch
 
 
     def _run_nets(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -422,6 +430,9 @@ class StemCache:
         self.root = Path(root)
 
     def path_for(self, audio_key: str, model_id: str) -> Path:
+        for key in (audio_key, model_id):
+            if not key or not all(c.isascii() and (c.isalnum() or c in "-_") for c in key):
+                raise ValueError(f"stem cache keys are hashes (letters, digits, - and _), got {key!r}")
         return self.root / model_id[:16] / f"{audio_key}.flac"
 
     def get(self, audio_key: str, model_id: str) -> Stems | None:

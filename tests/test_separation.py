@@ -195,6 +195,9 @@ def test_cuda_oom_shrinks_batches_then_falls_back_to_cpu(
     sep = Separator.tiny(seed=0)
     expected = sep.separate(noise_song)
     sep.device, sep._batch = torch.device("cuda"), 4
+    monkeypatch.setattr(sep, "_home", (torch.device("cuda"), 4))
+    # the tiny nets stay on the CPU; only the bookkeeping moves
+    monkeypatch.setattr(Separator, "_place", lambda self, d, b: setattr(self, "device", d) or setattr(self, "_batch", b))
     real = Separator._masks_and_istft
     calls: list[tuple[str, int]] = []
 
@@ -210,9 +213,13 @@ def test_cuda_oom_shrinks_batches_then_falls_back_to_cpu(
         got = sep.separate(noise_song, progress=lambda p: messages.append(p.message) if p.message else None)
     assert calls[:4] == [("cuda", 4), ("cuda", 2), ("cuda", 1), ("cpu", 1)]
     assert sep.device.type == "cpu"
-    assert any("continuing on the CPU" in m for m in messages)
+    assert any("continuing this song on the CPU" in m for m in messages)
     assert any("out of memory" in r.message for r in caplog.records)
     assert np.allclose(got.vocals.samples, expected.vocals.samples, atol=1e-6)
+    # the next song starts again on the device and batch size the caller chose
+    calls.clear()
+    sep.separate(noise_song)
+    assert calls[0] == ("cuda", 4)
 
 
 # --- stem cache ------------------------------------------------------------------------------
@@ -364,3 +371,18 @@ def test_subpixel_transposed_conv_equals_cropped_transposed_conv(cin: int, cout:
         got = subpixel_transposed_conv(x, deconv)
     assert got.shape == ref.shape == (2, cout, 2 * h, 2 * w)
     assert torch.allclose(got, ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [0, 1, 4095, 4097])
+def test_very_short_inputs_keep_their_length(tiny: Separator, n: int) -> None:
+    x = np.full((2, n), 0.25, dtype=np.float32)
+    stems = tiny.separate(Audio(x, SR))
+    assert stems.vocals.samples.shape == stems.accompaniment.samples.shape == (2, n)
+    assert np.all(np.isfinite(stems.vocals.samples))
+
+
+def test_stem_cache_refuses_path_like_keys(tmp_path: Path) -> None:
+    cache = StemCache(tmp_path)
+    for key in ("../escape", "a/b", ""):
+        with pytest.raises(ValueError):
+            cache.path_for(key, "m" * 64)

@@ -47,6 +47,10 @@ def build_window(files: list[str] | None = None, *, settings_path: str | Path | 
         example = None
     window = MainWindow(settings=settings, session=session, example_path=example)
     build_tabs(window)
+    if window.library_panel is not None:
+        from training.demo import demo_songs_dir
+
+        window.library_panel.add_demo_if_new(demo_songs_dir())
     if note:
         window.show_info(note)
     if files:

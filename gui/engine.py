@@ -426,6 +426,20 @@ class Session:
             folders.append((root, len(under), len({r.song_id for r in under})))
         return LibraryOverview(status=status, folders=folders, failures=lib.failures())
 
+    def add_demo_if_empty(self, songs_dir: str | Path, *, progress: ProgressFn | None = None,
+                          cancel: CancelToken | None = None) -> bool:
+        """Add the demo songs folder when the library has no folders yet; ``True`` if added."""
+        from core.audio import AUDIO_EXTENSIONS
+
+        lib = self._require_library()
+        d = Path(songs_dir)
+        if lib.roots() or not d.is_dir():
+            return False
+        if not any(p.suffix.lower() in AUDIO_EXTENSIONS for p in d.iterdir()):
+            return False
+        lib.add_paths([d])
+        return True
+
     def add_folder(self, path: str | Path, *, progress: ProgressFn | None = None,
                    cancel: CancelToken | None = None) -> list[str]:
         return list(self._require_library().add_paths([path]))

@@ -202,6 +202,24 @@ class LibraryPanel(QWidget):
         task.signals.failed.connect(lambda msg, _e: self.show_message(msg, "error"))
         return self.runner.start(task)
 
+    def add_demo_if_new(self, songs_dir: Path) -> Task | None:
+        """First launch with the default library: add the demo songs and index them."""
+        if self.settings.get("library/demo_added") or self.settings.get("library/location"):
+            return None
+        task = Task(self.session.add_demo_if_empty, songs_dir, name="adding the demo songs")
+        task.signals.finished.connect(self._demo_added)
+        task.signals.failed.connect(lambda msg, _e: self.show_message(msg, "error"))
+        return self.runner.start(task)
+
+    def _demo_added(self, added: bool) -> None:
+        self.settings.set("library/demo_added", True)
+        if added:
+            self.show_message("The demo songs were added to your library; they are being "
+                              "indexed now.")
+            self.rescan()
+        else:
+            self.refresh()
+
     def selected_folder(self) -> str | None:
         row = self.folders.currentRow()
         item = self.folders.item(row, 0) if row >= 0 else None
@@ -268,7 +286,7 @@ class LibraryPanel(QWidget):
 
     def _scan_failed(self, msg: str, _exc: object) -> None:
         self.bar.setFormat("Indexing stopped")
-        self.show_message(msg, "error")
+        self.show_message(f"The library could not be indexed: {msg}", "error")
         self.scan_finished.emit(None)
 
     def _scan_cancelled(self) -> None:

@@ -249,8 +249,10 @@ class MainWindow(QMainWindow):
         if not self.settings.get("ui/first_run_done"):
             self.hint.show_text(
                 "First time here? Click “Try the example song” (or drop any song on the box "
-                "below): Crossmix separates its vocal, searches your library for songs whose "
-                "accompaniment suits that voice, and lets you hear the cross-mix.", "info")
+                "below). Crossmix separates its vocal and searches your library (at first the "
+                "demo songs, indexed on the Library tab) for songs whose accompaniment suits "
+                "that voice. Click a match to hear the cross-mix; Space plays and pauses.",
+                "info")
         return page
 
     def _build_menu(self) -> None:

@@ -16,6 +16,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+import shiboken6
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
 from core.errors import Cancelled, CrossmixError
@@ -134,7 +135,16 @@ class TaskRunner(QObject):
             t.cancel()
 
     def shutdown(self, timeout_s: float = 30.0) -> bool:
-        """Cancel everything and wait for the threads; ``True`` when all stopped in time."""
+        """Cancel everything and wait for the threads; ``True`` when all stopped in time.
+
+        Afterwards no task signal is delivered any more: the signals objects are deleted,
+        which drops their already-queued events, so no slot runs on a closed window.
+        """
         self.cancel_all()
         self.pool.clear()  # tasks queued but not started never run
-        return bool(self.pool.waitForDone(int(timeout_s * 1000)))
+        ok = bool(self.pool.waitForDone(int(timeout_s * 1000)))
+        for task in list(self._running):
+            if task.finished_event.is_set():
+                shiboken6.delete(task.signals)
+                self._running.discard(task)
+        return ok

@@ -31,11 +31,11 @@ def _engine_imported():
     warm_up()
 
 
-def _songs(folder: Path, n: int, *, seed: int = 0) -> list[Path]:
+def _songs(folder: Path, n: int, *, seed: int = 0, seconds: float = 6.0) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for i in range(n):
-        s = make_song(tempo=90.0 + 10 * i, key_root=i, seconds=6.0, seed=seed + i)
+        s = make_song(tempo=90.0 + 10 * i, key_root=i, seconds=seconds, seed=seed + i)
         p = folder / f"song{seed + i}.wav"
         sf.write(p, s.mix.samples.T, s.mix.sr)
         out.append(p)
@@ -157,3 +157,40 @@ def test_no_sound_card_disables_playback_with_a_reason(qtbot, tmp_path):
     assert not w.preview_panel.play_button.isEnabled()
     w.toggle_play()  # Space with no device: nothing happens, nothing raises
     w.close()
+
+
+def test_closing_mid_indexing_cancels_and_keeps_what_was_indexed(qtbot, tmp_path):
+    folder = tmp_path / "music"
+    _songs(folder, 4)
+    session = _session(tmp_path)
+    session.add_folder(folder)
+    w = MainWindow(settings=Settings(tmp_path / "s.ini"), session=session)
+    qtbot.addWidget(w)
+    panel = LibraryPanel(session, w.settings, w.runner)
+    w.library_panel = panel
+    w.tabs.addTab(panel, "Library")
+    w.show()
+    seen = []
+    panel.rescan()
+    panel.scan_task.signals.progress.connect(lambda p: seen.append(p.done))
+    qtbot.waitUntil(lambda: any(d >= 1 for d in seen), timeout=60_000)
+    w.close()  # cancels the scan and waits for the worker
+    assert not w.runner.running
+    with Library.open(tmp_path / "lib") as lib:  # the catalog is intact; indexed songs kept
+        kept = lib.status().songs
+        assert 1 <= kept <= 4
+        report = lib.scan(mode="fast", encoders=EncoderPair.tiny())
+        assert report.indexed == 4 - kept and lib.status().songs == 4
+
+
+def test_closing_mid_query_cancels_cleanly(qtbot, tmp_path):
+    song = _songs(tmp_path / "q", 1, seed=9, seconds=60.0)[0]  # long enough to be mid-way
+    w = MainWindow(settings=Settings(tmp_path / "s.ini"), session=_session(tmp_path))
+    qtbot.addWidget(w)
+    w.show()
+    w.enqueue([str(song), str(song)])
+    qtbot.waitUntil(lambda: w.query_panel.stages.current is not None, timeout=30_000)
+    t = w.query_task
+    w.close()
+    assert t is not None and t.finished_event.is_set() and t.cancelled
+    assert not w.queue and not w.runner.running

@@ -270,21 +270,18 @@ class Separator:
         out = {inst: np.zeros((2, L), dtype=np.float32) for inst in INSTRUMENTS}
         clock = EtaClock()
         what = f"separating {audio.source.name if audio.source else 'the song'}"
+        def report(segments_done: float, message: str = "") -> None:
+            if message:
+                log.warning("%s", message)
+            if progress is not None:
+                done = min(max(segments_done * SEGMENT_SAMPLES - FRAME_LENGTH, 0), L) / SR
+                eta = None if message else clock.eta(done, L / SR)
+                progress(Progress("separate", done, L / SR, "s", message=message, eta_s=eta))
+
         with torch.inference_mode():
             for s0 in range(0, n_seg, per_chunk):
                 check_cancel(cancel, what)
-                s1 = min(s0 + per_chunk, n_seg)
-                done0 = min(max(s0 * SEGMENT_SAMPLES - FRAME_LENGTH, 0), L) / SR
-
-                def notify(message: str, done0: float = done0) -> None:
-                    log.warning("%s", message)
-                    if progress is not None:
-                        progress(Progress("separate", done0, L / SR, "s", message=message))
-
-                self._chunk(x, s0, s1, total_frames, out, cancel, what, notify)
-                if progress is not None:
-                    done = min(s1 * SEGMENT_SAMPLES - FRAME_LENGTH, L) / SR
-                    progress(Progress("separate", done, L / SR, "s", eta_s=clock.eta(done, L / SR)))
+                self._chunk(x, s0, min(s0 + per_chunk, n_seg), total_frames, out, cancel, what, report)
         for arr in out.values():
             arr *= np.float32(WINDOW_COMPENSATION)
         return Stems(
@@ -302,7 +299,7 @@ class Separator:
         out: dict[str, FloatArray],
         cancel: CancelToken | None,
         what: str,
-        notify: Callable[[str], None],
+        report: Callable[..., None],
     ) -> None:
         """Separate segments ``[s0, s1)`` and overlap-add them into ``out`` (un-scaled)."""
         a = s0 * T_SEGMENT
@@ -312,13 +309,15 @@ class Separator:
         L = x.shape[1]
         while True:
             try:
-                outputs = self._masks_and_istft(padded, s1 - s0, b - a, cancel, what)
+                outputs = self._masks_and_istft(
+                    padded, s1 - s0, b - a, cancel, what, lambda k: report(s0 + k)
+                )
                 break
             except Exception as exc:
                 if self.device.type != "cuda" or not _is_cuda_oom(exc):
                     raise
                 torch.cuda.empty_cache()
-                notify(self._on_cuda_oom())
+                report(s0, self._on_cuda_oom())
         for inst, wav in outputs.items():
             # padded index p maps to output index p - 4096
             lo, hi = start - FRAME_LENGTH, start - FRAME_LENGTH + wav.shape[1]
@@ -338,7 +337,6 @@ class Separator:
         if device != self.device:
             self._nets = {k: v.to(device) for k, v in self._nets.items()}
         self.device, self._batch = device, batch
-
 
     def _run_nets(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         """Both U-Nets on one batch; on a multi-core CPU they run side by side.
@@ -386,7 +384,13 @@ class Separator:
         return self._window[dev]
 
     def _masks_and_istft(
-        self, padded: FloatArray, n_seg: int, nfr: int, cancel: CancelToken | None, what: str
+        self,
+        padded: FloatArray,
+        n_seg: int,
+        nfr: int,
+        cancel: CancelToken | None,
+        what: str,
+        segments_done: Callable[[int], None],
     ) -> dict[str, torch.Tensor]:
         win = self._win(self.device)
         spec = stft_frames(torch.from_numpy(padded).to(self.device), win)  # (2, nfr, 2049)
@@ -399,6 +403,7 @@ class Separator:
             batch = mag[b0 : b0 + self._batch]
             for inst, out in self._run_nets(batch).items():
                 outs[inst].append(out)
+            segments_done(min(b0 + self._batch, n_seg))
         y = {inst: torch.cat(v, dim=0) for inst, v in outs.items()}
         denom = sum(v * v for v in y.values()) + EPSILON
         result: dict[str, torch.Tensor] = {}

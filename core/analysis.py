@@ -431,7 +431,7 @@ def _estimate_downbeats(y: npt.NDArray[np.float32], beats: FloatArray) -> FloatA
     """
     import librosa
 
-    if beats.size < 16:
+    if beats.size < 12:  # three bars at least
         return None
     hop = 512
     bass = librosa.feature.chroma_cqt(

@@ -56,3 +56,19 @@ def test_help_states_the_default_accompaniment(capsys: pytest.CaptureFixture[str
         main(["separate", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "default: Spleeter's own accompaniment" in out and "--full-band" in out
+
+
+def test_songs_with_the_same_name_do_not_overwrite_each_other(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = write_tone(tmp_path / "a" / "song.wav", seconds=0.5, freq=440.0)
+    second = write_tone(tmp_path / "b" / "song.wav", seconds=0.5, freq=660.0)
+    rc = main(["separate", str(first), str(second), "-o", str(tmp_path / "out"), "--model", "tiny",
+               "--no-cache", "--overwrite"])
+    assert rc == 1
+    assert "same names as those of" in capsys.readouterr().err
+    mix, _ = sf.read(first, always_2d=True)
+    voc, _ = sf.read(tmp_path / "out" / "song_vocals.wav", always_2d=True)
+    acc, _ = sf.read(tmp_path / "out" / "song_accompaniment.wav", always_2d=True)
+    low = np.abs(np.fft.rfft((voc + acc)[:, 0]))
+    assert np.argmax(low) == np.argmax(np.abs(np.fft.rfft(mix[:, 0])))  # the 440 Hz song's stems

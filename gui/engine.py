@@ -12,6 +12,7 @@ decodes, separates and analyses, and the result says why there are no matches.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -251,7 +252,11 @@ class Session:
     def query(self, path: str | Path, *, space: str = "vocal->mix", k: int = 10,
               progress: ProgressFn | None = None,
               cancel: CancelToken | None = None) -> QueryResult:
-        """Decode, separate, analyse, embed and search one song file.
+        """Decode, separate, embed and search one song file: the ranked matches.
+
+        The rows carry the similarity (and the tempo/key the catalog already knows); the
+        compatibility columns and the query's own tempo and key come from :meth:`analyze`,
+        run next, so the matches appear as soon as the search is done.
 
         Raises
         ------
@@ -283,16 +288,8 @@ class Session:
         mix_env = envelope(stems.mix)
         vocal_env = envelope(stems.vocals)
 
-        t = time.perf_counter()
-        report("analyze", 0, 3)
-        from core.analysis import analyze
-
-        analysis = analyze(stems.mix, progress=_relabel(progress, "analyze"), cancel=cancel)
-        timings["analyze"] = time.perf_counter() - t
-        check_cancel(cancel, "the query")
-
         result = QueryResult(path=p, title=title, artist=artist, duration=audio.duration,
-                             stems=stems, analysis=analysis, embedding=None, rows=[],
+                             stems=stems, analysis=None, embedding=None, rows=[],
                              mix_env=mix_env, vocal_env=vocal_env, timings=timings,
                              content_hash=content_hash, audio_key=audio_key)
 
@@ -318,6 +315,47 @@ class Session:
         self._search_into(result, space=space, k=k, cancel=cancel)
         timings["search"] = time.perf_counter() - t
         report("search", 1, 1)
+        return result
+
+    def analyze(self, result: QueryResult, *, progress: ProgressFn | None = None,
+                cancel: CancelToken | None = None) -> QueryResult:
+        """Tempo, beats and key of the query, then each match's compatibility (stretch, shift,
+        mashability). Fills ``result.analysis`` and replaces ``result.rows``."""
+        t = time.perf_counter()
+        n = len(result.rows)
+        if result.analysis is None:
+            if progress is not None:
+                progress(Progress("analyze", 0, n + 1, "steps", "tempo and key of the query"))
+            from core.analysis import analyze
+
+            result.analysis = analyze(result.stems.mix, cancel=cancel)
+        check_cancel(cancel, "the analysis")
+        rows = []
+        lib = self.library()
+        from core.remix import compatibility
+
+        for i, row in enumerate(result.rows):
+            if progress is not None:
+                progress(Progress("analyze", i + 1, n + 1, "steps", row.title))
+            check_cancel(cancel, "the analysis")
+            if lib is None:
+                rows.append(row)
+                continue
+            try:
+                rep = compatibility(result.analysis, lib.analysis_for(row.match.song_id),
+                                    similarity=row.similarity)
+            except CrossmixError as exc:
+                log.warning("analysis of %s: %s", row.path, exc)
+                rows.append(row)
+                continue
+            rows.append(dataclasses.replace(
+                row, tempo=float(rep.match_tempo), key=str(rep.match_key),
+                stretch_percent=float(rep.stretch_percent),
+                semitone_shift=int(rep.semitone_shift), mashability=float(rep.mashability)))
+        result.rows = rows
+        result.timings["analyze"] = result.timings.get("analyze", 0.0) + time.perf_counter() - t
+        if progress is not None:
+            progress(Progress("analyze", n + 1, n + 1, "steps"))
         return result
 
     def _separate(self, audio: Audio, key: str, *, progress: ProgressFn | None,
@@ -375,27 +413,10 @@ class Session:
             result.message = str(exc)
             return
         result.search = sr
-        from core.remix import compatibility
-
-        rows = []
-        for m in sr.matches:
-            check_cancel(cancel, "the search")
-            report = None
-            if result.analysis is not None:
-                try:
-                    report = compatibility(result.analysis, lib.analysis_for(m.song_id),
-                                           similarity=float(m.similarity))
-                except CrossmixError as exc:
-                    log.warning("analysis of %s: %s", m.path, exc)
-            rows.append(ResultRow(
-                rank=int(m.rank), title=str(m.title), artist=str(m.artist or ""),
-                similarity=float(m.similarity),
-                tempo=m.tempo if report is None else float(report.match_tempo),
-                key=str(m.key or "") if report is None else str(report.match_key),
-                stretch_percent=None if report is None else float(report.stretch_percent),
-                semitone_shift=None if report is None else int(report.semitone_shift),
-                mashability=None if report is None else float(report.mashability),
-                path=str(m.path), match=m))
+        rows = [ResultRow(rank=int(m.rank), title=str(m.title), artist=str(m.artist or ""),
+                          similarity=float(m.similarity), tempo=m.tempo, key=str(m.key or ""),
+                          stretch_percent=None, semitone_shift=None, mashability=None,
+                          path=str(m.path), match=m) for m in sr.matches]
         result.rows = rows
         dups = len(sr.excluded_duplicates)
         result.message = "" if rows else "No library song passed the search."
@@ -507,8 +528,6 @@ class Session:
                bitrate: str, full: bool, options: Any, overwrite: bool = False,
                progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> Path:
         """Write the cross-mix (re-rendered over the whole song when ``full``) to ``path``."""
-        import dataclasses
-
         from core.export import export_audio
         from core.remix import render_cross_mix
 

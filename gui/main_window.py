@@ -81,7 +81,8 @@ class Banner(QLabel):
 
 
 class MainWindow(QMainWindow):
-    query_finished = Signal(object)  # QueryResult | None (failed / cancelled)
+    query_finished = Signal(object)  # QueryResult | None (failed / cancelled): results shown
+    analysis_finished = Signal(object)  # QueryResult | None: tempo, key, compatibility shown
     preview_finished = Signal(object)  # PreviewResult | None
     export_finished = Signal(object)  # Path | None
 
@@ -99,6 +100,7 @@ class MainWindow(QMainWindow):
         self.example_path = example_path
         self.queue: deque[str] = deque()
         self.query_task: Task | None = None
+        self.analysis_task: Task | None = None
         self.preview_task: Task | None = None
         self.search_task: Task | None = None
         self.result: QueryResult | None = None
@@ -313,15 +315,20 @@ class MainWindow(QMainWindow):
             self.settings.set("ui/first_run_done", True)
             self.hint.show_text("", "info")
         self._update_queue_label()
-        if self.query_task is None:
+        if not self.querying:
             self._start_next_query()
+
+    @property
+    def querying(self) -> bool:
+        """A query or its follow-up analysis is running (the next queued song waits)."""
+        return self.query_task is not None or self.analysis_task is not None
 
     def _update_queue_label(self) -> None:
         n = len(self.queue)
         self.queue_label.setText(f"{n} more queued" if n else "")
 
     def _start_next_query(self) -> None:
-        if not self.queue or self._closing:
+        if not self.queue or self._closing or self.querying:
             return
         path = self.queue.popleft()
         self._update_queue_label()
@@ -351,10 +358,11 @@ class MainWindow(QMainWindow):
         self.runner.start(task)
 
     def cancel_query(self) -> None:
-        if self.query_task is not None:
-            self.query_task.cancel()
-            self.query_panel.stages.cancel_button.setEnabled(False)
-            self.statusBar().showMessage("Cancelling…")
+        for task in (self.query_task, self.analysis_task):
+            if task is not None:
+                task.cancel()
+                self.query_panel.stages.cancel_button.setEnabled(False)
+                self.statusBar().showMessage("Cancelling…")
 
     def _query_progress(self, p: Progress) -> None:
         self.query_panel.stages.update_progress(p)
@@ -364,14 +372,14 @@ class MainWindow(QMainWindow):
     def _query_done(self, r: QueryResult) -> None:
         self.result = r
         self.query_panel.show_file(title=r.title, artist=r.artist, duration=r.duration)
-        if r.analysis is not None:
-            self.query_panel.show_analysis(tempo=r.analysis.tempo, key=r.analysis.key)
         self.query_panel.show_waves(r.mix_env, r.vocal_env)
+        self.query_panel.tempo_label.setText("analysing…")
+        self.query_panel.key_label.setText("analysing…")
         self._show_rows(r)
-        self.query_panel.stages.finish("done")
         total = sum(r.timings.values())
         self.statusBar().showMessage(f"{r.title}: {len(r.rows)} matches in {total:.1f} s")
         self.query_finished.emit(r)
+        self._start_analysis(r)
 
     def _show_rows(self, r: QueryResult) -> None:
         self.results_model.set_rows(r.rows)
@@ -380,6 +388,50 @@ class MainWindow(QMainWindow):
             self.banner.show_text(r.message, "warning")
         if r.rows:
             self.table.selectRow(0)
+
+    def _start_analysis(self, r: QueryResult) -> None:
+        """Tempo and key of the query, then each match's compatibility (after the results)."""
+        if self.analysis_task is not None:
+            self.analysis_task.cancel()
+        task = Task(self.session.analyze, r, name="the analysis")
+        task.signals.progress.connect(self.query_panel.stages.update_progress)
+        task.signals.finished.connect(lambda res, t=task: self._analysis_done(t, res))
+        task.signals.failed.connect(lambda msg, _e, t=task: self._analysis_failed(t, msg))
+        task.signals.cancelled.connect(lambda t=task: self._analysis_cancelled(t))
+        task.signals.done.connect(lambda t=task: self._analysis_task_done(t))
+        self.analysis_task = task
+        self.query_panel.stages.cancel_button.setEnabled(True)
+        self.runner.start(task)
+
+    def _analysis_done(self, task: Task, r: QueryResult) -> None:
+        if task is not self.analysis_task or r is not self.result:
+            return
+        if r.analysis is not None:
+            self.query_panel.show_analysis(tempo=r.analysis.tempo, key=r.analysis.key)
+        self.results_model.update_rows(r.rows)
+        self.query_panel.stages.finish("done")
+        self.analysis_finished.emit(r)
+        if self.preview is None and self.preview_task is None and self.selected_row() is not None:
+            self.render_preview()
+
+    def _analysis_cancelled(self, task: Task) -> None:
+        if task is self.analysis_task:
+            self.query_panel.stages.finish("cancelled")
+            self.preview_panel.show_message("")
+
+    def _analysis_failed(self, task: Task, msg: str) -> None:
+        if task is self.analysis_task:
+            self.query_panel.stages.finish("analysis failed")
+            self.query_panel.tempo_label.setText("–")
+            self.query_panel.key_label.setText("–")
+            self.preview_panel.show_message("")
+            self.show_error(msg)
+            self.analysis_finished.emit(None)
+
+    def _analysis_task_done(self, task: Task) -> None:
+        if self.analysis_task is task:
+            self.analysis_task = None
+            QTimer.singleShot(0, self._start_next_query)
 
     def _query_failed(self, msg: str, _exc: object) -> None:
         self.query_panel.stages.finish("failed")
@@ -409,16 +461,21 @@ class MainWindow(QMainWindow):
         self.settings.set("search/space", self.current_space())
         self.settings.set("search/k", self.k_spin.value())
         r = self.result
-        if r is None or r.embedding is None or self.query_task is not None:
+        if r is None or r.embedding is None or self.querying:
             return
         if self.search_task is not None:
             self.search_task.cancel()
         task = Task(self.session.search, r, space=self.current_space(), k=self.k_spin.value(),
                     name="the search")
-        task.signals.finished.connect(self._show_rows)
+        task.signals.finished.connect(self._searched)
         task.signals.failed.connect(lambda msg, _e: self.show_error(msg))
         self.search_task = task
         self.runner.start(task)
+
+    def _searched(self, r: QueryResult) -> None:
+        self.preview = None
+        self._show_rows(r)
+        self._start_analysis(r)
 
     # --- preview ----------------------------------------------------------------------------
 
@@ -456,6 +513,10 @@ class MainWindow(QMainWindow):
         self.preview_panel.set_ready(False)
         self.export_action.setEnabled(False)
         self.preview_panel.heading.setText(f"{row.title} — {row.artist}" if row.artist else row.title)
+        if r.analysis is None:  # rendered once the query's tempo is known (_analysis_done)
+            self.preview_task = None
+            self.preview_panel.show_message("waiting for the tempo analysis…")
+            return
         self.preview_panel.show_message("rendering…")
         self.preview_panel.report.setText("")
         # Gains act live in the player; the render uses unit gains so sliders never re-render.

@@ -22,9 +22,9 @@ from gui.waveform import Envelope, WaveformView
 STAGES: tuple[tuple[str, str], ...] = (
     ("decode", "Decode"),
     ("separate", "Separate"),
-    ("analyze", "Analyse"),
     ("embed", "Embed"),
     ("search", "Search"),
+    ("analyze", "Analyse"),  # after the matches are shown: tempo, key, compatibility
 )
 
 

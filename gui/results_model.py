@@ -75,6 +75,15 @@ class ResultsModel(QAbstractTableModel):
         self._rows = list(rows)
         self.endResetModel()
 
+    def update_rows(self, rows: list[ResultRow]) -> None:
+        """New values for the same matches (e.g. compatibility filled in): keeps the selection."""
+        if [r.rank for r in rows] != [r.rank for r in self._rows]:
+            self.set_rows(rows)
+            return
+        self._rows = list(rows)
+        if rows:
+            self.dataChanged.emit(self.index(0, 0), self.index(len(rows) - 1, len(COLUMNS) - 1))
+
     def clear(self) -> None:
         self.set_rows([])
 

@@ -132,22 +132,26 @@ def test_drop_query_results_preview_play_export(qtbot, window, query_song, tmp_p
         drop_files(window.drop_zone, [query_song])
     r = sig.args[0]
     assert r is not None, window.errors
-    # query panel
+    # the results come first: query panel and ranked matches
     assert window.query_panel.title_label.text() == "The Query"
     assert window.query_panel.artist_label.text() == "Synth Band"
     assert window.query_panel.duration_label.text() == "0:10"
-    assert window.query_panel.tempo_label.text().endswith("BPM")
     assert window.query_panel.mix_wave.drawn_points > 0
     assert window.query_panel.vocal_wave.drawn_points > 0
-    assert window.query_panel.stages.bar.format() == "done"
-    # results: every library song, ranked by similarity, with compatibility columns
     model = window.results_model
     assert model.rowCount() == 3, (r.message, window.errors)
     titles = {model.row(i).title for i in range(3)}
     assert titles == {t for t, *_ in SONGS}
     sims = [model.row(i).similarity for i in range(3)]
     assert sims == sorted(sims, reverse=True)
+    # then the analysis: the query's tempo and key, each match's compatibility
+    with qtbot.waitSignal(window.analysis_finished, timeout=120_000) as sig:
+        pass
+    assert sig.args[0] is r
+    assert window.query_panel.tempo_label.text().endswith("BPM")
+    assert window.query_panel.stages.bar.format() == "done"
     assert all(model.row(i).stretch_percent is not None for i in range(3))
+    assert all(model.row(i).mashability is not None for i in range(3))
     assert all(model.row(i).key for i in range(3))
 
     # the first row is selected automatically: its preview renders
@@ -233,6 +237,15 @@ def test_cancelling_a_query_leaves_the_app_usable(qtbot, window, query_song):
     with qtbot.waitSignal(window.query_finished, timeout=120_000) as sig:
         window.enqueue([str(query_song)])
     assert sig.args[0] is not None and window.results_model.rowCount() == 3
+    # cancelling the follow-up analysis keeps the matches
+    assert window.analysis_task is not None
+    window.cancel_query()
+    qtbot.waitUntil(lambda: not window.querying, timeout=60_000)
+    assert window.results_model.rowCount() == 3
+    assert window.query_panel.stages.bar.format() == "cancelled"
+    with qtbot.waitSignal(window.analysis_finished, timeout=120_000) as sig:
+        window.enqueue([str(query_song)])
+    assert sig.args[0] is not None and not window.errors
 
 
 def test_without_encoders_the_query_still_shows_why(qtbot, tmp_path, query_song):
@@ -246,4 +259,7 @@ def test_without_encoders_the_query_still_shows_why(qtbot, tmp_path, query_song)
     assert "No trained encoders are installed" in w.results_note.text()
     assert w.banner.isVisibleTo(w) and w.banner.kind == "warning"
     assert w.query_panel.vocal_wave.drawn_points > 0  # separation still shown
+    with qtbot.waitSignal(w.analysis_finished, timeout=120_000):
+        pass
+    assert w.query_panel.tempo_label.text().endswith("BPM")  # and the analysis
     w.close()

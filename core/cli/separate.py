@@ -48,7 +48,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from core.audio import save_audio
+    from core.audio import probe_duration, save_audio
     from core.device import resolve_device
     from core.separation import Separator, default_stem_cache, separate_file
 
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
                 for t in targets.values():
                     if t.exists():
                         raise CrossmixError(f"{t}: the file exists; use --overwrite or another -o folder.")
-            with tqdm(total=1.0, desc=name[:30], unit="s", leave=False, file=sys.stderr,
+            with tqdm(total=probe_duration(song) or 1.0, desc=name[:30], unit="s", leave=False, file=sys.stderr,
                       bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]") as bar:
 
                 def on_progress(p: Progress, bar: Any = bar, song: Path = song) -> None:

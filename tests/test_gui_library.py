@@ -194,3 +194,20 @@ def test_closing_mid_query_cancels_cleanly(qtbot, tmp_path):
     w.close()
     assert t is not None and t.finished_event.is_set() and t.cancelled
     assert not w.queue and not w.runner.running
+
+
+def test_crossmix_song_opens_the_window_with_that_query(qtbot, tmp_path):
+    """``crossmix SONG`` -> ``gui.app.main([SONG])`` -> ``build_window([SONG])``: the song is
+    queried at once (a damaged one here, so the real models need not load)."""
+    from gui.app import build_window
+
+    bad = tmp_path / "damaged song.wav"
+    bad.write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt " + b"\x00" * 30)
+    w = build_window([str(bad)], settings_path=tmp_path / "config" / "settings.ini")
+    qtbot.addWidget(w)
+    with qtbot.waitSignal(w.query_finished, timeout=30_000) as sig:
+        pass
+    assert sig.args[0] is None
+    assert "damaged song.wav" in w.errors[-1]
+    assert w.banner.isVisibleTo(w) and w.banner.kind == "error"
+    w.close()

@@ -211,11 +211,15 @@ class Scanner:
         # never index the library's own files (its stem cache is FLAC)
         own = os.path.abspath(Path(self.catalog.path).parent)
         paths, missing = walk_audio_files(self.catalog.roots(), [*self.catalog.excludes(), own])
-        report.missing_roots = missing
         report.total = len(paths)
         known = self.catalog.file_rows()
         songs = {s.id: s for s in self.catalog.songs()}
         failed = {f.path: f for f in self.catalog.failures()}
+        # a single file added as a root and deleted since is gone; a missing folder may be
+        # an unplugged drive, so its songs are kept
+        missing = [m for m in missing
+                   if not ((m in known or m in failed) and os.path.isdir(os.path.dirname(m)))]
+        report.missing_roots = missing
         items: list[_Item] = []
         for p in paths:
             try:

@@ -465,3 +465,14 @@ def test_a_library_inside_a_music_folder_ignores_its_own_stems(
         assert any((songs / "my-library" / "stems").rglob("*.flac"))
         rep = lib.scan(mode="full", analyze=False)
         assert (rep.total, rep.unchanged) == (5, 5)
+
+
+def test_a_deleted_single_file_root_is_forgotten(tmp_path: Path, songs: Path,
+                                                 encoders: EncoderPair) -> None:
+    with _lib(tmp_path, encoders) as lib:
+        lib.add_paths([songs / "song0.wav", songs / "sub"])
+        assert lib.scan(mode="fast", analyze=False).indexed == 3
+        (songs / "song0.wav").unlink()
+        rep = lib.scan(mode="fast", analyze=False)
+        assert (rep.removed, rep.missing_roots) == (1, [])
+        assert len(lib.songs()) == 2

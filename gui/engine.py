@@ -209,6 +209,18 @@ class Session:
                     raise
             return self._encoders
 
+    def preload(self, *, progress: ProgressFn | None = None,
+                cancel: CancelToken | None = None) -> str | None:
+        """Load the separator and the encoders now (in a worker, at start-up), so the first
+        query does not wait for them. Returns why there are no encoders, if so."""
+        self.separator()
+        check_cancel(cancel, "loading the models")
+        try:
+            self.encoders()
+        except ModelError as exc:
+            return str(exc)
+        return None
+
     @property
     def encoders_error(self) -> str | None:
         return self._encoders_error

@@ -48,7 +48,7 @@ from core.paths import models_dir
 from gui.engine import Session
 from gui.library_panel import fmt_eta
 from gui.settings import Settings
-from gui.workers import Task, TaskRunner
+from gui.workers import WORKER_NICE, Task, TaskRunner
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +154,16 @@ def evaluation_rows(report: dict[str, Any]) -> list[tuple[str, float]]:
         rows.append((f"Query-by-singer mAP  {name}", float(r["mAP"])))
         rows.append((f"Query-by-singer R@10  {name}", float(r["R@10"])))
     return rows
+
+
+def _nice(proc: QProcess) -> None:
+    """Lower the subprocess's priority so the window stays responsive while it trains."""
+    try:
+        pid = int(proc.processId())
+        if pid > 0:
+            os.setpriority(os.PRIO_PROCESS, pid, WORKER_NICE)
+    except (AttributeError, OSError):
+        pass
 
 
 # --- the panel ------------------------------------------------------------------------------
@@ -398,6 +408,7 @@ class TrainingPanel(QWidget):
         self.stop_button.setEnabled(True)
         self._t_start = time.monotonic()
         self.process.start(sys.executable, self.train_arguments(data))
+        _nice(self.process)
 
     def _new_process(self, on_stdout: Any, on_finished: Any) -> QProcess:
         proc = QProcess(self)
@@ -544,6 +555,7 @@ class TrainingPanel(QWidget):
                 "--split", "all", "--vocals", str(self.vocals.currentData()),
                 "--device", str(self.device.currentData()), "--json", str(self.eval_json)]
         self.eval_process.start(sys.executable, args)
+        _nice(self.eval_process)
 
     def _eval_finished(self, code: int, _status: QProcess.ExitStatus) -> None:
         self.eval_process = None

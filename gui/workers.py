@@ -10,6 +10,7 @@ keeps the running tasks alive, and cancels/waits for them when the window closes
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import traceback
@@ -26,6 +27,19 @@ log = logging.getLogger(__name__)
 
 #: Minimum time between two forwarded progress reports of the same stage.
 PROGRESS_INTERVAL_S = 0.05
+#: Niceness of worker threads (and the threads they start, e.g. torch's): on a busy machine
+#: the GUI thread is scheduled first, so the window stays responsive.
+WORKER_NICE = 10
+
+
+def lower_thread_priority(nice: int = WORKER_NICE) -> None:
+    """Make the calling OS thread ``nice`` (Linux nice values are per thread); no-op elsewhere."""
+    try:
+        tid = threading.get_native_id()
+        if os.getpriority(os.PRIO_PROCESS, tid) < nice:
+            os.setpriority(os.PRIO_PROCESS, tid, nice)
+    except (AttributeError, OSError):
+        pass
 
 
 def describe_error(exc: BaseException, *, what: str = "") -> str:
@@ -79,6 +93,7 @@ class Task(QRunnable):
         self.signals.progress.emit(p)
 
     def run(self) -> None:  # worker thread
+        lower_thread_priority()
         try:
             self.result = self.fn(*self.args, progress=self._report, cancel=self.cancel_token,
                                   **self.kwargs)

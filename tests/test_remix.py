@@ -117,7 +117,7 @@ def test_preview_starts_where_the_vocal_is() -> None:
                           options=RemixOptions(preview_seconds=8.0))
     assert 20.0 <= cm.start_s <= 24.0  # on a bar line at or before the vocal's loudest 8 s
     assert cm.mix.duration == pytest.approx(8.0, abs=1e-3)
-    assert cm.start_s in set(np.round(beats[::4], 6)) or np.min(np.abs(beats[::4] - cm.start_s)) < 1e-3
+    assert np.min(np.abs(beats[::4] - cm.start_s)) < 1e-3
 
 
 def test_loudness_balance_and_vocal_gain(pair) -> None:

@@ -382,6 +382,7 @@ def save_audio(path: str | Path, audio: Audio, *, overwrite: bool = True, subtyp
         os.close(fd)
         try:
             sf.write(tmp, data, audio.sr, subtype=subtype, format=fmt.upper())
+            os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600; a user's export is not private
             os.replace(tmp, p)
         finally:
             if os.path.exists(tmp):
@@ -391,6 +392,12 @@ def save_audio(path: str | Path, audio: Audio, *, overwrite: bool = True, subtyp
     except sf.LibsndfileError as exc:
         raise ExportError(f"{p}: could not write it ({exc}); is the disk full?") from None
     return p
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def file_hash(path: str | Path, *, chunk: int = 1 << 20) -> str:

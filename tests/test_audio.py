@@ -242,3 +242,12 @@ def test_hashes(tone: Path, tmp_path: Path) -> None:
     assert audio_hash(a) == audio_hash(b)
     louder = Audio(a.samples * 0.5, a.sr)
     assert audio_hash(louder) != audio_hash(a)
+
+
+def test_saved_files_get_normal_permissions(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        out = save_audio(tmp_path / "p.wav", Audio(np.zeros((1, 100), np.float32), 8000))
+    finally:
+        os.umask(old)
+    assert out.stat().st_mode & 0o777 == 0o644  # not mkstemp's private 0600

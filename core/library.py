@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -80,6 +81,8 @@ DUPLICATE_SIMILARITY = 0.95
 #: Library-side spaces that get an index.
 INDEXED_SPACES = ("M", "V", "[M,V]")
 
+#: Age after which a leftover temporary file is certainly not being written any more.
+TEMP_FILE_MAX_AGE_S = 3600.0
 CATALOG_NAME = "catalog.sqlite"
 INDEX_DIR = "index"
 STEMS_DIR = "stems"
@@ -397,6 +400,7 @@ class Library:
             sep = self._get_separator(separator)
         if analyze is None:
             analyze = mode == "full"
+        self.sweep_temporary_files()
         scanner = Scanner(
             self.catalog, self.stem_cache, encoders=enc, separator=sep, mode=mode,
             device=self.device, analyze=analyze, workers=workers, retry_failed=retry_failed,
@@ -409,6 +413,24 @@ class Library:
         if progress:
             progress(Progress("index", 1, 1, "steps", "done"))
         return report
+
+    def sweep_temporary_files(self, *, older_than_s: float = TEMP_FILE_MAX_AGE_S) -> int:
+        """Delete temporary files (``*.part*``) that a killed process left in the stem cache
+        and index folders. Only old ones: a younger one may belong to a running writer.
+        Returns how many were deleted."""
+        now = time.time()
+        n = 0
+        for folder in (self.root / STEMS_DIR, self.root / INDEX_DIR):
+            if not folder.is_dir():
+                continue
+            for p in folder.rglob(".*.part*"):
+                try:
+                    if p.is_file() and now - p.stat().st_mtime > older_than_s:
+                        p.unlink()
+                        n += 1
+                except OSError:
+                    pass
+        return n
 
     # --- queries ----------------------------------------------------------------------------
 

@@ -476,3 +476,18 @@ def test_a_deleted_single_file_root_is_forgotten(tmp_path: Path, songs: Path,
         rep = lib.scan(mode="fast", analyze=False)
         assert (rep.removed, rep.missing_roots) == (1, [])
         assert len(lib.songs()) == 2
+
+
+def test_old_temporary_files_are_swept(tmp_path: Path, encoders: EncoderPair) -> None:
+    import os
+    import time
+
+    with _lib(tmp_path, encoders) as lib:
+        old = lib.root / "stems" / "abc" / ".x.part.flac"
+        young = lib.root / "index" / ".M.faiss.tmp.part"
+        for p in (old, young):
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(b"half")
+        os.utime(old, (time.time() - 7200, time.time() - 7200))
+        assert lib.sweep_temporary_files() == 1
+        assert not old.exists() and young.exists()

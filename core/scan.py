@@ -250,14 +250,21 @@ class Scanner:
 
     # --- preparing (worker threads) -----------------------------------------------------
 
+    def _stem_ids(self, song: SongRecord | None) -> list[str]:
+        """Separator ids whose cached stems may serve ``song``: this scan's separator, then
+        the one that made its stems (no separator object is needed to read a cache entry)."""
+        ids = [self.separator.model_id] if self.separator is not None else []
+        if song is not None and song.stems_model and song.stems_model not in ids:
+            ids.append(song.stems_model)
+        return ids
+
     def _needs_audio(self, item: _Item) -> bool:
         """A re-embed whose stems are cached needs no decoding (full mode songs)."""
         s = item.song
-        if item.kind != "reembed" or s is None or self.separator is None:
+        if item.kind != "reembed" or s is None or s.mode != "full" or not s.audio_key:
             return True
-        if s.mode != "full" or not s.audio_key:
-            return True
-        return not self.cache.path_for(s.audio_key, self.separator.model_id).is_file()
+        key = s.audio_key
+        return not any(self.cache.path_for(key, i).is_file() for i in self._stem_ids(s))
 
     def _prepare(self, item: _Item, known_hashes: dict[str, int]) -> _Prepared:
         prep = _Prepared(item)
@@ -356,7 +363,7 @@ class Scanner:
             return
         stage = "separate"
         try:
-            stems, audio_key = self._stems(prep, cancel)
+            stems, audio_key, stems_model = self._stems(prep, cancel)
             stage = "embed"
             if stems is not None:
                 emb = embed_song(mix=stems.mix, vocals=stems.vocals, encoders=self.encoders,
@@ -378,7 +385,7 @@ class Scanner:
             duration=audio.duration if audio is not None else None,
             artist=prep.tags.get("artist"), title=prep.tags.get("title"),
             album=prep.tags.get("album"), audio_key=audio_key,
-            stems_model=self.separator.model_id if stems is not None and self.separator else None,
+            stems_model=stems_model,
         )
         sid = self.catalog.put_song(path=item.path, size=item.size, mtime_ns=item.mtime_ns,
                                     info=info, vectors=embedding_vectors(emb),
@@ -391,8 +398,10 @@ class Scanner:
         if audio is not None:
             report.audio_s += audio.duration
 
-    def _stems(self, prep: _Prepared, cancel: CancelToken | None) -> tuple[Stems | None, str | None]:
-        """Stems to embed from (``None``: mix only) and the decoded-audio key.
+    def _stems(self, prep: _Prepared,
+               cancel: CancelToken | None) -> tuple[Stems | None, str | None, str | None]:
+        """Stems to embed from (``None``: mix only), the decoded-audio key and the id of the
+        separator that made the stems.
 
         Full-mode songs (and songs embedded in full mode before) use cached stems when they
         exist; only a full scan separates.
@@ -400,18 +409,19 @@ class Scanner:
         song = prep.item.song
         audio_key = prep.audio_key or (song.audio_key if song is not None else None)
         want_full = self.mode == "full" or (song is not None and song.mode == "full")
-        if want_full and self.separator is not None and audio_key is not None:
-            stems = self.cache.get(audio_key, self.separator.model_id)
-            if stems is not None:
-                return stems, audio_key
+        if want_full and audio_key is not None:
+            for sid in self._stem_ids(song):
+                stems = self.cache.get(audio_key, sid)
+                if stems is not None:
+                    return stems, audio_key, sid
         if prep.audio is None:  # cached stems vanished after planning: decode after all
             prep.audio = load_audio(prep.item.path, max_duration=self.max_duration)
             audio_key = prep.audio_key = audio_hash(prep.audio)
         if self.mode != "full" or self.separator is None or audio_key is None:
-            return None, audio_key
+            return None, audio_key, None
         stems = self.separator.separate(prep.audio, cancel=cancel)
         self.cache.put(audio_key, self.separator.model_id, stems)
-        return stems, audio_key
+        return stems, audio_key, self.separator.model_id
 
     def _analysis(self, prep: _Prepared) -> dict[str, Any] | None:
         """Tempo/beats/key of the decoded mix (run in the worker thread, overlapping the main

@@ -265,7 +265,10 @@ def test_checkpoint_change_reembeds_from_cached_stems(tmp_path: Path, songs: Pat
     with pytest.raises(LibraryError, match="checkpoint"):
         lib.search(old_query, space="vocal->mix")
 
-    rep = lib.scan(mode="fast", encoders=new_enc, analyze=False)  # full songs stay full
+    lib.close()
+    # a fast scan with no separator at all: full songs stay full, from their cached stems
+    lib = Library.open(tmp_path / "lib", encoders=new_enc)
+    rep = lib.scan(mode="fast", analyze=False)
     assert (rep.reembedded, rep.unchanged) == (3, 2)
     assert CountingSeparator.calls == 5  # every re-embedding came from the stem cache
     st = lib.status()

@@ -77,6 +77,8 @@ CREATE TABLE IF NOT EXISTS files (
     mtime_ns INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS files_song ON files(song_id);
+CREATE INDEX IF NOT EXISTS songs_tempo ON songs(tempo);
+CREATE INDEX IF NOT EXISTS songs_key ON songs(key);
 CREATE TABLE IF NOT EXISTS embeddings (
     song_id INTEGER NOT NULL REFERENCES songs(id) ON DELETE CASCADE,
     space TEXT NOT NULL,
@@ -454,6 +456,25 @@ class Catalog:
         with self.transaction() as c:
             c.execute("UPDATE songs SET audio_key=?, stems_model=? WHERE id=?",
                       (audio_key, stems_model, song_id))
+
+    def filter_ids(
+        self, *, tempo_range: tuple[float, float] | None = None,
+        keys: Iterable[str] | None = None,
+    ) -> npt.NDArray[np.int64]:
+        """Ids of songs whose analysed tempo lies in ``[lo, hi]`` BPM and whose key is one of
+        ``keys`` (names as the analysis writes them, e.g. ``"A minor"``); ``None``: any."""
+        where: list[str] = []
+        params: list[Any] = []
+        if tempo_range is not None:
+            where.append("tempo BETWEEN ? AND ?")
+            params += [float(tempo_range[0]), float(tempo_range[1])]
+        if keys is not None:
+            key_list = list(keys)
+            where.append(f"key IN ({','.join('?' * len(key_list))})" if key_list else "0")
+            params += key_list
+        sql = "SELECT id FROM songs" + (" WHERE " + " AND ".join(where) if where else "")
+        rows = self._query(sql, params)
+        return np.fromiter((int(r[0]) for r in rows), dtype=np.int64, count=len(rows))
 
     # --- failures ---------------------------------------------------------------------------
 

@@ -115,9 +115,15 @@ class VectorIndex:
         index.add_with_ids(mat, vid)
         return cls(index, kind, dim)
 
-    def search(self, queries: npt.ArrayLike, k: int) -> tuple[FloatMatrix, IdArray]:
+    def search(
+        self, queries: npt.ArrayLike, k: int, *, allowed: npt.ArrayLike | None = None
+    ) -> tuple[FloatMatrix, IdArray]:
         """Top-``k`` by cosine for each query row ``(q, d)``: similarities ``(q, k)`` and ids
-        ``(q, k)``; ``-1`` ids (similarity ``-inf``) pad when fewer than ``k`` exist."""
+        ``(q, k)``; ``-1`` ids (similarity ``-inf``) pad when fewer than ``k`` exist.
+
+        ``allowed`` (int64 ids) restricts the search to those vectors (a filter applied
+        inside faiss, so a selective filter costs no more than an unfiltered search).
+        """
         q = normalize_rows(queries)
         k = int(k)
         if self.index is None or self.ntotal == 0 or k <= 0:
@@ -128,17 +134,27 @@ class VectorIndex:
                 f"The query vector has {q.shape[1]} dimensions but the library index has "
                 f"{self.dim}; the query and the library were embedded by different encoders."
             )
+        params: Any = None
+        if allowed is not None:
+            # ``sel`` stays referenced by this frame for the whole search
+            sel = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
+            if self.kind == "ivf":
+                params = faiss.SearchParametersIVF()
+                params.nprobe = int(self.index.nprobe)
+            else:
+                params = faiss.SearchParameters()
+            params.sel = sel
         if q.shape[0] < _PARALLEL_QUERIES:
             # One query at a time (the app's case): a single thread is faster, and far more
             # robust on a busy machine, than OpenMP threads waiting on each other.
             before = faiss.omp_get_max_threads()
             faiss.omp_set_num_threads(1)
             try:
-                sims, ids = self.index.search(q, k)
+                sims, ids = self.index.search(q, k, params=params)
             finally:
                 faiss.omp_set_num_threads(before)
         else:
-            sims, ids = self.index.search(q, k)
+            sims, ids = self.index.search(q, k, params=params)
         sims = np.where(ids < 0, -np.inf, sims).astype(np.float32)
         return sims, ids.astype(np.int64)
 

@@ -540,13 +540,22 @@ class Library:
         qvec = np.asarray(emb.space(q_space), dtype=np.float32)
         index = self.indexes.get(lib_space, model)
         key_set = _key_set(key)
+        allowed: npt.NDArray[np.int64] | None = None
+        available = index.ntotal
+        if tempo_range is not None or key_set is not None:
+            from core.analysis import key_name
+
+            allowed = self.catalog.filter_ids(
+                tempo_range=(min(tempo_range), max(tempo_range)) if tempo_range else None,
+                keys=None if key_set is None else [key_name(r, m) for r, m in key_set])
+            available = min(available, len(allowed))
         matches: list[Match] = []
         dups: list[Match] = []
         seen: set[int] = set()
-        fetch = min(max(k * 2, k + 8), max(index.ntotal, 1))
-        while True:
+        fetch = min(max(k * 2, k + 8), max(available, 1))
+        while available > 0:
             check_cancel(cancel, "the search")
-            sims, ids = index.search(qvec[None, :], fetch)
+            sims, ids = index.search(qvec[None, :], fetch, allowed=allowed)
             cand = [(int(i), float(s)) for i, s in zip(ids[0], sims[0], strict=True)
                     if i >= 0 and int(i) not in seen]
             seen.update(i for i, _ in cand)
@@ -568,9 +577,9 @@ class Library:
                         continue
                 if len(matches) < k:
                     matches.append(m)
-            if len(matches) >= k or fetch >= index.ntotal:
+            if len(matches) >= k or fetch >= available:
                 break
-            fetch = min(fetch * 4, index.ntotal)
+            fetch = min(fetch * 4, available)
         ranked = [replace(m, rank=r) for r, m in enumerate(matches, start=1)]
         return SearchResult(query=qe.path, space=space, model=model, matches=ranked,
                             excluded_duplicates=[] if include_duplicates else dups)

@@ -128,3 +128,19 @@ def test_missing_index_file_is_rebuilt(tmp_path: Path, rng: np.random.Generator)
     for p in (tmp_path / "index").iterdir():
         p.unlink()
     assert IndexStore(tmp_path / "index", cat).get("M", "m1").ntotal == 50
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf"])
+def test_search_restricted_to_allowed_ids(rng: np.random.Generator, kind: str) -> None:
+    n, d = 2000, 32
+    x = _unit(rng, n, d)
+    ids = np.arange(n, dtype=np.int64) * 3
+    allowed = np.sort(rng.choice(ids, size=40, replace=False))
+    idx = VectorIndex.build(ids, x, kind=kind)
+    idx.set_nprobe(10**6)  # probe every list: the restricted search is then exact too
+    q = _unit(rng, 5, d)
+    sims, got = idx.search(q, 7, allowed=allowed)
+    sub = x[allowed // 3]
+    order = np.argsort(-(q @ sub.T), axis=1)[:, :7]
+    np.testing.assert_array_equal(got, allowed[order])
+    assert idx.search(q, 3, allowed=np.zeros(0, np.int64))[1].tolist() == [[-1] * 3] * 5

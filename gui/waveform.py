@@ -134,12 +134,14 @@ class WaveformView(pg.PlotWidget):  # type: ignore[misc]  # pyqtgraph is untyped
         self.playhead.setVisible(False)
         self.placeholder.setText(text)
         self.placeholder.setPos(0.5, 0.0)
+        self.getPlotItem().getAxis("bottom").setStyle(showValues=False)  # no time axis yet
         self.getPlotItem().getViewBox().setLimits(xMin=None, xMax=None)
         self.setXRange(0.0, 1.0, padding=0)
 
     def set_envelope(self, env: Envelope) -> None:
         self.env = env
         self.placeholder.setText("")
+        self.getPlotItem().getAxis("bottom").setStyle(showValues=True)
         vb = self.getPlotItem().getViewBox()
         vb.setLimits(xMin=0.0, xMax=max(env.duration, 1e-3))
         self.setXRange(0.0, env.duration, padding=0)

@@ -10,7 +10,6 @@ keeps the running tasks alive, and cancels/waits for them when the window closes
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import traceback
@@ -27,19 +26,11 @@ log = logging.getLogger(__name__)
 
 #: Minimum time between two forwarded progress reports of the same stage.
 PROGRESS_INTERVAL_S = 0.05
-#: Niceness of worker threads (and the threads they start, e.g. torch's): on a busy machine
-#: the GUI thread is scheduled first, so the window stays responsive.
+#: Niceness of the training subprocess (a separate process: lowering its priority keeps the
+#: desktop responsive). Worker *threads* are left at normal priority: a niced thread holding
+#: the GIL while descheduled would make the GUI thread wait for it (measured: slower queries
+#: and no shorter stalls).
 WORKER_NICE = 10
-
-
-def lower_thread_priority(nice: int = WORKER_NICE) -> None:
-    """Make the calling OS thread ``nice`` (Linux nice values are per thread); no-op elsewhere."""
-    try:
-        tid = threading.get_native_id()
-        if os.getpriority(os.PRIO_PROCESS, tid) < nice:
-            os.setpriority(os.PRIO_PROCESS, tid, nice)
-    except (AttributeError, OSError):
-        pass
 
 
 def describe_error(exc: BaseException, *, what: str = "") -> str:
@@ -93,7 +84,6 @@ class Task(QRunnable):
         self.signals.progress.emit(p)
 
     def run(self) -> None:  # worker thread
-        lower_thread_priority()
         try:
             self.result = self.fn(*self.args, progress=self._report, cancel=self.cancel_token,
                                   **self.kwargs)

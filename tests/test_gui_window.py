@@ -169,7 +169,8 @@ def test_drop_query_results_preview_play_export(qtbot, window, query_song, tmp_p
 
     # play (Space) sends the cross-mix to the (null) device
     before = window.player.frames_written
-    qtbot.keyClick(window, Qt.Key.Key_Space)
+    window.table.setFocus()  # Space works wherever the focus is in the window
+    qtbot.keyClick(window.table, Qt.Key.Key_Space)
     qtbot.waitUntil(lambda: window.player.frames_written > before, timeout=5000)
     qtbot.waitUntil(lambda: window.player.state == "stopped", timeout=5000)
     assert window.player.peak_written > 0.01

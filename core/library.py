@@ -29,7 +29,9 @@ checkpoints are never mixed in one search.
 **Near-duplicates.** Like the paper's demo, matches that are the query itself are left out:
 the same file content (sha256), the same decoded audio, or a mix whose ``M`` vector is at
 least :data:`DUPLICATE_SIMILARITY` cosine-similar to the query's ``M`` (another master or
-encoding of the same recording). They are returned separately in
+encoding of the same recording) and stands out from the query's average similarity to the
+library by :data:`DUPLICATE_MARGIN` (so a collapsed, undertrained checkpoint, under which every
+song looks like every other, does not hide everything). They are returned separately in
 ``SearchResult.excluded_duplicates`` and can be kept with ``include_duplicates=True``.
 """
 
@@ -38,7 +40,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -78,6 +80,10 @@ DEFAULT_SPACE = "vocal->mix"
 #: Cosine similarity of the mixes' ``M`` vectors above which a library song counts as
 #: another version of the query (a re-encode or remaster) and is excluded from matches.
 DUPLICATE_SIMILARITY = 0.95
+#: ... and that must also exceed the query's average ``M`` similarity to the whole library by
+#: this much: a checkpoint that maps every song to nearly the same vector (undertrained,
+#: random) would otherwise make every song a "version" of every other and hide all matches.
+DUPLICATE_MARGIN = 0.1
 #: Library-side spaces that get an index.
 INDEXED_SPACES = ("M", "V", "[M,V]")
 
@@ -228,6 +234,7 @@ class Library:
         self.device = device
         self._separator = separator
         self._encoders = encoders
+        self._means: dict[tuple[str, str], tuple[int, npt.NDArray[np.float32]]] = {}
 
     @classmethod
     def open(
@@ -480,6 +487,7 @@ class Library:
         k: int = 10,
         include_duplicates: bool = False,
         duplicate_similarity: float = DUPLICATE_SIMILARITY,
+        duplicate_margin: float = DUPLICATE_MARGIN,
         tempo_range: tuple[float, float] | None = None,
         key: str | Sequence[str] | None = None,
         separator: Separator | None = None,
@@ -504,7 +512,10 @@ class Library:
             Keep near-duplicates of the query among the matches (they are still flagged
             in ``Match.duplicate``).
         duplicate_similarity : float
-            ``M``-space cosine at or above which a song is a near-duplicate.
+            ``M``-space cosine at or above which a song is a near-duplicate ...
+        duplicate_margin : float
+            ... provided it also exceeds the query's mean ``M`` similarity to the library by
+            this much (see :data:`DUPLICATE_MARGIN`).
         tempo_range : (float, float), optional
             Keep songs whose analysed tempo (BPM) lies in ``[lo, hi]``; unanalysed songs are
             left out when a filter is set.
@@ -549,6 +560,15 @@ class Library:
                 tempo_range=(min(tempo_range), max(tempo_range)) if tempo_range else None,
                 keys=None if key_set is None else [key_name(r, m) for r, m in key_set])
             available = min(available, len(allowed))
+        floor: list[float] = []  # the "another version" threshold, computed when first needed
+
+        def version_floor() -> float:
+            if not floor:
+                mean = self._mean_vector("M", model)
+                avg = float(np.dot(emb.M, mean)) if mean.shape == emb.M.shape else 0.0
+                floor.append(max(duplicate_similarity, avg + duplicate_margin))
+            return floor[0]
+
         matches: list[Match] = []
         dups: list[Match] = []
         seen: set[int] = set()
@@ -567,7 +587,8 @@ class Library:
             m_vecs = self.catalog.vectors_for([i for i, _ in cand], "M", model)
             for sid, sim in cand:
                 song = songs[sid]
-                dup = _duplicate_reason(qe, song, m_vecs.get(sid), duplicate_similarity)
+                dup = _duplicate_reason(qe, song, m_vecs.get(sid), duplicate_similarity,
+                                        version_floor)
                 m = Match(rank=0, song_id=sid, path=song.path, title=_display_title(song),
                           artist=song.artist, album=song.album, duration=song.duration,
                           similarity=sim, tempo=song.tempo, key=song.key, duplicate=dup)
@@ -583,6 +604,18 @@ class Library:
         ranked = [replace(m, rank=r) for r, m in enumerate(matches, start=1)]
         return SearchResult(query=qe.path, space=space, model=model, matches=ranked,
                             excluded_duplicates=[] if include_duplicates else dups)
+
+    def _mean_vector(self, space: str, model: str) -> npt.NDArray[np.float32]:
+        """Mean of the library's vectors of ``space`` (cached until the catalog changes);
+        ``q @ mean`` is the query's average similarity to the library."""
+        gen = self.catalog.generation
+        hit = self._means.get((space, model))
+        if hit is not None and hit[0] == gen:
+            return hit[1]
+        _ids, mat = self.catalog.vectors(space, model)
+        mean = (mat.mean(axis=0) if len(mat) else np.zeros(0)).astype(np.float32)
+        self._means[(space, model)] = (gen, mean)
+        return mean
 
     # --- per-song data for the remix --------------------------------------------------------
 
@@ -697,14 +730,14 @@ def _passes(song: SongRecord, tempo_range: tuple[float, float] | None,
 
 
 def _duplicate_reason(qe: QueryEmbedding, song: SongRecord, m_vec: npt.NDArray[np.float32] | None,
-                      threshold: float) -> str | None:
+                      threshold: float, floor: Callable[[], float]) -> str | None:
     if qe.content_hash is not None and song.content_hash == qe.content_hash:
         return "same file"
     if qe.audio_key is not None and song.audio_key == qe.audio_key:
         return "same audio"
     if m_vec is not None:
         sim = float(np.dot(qe.embedding.M, m_vec))
-        if sim >= threshold:
+        if sim >= threshold and sim >= floor():
             return f"another version (mix similarity {sim:.3f})"
     return None
 
@@ -727,7 +760,7 @@ def build_demo_library(
 
 
 __all__ = [
-    "DEFAULT_SPACE", "DUPLICATE_SIMILARITY", "SEARCH_SPACES", "Failure", "Library",
+    "DEFAULT_SPACE", "DUPLICATE_MARGIN", "DUPLICATE_SIMILARITY", "SEARCH_SPACES", "Failure", "Library",
     "LibraryStatus", "Match", "QueryEmbedding", "ScanReport", "SearchResult", "SongRecord",
     "build_demo_library", "embedding_vectors", "resolve_space",
 ]

@@ -313,11 +313,17 @@ def test_query_by_path_excludes_itself_and_near_duplicates(
     sims = sorted(((float(mat[i] @ emb.embedding.M), int(ids[i])) for i in range(len(ids))),
                   reverse=True)
     thr = (sims[1][0] + sims[2][0]) / 2  # [0] is the song itself
-    res = lib.search(emb, k=10, duplicate_similarity=thr)
+    res = lib.search(emb, k=10, duplicate_similarity=thr, duplicate_margin=0.0)
     assert {d.song_id for d in res.excluded_duplicates} == {sims[0][1], sims[1][1]}
     assert "another version" in next(d.duplicate for d in res.excluded_duplicates
                                      if d.song_id == sims[1][1])
     assert len(res.matches) == 3
+    # the tiny random encoders map every song close to every other (all M similarities are
+    # near 1): with the default margin, none of them counts as a version of the query
+    assert min(sim for sim, _ in sims) > 0.9
+    res = lib.search(emb, k=10, duplicate_similarity=thr)
+    assert [d.duplicate for d in res.excluded_duplicates] == ["same file"]
+    assert len(res.matches) == 4
     lib.close()
 
 

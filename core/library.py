@@ -598,8 +598,8 @@ class Library:
                         continue
                 if len(matches) < k:
                     matches.append(m)
-            if len(matches) >= k or fetch >= available:
-                break
+            if len(matches) >= k or fetch >= available or bool((ids[0] < 0).any()):
+                break  # enough, or nothing more to find (an IVF index ran out of probed lists)
             fetch = min(fetch * 4, available)
         ranked = [replace(m, rank=r) for r, m in enumerate(matches, start=1)]
         return SearchResult(query=qe.path, space=space, model=model, matches=ranked,

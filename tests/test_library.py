@@ -500,3 +500,28 @@ def test_old_temporary_files_are_swept(tmp_path: Path, encoders: EncoderPair) ->
         os.utime(old, (time.time() - 7200, time.time() - 7200))
         assert lib.sweep_temporary_files() == 1
         assert not old.exists() and young.exists()
+
+
+def test_search_through_an_approximate_index(tmp_path: Path, encoders: EncoderPair,
+                                             rng: np.random.Generator) -> None:
+    # a catalog of synthetic songs, with the flat limit lowered so an IVF index is built
+    with _lib(tmp_path, encoders) as lib:
+        lib.catalog.set_model_id(encoders.model_id)
+        vecs = rng.standard_normal((300, 256)).astype(np.float32)
+        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+        for i, v in enumerate(vecs):
+            lib.catalog.put_song(path=f"/m/{i}.wav", size=1, mtime_ns=1,
+                                 info=SongInfo(f"h{i}", 1), vectors={"M": v},
+                                 model_id=encoders.model_id, mode="fast")
+            if i % 3 == 0:
+                lib.catalog.set_analysis(i + 1, {"tempo": 100.0 + i % 7, "key": "D major"})
+        lib.indexes.flat_limit = 100
+        assert lib.indexes.get("M", encoders.model_id).kind == "ivf"
+        q = _query(lib, rng)
+        ids, mat = lib.catalog.vectors("M", encoders.model_id)
+        res = lib.search(q, space="mix->mix", k=5)
+        # 128 probes cover every list of this small index: the result is the exact one
+        assert [m.song_id for m in res.matches] == ids[np.argsort(-(mat @ q.M))[:5]].tolist()
+        got = lib.search(q, space="mix->mix", k=50, tempo_range=(100, 101))
+        assert {m.song_id for m in got.matches} == {
+            s.id for s in lib.songs() if s.tempo is not None and 100 <= s.tempo <= 101}

@@ -329,10 +329,12 @@ class Session:
         report("search", 1, 1)
         return result
 
-    def analyze(self, result: QueryResult, *, progress: ProgressFn | None = None,
+    def analyze(self, result: QueryResult, *, key_match: bool = True, max_shift: int = 3,
+                progress: ProgressFn | None = None,
                 cancel: CancelToken | None = None) -> QueryResult:
         """Tempo, beats and key of the query, then each match's compatibility (stretch, shift,
-        mashability). Fills ``result.analysis`` and replaces ``result.rows``."""
+        mashability, with or without key matching). Fills ``result.analysis`` and replaces
+        ``result.rows``."""
         t = time.perf_counter()
         n = len(result.rows)
         if result.analysis is None:
@@ -355,7 +357,8 @@ class Session:
                 continue
             try:
                 rep = compatibility(result.analysis, lib.analysis_for(row.match.song_id),
-                                    similarity=row.similarity)
+                                    similarity=row.similarity, max_shift=max_shift,
+                                    key_match=key_match)
             except CrossmixError as exc:
                 log.warning("analysis of %s: %s", row.path, exc)
                 rows.append(row)

@@ -40,7 +40,7 @@ from gui.playback import Player
 from gui.preview_panel import PreviewPanel
 from gui.query_panel import QueryPanel
 from gui.results_model import ROW_ROLE, ResultRow, ResultsModel, ResultsProxy
-from gui.settings import SPACES, Settings
+from gui.settings import CHOICE_LABELS, SPACES, Settings
 from gui.workers import Task, TaskRunner
 
 if TYPE_CHECKING:
@@ -50,12 +50,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SPACE_LABELS = {
-    "vocal->mix": "Vocal → mix (cross-domain)",
-    "mix->mix": "Mix → mix",
-    "vocal->vocal": "Vocal → vocal",
-    "[M,V]": "[mix, vocal] → [mix, vocal]",
-}
+SPACE_LABELS = {s: CHOICE_LABELS[s] for s in SPACES}
 
 
 class Banner(QLabel):
@@ -393,7 +388,8 @@ class MainWindow(QMainWindow):
         """Tempo and key of the query, then each match's compatibility (after the results)."""
         if self.analysis_task is not None:
             self.analysis_task.cancel()
-        task = Task(self.session.analyze, r, name="the analysis")
+        task = Task(self.session.analyze, r, key_match=self.preview_panel.key_match.isChecked(),
+                    max_shift=int(self.settings.get("remix/max_shift")), name="the analysis")
         task.signals.progress.connect(self.query_panel.stages.update_progress)
         task.signals.finished.connect(lambda res, t=task: self._analysis_done(t, res))
         task.signals.failed.connect(lambda msg, _e, t=task: self._analysis_failed(t, msg))
@@ -542,11 +538,18 @@ class MainWindow(QMainWindow):
         self.player.select(self.preview_panel.current_source())
         self.preview_panel.set_waves(p.envs)
         rep = p.crossmix.report
+        applied = int(p.crossmix.semitones_applied)
+        if applied:
+            shift = f"shifted {applied:+d} semitones to fit {rep.query_key}"
+        elif rep.semitone_shift:
+            shift = (f"not shifted ({rep.match_key} under {rep.query_key}; key matching would "
+                     f"shift it {rep.semitone_shift:+d})")
+        else:
+            shift = f"not shifted ({rep.match_key} suits {rep.query_key})"
         self.preview_panel.report.setText(
             f"Accompaniment stretched {rep.stretch_percent:+.1f} % "
-            f"({rep.match_tempo:.1f} → {rep.query_tempo:.1f} BPM), "
-            f"shifted {rep.semitone_shift:+d} semitones; {rep.match_key} under a vocal in "
-            f"{rep.query_key}; mashability {rep.mashability:.2f}.")
+            f"({rep.match_tempo:.1f} → {rep.query_tempo:.1f} BPM), {shift}; "
+            f"mashability {rep.mashability:.2f}.")
         self._update_playback_reason()
         self._position_changed(0.0)
         self.export_action.setEnabled(True)
@@ -577,6 +580,9 @@ class MainWindow(QMainWindow):
 
     def _key_match_changed(self, on: bool) -> None:
         self.settings.set("remix/key_match", on)
+        r = self.result
+        if r is not None and r.analysis is not None and not self.querying and r.rows:
+            self._start_analysis(r)  # the shift and mashability columns follow the toggle
         if self.preview is not None or self.preview_task is not None:
             self.render_preview()
 

@@ -152,6 +152,6 @@ class QueryPanel(QGroupBox):
 
     def show_waves(self, mix: Envelope | None, vocal: Envelope | None) -> None:
         if mix is not None:
-            self.mix_wave.set_envelope(mix)
+            self.mix_wave.set_envelope(mix, playhead=False)
         if vocal is not None:
-            self.vocal_wave.set_envelope(vocal)
+            self.vocal_wave.set_envelope(vocal, playhead=False)

@@ -61,6 +61,18 @@ class Option:
 
 
 SPACES = ("vocal->mix", "mix->mix", "vocal->vocal", "[M,V]")
+#: How choices are shown (the stored value is the key).
+CHOICE_LABELS: dict[str, str] = {
+    "vocal->mix": "Vocal → mix (cross-domain)",
+    "mix->mix": "Mix → mix",
+    "vocal->vocal": "Vocal → vocal",
+    "[M,V]": "[mix, vocal] → [mix, vocal]",
+    "auto": "Automatic (CUDA when present)",
+    "cpu": "CPU",
+    "cuda": "CUDA",
+    "fast": "Fast (mixes only)",
+    "full": "Full (also separate vocals)",
+}
 EXPORT_FORMATS = ("wav", "flac", "mp3", "ogg")
 BITRATES = ("128k", "192k", "256k", "320k")
 

@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 
 from core.paths import models_dir
 from gui.playback import list_output_devices, output_device_status
-from gui.settings import Option, Settings
+from gui.settings import CHOICE_LABELS, Option, Settings
 
 GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Compute and model", ("compute/device", "model/encoder_checkpoint")),
@@ -51,6 +51,7 @@ class SettingsPanel(QScrollArea):
         self.setWidgetResizable(True)
         self.editors: dict[str, QWidget] = {}
         body = QWidget()
+        body.setMaximumWidth(980)
         lay = QVBoxLayout(body)
         for title, keys in GROUPS:
             box = QGroupBox(title)
@@ -95,7 +96,7 @@ class SettingsPanel(QScrollArea):
         elif opt.choices is not None:
             combo = QComboBox()
             for c in opt.choices:
-                combo.addItem(str(c), c)
+                combo.addItem(CHOICE_LABELS.get(str(c), str(c)), c)
             combo.setCurrentIndex(max(0, combo.findData(value)))
             combo.currentIndexChanged.connect(lambda _i, c=combo: self._set(key, c.currentData()))
             w = combo

@@ -138,7 +138,7 @@ class WaveformView(pg.PlotWidget):  # type: ignore[misc]  # pyqtgraph is untyped
         self.getPlotItem().getViewBox().setLimits(xMin=None, xMax=None)
         self.setXRange(0.0, 1.0, padding=0)
 
-    def set_envelope(self, env: Envelope) -> None:
+    def set_envelope(self, env: Envelope, *, playhead: bool = True) -> None:
         self.env = env
         self.placeholder.setText("")
         self.getPlotItem().getAxis("bottom").setStyle(showValues=True)
@@ -148,7 +148,7 @@ class WaveformView(pg.PlotWidget):  # type: ignore[misc]  # pyqtgraph is untyped
         self.setYRange(-1.0, 1.0, padding=0.02)
         self._redraw()
         self.playhead.setValue(0.0)
-        self.playhead.setVisible(True)
+        self.playhead.setVisible(playhead)
 
     @property
     def drawn_points(self) -> int:

@@ -116,7 +116,8 @@ class TaskRunner(QObject):
 
     def start(self, task: Task) -> Task:
         self._running.add(task)
-        task.signals.done.connect(lambda t=task: self._forget(t))
+        # A bound slot (not a lambda): Qt drops the connection if the runner goes first.
+        task.signals.done.connect(self._task_done)
         was_busy = len(self._running) > 1
         self.pool.start(task)
         if not was_busy:
@@ -126,8 +127,11 @@ class TaskRunner(QObject):
     def submit(self, fn: Callable[..., Any], *args: Any, name: str = "", **kwargs: Any) -> Task:
         return self.start(Task(fn, *args, name=name, **kwargs))
 
-    def _forget(self, task: Task) -> None:
-        self._running.discard(task)
+    def _task_done(self) -> None:
+        sender = self.sender()
+        for task in list(self._running):
+            if task.signals is sender:
+                self._running.discard(task)
         if not self._running:
             self.busy_changed.emit(False)
 

@@ -85,21 +85,23 @@ def main() -> int:
     apply_style(app)
     warm_up()
 
-    def wait(signal, timeout_s: float = args.timeout):  # type: ignore[no-untyped-def]
-        got: list[tuple] = []
-        loop = QEventLoop()
+    class Record:
+        """Every emission of a signal since it was connected: none can be missed."""
 
-        def fire(*a) -> None:  # type: ignore[no-untyped-def]
-            got.append(a)
-            loop.quit()
+        def __init__(self, signal) -> None:  # type: ignore[no-untyped-def]
+            self.values: list[object] = []
+            self.taken = 0
+            signal.connect(lambda *a: self.values.append(a[0] if a else None))
 
-        signal.connect(fire)
-        QTimer.singleShot(int(timeout_s * 1000), loop.quit)
-        loop.exec()
-        signal.disconnect(fire)
-        if not got:
-            raise TimeoutError("timed out")
-        return got[0]
+        def next(self, timeout_s: float = args.timeout) -> object:
+            """The next value not yet returned, running the event loop until it comes."""
+            t_end = time.monotonic() + timeout_s
+            while len(self.values) <= self.taken:
+                if time.monotonic() > t_end:
+                    raise TimeoutError("timed out")
+                pause(50)
+            self.taken += 1
+            return self.values[self.taken - 1]
 
     def pause(ms: int) -> None:
         loop = QEventLoop()
@@ -116,16 +118,18 @@ def main() -> int:
     lib = w.library_panel
     train = w.training_panel
     assert lib is not None and train is not None
-    scans: list[object] = []
-    lib.scan_finished.connect(scans.append)  # the first-launch indexing may end quickly
+    scans = Record(lib.scan_finished)  # the first-launch indexing may end quickly
+    runs = Record(train.run_finished)
+    comparisons = Record(train.comparison_finished)
+    queries = Record(w.query_finished)
+    analyses = Record(w.analysis_finished)
+    previews = Record(w.preview_finished)
     w.setGeometry(0, 0, 1600, 1000)
     w.show()
     pause(1500)
     shot("01-first-launch.png")
 
-    if not scans:
-        wait(lib.scan_finished)
-    report = scans[0]
+    report = scans.next()
     if report is None:
         # No encoders: train some on the demo corpus, as the first-run message suggests.
         print(f"indexing did not run: {lib.message.text()}", file=sys.stderr)
@@ -141,27 +145,29 @@ def main() -> int:
     train.device.setCurrentIndex(train.device.findData("cpu"))
     t0 = time.perf_counter()
     train.start()
-    (done,) = wait(train.run_finished)
+    done = runs.next()
     if done is None:
         print(f"training failed: {train.status.text()}", file=sys.stderr)
         return 1
-    wait(train.comparison_finished)
+    comparisons.next()
     print(f"training took {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     shot("04-retrain.png")
     if report is None:
         train.use_button.click()  # switches the encoders and re-embeds the library
-        (report,) = wait(lib.scan_finished)
+        report = scans.next()
         if report is None:
             print(f"indexing failed: {lib.message.text()}", file=sys.stderr)
             return 1
 
     w.tabs.setCurrentIndex(0)
     w.example_button.click()
-    (result,) = wait(w.query_finished)
-    if result is None:
-        print(f"the query failed: {w.errors}", file=sys.stderr)
+    result = queries.next()
+    if result is None or not result.rows:  # type: ignore[attr-defined]
+        print(f"the query failed or found nothing: {w.errors} {w.results_note.text()}",
+              file=sys.stderr)
         return 1
-    (preview,) = wait(w.preview_finished)
+    analyses.next()
+    preview = previews.next()
     if preview is None:
         print(f"the preview failed: {w.errors}", file=sys.stderr)
         return 1

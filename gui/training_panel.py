@@ -150,9 +150,17 @@ def evaluation_rows(report: dict[str, Any]) -> list[tuple[str, float]]:
     rows = []
     for name, r in report.get("singer_id", {}).items():
         rows.append((f"Singer ID top-1  {name}", float(r["top1"])))
+    base = report.get("baseline_mfcc") or {}
+    if "singer_id" in base:
+        rows.append(("Singer ID top-1  MFCC-mean baseline", float(base["singer_id"]["top1"])))
+    if "chance_top1" in report:
+        rows.append(("Singer ID top-1  chance", float(report["chance_top1"])))
     for name, r in report.get("query_by_singer", {}).items():
         rows.append((f"Query-by-singer mAP  {name}", float(r["mAP"])))
         rows.append((f"Query-by-singer R@10  {name}", float(r["R@10"])))
+    if "query_by_singer" in base:
+        rows.append(("Query-by-singer mAP  MFCC-mean baseline",
+                     float(base["query_by_singer"]["mAP"])))
     return rows
 
 

@@ -212,8 +212,15 @@ class Session:
     def preload(self, *, progress: ProgressFn | None = None,
                 cancel: CancelToken | None = None) -> str | None:
         """Load the separator and the encoders now (in a worker, at start-up), so the first
-        query does not wait for them. Returns why there are no encoders, if so."""
+        query does not wait for them, and run the analysis once on 4 s of noise so librosa's
+        numba functions are compiled (compiling holds the GIL: better before any query than
+        during one). Returns why there are no encoders, if so."""
         self.separator()
+        check_cancel(cancel, "loading the models")
+        from core.analysis import analyze
+
+        rng = np.random.default_rng(0)
+        analyze(Audio((rng.standard_normal((1, 4 * 22050)) * 0.1).astype(np.float32), 22050))
         check_cancel(cancel, "loading the models")
         try:
             self.encoders()

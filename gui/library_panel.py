@@ -66,6 +66,8 @@ class LibraryPanel(QWidget):
         self.settings = settings
         self.runner = runner
         self.scan_task: Task | None = None
+        self._rescan_pending: str | None = None
+        self._closing = False
         self.overview: LibraryOverview | None = None
 
         self.summary = QLabel("Opening the library…")
@@ -241,7 +243,10 @@ class LibraryPanel(QWidget):
         self.refresh()
 
     def rescan(self, mode: str | None = None) -> Task | None:
+        """Index new/changed files (re-embedding with a new checkpoint). While a scan runs,
+        another is queued to follow it (e.g. *Use this model* during indexing)."""
         if self.scan_task is not None:
+            self._rescan_pending = mode or str(self.mode.currentData())
             return None
         mode = mode or str(self.mode.currentData())
         self._set_scanning(True)
@@ -297,8 +302,14 @@ class LibraryPanel(QWidget):
     def _scan_task_done(self) -> None:
         self.scan_task = None
         self._set_scanning(False)
-        self.refresh()
+        pending, self._rescan_pending = self._rescan_pending, None
+        if pending is not None and not self._closing:
+            self.rescan(pending)
+        else:
+            self.refresh()
 
     def shutdown(self) -> None:
+        self._closing = True
+        self._rescan_pending = None
         if self.scan_task is not None:
             self.scan_task.cancel()

@@ -212,3 +212,29 @@ def test_crossmix_song_opens_the_window_with_that_query(qtbot, tmp_path):
     assert "damaged song.wav" in w.errors[-1]
     assert w.banner.isVisibleTo(w) and w.banner.kind == "error"
     w.close()
+
+
+def test_use_this_model_switches_encoders_and_reembeds_the_library(qtbot, tmp_path):
+    folder = tmp_path / "music"
+    _songs(folder, 2)
+    settings = Settings(tmp_path / "s.ini")
+    session = _session(tmp_path)
+    w = MainWindow(settings=settings, session=session)
+    qtbot.addWidget(w)
+    panel = LibraryPanel(session, settings, w.runner)
+    w.library_panel = panel
+    w.tabs.addTab(panel, "Library")
+    with qtbot.waitSignal(panel.scan_finished, timeout=120_000) as sig:
+        panel.add_folder(str(folder))
+    assert sig.args[0].indexed == 2
+    old_model = session.library().catalog.model_id
+
+    new = EncoderPair.tiny(seed=5).save(tmp_path / "models" / "run" / "best.safetensors")
+    with qtbot.waitSignal(panel.scan_finished, timeout=120_000) as sig:
+        w.use_model(str(new))  # what the Retrain tab's "Use this model" does
+    assert sig.args[0] is not None and sig.args[0].reembedded == 2
+    assert settings.get("model/encoder_checkpoint") == str(new)
+    lib = session.library()
+    assert lib.catalog.model_id == EncoderPair.load(new).model_id != old_model
+    assert lib.status().current == 2 and w.tabs.currentWidget() is panel
+    w.close()

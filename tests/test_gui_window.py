@@ -197,6 +197,16 @@ def test_export_writes_a_file_that_decodes_back(qtbot, window, query_song, tmp_p
     back = load_audio(out)
     assert back.duration == pytest.approx(p.crossmix.mix.duration, abs=0.05)
     assert np.max(np.abs(back.samples)) > 0.01
+    # the full song as mp3 (re-rendered with the current gains), and no silent overwrite
+    window.preview_panel.set_gains_db(-6.0, 0.0)
+    mp3 = tmp_path / "exports" / "cross-full.mp3"
+    with qtbot.waitSignal(window.export_finished, timeout=120_000) as sig:
+        window.export_to(ExportChoice(path=mp3, format="mp3", bitrate="128k", full=True))
+    assert sig.args[0] == mp3, window.errors
+    assert load_audio(mp3).duration == pytest.approx(10.0, abs=0.15)
+    with qtbot.waitSignal(window.export_finished, timeout=60_000) as sig:
+        window.export_to(ExportChoice(path=mp3, format="mp3", bitrate="128k", full=True))
+    assert sig.args[0] is None and "exists" in window.errors[-1]
 
 
 def test_sorting_and_reselection(qtbot, window, query_song):

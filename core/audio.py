@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import numpy.typing as npt
 import soundfile as sf
 import soxr
 
+from core.atomic import atomic_write, sha256_file
 from core.errors import (
     AudioError,
     CorruptAudioError,
@@ -377,16 +376,8 @@ def save_audio(path: str | Path, audio: Audio, *, overwrite: bool = True, subtyp
     if subtype.startswith("PCM"):
         data = np.clip(data, -1.0, 1.0)
     try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.stem}.", suffix=f".part.{fmt}", dir=p.parent)
-        os.close(fd)
-        try:
+        with atomic_write(p, suffix=f".part.{fmt}") as tmp:
             sf.write(tmp, data, audio.sr, subtype=subtype, format=fmt.upper())
-            os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600; a user's export is not private
-            os.replace(tmp, p)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
     except OSError as exc:
         raise ExportError(f"{p}: could not write it ({exc.strerror or exc}).") from None
     except sf.LibsndfileError as exc:
@@ -394,22 +385,12 @@ def save_audio(path: str | Path, audio: Audio, *, overwrite: bool = True, subtyp
     return p
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def file_hash(path: str | Path, *, chunk: int = 1 << 20) -> str:
+def file_hash(path: str | Path) -> str:
     """sha256 of a file's bytes (streamed): recognises moved/renamed files."""
-    h = hashlib.sha256()
     try:
-        with open(path, "rb") as fh:
-            while block := fh.read(chunk):
-                h.update(block)
+        return sha256_file(path)
     except OSError as exc:
         raise UnreadableFileError(Path(path), f"cannot read it ({exc.strerror or exc}).") from None
-    return h.hexdigest()
 
 
 def audio_hash(audio: Audio) -> str:

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from core.atomic import atomic_write, sha256_file
 from core.errors import ModelError
 from core.features import N_MELS, SEGMENT_FRAMES
 from core.paths import assets_dir
@@ -187,17 +186,10 @@ class EncoderPair(nn.Module):
         ``path`` may name either file or the stem.
         """
         weights, meta = _paths(path)
-        weights.parent.mkdir(parents=True, exist_ok=True)
         state = self._cpu_state()
-        fd, tmp = tempfile.mkstemp(prefix=f".{weights.stem}.", suffix=".part", dir=weights.parent)
-        os.close(fd)
-        try:
-            save_file(state, tmp, metadata={"format": FORMAT})
-            sha = _sha256_file(Path(tmp))
-            os.replace(tmp, weights)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_write(weights) as tmp:
+            save_file(state, str(tmp), metadata={"format": FORMAT})
+            sha = sha256_file(tmp)
         doc = {"format": FORMAT, "version": FORMAT_VERSION, "sha256": sha, "model_id": self.model_id,
                "config": self.config.to_dict()}
         _write_json(meta, doc)
@@ -223,7 +215,7 @@ class EncoderPair(nn.Module):
             raise ModelError(f"{meta}: not a readable encoder config ({exc}).") from None
         if doc.get("format") != FORMAT:
             raise ModelError(f"{meta}: not a Crossmix encoder config (format {doc.get('format')!r}).")
-        sha = _sha256_file(weights)
+        sha = sha256_file(weights)
         if doc.get("sha256") != sha:
             raise ModelError(f"{weights}: checksum mismatch (the file is corrupt or was replaced); re-copy or retrain it.")
         config = EncoderConfig.from_dict(doc.get("config", {}))
@@ -246,23 +238,9 @@ def _paths(path: str | Path) -> tuple[Path, Path]:
     return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _write_json(path: Path, doc: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(doc, fh, indent=2, sort_keys=True)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(doc, indent=2, sort_keys=True))
 
 
 def default_encoders_path() -> Path:

@@ -8,15 +8,14 @@ rendered cross-mix is already limited to -1 dBTP, so lossy encoders stay under 0
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
+from core.atomic import atomic_write
 from core.audio import Audio
 from core.errors import ExportError
 
@@ -90,48 +89,36 @@ def export_audio(
     codec, params = FORMATS[fmt]
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.stem}.", suffix=f".part.{fmt}", dir=p.parent)
-        os.close(fd)
     except OSError as exc:
         raise ExportError(f"{p}: cannot write in {p.parent} ({exc.strerror or exc}); choose another folder.") from None
     try:
-        gain = 1.0
-        for _ in range(3):
-            handle = segment_of(gain).export(
-                tmp,
-                format=fmt,
-                codec=codec,
-                bitrate=bitrate if fmt in LOSSY else None,
-                parameters=list(params),
-                tags=dict(tags) if tags else None,
-            )
-            handle.close()
-            if fmt not in LOSSY:
-                break
-            # Lossy codecs overshoot a little; decode and lower the level until nothing clips.
-            peak = _decoded_peak(Path(tmp))
-            if peak <= 1.0:
-                break
-            gain *= 0.995 / peak
-        if os.path.getsize(tmp) == 0:
-            raise ExportError(f"{p}: the encoder wrote nothing; is the disk full?")
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; a song file should not be
-        os.replace(tmp, p)
+        with atomic_write(p, suffix=f".part.{fmt}") as tmp:
+            gain = 1.0
+            for _ in range(3):
+                handle = segment_of(gain).export(
+                    str(tmp),
+                    format=fmt,
+                    codec=codec,
+                    bitrate=bitrate if fmt in LOSSY else None,
+                    parameters=list(params),
+                    tags=dict(tags) if tags else None,
+                )
+                handle.close()
+                if fmt not in LOSSY:
+                    break
+                # Lossy codecs overshoot a little; decode and lower the level until nothing clips.
+                peak = _decoded_peak(tmp)
+                if peak <= 1.0:
+                    break
+                gain *= 0.995 / peak
+            if tmp.stat().st_size == 0:
+                raise ExportError(f"{p}: the encoder wrote nothing; is the disk full?")
     except CouldntEncodeError as exc:
         last = str(exc).strip().splitlines()[-1:] or ["unknown error"]
         raise ExportError(f"{p}: ffmpeg could not encode it ({last[0]}); is the disk full?") from None
     except OSError as exc:
         raise ExportError(f"{p}: could not write it ({exc.strerror or exc}); is the disk full?") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return p
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _decoded_peak(path: Path) -> float:

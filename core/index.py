@@ -16,13 +16,10 @@ leaves either the old index or the new one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
-import os
 import re
-import tempfile
 import threading
 import warnings
 from dataclasses import dataclass
@@ -33,6 +30,7 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
+from core.atomic import atomic_write, sha256_file
 from core.catalog import Catalog
 from core.errors import LibraryError
 
@@ -166,19 +164,11 @@ class VectorIndex:
 
     def save(self, path: Path) -> None:
         """Write atomically: a temporary file in the same folder, fsync, rename."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-        os.close(fd)
-        try:
+        with atomic_write(path, fsync=True) as tmp:
             if self.index is None:
-                Path(tmp).write_bytes(b"")
+                tmp.write_bytes(b"")
             else:
-                faiss.write_index(self.index, tmp)
-            _fsync(tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+                faiss.write_index(self.index, str(tmp))
 
     @classmethod
     def load(cls, path: Path, *, kind: str) -> VectorIndex:
@@ -189,33 +179,9 @@ class VectorIndex:
         return cls(index, kind, int(index.d))
 
 
-def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _write_json_atomic(path: Path, obj: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=1, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(path, fsync=True) as tmp:
+        tmp.write_text(json.dumps(obj, indent=1, sort_keys=True), encoding="utf-8")
 
 
 def space_file_stem(space: str) -> str:
@@ -281,7 +247,7 @@ class IndexStore:
             return None
         try:
             size = ipath.stat().st_size
-            if size != meta.get("size") or _sha256(ipath) != meta.get("sha256"):
+            if size != meta.get("size") or sha256_file(ipath) != meta.get("sha256"):
                 self._warn(ipath, "its bytes do not match its checksum (truncated or overwritten)")
                 return None
             kind = str(meta.get("kind"))
@@ -312,7 +278,7 @@ class IndexStore:
             meta = self._expected(space, model_id, gen)
             meta.update({
                 "kind": idx.kind if idx.ntotal else "empty", "ntotal": idx.ntotal,
-                "dim": idx.dim, "size": ipath.stat().st_size, "sha256": _sha256(ipath),
+                "dim": idx.dim, "size": ipath.stat().st_size, "sha256": sha256_file(ipath),
             })
             if idx.kind == "ivf":
                 meta["nprobe"] = int(idx.index.nprobe)

@@ -28,7 +28,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +39,7 @@ import numpy.typing as npt
 import soundfile as sf
 import torch
 
+from core.atomic import atomic_write
 from core.audio import DEFAULT_MAX_DURATION, Audio, FloatArray, audio_hash, load_audio
 from core.errors import CrossmixError, ModelError
 from core.progress import CancelToken, EtaClock, Progress, ProgressFn, check_cancel
@@ -522,20 +522,15 @@ class StemCache:
             "sha256": digest.hexdigest(),
             "source": str(stems.mix.source) if stems.mix.source else None,
         }
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.stem}.", suffix=".part.flac", dir=p.parent)
-        os.close(fd)
         try:
-            with sf.SoundFile(tmp, "w", samplerate=stems.mix.sr, channels=6, subtype="PCM_24", format="FLAC") as fh:
+            with atomic_write(p, suffix=".part.flac") as tmp, sf.SoundFile(
+                str(tmp), "w", samplerate=stems.mix.sr, channels=6, subtype="PCM_24", format="FLAC"
+            ) as fh:
                 fh.comment = json.dumps(meta)
                 for q in blocks():
                     fh.write(q)
-            os.replace(tmp, p)
         except (OSError, sf.LibsndfileError) as exc:
             raise CrossmixError(f"{p}: could not write the stem cache ({exc}); is the disk full?") from None
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
         return p
 
 

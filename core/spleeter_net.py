@@ -20,9 +20,7 @@ import _codecs
 import hashlib
 import io
 import logging
-import os
 import pickle
-import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.atomic import atomic_write
 from core.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -258,15 +257,8 @@ def convert_checkpoints(ckpts: Mapping[str, Path], dest: Path, *, check: bool = 
         for k, v in part.items():
             tensors[f"{inst}.{k}"] = v
     digest = tensors_sha256(tensors)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"model": "spleeter-2stems", "content_sha256": digest})
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(dest) as tmp:
+        save_file(tensors, str(tmp), metadata={"model": "spleeter-2stems", "content_sha256": digest})
     return digest
 
 

@@ -23,7 +23,6 @@ import csv
 import hashlib
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from core.atomic import atomic_write
 from core.audio import AUDIO_EXTENSIONS, file_hash, load_audio
 from core.errors import AudioError, CrossmixError, TrainingError
 from core.features import song_segments
@@ -299,18 +299,11 @@ class FeatureStore:
                 log.warning("Feature cache entry %s is damaged (%s); recomputing.", p, exc)
                 p.unlink(missing_ok=True)
         feats = self._compute(song, cancel)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".feat.", suffix=".npz", dir=p.parent)
-        os.close(fd)
         try:
-            with open(tmp, "wb") as fh:
+            with atomic_write(p, suffix=".npz") as tmp, open(tmp, "wb") as fh:
                 np.savez(fh, mix=feats.mix, vocal=feats.vocal, found=np.array(feats.vocal_found))
-            os.replace(tmp, p)
         except OSError as exc:
             raise CrossmixError(f"{p}: could not write the feature cache ({exc}); is the disk full?") from None
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
         return feats
 
     def _compute(self, song: SongEntry, cancel: CancelToken | None) -> SongFeatures:

@@ -23,8 +23,6 @@ same segments, each dimension standardised over the evaluated songs; same protoc
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +31,7 @@ import numpy.typing as npt
 import scipy.fft
 import torch
 
+from core.atomic import atomic_write
 from core.embedding import combine, embed_segments, l2_normalise
 from core.encoders import EncoderPair
 from core.features import LOG_GAIN
@@ -202,15 +201,8 @@ def evaluate_songs(encoders: EncoderPair, songs: list[SongEntry], feats: list[So
 def write_report(report: dict[str, Any], path: str | Path) -> Path:
     """Write the report as JSON (atomically)."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.stem}.", suffix=".part", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(report, fh, indent=2)
-        os.replace(tmp, p)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(p) as tmp:
+        tmp.write_text(json.dumps(report, indent=2))
     return p
 
 

@@ -26,8 +26,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -37,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.atomic import atomic_write
 from core.device import resolve_device
 from core.encoders import EncoderPair
 from core.errors import Cancelled, TrainingError
@@ -226,25 +225,13 @@ def validation_loss(model: EncoderPair, pool: SegmentPool, cfg: TrainConfig, wei
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_write(path, fsync=True) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _write_json(path: Path, doc: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(doc, fh, indent=2)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(doc, indent=2))
 
 
 def train(cfg: TrainConfig, *, emit: EmitFn | None = None, cancel: CancelToken | None = None,

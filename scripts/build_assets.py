@@ -50,7 +50,7 @@ def main() -> int:
 
 def index_demo_library(songs_dir: Path) -> int:
     """Index the demo songs into the default library (full mode: every search space ready)."""
-    from core.embedding import load_default_encoders
+    from core.encoders import load_default_encoders
     from core.errors import CrossmixError
     from core.library import build_demo_library
     from core.paths import default_library_dir

@@ -59,8 +59,25 @@ def build_window(files: list[str] | None = None, *, settings_path: str | Path | 
     return window
 
 
+def no_display_reason() -> str | None:
+    """Why no window can open here (Linux without X11/Wayland), or ``None``."""
+    import os
+
+    if sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or os.environ.get("QT_QPA_PLATFORM")
+    ):
+        return ("crossmix: no graphical display was found (DISPLAY / WAYLAND_DISPLAY are unset), so the "
+                "window cannot open. Run it in a desktop session, or on a headless machine under "
+                "'xvfb-run crossmix'; every feature is also on the command line: 'crossmix --help'.")
+    return None
+
+
 def main(files: list[str]) -> int:
     """Open the window (querying ``files`` when given) and run the event loop."""
+    reason = no_display_reason()
+    if reason:
+        print(reason, file=sys.stderr)
+        return 2
     from PySide6.QtWidgets import QApplication
 
     from gui.style import apply_style

@@ -327,3 +327,18 @@ def test_export_dialog_remembers_choices(qtbot, tmp_path):
     c = again.choice()
     assert (c.format, c.bitrate, c.full) == ("mp3", "320k", True)
     assert c.path == tmp_path / "out" / "x.mp3"
+
+
+def test_no_display_gives_a_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from gui.app import no_display_reason
+
+    for var in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(var, raising=False)
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the check is for Linux desktops")
+    reason = no_display_reason()
+    assert reason is not None and "xvfb-run" in reason and "crossmix --help" in reason
+    monkeypatch.setenv("DISPLAY", ":0")
+    assert no_display_reason() is None

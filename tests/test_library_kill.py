@@ -19,20 +19,26 @@ from test_library import write_song
 from core.library import Library
 from core.separation import Separator
 
-# Scans the library in full mode with the tiny models, printing "done N" after each song.
+# Scans the library in full mode with the tiny models, printing "done N TODO" after each song.
+# The tiny models take milliseconds a song, so the scan's own progress callback (run on the
+# thread that commits, right after each commit) holds the scan for PACE_S: two commits are
+# then at least PACE_S apart on any machine, and a kill sent less than PACE_S after a "done"
+# line has let at most one more song commit. The kill still lands at a random moment: while
+# the next song is separated, embedded or committed, or while the prefetch threads decode.
+PACE_S = 0.5
 _SCRIPT = r"""
-import sys, torch
+import sys, time, torch
 torch.set_num_threads(1)
 from core.encoders import EncoderPair
 from core.library import Library
-from core.separation import Separator
 from core.separation import Separator
 lib = Library.open(sys.argv[1], encoders=EncoderPair.tiny(), separator=Separator.tiny())
 lib.add_paths([sys.argv[2]])
 print("ready", flush=True)
 def progress(p):
-    if p.stage == "scan" and p.total:
+    if p.stage == "scan" and p.total and p.done:
         print(f"done {int(p.done)} {int(p.total)}", flush=True)
+        time.sleep(float(sys.argv[3]))
 lib.scan(mode="full", analyze=False, workers=2, progress=progress)
 print("finished", flush=True)
 """
@@ -40,9 +46,9 @@ print("finished", flush=True)
 N_SONGS = 10
 
 
-def _start(lib_dir: Path, songs: Path) -> subprocess.Popen[str]:
+def _start(lib_dir: Path, songs: Path, pace_s: float = 0.0) -> subprocess.Popen[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
-    return subprocess.Popen([sys.executable, "-c", _SCRIPT, str(lib_dir), str(songs)],
+    return subprocess.Popen([sys.executable, "-c", _SCRIPT, str(lib_dir), str(songs), str(pace_s)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
@@ -79,15 +85,15 @@ def test_sigkilled_scans_resume_to_the_same_catalog(tmp_path: Path) -> None:
     want = _dump(tmp_path / "reference")
     assert len(want["songs"]) == N_SONGS  # type: ignore[arg-type]
 
-    rng = np.random.default_rng(2026)  # kills: at start-up, then after about 3, 4 and 7 songs
+    rng = np.random.default_rng(2026)  # kills: at start-up, then after a few songs of each run
     lib_dir = tmp_path / "killed"
     kills = 0
     committed: list[int] = []
     for _ in range(4):
         at_start = rng.uniform() < 0.25  # kill during planning / the first song
         u = float(rng.uniform())  # else after a random number of songs of this run
-        extra = float(rng.uniform(0.0, 1.0 if at_start else 0.3))  # then a random moment
-        proc = _start(lib_dir, songs)
+        extra = float(rng.uniform(0.0, 1.0 if at_start else PACE_S))  # then a random moment
+        proc = _start(lib_dir, songs, PACE_S)
         assert proc.stdout is not None
         deadline = time.monotonic() + 90
         finished = False
@@ -100,7 +106,8 @@ def test_sigkilled_scans_resume_to_the_same_catalog(tmp_path: Path) -> None:
                 break
             if word == "done":
                 done, todo = int(nums[0]), int(nums[1])
-                if done >= 1 + int(u * max(1, todo - 3)):
+                # leave at least two songs of this run, so the kill lands before the last commit
+                if done <= todo - 2 and done >= 1 + int(u * max(1, todo - 3)):
                     break
             if time.monotonic() > deadline:
                 pytest.fail("the scan subprocess stalled")

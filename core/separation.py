@@ -439,13 +439,74 @@ class StemCache:
     scaled so the peak fits, with a JSON comment holding the keys, the scale and a sha256 of
     the stored samples. Written atomically; an unreadable or inconsistent entry is a miss
     (and deleted, so the next :meth:`put` rewrites it).
+
+    With ``max_bytes`` set, every :meth:`put` evicts the least recently used entries (a hit
+    refreshes an entry's modification time) until the cache fits; the entry just written is
+    always kept. Eviction only costs time: a missing entry is separated again.
     """
 
     VERSION = 1
     _BLOCK = 1 << 18  # frames per read/write block: bounded memory for 20-minute songs
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, max_bytes: int | None = None) -> None:
         self.root = Path(root)
+        self.max_bytes = max_bytes
+
+    def entries(self) -> list[tuple[Path, int, float]]:
+        """``(path, size in bytes, modification time)`` of every complete entry, least
+        recently used first (files being written, whose names start with ``.``, are not
+        entries)."""
+        out: list[tuple[Path, int, float]] = []
+        if not self.root.is_dir():
+            return out
+        for f in self.root.glob("*/*.flac"):
+            if f.name.startswith("."):
+                continue
+            try:
+                st = f.stat()
+            except OSError:  # removed meanwhile
+                continue
+            out.append((f, st.st_size, st.st_mtime))
+        out.sort(key=lambda e: (e[2], e[0].name))
+        return out
+
+    def usage(self) -> tuple[int, int]:
+        """``(entries, bytes)`` the cache holds."""
+        ents = self.entries()
+        return len(ents), sum(size for _, size, _ in ents)
+
+    def prune(self, max_bytes: int | None = None, *, keep: Path | None = None) -> int:
+        """Delete least recently used entries until the cache holds at most ``max_bytes``
+        (default: :attr:`max_bytes`; ``None`` there too: nothing to do), never ``keep``.
+        Returns the bytes freed."""
+        limit = self.max_bytes if max_bytes is None else max_bytes
+        if limit is None:
+            return 0
+        ents = self.entries()
+        total = sum(size for _, size, _ in ents)
+        freed = 0
+        for f, size, _ in ents:
+            if total <= limit:
+                break
+            if keep is not None and f == keep:
+                continue
+            try:
+                f.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.warning("Could not evict %s from the stem cache: %s", f, exc)
+                continue
+            total -= size
+            freed += size
+        if freed:
+            log.info("Stem cache: evicted %.1f MB of least recently used stems (limit %.1f MB).",
+                     freed / 1e6, limit / 1e6)
+        return freed
+
+    def clear(self) -> int:
+        """Delete every entry; returns the bytes freed."""
+        return self.prune(0)
 
     def path_for(self, audio_key: str, model_id: str) -> Path:
         for key in (audio_key, model_id):
@@ -488,6 +549,10 @@ class StemCache:
             p.unlink(missing_ok=True)
             return None
         tracks *= scale
+        try:  # a hit makes the entry the most recently used one (see :meth:`prune`)
+            os.utime(p)
+        except OSError:
+            pass
         src = meta.get("source")
         source = Path(src) if src else None
         return Stems(
@@ -531,6 +596,8 @@ class StemCache:
                     fh.write(q)
         except (OSError, sf.LibsndfileError) as exc:
             raise CrossmixError(f"{p}: could not write the stem cache ({exc}); is the disk full?") from None
+        if self.max_bytes is not None:
+            self.prune(keep=p)
         return p
 
 
@@ -569,9 +636,14 @@ def separate_file(
     return stems
 
 
-def default_stem_cache() -> StemCache:
-    """The stem cache under :func:`core.paths.cache_dir`."""
+#: Default size limit of the query stem cache (:func:`default_stem_cache`).
+DEFAULT_STEM_CACHE_BYTES = 10 * 10**9
+
+
+def default_stem_cache(max_bytes: int | None = DEFAULT_STEM_CACHE_BYTES) -> StemCache:
+    """The stem cache of dropped songs under :func:`core.paths.cache_dir`, limited to
+    ``max_bytes`` (least recently used entries go first)."""
     from core.paths import cache_dir
 
-    return StemCache(cache_dir() / "stems")
+    return StemCache(cache_dir() / "stems", max_bytes=max_bytes)
 

@@ -28,7 +28,7 @@ def build_window(files: list[str] | None = None, *, settings_path: str | Path | 
     from core.spleeter_assets import example_clip_path
     from gui.engine import Session, encoders_factory_for, library_factory_for
     from gui.main_window import MainWindow
-    from gui.settings import Settings
+    from gui.settings import Settings, gigabytes
     from gui.tabs import build_tabs
 
     settings = Settings(settings_path)
@@ -37,7 +37,7 @@ def build_window(files: list[str] | None = None, *, settings_path: str | Path | 
         device=device,  # type: ignore[arg-type]
         encoders_factory=encoders_factory_for(settings.get("model/encoder_checkpoint")),
         library_factory=library_factory_for(settings.get("library/location")),
-        stem_cache=default_stem_cache(),
+        stem_cache=default_stem_cache(gigabytes(settings.get("cache/stem_cache_gb"))),
         duplicate_threshold=settings.get("search/duplicate_threshold"),
     )
     try:

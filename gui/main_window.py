@@ -141,6 +141,11 @@ class MainWindow(QMainWindow):
                 self.library_panel.refresh()
         elif key == "search/duplicate_threshold":
             self.session.duplicate_threshold = float(value)
+        elif key == "cache/stem_cache_gb" and self.session.stem_cache is not None:
+            from gui.settings import gigabytes
+
+            self.session.stem_cache.max_bytes = gigabytes(value)
+            self.session.stem_cache.prune()
         elif key == "audio/output_device":
             self.player.set_device(str(value) or None)
             self._update_playback_reason()

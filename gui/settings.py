@@ -91,6 +91,8 @@ OPTIONS: tuple[Option, ...] = (
            minimum=-24.0, maximum=12.0),
     Option("audio/output_device", str, "", "Audio output device (empty: system default)"),
     Option("library/location", str, "", "Library folder (empty: default)"),
+    Option("cache/stem_cache_gb", float, 10.0, "Stem cache of dropped songs, limit (GB)",
+           minimum=0.5, maximum=100000.0),
     Option("library/scan_mode", str, "fast", "Indexing mode (fast: mixes only; full: also "
            "separate vocals)", choices=("fast", "full")),
     Option("export/format", str, "wav", "Export format", choices=EXPORT_FORMATS),
@@ -103,6 +105,11 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 _BY_KEY = {o.key: o for o in OPTIONS}
+
+
+def gigabytes(value: float) -> int:
+    """A size setting in GB (10^9 bytes) as bytes."""
+    return int(round(float(value) * 1e9))
 
 
 def _v1_to_v2(qs: QSettings) -> None:

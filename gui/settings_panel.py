@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -26,12 +27,16 @@ from core.paths import models_dir
 from gui.playback import list_output_devices, output_device_status
 from gui.settings import CHOICE_LABELS, Option, Settings
 
+if TYPE_CHECKING:
+    from core.separation import StemCache
+
 GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Compute and model", ("compute/device", "model/encoder_checkpoint")),
     ("Search", ("search/space", "search/k", "search/duplicate_threshold")),
     ("Cross-mix defaults", ("remix/preview_seconds", "remix/key_match", "remix/max_shift",
                             "remix/vocal_gain_db", "remix/accompaniment_gain_db")),
-    ("Audio and library", ("audio/output_device", "library/location", "library/scan_mode")),
+    ("Audio and library", ("audio/output_device", "library/location", "library/scan_mode",
+                           "cache/stem_cache_gb")),
 )
 
 
@@ -45,9 +50,10 @@ def trained_checkpoints() -> list[Path]:
 
 class SettingsPanel(QScrollArea):
     def __init__(self, settings: Settings, *, device_description: str = "",
-                 parent: QWidget | None = None) -> None:
+                 stem_cache: StemCache | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.settings = settings
+        self.stem_cache = stem_cache
         self.setWidgetResizable(True)
         self.editors: dict[str, QWidget] = {}
         body = QWidget()
@@ -68,6 +74,8 @@ class SettingsPanel(QScrollArea):
                     self.audio_status.setWordWrap(True)
                     form.addRow("", self.audio_status)
                     self._update_audio_status()
+                if key == "cache/stem_cache_gb" and stem_cache is not None:
+                    form.addRow("", self._cache_row())
             lay.addWidget(box)
         lay.addStretch(1)
         self.setWidget(body)
@@ -184,12 +192,51 @@ class SettingsPanel(QScrollArea):
         self.editors[key + "#edit"] = le
         return row
 
+    def _cache_row(self) -> QWidget:
+        row = QWidget()
+        lay = QHBoxLayout(row)
+        lay.setContentsMargins(0, 0, 0, 0)
+        self.cache_usage = QLabel("")
+        self.cache_usage.setWordWrap(True)
+        self.clear_cache_button = QPushButton("Clear stem cache")
+        self.clear_cache_button.setToolTip(
+            "Delete the separated vocals and accompaniments of songs you dropped. Your library "
+            "and its search index are not touched; a song dropped again is separated again.")
+        self.clear_cache_button.clicked.connect(self.clear_stem_cache)
+        lay.addWidget(self.cache_usage, 1)
+        lay.addWidget(self.clear_cache_button)
+        self.update_cache_usage()
+        return row
+
+    def update_cache_usage(self) -> None:
+        """Show how much the stem cache of dropped songs holds."""
+        if self.stem_cache is None:
+            return
+        n, size = self.stem_cache.usage()
+        self.cache_usage.setText(
+            f"Holds {n} separated song{'s' if n != 1 else ''}, {size / 1e9:.2f} GB, in "
+            f"{self.stem_cache.root}. The least recently used go first when it is full.")
+        self.clear_cache_button.setEnabled(n > 0)
+
+    def clear_stem_cache(self) -> None:
+        if self.stem_cache is None:
+            return
+        freed = self.stem_cache.clear()
+        self.update_cache_usage()
+        self.cache_usage.setText(f"Cleared {freed / 1e9:.2f} GB. " + self.cache_usage.text())
+
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802 - Qt's name
+        super().showEvent(event)
+        self.update_cache_usage()
+
     # --- syncing ----------------------------------------------------------------------------
 
     def _set(self, key: str, value: Any) -> None:
         self.settings.set(key, value)
         if key == "audio/output_device":
             self._update_audio_status()
+        elif key == "cache/stem_cache_gb":
+            self.update_cache_usage()
 
     def _update_audio_status(self) -> None:
         ok, text = output_device_status(self.settings.get("audio/output_device") or None)

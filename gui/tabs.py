@@ -26,6 +26,7 @@ def build_tabs(window: MainWindow) -> None:
     window.training_panel = train
     window.tabs.addTab(train, "Retrain")
 
-    panel = SettingsPanel(window.settings, device_description=describe_devices())
+    panel = SettingsPanel(window.settings, device_description=describe_devices(),
+                          stem_cache=window.session.stem_cache)
     window.settings_panel = panel
     window.tabs.addTab(panel, "Settings")

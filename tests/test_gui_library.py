@@ -6,13 +6,16 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
+from PySide6.QtCore import Qt
 from synth_songs import make_song
 
+from core.audio import Audio
 from core.encoders import EncoderPair
 from core.library import Library
-from core.separation import Separator, StemCache
+from core.separation import Separator, StemCache, Stems
 from gui.engine import Session
 from gui.library_panel import LibraryPanel
 from gui.main_window import MainWindow
@@ -147,6 +150,22 @@ def test_the_app_window_has_every_tab_and_a_first_run_hint(qtbot, tmp_path, monk
     assert "CPU" in panel.device_found.text() or "CUDA" in panel.device_found.text()
     panel.editors["search/k"].setValue(33)
     assert w.k_spin.value() == 33
+    # the stem cache of dropped songs: its limit is a setting, its use is shown, it can be cleared
+    cache = w.session.stem_cache
+    assert cache.max_bytes == 10 * 10**9
+    x = np.random.default_rng(0).uniform(-0.5, 0.5, (2, 44100)).astype(np.float32)
+    stems = Stems(mix=Audio(x, 44100), vocals=Audio(x * 0.5, 44100),
+                  accompaniment=Audio(x * 0.5, 44100))
+    cache.put("a" * 64, "m" * 64, stems)
+    cache.put("b" * 64, "m" * 64, stems)
+    panel.update_cache_usage()
+    assert "Holds 2 separated songs" in panel.cache_usage.text()
+    panel.editors["cache/stem_cache_gb"].setValue(0.5)
+    assert cache.max_bytes == 5 * 10**8 and cache.usage()[0] == 2  # both fit
+    qtbot.mouseClick(panel.clear_cache_button, Qt.MouseButton.LeftButton)
+    assert cache.usage() == (0, 0) and "Cleared" in panel.cache_usage.text()
+    assert not panel.clear_cache_button.isEnabled()
+    assert Settings(tmp_path / "config" / "settings.ini").get("cache/stem_cache_gb") == 0.5
     qtbot.waitUntil(lambda: w.library_panel.overview is not None
                     or w.library_panel.message.isVisible(), timeout=10_000)
     w.close()

@@ -248,6 +248,31 @@ def test_stem_cache_round_trip(tmp_path: Path, rng: np.random.Generator, peak: f
     assert cache.get("b" * 64, "m" * 64) is None
 
 
+def test_stem_cache_evicts_least_recently_used_beyond_its_limit(tmp_path: Path,
+                                                               rng: np.random.Generator) -> None:
+    cache = StemCache(tmp_path)
+    stems = _stems(rng)
+    paths = [cache.put(k * 64, "m" * 64, stems) for k in "abc"]
+    size = paths[0].stat().st_size
+    for i, p in enumerate(paths):  # a, b, c written in that order
+        os.utime(p, (1_000_000 + i, 1_000_000 + i))
+    assert cache.usage() == (3, sum(p.stat().st_size for p in paths))
+    assert cache.get("a" * 64, "m" * 64) is not None  # a hit makes "a" the most recent
+    (tmp_path / ("m" * 16) / ".x.flac.tmp.part.flac").write_bytes(b"being written")  # not an entry
+    cache.max_bytes = 3 * size  # room for three entries: d evicts the least recent, b
+    cache.put("d" * 64, "m" * 64, stems)
+    assert [p.name[0] for p, _, _ in cache.entries()] == ["c", "a", "d"]
+    assert cache.get("b" * 64, "m" * 64) is None
+    assert (tmp_path / ("m" * 16) / ".x.flac.tmp.part.flac").exists()
+    cache.max_bytes = size // 2  # smaller than one entry: the one just written is still kept
+    kept = cache.put("e" * 64, "m" * 64, stems)
+    assert [p for p, _, _ in cache.entries()] == [kept]
+    assert cache.get("e" * 64, "m" * 64) is not None
+    size_e = kept.stat().st_size
+    assert cache.clear() == size_e and not kept.exists()
+    assert cache.usage() == (0, 0)
+
+
 @pytest.mark.parametrize("damage", ["truncate", "flip", "garbage"])
 def test_corrupt_cache_entry_is_a_miss_and_rewritten(tmp_path: Path, rng: np.random.Generator, damage: str) -> None:
     cache = StemCache(tmp_path)

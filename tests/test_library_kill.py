@@ -20,25 +20,31 @@ from core.library import Library
 from core.separation import Separator
 
 # Scans the library in full mode with the tiny models, printing "done N TODO" after each song.
-# The tiny models take milliseconds a song, so the scan's own progress callback (run on the
-# thread that commits, right after each commit) holds the scan for PACE_S: two commits are
-# then at least PACE_S apart on any machine, and a kill sent less than PACE_S after a "done"
-# line has let at most one more song commit. The kill still lands at a random moment: while
-# the next song is separated, embedded or committed, or while the prefetch threads decode.
-PACE_S = 0.5
+# The tiny separator takes milliseconds a song, so the scanned process makes each separation
+# last at least PACE_S (a real song takes seconds): two commits that need a separation are
+# then at least PACE_S apart on any machine, and a kill sent less than 2 * PACE_S after a
+# "done" line has let at most one more song commit. Within that window the kill lands at a
+# random moment: while the next song is separated, embedded or committed, or while the
+# prefetch threads hash and decode the songs after it.
+PACE_S = 0.4
 _SCRIPT = r"""
 import sys, time, torch
 torch.set_num_threads(1)
 from core.encoders import EncoderPair
 from core.library import Library
 from core.separation import Separator
-lib = Library.open(sys.argv[1], encoders=EncoderPair.tiny(), separator=Separator.tiny())
+sep = Separator.tiny()
+pace, separate = float(sys.argv[3]), sep.separate
+def paced(*args, **kwargs):
+    time.sleep(pace)
+    return separate(*args, **kwargs)
+sep.separate = paced
+lib = Library.open(sys.argv[1], encoders=EncoderPair.tiny(), separator=sep)
 lib.add_paths([sys.argv[2]])
 print("ready", flush=True)
 def progress(p):
     if p.stage == "scan" and p.total and p.done:
         print(f"done {int(p.done)} {int(p.total)}", flush=True)
-        time.sleep(float(sys.argv[3]))
 lib.scan(mode="full", analyze=False, workers=2, progress=progress)
 print("finished", flush=True)
 """
@@ -92,7 +98,7 @@ def test_sigkilled_scans_resume_to_the_same_catalog(tmp_path: Path) -> None:
     for _ in range(4):
         at_start = rng.uniform() < 0.25  # kill during planning / the first song
         u = float(rng.uniform())  # else after a random number of songs of this run
-        extra = float(rng.uniform(0.0, 1.0 if at_start else PACE_S))  # then a random moment
+        extra = float(rng.uniform(0.0, 2 * PACE_S))  # then a random moment
         proc = _start(lib_dir, songs, PACE_S)
         assert proc.stdout is not None
         deadline = time.monotonic() + 90
@@ -106,7 +112,9 @@ def test_sigkilled_scans_resume_to_the_same_catalog(tmp_path: Path) -> None:
                 break
             if word == "done":
                 done, todo = int(nums[0]), int(nums[1])
-                # leave at least two songs of this run, so the kill lands before the last commit
+                # leave at least two songs of this run (the first song of a run may find its
+                # stems cached by the run killed before; the others need a paced separation),
+                # so the kill lands before the last commit
                 if done <= todo - 2 and done >= 1 + int(u * max(1, todo - 3)):
                     break
             if time.monotonic() > deadline:

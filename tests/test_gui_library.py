@@ -153,6 +153,7 @@ def test_the_app_window_has_every_tab_and_a_first_run_hint(qtbot, tmp_path, monk
     # the stem cache of dropped songs: its limit is a setting, its use is shown, it can be cleared
     cache = w.session.stem_cache
     assert cache.max_bytes == 10 * 10**9
+    cache.root = tmp_path / "query-stems"  # leave the test session's shared cache alone
     x = np.random.default_rng(0).uniform(-0.5, 0.5, (2, 44100)).astype(np.float32)
     stems = Stems(mix=Audio(x, 44100), vocals=Audio(x * 0.5, 44100),
                   accompaniment=Audio(x * 0.5, 44100))

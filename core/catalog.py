@@ -28,6 +28,7 @@ lock (the GUI reads while a worker scans).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import threading
@@ -88,6 +89,10 @@ CREATE TABLE IF NOT EXISTS embeddings (
     PRIMARY KEY (song_id, space)
 );
 CREATE INDEX IF NOT EXISTS embeddings_space ON embeddings(space, model_id);
+CREATE TABLE IF NOT EXISTS fingerprints (
+    song_id INTEGER PRIMARY KEY REFERENCES songs(id) ON DELETE CASCADE,
+    fp BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS failures (
     path TEXT PRIMARY KEY,
     size INTEGER,
@@ -362,9 +367,11 @@ class Catalog:
         model_id: str,
         mode: str,
         analysis: Mapping[str, Any] | None = None,
+        fingerprint: bytes | None = None,
     ) -> int:
         """Record one indexed song in ONE transaction: the song (created or updated by content
-        hash), its vectors (replacing any older ones), the path, and clear its failure.
+        hash), its vectors (replacing any older ones), its audio fingerprint when given
+        (:mod:`core.fingerprint`), the path, and clear its failure.
 
         Returns the song id.
         """
@@ -399,6 +406,9 @@ class Catalog:
             if analysis is not None:
                 c.execute("UPDATE songs SET tempo=?, key=?, analysis=? WHERE id=?",
                           (tempo, key, json.dumps(dict(analysis)), song_id))
+            if fingerprint is not None:
+                c.execute("INSERT OR REPLACE INTO fingerprints VALUES (?,?)",
+                          (song_id, fingerprint))
             c.execute("DELETE FROM embeddings WHERE song_id=?", (song_id,))
             for space, vec in vectors.items():
                 blob = vector_to_blob(vec)
@@ -451,6 +461,18 @@ class Catalog:
             c.execute("UPDATE songs SET tempo=?, key=?, analysis=? WHERE id=?",
                       (analysis.get("tempo"), analysis.get("key"), json.dumps(dict(analysis)),
                        song_id))
+
+    def fingerprints(self, ids: Iterable[int]) -> dict[int, bytes]:
+        """The stored audio fingerprints of songs ``ids`` (songs without one are absent)."""
+        ids = list(ids)
+        out: dict[int, bytes] = {}
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            marks = ",".join("?" * len(part))
+            for sid, fp in self._query(
+                    f"SELECT song_id, fp FROM fingerprints WHERE song_id IN ({marks})", part):
+                out[int(sid)] = bytes(fp)
+        return out
 
     def set_stems(self, song_id: int, *, audio_key: str, stems_model: str) -> None:
         with self.transaction() as c:
@@ -559,9 +581,13 @@ class Catalog:
         """A comparable snapshot (no ids, no times): for tests and consistency checks."""
         songs = {}
         model = self.model_id
-        for s in self.songs():
+        all_songs = self.songs()
+        fps = self.fingerprints(s.id for s in all_songs)
+        for s in all_songs:
             vecs = self.song_vectors(s.id, s.model_id or "")
+            fp = fps.get(s.id)
             songs[s.content_hash] = {
+                "fingerprint": hashlib.sha256(fp).hexdigest() if fp is not None else None,
                 "paths": s.paths, "size": s.size, "duration": s.duration, "artist": s.artist,
                 "title": s.title, "album": s.album, "tempo": s.tempo, "key": s.key,
                 "audio_key": s.audio_key, "model_id": s.model_id, "mode": s.mode,

@@ -27,11 +27,14 @@ songs from their cached stems); a song not yet re-embedded is left out of search
 checkpoints are never mixed in one search.
 
 **Near-duplicates.** Like the paper's demo, matches that are the query itself are left out:
-the same file content (sha256), the same decoded audio, or a mix whose ``M`` vector is at
-least :data:`DUPLICATE_SIMILARITY` cosine-similar to the query's ``M`` (another master or
-encoding of the same recording) and stands out from the query's average similarity to the
-library by :data:`DUPLICATE_MARGIN` (so a collapsed, undertrained checkpoint, under which every
-song looks like every other, does not hide everything). They are returned separately in
+the same file content (sha256), the same decoded audio, or another version of the same
+recording (a re-encode, a remaster, an edit) recognised by the audio fingerprints of the two
+(:mod:`core.fingerprint`, stored per song at indexing). Only when either has no fingerprint
+(a song indexed before fingerprints existed, a clip under 7.5 s) does the mix embedding
+decide: ``M`` at least :data:`DUPLICATE_SIMILARITY` cosine-similar to the query's and standing
+out from the query's average similarity to the library by :data:`DUPLICATE_MARGIN` (so a
+collapsed, undertrained checkpoint, under which every song looks like every other, does not
+hide everything). ``bench/duplicates.py`` shows why the embedding is the fallback only. They are returned separately in
 ``SearchResult.excluded_duplicates`` and can be kept with ``include_duplicates=True``.
 """
 
@@ -54,6 +57,8 @@ from core.catalog import Catalog, Failure, SongRecord
 from core.embedding import SongEmbedding, embed_song
 from core.encoders import EncoderPair
 from core.errors import CrossmixError, LibraryError
+from core.fingerprint import fingerprint, same_recording
+from core.fingerprint import from_blob as fp_from_blob
 from core.index import IndexStore
 from core.paths import default_library_dir
 from core.progress import CancelToken, Progress, ProgressFn, check_cancel
@@ -156,6 +161,8 @@ class QueryEmbedding:
     path: str | None = None
     content_hash: str | None = None
     audio_key: str | None = None
+    #: :func:`core.fingerprint.fingerprint` of the query's audio (recognises other versions)
+    fingerprint: npt.NDArray[np.uint32] | None = None
 
 
 @dataclass
@@ -465,7 +472,9 @@ class Library:
                 song = self.song(sid)
                 emb = SongEmbedding(M=vecs["M"], V=vecs["V"], MplusV=vecs.get("[M+V]"),
                                     MV=vecs["[M,V]"], model_id=model)
-                return QueryEmbedding(emb, p, chash, song.audio_key)
+                fps = self.catalog.fingerprints([sid])
+                fp = fp_from_blob(fps[sid]) if sid in fps else None
+                return QueryEmbedding(emb, p, chash, song.audio_key, fp)
         enc = self._get_encoders(encoders)
         sep = self._get_separator(separator)
         audio = load_audio(p)
@@ -477,7 +486,7 @@ class Library:
         check_cancel(cancel, "the search")
         emb = embed_song(mix=stems.mix, vocals=stems.vocals, encoders=enc, device=self.device,
                          cancel=cancel)
-        return QueryEmbedding(emb, p, chash, key)
+        return QueryEmbedding(emb, p, chash, key, fingerprint(audio))
 
     def search(
         self,
@@ -585,10 +594,12 @@ class Library:
             cand = [(i, s) for i, s in cand
                     if i in songs and _passes(songs[i], tempo_range, key_set)]
             m_vecs = self.catalog.vectors_for([i for i, _ in cand], "M", model)
+            fps = (self.catalog.fingerprints(i for i, _ in cand)
+                   if qe.fingerprint is not None else {})
             for sid, sim in cand:
                 song = songs[sid]
                 dup = _duplicate_reason(qe, song, m_vecs.get(sid), duplicate_similarity,
-                                        version_floor)
+                                        version_floor, fps.get(sid))
                 m = Match(rank=0, song_id=sid, path=song.path, title=_display_title(song),
                           artist=song.artist, album=song.album, duration=song.duration,
                           similarity=sim, tempo=song.tempo, key=song.key, duplicate=dup)
@@ -730,11 +741,17 @@ def _passes(song: SongRecord, tempo_range: tuple[float, float] | None,
 
 
 def _duplicate_reason(qe: QueryEmbedding, song: SongRecord, m_vec: npt.NDArray[np.float32] | None,
-                      threshold: float, floor: Callable[[], float]) -> str | None:
+                      threshold: float, floor: Callable[[], float],
+                      song_fp: bytes | None = None) -> str | None:
     if qe.content_hash is not None and song.content_hash == qe.content_hash:
         return "same file"
     if qe.audio_key is not None and song.audio_key == qe.audio_key:
         return "same audio"
+    verdict = same_recording(qe.fingerprint,
+                             fp_from_blob(song_fp) if song_fp is not None else None)
+    if verdict is not None:  # both fingerprinted: the fingerprints decide, not the embedding
+        same, ber = verdict
+        return f"another version (audio fingerprint, {100 * ber:.0f}% of bits differ)" if same else None
     if m_vec is not None:
         sim = float(np.dot(qe.embedding.M, m_vec))
         if sim >= threshold and sim >= floor():

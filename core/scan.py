@@ -47,6 +47,8 @@ from core.catalog import Catalog, Failure, SongInfo, SongRecord
 from core.embedding import SongEmbedding, embed_song
 from core.encoders import EncoderPair
 from core.errors import AudioError, Cancelled, CrossmixError
+from core.fingerprint import fingerprint
+from core.fingerprint import to_blob as fp_to_blob
 from core.progress import CancelToken, EtaClock, Progress, ProgressFn, check_cancel
 from core.separation import Separator, StemCache, Stems
 
@@ -152,8 +154,19 @@ class _Prepared:
     audio: Audio | None = None
     audio_key: str | None = None
     analysis: dict[str, Any] | None = None
+    fingerprint: bytes | None = None
     tags: dict[str, str] = field(default_factory=dict)
     error: Failure | None = None
+
+
+def _fingerprint(audio: Audio, path: str) -> bytes | None:
+    """The song's audio fingerprint (to recognise other versions of it), or ``None``: a
+    fingerprint that cannot be made costs only that check, never the song."""
+    try:
+        return fp_to_blob(fingerprint(audio))
+    except Exception as exc:  # noqa: BLE001 - see above
+        log.warning("%s: no audio fingerprint (%s)", path, exc)
+        return None
 
 
 def _failure(path: str, stage: str, exc: BaseException, size: int | None = None,
@@ -281,6 +294,7 @@ class Scanner:
                 prep.tags = read_tags(item.path)
                 prep.audio = load_audio(item.path, max_duration=self.max_duration)
                 prep.audio_key = audio_hash(prep.audio)
+                prep.fingerprint = _fingerprint(prep.audio, item.path)
                 stage = "analyse"
                 prep.analysis = self._analysis(prep)
             elif item.song is not None:
@@ -380,6 +394,8 @@ class Scanner:
             self._fail(_failure(item.path, stage, exc, item.size, item.mtime_ns), report)
             return
         audio = prep.audio if prep.audio is not None else (stems.mix if stems else None)
+        if prep.fingerprint is None and audio is not None:  # re-embedded from cached stems
+            prep.fingerprint = _fingerprint(audio, item.path)
         info = SongInfo(
             content_hash=prep.content_hash, size=item.size,
             duration=audio.duration if audio is not None else None,
@@ -389,7 +405,8 @@ class Scanner:
         )
         sid = self.catalog.put_song(path=item.path, size=item.size, mtime_ns=item.mtime_ns,
                                     info=info, vectors=embedding_vectors(emb),
-                                    model_id=self.model_id, mode=mode, analysis=prep.analysis)
+                                    model_id=self.model_id, mode=mode, analysis=prep.analysis,
+                                    fingerprint=prep.fingerprint)
         complete[prep.content_hash] = sid
         if item.kind == "reembed":
             report.reembedded += 1

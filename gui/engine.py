@@ -26,6 +26,7 @@ import torch
 
 from core.audio import DEFAULT_MAX_DURATION, Audio, audio_hash, file_hash, load_audio
 from core.errors import CrossmixError, ModelError
+from core.fingerprint import fingerprint
 from core.progress import CancelToken, Progress, ProgressFn, check_cancel
 from gui.playback import playable
 from gui.results_model import ResultRow
@@ -103,6 +104,7 @@ class QueryResult:
     search: Any | None = None  # the library's SearchResult
     content_hash: str | None = None  # sha256 of the file (to leave the query out of matches)
     audio_key: str | None = None  # hash of the decoded audio
+    fingerprint: Any | None = None  # core.fingerprint of the audio (to leave out other versions)
     message: str = ""  # why there are no results (no encoders, empty library...)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -296,6 +298,7 @@ class Session:
         title, artist = read_tags(p)
         content_hash = file_hash(p)
         audio_key = audio_hash(audio)
+        fp = fingerprint(audio)
         timings["decode"] = time.perf_counter() - t
         check_cancel(cancel, "the query")
 
@@ -310,7 +313,7 @@ class Session:
         result = QueryResult(path=p, title=title, artist=artist, duration=audio.duration,
                              stems=stems, analysis=None, embedding=None, rows=[],
                              mix_env=mix_env, vocal_env=vocal_env, timings=timings,
-                             content_hash=content_hash, audio_key=audio_key)
+                             content_hash=content_hash, audio_key=audio_key, fingerprint=fp)
 
         t = time.perf_counter()
         report("embed", 0, 2)
@@ -426,7 +429,8 @@ class Session:
         if result.embedding is None:
             return
         qe = QueryEmbedding(result.embedding, path=str(result.path),
-                            content_hash=result.content_hash, audio_key=result.audio_key)
+                            content_hash=result.content_hash, audio_key=result.audio_key,
+                            fingerprint=result.fingerprint)
         try:
             sr = lib.search(qe, space=space, k=k, duplicate_similarity=self.duplicate_threshold,
                             cancel=cancel)

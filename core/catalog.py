@@ -464,15 +464,17 @@ class Catalog:
 
     def fingerprints(self, ids: Iterable[int]) -> dict[int, bytes]:
         """The stored audio fingerprints of songs ``ids`` (songs without one are absent)."""
-        ids = list(ids)
         out: dict[int, bytes] = {}
-        for start in range(0, len(ids), 500):
-            part = ids[start : start + 500]
-            marks = ",".join("?" * len(part))
+        for chunk in _chunks([int(i) for i in ids], 900):
+            marks = ",".join("?" * len(chunk))
             for sid, fp in self._query(
-                    f"SELECT song_id, fp FROM fingerprints WHERE song_id IN ({marks})", part):
+                    f"SELECT song_id, fp FROM fingerprints WHERE song_id IN ({marks})", chunk):
                 out[int(sid)] = bytes(fp)
         return out
+
+    def fingerprinted_ids(self) -> set[int]:
+        """Ids of the songs that have a stored fingerprint."""
+        return {int(r[0]) for r in self._query("SELECT song_id FROM fingerprints")}
 
     def set_stems(self, song_id: int, *, audio_key: str, stems_model: str) -> None:
         with self.transaction() as c:

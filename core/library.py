@@ -34,8 +34,9 @@ recording (a re-encode, a remaster, an edit) recognised by the audio fingerprint
 decide: ``M`` at least :data:`DUPLICATE_SIMILARITY` cosine-similar to the query's and standing
 out from the query's average similarity to the library by :data:`DUPLICATE_MARGIN` (so a
 collapsed, undertrained checkpoint, under which every song looks like every other, does not
-hide everything). ``bench/duplicates.py`` shows why the embedding is the fallback only. They are returned separately in
-``SearchResult.excluded_duplicates`` and can be kept with ``include_duplicates=True``.
+hide everything); ``bench/duplicates.py`` shows why the embedding is the fallback only. They
+are returned separately in ``SearchResult.excluded_duplicates`` and can be kept with
+``include_duplicates=True``.
 """
 
 from __future__ import annotations

@@ -212,6 +212,7 @@ class Scanner:
         self.max_duration = max_duration
         self.on_song_done = on_song_done
         self.model_id = encoders.model_id
+        self._fingerprinted: set[int] = set()  # songs with a stored fingerprint (set by run)
 
     # --- planning ---------------------------------------------------------------------------
 
@@ -294,7 +295,8 @@ class Scanner:
                 prep.tags = read_tags(item.path)
                 prep.audio = load_audio(item.path, max_duration=self.max_duration)
                 prep.audio_key = audio_hash(prep.audio)
-                prep.fingerprint = _fingerprint(prep.audio, item.path)
+                if self._needs_fingerprint(item):
+                    prep.fingerprint = _fingerprint(prep.audio, item.path)
                 stage = "analyse"
                 prep.analysis = self._analysis(prep)
             elif item.song is not None:
@@ -306,6 +308,12 @@ class Scanner:
         except Exception as exc:  # any failure of one file is recorded, never fatal
             prep.error = _failure(item.path, stage, exc, item.size, item.mtime_ns)
         return prep
+
+    def _needs_fingerprint(self, item: _Item) -> bool:
+        """Whether to make a fingerprint: a fingerprint depends on the content alone, so a
+        song re-embedded with one stored keeps it."""
+        return not (item.kind == "reembed" and item.song is not None
+                    and item.song.id in self._fingerprinted)
 
     # --- the run ----------------------------------------------------------------------------
 
@@ -321,6 +329,7 @@ class Scanner:
         if progress:
             progress(Progress("scan", 0, 0, "songs", "looking for audio files"))
         items, gone = self.plan(report)
+        self._fingerprinted = self.catalog.fingerprinted_ids()
         check_cancel(cancel, "the library scan")
         # hashes of songs already complete: a new path with one of these is only linked
         complete = {s.content_hash: s.id for s in self.catalog.songs() if self._complete(s)}
@@ -394,8 +403,8 @@ class Scanner:
             self._fail(_failure(item.path, stage, exc, item.size, item.mtime_ns), report)
             return
         audio = prep.audio if prep.audio is not None else (stems.mix if stems else None)
-        if prep.fingerprint is None and audio is not None:  # re-embedded from cached stems
-            prep.fingerprint = _fingerprint(audio, item.path)
+        if prep.audio is None and stems is not None and self._needs_fingerprint(item):
+            prep.fingerprint = _fingerprint(stems.mix, item.path)  # re-embedded from the stems
         info = SongInfo(
             content_hash=prep.content_hash, size=item.size,
             duration=audio.duration if audio is not None else None,

@@ -13,8 +13,6 @@ under :data:`MATCH_BER` for versions of one recording.
 
 from __future__ import annotations
 
-from collections import Counter
-
 import numpy as np
 import numpy.typing as npt
 
@@ -68,6 +66,8 @@ def fingerprint(audio: Audio) -> Fingerprint:
 
 
 def _popcount(x: npt.NDArray[np.uint32]) -> int:
+    if hasattr(np, "bitwise_count"):  # numpy >= 2.0
+        return int(np.bitwise_count(x).sum(dtype=np.int64))
     return int(np.unpackbits(x.view(np.uint8)).sum())
 
 
@@ -83,19 +83,26 @@ def bit_error_rate(a: Fingerprint, b: Fingerprint, offset: int) -> tuple[float, 
 
 def best_offset(a: Fingerprint, b: Fingerprint, candidates: int = 3) -> tuple[float, int, int]:
     """``(bit error rate, offset, overlap)`` at the best of the ``candidates`` offsets that most
-    exact sub-fingerprint matches vote for (``b`` is ``a`` delayed by ``offset`` frames)."""
+    exact sub-fingerprint matches vote for (``b`` is ``a`` delayed by ``offset`` frames).
+
+    Votes come from the words that occur once in ``a`` (an all-zero word is silence and
+    matches anything, so it never votes); vectorised, well under a millisecond a pair."""
     if a.size == 0 or b.size == 0:
         return 1.0, 0, 0
-    pos: dict[int, list[int]] = {}
-    for i, v in enumerate(a.tolist()):
-        if v:  # an all-zero word is silence: it matches anything
-            pos.setdefault(v, []).append(i)
-    votes: Counter[int] = Counter()
-    for j, v in enumerate(b.tolist()):
-        for i in pos.get(v, ()):
-            votes[j - i] += 1
+    vals, first, counts = np.unique(a, return_index=True, return_counts=True)
+    keep = (counts == 1) & (vals != 0)
+    vals, first = vals[keep], first[keep]
+    offsets = [0]
+    if vals.size:
+        at = np.minimum(np.searchsorted(vals, b), vals.size - 1)
+        hit = vals[at] == b
+        lags = np.flatnonzero(hit) - first[at[hit]]
+        if lags.size:
+            votes = np.bincount(lags - lags.min())
+            top = np.argsort(votes, kind="stable")[::-1][:candidates]
+            offsets = [int(i + lags.min()) for i in top if votes[i] > 0]
     best = (1.0, 0, 0)
-    for off in [o for o, _ in votes.most_common(candidates)] or [0]:
+    for off in offsets:
         ber, overlap = bit_error_rate(a, b, off)
         if overlap >= min(MIN_OVERLAP, a.size, b.size) and ber < best[0]:
             best = (ber, off, overlap)

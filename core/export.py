@@ -8,6 +8,7 @@ rendered cross-mix is already limited to -1 dBTP, so lossy encoders stay under 0
 
 from __future__ import annotations
 
+import re
 import shutil
 import warnings
 from collections.abc import Mapping
@@ -130,6 +131,28 @@ def _decoded_peak(path: Path) -> float:
     except AudioError as exc:
         raise ExportError(f"{path}: the encoded file does not decode ({exc}); is the disk full?") from None
     return float(np.max(np.abs(decoded.samples))) if decoded.n else 0.0
+
+
+def safe_file_stem(text: str) -> str:
+    """``text`` with characters that are awkward in file names replaced by ``_`` (dots kept)."""
+    s = re.sub(r"[^\w\-. ()]+", "_", text).strip(" ._")
+    return s[:120] or "crossmix"
+
+
+def export_file_name(name: str, format: str) -> str:
+    """The file name an export called ``name`` gets in ``format``: ``name.<format>``.
+
+    Only a trailing audio extension the user typed (``.wav``, ``.mp3``...) is replaced; any
+    other dot belongs to the name, so ``"my mix v1.0"`` becomes ``"my mix v1.0.wav"`` and
+    ``"Dream (ft. CSoul) x Nese"`` keeps everything after ``ft.``.
+    """
+    from core.audio import AUDIO_EXTENSIONS
+
+    text = name.strip()
+    base, dot, ext = text.rpartition(".")
+    if dot and base and f".{ext.lower()}" in (*AUDIO_EXTENSIONS, *(f".{f}" for f in FORMATS)):
+        text = base
+    return f"{safe_file_stem(text)}.{format.lower()}"
 
 
 def stem_paths(path: str | Path) -> tuple[Path, Path]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.export import export_file_name, safe_file_stem
 from gui.settings import BITRATES, EXPORT_FORMATS, Settings
 
 LOSSY = ("mp3", "ogg")
@@ -36,9 +36,8 @@ class ExportChoice:
 
 
 def safe_filename(text: str) -> str:
-    """``text`` with characters that are awkward in file names replaced."""
-    s = re.sub(r"[^\w\-. ()]+", "_", text).strip(" ._")
-    return s[:120] or "crossmix"
+    """``text`` with characters that are awkward in file names replaced (dots kept)."""
+    return safe_file_stem(text)
 
 
 class ExportDialog(QDialog):
@@ -99,8 +98,8 @@ class ExportDialog(QDialog):
 
     def choice(self) -> ExportChoice:
         fmt = self.format.currentText()
-        stem = safe_filename(Path(self.name.text().strip() or self.suggested_name).stem)
-        return ExportChoice(path=Path(self.folder.text()).expanduser() / f"{stem}.{fmt}",
+        name = export_file_name(self.name.text().strip() or self.suggested_name, fmt)
+        return ExportChoice(path=Path(self.folder.text()).expanduser() / name,
                             format=fmt, bitrate=self.bitrate.currentText(),
                             full=self.full.isChecked(), overwrite=self.overwrite)
 

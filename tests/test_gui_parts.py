@@ -329,6 +329,20 @@ def test_export_dialog_remembers_choices(qtbot, tmp_path):
     assert c.path == tmp_path / "out" / "x.mp3"
 
 
+@pytest.mark.parametrize("name, fmt, expected", [
+    ("Slow Motion Dream (ft. CSoul…) x Nese", "mp3", "Slow Motion Dream (ft. CSoul_) x Nese.mp3"),
+    ("my mix v1.0", "wav", "my mix v1.0.wav"),
+    ("take.2.flac", "ogg", "take.2.ogg"),
+])
+def test_export_dialog_keeps_dots_in_names(qtbot, tmp_path, name, fmt, expected):
+    from gui.export_dialog import ExportDialog
+
+    d = ExportDialog(Settings(tmp_path / "s.ini"), suggested_name=name)
+    qtbot.addWidget(d)
+    d.format.setCurrentText(fmt)
+    assert d.choice().path.name == expected
+
+
 def test_no_display_gives_a_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 

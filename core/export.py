@@ -114,12 +114,42 @@ def export_audio(
                 gain *= 0.995 / peak
             if tmp.stat().st_size == 0:
                 raise ExportError(f"{p}: the encoder wrote nothing; is the disk full?")
+            if tags and tags.get("comment"):
+                _write_comment(tmp, fmt, str(tags["comment"]))
     except CouldntEncodeError as exc:
         last = str(exc).strip().splitlines()[-1:] or ["unknown error"]
         raise ExportError(f"{p}: ffmpeg could not encode it ({last[0]}); is the disk full?") from None
     except OSError as exc:
         raise ExportError(f"{p}: could not write it ({exc.strerror or exc}); is the disk full?") from None
     return p
+
+
+def _write_comment(path: Path, fmt: str, comment: str) -> None:
+    """Store ``comment`` where players look for it.
+
+    ffmpeg writes a ``comment`` tag as ``DESCRIPTION`` in FLAC/Ogg and as a user-defined
+    ``TXXX:comment`` frame in MP3, which most players do not show as the comment; WAV gets a
+    proper ``ICMT`` from ffmpeg already.
+    """
+    from mutagen import MutagenError
+
+    try:
+        if fmt == "mp3":
+            from mutagen.id3 import COMM, ID3
+
+            id3 = ID3(str(path))
+            id3.delall("TXXX:comment")
+            id3.add(COMM(encoding=3, lang="eng", desc="", text=[comment]))
+            id3.save(str(path))
+        elif fmt in ("flac", "ogg"):
+            from mutagen.flac import FLAC
+            from mutagen.oggvorbis import OggVorbis
+
+            f = FLAC(str(path)) if fmt == "flac" else OggVorbis(str(path))
+            f["COMMENT"] = [comment]
+            f.save()
+    except MutagenError as exc:
+        raise ExportError(f"{path}: could not write its tags ({exc}); is the disk full?") from None
 
 
 def _decoded_peak(path: Path) -> float:

@@ -554,7 +554,7 @@ class Session:
                bitrate: str, full: bool, options: Any, overwrite: bool = False,
                progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> Path:
         """Write the cross-mix (re-rendered over the whole song when ``full``) to ``path``."""
-        from core.export import export_audio
+        from core.export import cross_mix_tags, export_audio
         from core.remix import render_cross_mix
 
         opts = dataclasses.replace(options, preview=not full)
@@ -575,9 +575,10 @@ class Session:
         check_cancel(cancel, "the export")
         if progress is not None:
             progress(Progress("export", 1, 2, "steps", "encoding"))
-        tags = {"title": f"{query.title} × {preview.row.title}",
-                "artist": ", ".join(a for a in (query.artist, preview.row.artist) if a),
-                "comment": "cross-mix made with Crossmix"}
+        artists = ", ".join(a for a in (query.artist, preview.row.artist) if a)
+        tags = cross_mix_tags(query_title=query.title, match_title=preview.row.title,
+                              artist=artists or "Crossmix", query_source=Path(query.path).name,
+                              match_source=Path(preview.row.path).name)
         out = export_audio(path, cm.mix, format=fmt, bitrate=bitrate, tags=tags,
                            overwrite=overwrite)
         if progress is not None:

@@ -202,6 +202,10 @@ def test_export_writes_a_file_that_decodes_back(qtbot, window, query_song, tmp_p
     assert sig.args[0] == out, window.errors
     back = load_audio(out)
     assert back.duration == pytest.approx(p.crossmix.mix.duration, abs=0.05)
+    import mutagen
+
+    comment = " ".join(mutagen.File(str(out))["comment"])  # names the two source files
+    assert query_song.name in comment and Path(p.row.path).name in comment, comment
     assert np.max(np.abs(back.samples)) > 0.01
     # the full song as mp3 (re-rendered with the current gains), and no silent overwrite
     window.preview_panel.set_gains_db(-6.0, 0.0)

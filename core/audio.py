@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,7 @@ from core.errors import (
     EmptyAudioError,
     ExportError,
     NotAudioError,
+    NotRegularFileError,
     SilentAudioError,
     TooLongError,
     UnreadableFileError,
@@ -149,8 +152,13 @@ def probe_duration(path: str | Path) -> float | None:
     """Duration in seconds from the file header (no decoding), or ``None`` if unknown."""
     p = Path(path)
     try:
+        check_regular_file(p)  # a named pipe would block libsndfile and ffprobe
+    except AudioError:
+        return None
+    try:
         info = sf.info(str(p))
-        if info.frames > 0 and info.samplerate > 0:
+        # a streamed FLAC leaves its length unset and libsndfile reports 2**63 - 1 frames
+        if 0 < info.frames < _UNKNOWN_FRAMES and info.samplerate > 0:
             return float(info.frames) / float(info.samplerate)
     except Exception:
         pass
@@ -203,15 +211,16 @@ def load_audio(
                 p, f"it is {_fmt_minutes(dur)} long; the limit is {_fmt_minutes(max_duration)}."
             )
 
-    if kind in ("wav", "flac", "ogg", "aiff", "mp3"):
+    declared = _flac_declared_frames(p) if kind == "flac" else None
+    if kind in ("wav", "flac", "ogg", "aiff", "mp3") and declared != 0:
         try:
             samples, file_sr = _decode_soundfile(p)
         except AudioError:
             raise
         except Exception as exc:  # libsndfile could not: ffmpeg may (odd mp3s, opus in ogg)
-            samples, file_sr = _decode_ffmpeg(p, first_error=str(exc))
-    else:
-        samples, file_sr = _decode_ffmpeg(p)
+            samples, file_sr = _decode_ffmpeg(p, first_error=str(exc), max_duration=max_duration)
+    else:  # (a FLAC written as a stream, without its length, is read to its end by ffmpeg)
+        samples, file_sr = _decode_ffmpeg(p, max_duration=max_duration)
 
     if samples.shape[1] == 0:
         raise EmptyAudioError(p, "the file decodes to zero samples.")
@@ -219,6 +228,12 @@ def load_audio(
         raise TooLongError(
             p,
             f"it is {_fmt_minutes(samples.shape[1] / file_sr)} long; the limit is {_fmt_minutes(max_duration)}.",
+        )
+    if declared and samples.shape[1] < declared:
+        raise CorruptAudioError(
+            p,
+            f"it is truncated: its header promises {_fmt_seconds(declared / file_sr)} of audio "
+            f"but only {_fmt_seconds(samples.shape[1] / file_sr)} decode.",
         )
     if not np.all(np.isfinite(samples)):
         raise CorruptAudioError(p, "it decodes to invalid (NaN/inf) samples.")
@@ -233,10 +248,45 @@ def load_audio(
     return audio
 
 
-def _read_head(p: Path) -> bytes:
+_SPECIAL_FILES = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def check_regular_file(path: str | Path) -> os.stat_result:
+    """``os.stat`` of ``path``, refusing anything but a regular file before it is opened:
+    opening a named pipe blocks until something writes to it, maybe forever.
+
+    Raises
+    ------
+    UnreadableFileError
+        Missing, a folder, or not permitted.
+    NotRegularFileError
+        A named pipe, socket or device.
+    """
+    p = Path(path)
     try:
-        if p.is_dir():
-            raise UnreadableFileError(p, "this is a folder, not a file.")
+        st = os.stat(p)
+    except FileNotFoundError:
+        raise UnreadableFileError(p, "no such file.") from None
+    except PermissionError:
+        raise UnreadableFileError(p, "permission denied.") from None
+    except OSError as exc:
+        raise UnreadableFileError(p, f"cannot read it ({exc.strerror or exc}).") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise UnreadableFileError(p, "this is a folder, not a file.")
+    if not stat.S_ISREG(st.st_mode):
+        what = next((name for test, name in _SPECIAL_FILES if test(st.st_mode)), "a special file")
+        raise NotRegularFileError(p, f"this is {what}, not a regular file.")
+    return st
+
+
+def _read_head(p: Path) -> bytes:
+    check_regular_file(p)
+    try:
         with open(p, "rb") as fh:
             return fh.read(4096)
     except AudioError:
@@ -247,6 +297,33 @@ def _read_head(p: Path) -> bytes:
         raise UnreadableFileError(p, "permission denied.") from None
     except OSError as exc:
         raise UnreadableFileError(p, f"cannot read it ({exc.strerror or exc}).") from None
+
+
+#: What libsndfile reports as the frame count of a file whose length it does not know.
+_UNKNOWN_FRAMES = 2**62
+
+
+def _flac_declared_frames(p: Path) -> int | None:
+    """Total samples per channel that a FLAC file's STREAMINFO declares: ``0`` when the
+    writer did not know it (a stream, e.g. ``ffmpeg ... -f flac -``), ``None`` if unreadable.
+
+    libsndfile and ffmpeg both return what they can of a cut-off FLAC without an error, so
+    the declared length is compared with what decodes.
+    """
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(42)
+    except OSError:
+        return None
+    # "fLaC", then the STREAMINFO block (type 0): 18 bytes in, 20 bits of sample rate,
+    # 3 of channels, 5 of bits per sample and 36 of total samples.
+    if len(head) < 42 or head[:4] != b"fLaC" or head[4] & 0x7F != 0:
+        return None
+    return int.from_bytes(head[18:26], "big") & ((1 << 36) - 1)
+
+
+def _fmt_seconds(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 60 else _fmt_minutes(seconds)
 
 
 def _wav_data_shortfall(p: Path) -> tuple[int, int] | None:
@@ -324,7 +401,8 @@ def _ffprobe(p: Path) -> dict[str, float] | None:
     return res
 
 
-def _decode_ffmpeg(p: Path, first_error: str = "") -> tuple[FloatArray, int]:
+def _decode_ffmpeg(p: Path, first_error: str = "",
+                   max_duration: float | None = None) -> tuple[FloatArray, int]:
     try:
         exe = _ffmpeg()
     except UnsupportedFormatError:
@@ -336,8 +414,10 @@ def _decode_ffmpeg(p: Path, first_error: str = "") -> tuple[FloatArray, int]:
         detail = f" ({first_error})" if first_error else ""
         raise CorruptAudioError(p, f"it has an audio header but no decodable audio stream{detail}.")
     ch, sr = int(meta["channels"]), int(meta["sample_rate"])
+    # a little past the limit, so a too-long song is recognised without decoding all of it
+    limit = ["-t", f"{max_duration + 1.0:.3f}"] if max_duration is not None else []
     proc = subprocess.run(
-        [exe, "-v", "error", "-nostdin", "-i", str(p), "-map", "0:a:0", "-f", "f32le",
+        [exe, "-v", "error", "-nostdin", "-i", str(p), "-map", "0:a:0", *limit, "-f", "f32le",
          "-acodec", "pcm_f32le", "-ac", str(ch), "-ar", str(sr), "-"],
         capture_output=True, check=False,
     )
@@ -387,6 +467,7 @@ def save_audio(path: str | Path, audio: Audio, *, overwrite: bool = True, subtyp
 
 def file_hash(path: str | Path) -> str:
     """sha256 of a file's bytes (streamed): recognises moved/renamed files."""
+    check_regular_file(path)
     try:
         return sha256_file(path)
     except OSError as exc:

@@ -40,6 +40,10 @@ class UnreadableFileError(AudioError):
     hint = "Check that the file exists and that you may read it."
 
 
+class NotRegularFileError(AudioError):
+    hint = "Choose a song file; named pipes, devices and sockets are skipped."
+
+
 class NotAudioError(AudioError):
     hint = "Choose a song file (wav, flac, mp3, ogg, m4a/aac)."
 

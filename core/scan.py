@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -40,13 +41,14 @@ from core.audio import (
     DEFAULT_MAX_DURATION,
     Audio,
     audio_hash,
+    check_regular_file,
     file_hash,
     load_audio,
 )
 from core.catalog import Catalog, Failure, SongInfo, SongRecord
 from core.embedding import SongEmbedding, embed_song
 from core.encoders import EncoderPair
-from core.errors import AudioError, Cancelled, CrossmixError
+from core.errors import AudioError, Cancelled, CrossmixError, NotRegularFileError
 from core.fingerprint import fingerprint
 from core.fingerprint import to_blob as fp_to_blob
 from core.progress import CancelToken, EtaClock, Progress, ProgressFn, check_cancel
@@ -99,7 +101,7 @@ def walk_audio_files(roots: Iterable[str], excludes: Iterable[str] = ()) -> tupl
         if not os.path.exists(root):
             missing.append(root)
             continue
-        if os.path.isfile(root):
+        if not os.path.isdir(root):  # a file (or a pipe or device, refused when planned)
             if not excluded(root):
                 found.add(root)
             continue
@@ -241,6 +243,19 @@ class Scanner:
             except OSError as exc:
                 self.catalog.record_failure(_failure(p, "stat", exc))
                 report.failed += 1
+                continue
+            if not stat.S_ISREG(st.st_mode):  # a named pipe would block the reader for good
+                before = failed.get(p)
+                if (before is not None and before.error == NotRegularFileError.__name__
+                        and not self.retry_failed):
+                    report.skipped_failed += 1
+                    continue
+                try:
+                    check_regular_file(p)
+                except AudioError as exc:
+                    self.catalog.record_failure(
+                        _failure(p, "stat", exc, st.st_size, st.st_mtime_ns))
+                    report.failed += 1
                 continue
             row = known.get(p)
             if row is not None and row.size == st.st_size and row.mtime_ns == st.st_mtime_ns:

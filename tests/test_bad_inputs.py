@@ -1,0 +1,223 @@
+"""Bad inputs and faults, as a new user meets them: through the CLI and the engine.
+
+Each case of the battery says what it feeds Crossmix, the exit status and the message it
+expects, and checks that nothing was lost: the library's songs and vectors are as before,
+and no traceback reached the user. Models are tiny random-weight ones (what is checked here
+does not depend on the weights); songs are a few seconds of generated audio.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from core.audio import load_audio
+from core.catalog import Catalog
+from core.cli import main
+from core.encoders import EncoderPair
+from core.errors import CrossmixError
+from core.library import Library
+from core.separation import Separator
+
+SR = 22050
+TINY = ["--encoders", "tiny", "--separator", "tiny"]
+
+
+def write_song(path: Path, *, seed: int, seconds: float = 4.0, sr: int = SR) -> Path:
+    """A distinct little 'song': harmonic tones over noise bursts, stereo."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * sr)
+    t = np.arange(n) / sr
+    x = np.zeros(n)
+    notes = 110.0 * 2 ** (rng.integers(0, 24, 8) / 12)
+    step = n // len(notes)
+    for i, f in enumerate(notes):
+        seg = slice(i * step, (i + 1) * step)
+        for h in range(1, 4):
+            x[seg] += 0.15 / h * np.sin(2 * np.pi * f * h * t[seg])
+    x += 0.03 * rng.standard_normal(n)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, np.stack([x, 0.8 * x], axis=1).astype(np.float32), sr)
+    return path
+
+
+def ffmpeg(*args: str) -> None:
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("needs ffmpeg")
+    subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-y", *args], check=True)
+
+
+def songs_of(lib: Path) -> dict[str, object]:
+    """The library's songs and vectors (what must never be lost)."""
+    cat = Catalog.open(lib / "catalog.sqlite")
+    try:
+        return cat.dump()["songs"]
+    finally:
+        cat.close()
+
+
+@pytest.fixture(scope="module")
+def base_library(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Three songs in a folder and a library (fast mode, tiny models) that indexed them."""
+    root = tmp_path_factory.mktemp("bad-inputs")
+    songs = root / "songs"
+    for i in range(3):
+        write_song(songs / f"song {i}.wav", seed=i)
+    with Library.open(root / "lib", separator=Separator.tiny(), encoders=EncoderPair.tiny()) as lib:
+        lib.add_paths([songs])
+        assert lib.scan(mode="fast").indexed == 3
+    return songs, root / "lib"
+
+
+@dataclass
+class Ctx:
+    """What a case works in: its own copy of the songs and of the library."""
+
+    tmp: Path
+    songs: Path
+    lib: Path
+
+    def song(self, i: int = 0) -> Path:
+        return self.songs / f"song {i}.wav"
+
+
+@pytest.fixture
+def ctx(tmp_path: Path, base_library: tuple[Path, Path]) -> Ctx:
+    songs, lib = base_library
+    c = Ctx(tmp_path, tmp_path / "songs", tmp_path / "lib")
+    shutil.copytree(songs, c.songs)
+    shutil.copytree(lib, c.lib)
+    # the copied catalog names the original songs folder: point it at this copy
+    cat = Catalog.open(c.lib / "catalog.sqlite")
+    with cat.transaction() as conn:
+        conn.execute("UPDATE roots SET path=?", (str(c.songs),))
+        conn.execute("UPDATE files SET path=replace(path, ?, ?)", (str(songs), str(c.songs)))
+    cat.close()
+    return c
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    rc = main(argv)
+    out, err = capsys.readouterr()
+    text = out + err
+    assert "Traceback" not in text, text
+    return rc, text
+
+
+# --- the battery: (what the user does) -> (exit status, message), nothing lost ------------------
+
+
+def _fifo(c: Ctx, name: str = "pipe.wav", *, folder: Path | None = None) -> Path:
+    p = (folder or c.songs) / name
+    os.mkfifo(p)
+    return p
+
+
+def _streamed_flac(c: Ctx) -> Path:
+    out = c.tmp / "streamed.flac"
+    with open(out, "wb") as fh:
+        if shutil.which("ffmpeg") is None:
+            pytest.skip("needs ffmpeg")
+        subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-i", str(c.song(0)), "-f", "flac",
+                        "-"], stdout=fh, check=True)
+    return out
+
+
+def _cut_flac(c: Ctx) -> Path:
+    whole = c.tmp / "whole.flac"
+    sf.write(whole, sf.read(c.song(1))[0], SR, format="FLAC")
+    data = whole.read_bytes()
+    cut = c.tmp / "cut.flac"
+    cut.write_bytes(data[: len(data) // 4])
+    return cut
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    #: builds the inputs in the case's context and returns the command line
+    argv: Callable[[Ctx], list[str]]
+    rc: int
+    #: regular expression the output (stdout + stderr) must match
+    message: str
+
+
+CASES = [
+    Case("library add: a FIFO in the folder is skipped with a reason, the rest indexed",
+         lambda c: (_fifo(c), write_song(c.songs / "new.wav", seed=9),
+                    ["library", "add", str(c.songs), "--library", str(c.lib), *TINY])[-1],
+         0, r"1 indexed.*1 failed"),
+    Case("library status names the FIFO and why",
+         lambda c: (_fifo(c), main(["library", "scan", "--library", str(c.lib), *TINY]),
+                    ["library", "status", "--library", str(c.lib)])[-1],
+         0, r"pipe\.wav: \[stat\] NotRegularFileError: this is a named pipe \(FIFO\)"),
+    Case("match on a FIFO",
+         lambda c: ["match", str(_fifo(c)), "--library", str(c.lib), *TINY],
+         1, r"pipe\.wav: this is a named pipe \(FIFO\), not a regular file"),
+    Case("separate a FIFO",
+         lambda c: ["separate", str(_fifo(c)), "-o", str(c.tmp / "out"), "--model", "tiny"],
+         1, r"pipe\.wav: this is a named pipe \(FIFO\), not a regular file"),
+    Case("library add a FIFO itself",
+         lambda c: ["library", "add", str(_fifo(c, "lone.wav", folder=c.tmp)), "--library",
+                    str(c.lib), *TINY],
+         0, r"4 audio files: 0 indexed.*3 unchanged, 1 failed"),
+    Case("library add: a cut FLAC is refused, not indexed from its first second",
+         lambda c: (shutil.move(_cut_flac(c), c.songs / "cut.flac"),
+                    ["library", "add", str(c.songs), "--library", str(c.lib), *TINY])[-1],
+         0, r"0 indexed.*1 failed"),
+    Case("match with a cut FLAC",
+         lambda c: ["match", str(_cut_flac(c)), "--library", str(c.lib), *TINY],
+         1, r"cut\.flac: it is truncated: its header promises 4\.0 s of audio but only \d\.\d s"),
+    Case("library add: a streamed FLAC (no length in its header) is indexed",
+         lambda c: (shutil.move(_streamed_flac(c), c.songs / "streamed.flac"),
+                    ["library", "add", str(c.songs), "--library", str(c.lib), *TINY])[-1],
+         0, r"0 moved/duplicate"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_cli_bad_input(case: Case, ctx: Ctx, capsys: pytest.CaptureFixture[str]) -> None:
+    before = songs_of(ctx.lib)
+    argv = case.argv(ctx)
+    capsys.readouterr()
+    rc, text = run_cli(argv, capsys)
+    assert rc == case.rc, text
+    assert re.search(case.message, text), text
+    after = songs_of(ctx.lib)
+    for h, song in before.items():  # nothing lost
+        assert after.get(h) == song, f"song {h[:8]} changed or was lost"
+
+
+# --- the engine directly ----------------------------------------------------------------------
+
+
+def test_streamed_flac_decodes_whole(ctx: Ctx) -> None:
+    streamed = load_audio(_streamed_flac(ctx))
+    original = load_audio(ctx.song(0))
+    assert streamed.n == original.n
+    np.testing.assert_allclose(streamed.samples, original.samples, atol=1e-4)
+
+
+def test_cut_flac_is_refused_by_the_engine(ctx: Ctx) -> None:
+    with pytest.raises(CrossmixError, match=r"cut\.flac: it is truncated"):
+        load_audio(_cut_flac(ctx))
+
+
+def test_fifo_is_refused_before_it_is_opened(ctx: Ctx) -> None:
+    from core.audio import file_hash
+
+    p = _fifo(ctx)
+    # Opening the pipe would block this test for good; the error comes from a stat.
+    with pytest.raises(CrossmixError, match="named pipe"):
+        load_audio(p)
+    with pytest.raises(CrossmixError, match="named pipe"):
+        file_hash(p)

@@ -128,6 +128,11 @@ class CompatibilityReport:
         Accompaniment beat index placed on the query's first beat.
     downbeat_aligned : bool
         Whether bar lines were aligned too (both songs had downbeats).
+    needed_shift : int
+        The nearest shift (-6..6 semitones) that would make the keys share their notes,
+        whatever the limit; ``semitone_shift`` is 0 when it is beyond ``max_shift``.
+    max_shift : int
+        The limit key matching worked under.
     """
 
     stretch_ratio: float
@@ -145,6 +150,28 @@ class CompatibilityReport:
     offset_s: float
     match_beat_offset: float
     downbeat_aligned: bool
+    needed_shift: int = 0
+    max_shift: int = 3
+
+    @property
+    def shift_out_of_range(self) -> int:
+        """Semitones by which the needed shift exceeds ``max_shift`` (0 when within it)."""
+        return max(0, abs(self.needed_shift) - self.max_shift)
+
+    def key_advice(self, *, applied: int,
+                   remedy: str = "raise the largest key shift to allow it") -> str:
+        """What happened to the key, in words, given the shift ``applied`` to the render;
+        ``remedy`` says how to allow a shift beyond the limit."""
+        if applied:
+            return f"shifted {applied:+d} semitones to fit {self.query_key}"
+        if self.needed_shift == 0:
+            return f"not shifted ({self.match_key} suits {self.query_key})"
+        if self.shift_out_of_range:
+            return (f"not shifted: {self.match_key} needs {self.needed_shift:+d} semitones to fit "
+                    f"{self.query_key}, {self.shift_out_of_range} beyond the "
+                    f"{self.max_shift}-semitone limit ({remedy})")
+        return (f"not shifted ({self.match_key} under {self.query_key}; key matching would "
+                f"shift it {self.needed_shift:+d})")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (float(v) if isinstance(v, np.floating) else v) for k, v in asdict(self).items()}
@@ -165,16 +192,20 @@ def _fifths_distance(semitones: int) -> int:
     return min(steps, 12 - steps)
 
 
-def key_shift(query: Analysis, match: Analysis, *, max_shift: int = 3) -> int:
+def needed_key_shift(query: Analysis, match: Analysis) -> int:
     """Smallest shift (semitones, -6..6) making the match's notes the query key's notes.
 
     Keys are compared by their note sets (relative major/minor are the same set), so
-    A minor over C major needs no shift. Returns 0 when the needed shift exceeds
-    ``max_shift``.
+    A minor over C major needs no shift.
     """
     d = (_major_equivalent(query.key_root, query.key_mode) - _major_equivalent(match.key_root, match.key_mode)) % 12
-    if d > 6:
-        d -= 12
+    return d - 12 if d > 6 else d
+
+
+def key_shift(query: Analysis, match: Analysis, *, max_shift: int = 3) -> int:
+    """:func:`needed_key_shift`, or 0 when it exceeds ``max_shift`` (see
+    ``CompatibilityReport.shift_out_of_range`` to tell that from "no shift needed")."""
+    d = needed_key_shift(query, match)
     return d if abs(d) <= max_shift else 0
 
 
@@ -339,6 +370,8 @@ def _report(
         offset_s=offset,
         match_beat_offset=float(plan.match_beat_offset),
         downbeat_aligned=plan.downbeat_aligned,
+        needed_shift=int(needed_key_shift(query, match)),
+        max_shift=int(max_shift),
     )
 
 

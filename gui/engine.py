@@ -376,7 +376,8 @@ class Session:
             rows.append(dataclasses.replace(
                 row, tempo=float(rep.match_tempo), key=str(rep.match_key),
                 stretch_percent=float(rep.stretch_percent),
-                semitone_shift=int(rep.semitone_shift), mashability=float(rep.mashability)))
+                semitone_shift=int(rep.semitone_shift), mashability=float(rep.mashability),
+                shift_needed=int(rep.needed_shift), shift_limit=int(rep.max_shift)))
         result.rows = rows
         result.timings["analyze"] = result.timings.get("analyze", 0.0) + time.perf_counter() - t
         if progress is not None:

@@ -543,14 +543,8 @@ class MainWindow(QMainWindow):
         self.player.select(self.preview_panel.current_source())
         self.preview_panel.set_waves(p.envs)
         rep = p.crossmix.report
-        applied = int(p.crossmix.semitones_applied)
-        if applied:
-            shift = f"shifted {applied:+d} semitones to fit {rep.query_key}"
-        elif rep.semitone_shift:
-            shift = (f"not shifted ({rep.match_key} under {rep.query_key}; key matching would "
-                     f"shift it {rep.semitone_shift:+d})")
-        else:
-            shift = f"not shifted ({rep.match_key} suits {rep.query_key})"
+        shift = rep.key_advice(applied=int(p.crossmix.semitones_applied),
+                               remedy="raise the largest key shift in Settings to allow it")
         self.preview_panel.report.setText(
             f"Accompaniment stretched {rep.stretch_percent:+.1f} % "
             f"({rep.match_tempo:.1f} → {rep.query_tempo:.1f} BPM), {shift}; "

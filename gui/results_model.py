@@ -34,6 +34,15 @@ class ResultRow:
     mashability: float | None
     path: str
     match: Any = None
+    #: the shift the keys would need, and the largest allowed (``semitone_shift`` is 0 when
+    #: the need is beyond the limit)
+    shift_needed: int | None = None
+    shift_limit: int | None = None
+
+    @property
+    def shift_out_of_range(self) -> bool:
+        return (self.shift_needed is not None and self.shift_limit is not None
+                and abs(self.shift_needed) > self.shift_limit)
 
 
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -113,6 +122,8 @@ class ResultsModel(QAbstractTableModel):
         field = COLUMNS[index.column()][0]
         value = getattr(r, field)
         if role == Qt.ItemDataRole.DisplayRole:
+            if field == "semitone_shift" and r.shift_out_of_range:
+                return f"{r.shift_needed:+d} st > ±{r.shift_limit}"
             return _display(field, value)
         if role == SORT_ROLE:
             if value is None:
@@ -123,6 +134,10 @@ class ResultsModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.TextAlignmentRole and field not in ("title", "artist", "key"):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == Qt.ItemDataRole.ToolTipRole:
+            if field == "semitone_shift" and r.shift_out_of_range:
+                return (f"The keys need a {r.shift_needed:+d} semitone shift, beyond the "
+                        f"{r.shift_limit}-semitone limit (Settings: largest key shift); "
+                        "the accompaniment is not shifted.")
             return r.path
         return None
 

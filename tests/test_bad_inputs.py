@@ -221,3 +221,63 @@ def test_fifo_is_refused_before_it_is_opened(ctx: Ctx) -> None:
         load_audio(p)
     with pytest.raises(CrossmixError, match="named pipe"):
         file_hash(p)
+
+
+# --- key shift beyond the limit (the advice must not say "suits") ---------------------------------
+
+
+def _analysis(root: int, mode: str = "major") -> object:
+    from core.analysis import Analysis, key_name
+
+    beats = np.arange(0.5, 30.0, 0.5)
+    return Analysis(tempo=120.0, beats=beats, downbeats=None, key=key_name(root, mode),
+                    key_root=root, key_mode=mode, lufs=-14.0, duration=30.0)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("query, match, limit, applied, advice", [
+    (9, 5, 3, 0, r"not shifted: F major needs \+4 semitones to fit A major, 1 beyond the "
+                 r"3-semitone limit"),
+    (9, 5, 4, 4, r"shifted \+4 semitones to fit A major"),
+    (9, 3, 3, 0, r"not shifted: D# major needs \+6 semitones to fit A major, 3 beyond"),
+    (9, 9, 3, 0, r"not shifted \(A major suits A major\)"),
+])
+def test_key_shift_out_of_range_is_said(query: int, match: int, limit: int, applied: int,
+                                        advice: str) -> None:
+    from core.remix import compatibility
+
+    rep = compatibility(_analysis(query), _analysis(match), similarity=0.5,  # type: ignore[arg-type]
+                        max_shift=limit)
+    assert rep.semitone_shift == applied
+    assert re.search(advice, rep.key_advice(applied=rep.semitone_shift)), rep.key_advice(
+        applied=rep.semitone_shift)
+    assert "suits" not in rep.key_advice(applied=0) or rep.needed_shift == 0
+
+
+@pytest.fixture(scope="module")
+def keyed_songs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A query in A major and a match in F major (+4 semitones apart), both 120 BPM."""
+    from synth_songs import make_song
+
+    d = tmp_path_factory.mktemp("keyed")
+    out = []
+    for name, root in (("query A.wav", 9), ("match F.wav", 5)):
+        s = make_song(tempo=120.0, key_root=root, key_mode="major", seconds=8.0, seed=root)
+        sf.write(d / name, s.mix.samples.T, s.mix.sr)
+        out.append(d / name)
+    return out[0], out[1]
+
+
+def test_remix_says_the_key_shift_is_out_of_range_and_tags_both_sources(
+        keyed_songs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import mutagen
+
+    query, match = keyed_songs
+    out = tmp_path / "mix v1.0.flac"
+    rc, text = run_cli(["remix", str(query), str(match), "-o", str(out), "--key-match",
+                        "--model", "tiny", "--no-cache"], capsys)
+    assert rc == 0, text
+    assert "shift +0 st" in text
+    assert re.search(r"not shifted: F major needs \+4 semitones to fit A major, 1 beyond the "
+                     r"3-semitone limit \(--max-shift 4 allows it\)", text), text
+    comment = " ".join(mutagen.File(str(out))["comment"])
+    assert "query A.wav" in comment and "match F.wav" in comment, comment

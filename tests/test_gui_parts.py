@@ -356,3 +356,20 @@ def test_no_display_gives_a_clear_message(monkeypatch: pytest.MonkeyPatch) -> No
     assert reason is not None and "xvfb-run" in reason and "crossmix --help" in reason
     monkeypatch.setenv("DISPLAY", ":0")
     assert no_display_reason() is None
+
+
+def test_results_model_shows_a_key_shift_beyond_the_limit(qtbot):
+    from gui.results_model import COLUMNS, ResultRow, ResultsModel
+
+    col = [f for f, _ in COLUMNS].index("semitone_shift")
+    base = dict(title="t", artist="a", similarity=0.5, tempo=120.0, key="F major",
+                stretch_percent=0.0, mashability=0.1, path="/m.wav")
+    model = ResultsModel()
+    model.set_rows([
+        ResultRow(rank=1, semitone_shift=0, shift_needed=4, shift_limit=3, **base),
+        ResultRow(rank=2, semitone_shift=0, shift_needed=0, shift_limit=3, **base),
+        ResultRow(rank=3, semitone_shift=2, shift_needed=2, shift_limit=3, **base),
+    ])
+    shown = [model.index(r, col).data() for r in range(3)]
+    assert shown == ["+4 st > ±3", "0", "+2 st"]
+    assert "beyond the 3-semitone limit" in model.index(0, col).data(Qt.ItemDataRole.ToolTipRole)

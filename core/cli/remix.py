@@ -156,6 +156,10 @@ def run(args: argparse.Namespace) -> int:
             f"mashability {r.mashability:.2f}"
             + ("" if similarity is not None else " (similarity not computed)")
         )
+        if args.key_match and r.shift_out_of_range:
+            advice = r.key_advice(applied=cm.semitones_applied,
+                                  remedy=f"--max-shift {abs(r.needed_shift)} allows it")
+            print(f"note: key {advice}")
         for p in written:
             print(f"wrote {p}")
     return 0

@@ -83,6 +83,10 @@ class LibraryError(CrossmixError):
     """The song library could not be read or written."""
 
 
+class NoVocalError(LibraryError):
+    """A query has no singing voice (or too little audio) to be matched by its vocal."""
+
+
 class RemixError(CrossmixError):
     """A cross-mix could not be rendered."""
 

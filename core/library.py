@@ -57,7 +57,8 @@ from core.audio import DEFAULT_MAX_DURATION, audio_hash, file_hash, load_audio
 from core.catalog import Catalog, Failure, SongRecord
 from core.embedding import SongEmbedding, embed_song
 from core.encoders import EncoderPair
-from core.errors import CrossmixError, LibraryError
+from core.errors import CrossmixError, LibraryError, NoVocalError
+from core.features import SEGMENT_SECONDS
 from core.fingerprint import fingerprint, same_recording
 from core.fingerprint import from_blob as fp_from_blob
 from core.index import IndexStore
@@ -164,6 +165,8 @@ class QueryEmbedding:
     audio_key: str | None = None
     #: :func:`core.fingerprint.fingerprint` of the query's audio (recognises other versions)
     fingerprint: npt.NDArray[np.uint32] | None = None
+    #: length of the query's audio in seconds, when known (a query under one segment is refused)
+    duration: float | None = None
 
 
 @dataclass
@@ -475,7 +478,7 @@ class Library:
                                     MV=vecs["[M,V]"], model_id=model)
                 fps = self.catalog.fingerprints([sid])
                 fp = fp_from_blob(fps[sid]) if sid in fps else None
-                return QueryEmbedding(emb, p, chash, song.audio_key, fp)
+                return QueryEmbedding(emb, p, chash, song.audio_key, fp, song.duration)
         enc = self._get_encoders(encoders)
         sep = self._get_separator(separator)
         audio = load_audio(p)
@@ -487,7 +490,7 @@ class Library:
         check_cancel(cancel, "the search")
         emb = embed_song(mix=stems.mix, vocals=stems.vocals, encoders=enc, device=self.device,
                          cancel=cancel)
-        return QueryEmbedding(emb, p, chash, key, fingerprint(audio))
+        return QueryEmbedding(emb, p, chash, key, fingerprint(audio), audio.duration)
 
     def search(
         self,
@@ -552,6 +555,7 @@ class Library:
         else:
             qe = query
         emb = qe.embedding
+        _check_query(qe, space)
         if emb.model_id and emb.model_id != model:
             raise LibraryError(
                 f"The query was embedded by checkpoint {emb.model_id[:12]} but the library "
@@ -705,6 +709,28 @@ class Library:
 
 
 # --- search helpers --------------------------------------------------------------------------
+
+
+def _check_query(qe: QueryEmbedding, space: str) -> None:
+    """Refuse a query too short to embed, or without a vocal in a space that ranks by it.
+
+    Without a vocal, every query gets the same "vocal" vector (that of silence), so the
+    ranking would be the same confident list for any of them.
+    """
+    name = qe.path or "The query"
+    if qe.duration is not None and qe.duration < SEGMENT_SECONDS:
+        raise NoVocalError(
+            f"{name}: it is {qe.duration:.1f} s long; a query needs at least "
+            f"{SEGMENT_SECONDS:.0f} s of audio to be matched. Choose a longer song or region."
+        )
+    vocal_space = SEARCH_SPACES[space][0] != "M"
+    # ``n_segments`` is 0 for vectors not made by embed_song here (stored, or given by a caller)
+    if vocal_space and qe.embedding.n_segments > 0 and not qe.embedding.vocal_found:
+        raise NoVocalError(
+            f"{name}: no singing voice was found in it (its separated vocal is silent or too "
+            f"faint), so it cannot be matched by its vocal. Choose a song with singing, or "
+            "search by the mix (space mix->mix)."
+        )
 
 
 def _key_set(key: str | Sequence[str] | None) -> set[tuple[int, KeyMode]] | None:

@@ -431,7 +431,7 @@ class Session:
             return
         qe = QueryEmbedding(result.embedding, path=str(result.path),
                             content_hash=result.content_hash, audio_key=result.audio_key,
-                            fingerprint=result.fingerprint)
+                            fingerprint=result.fingerprint, duration=result.duration)
         try:
             sr = lib.search(qe, space=space, k=k, duplicate_similarity=self.duplicate_threshold,
                             cancel=cancel)

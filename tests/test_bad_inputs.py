@@ -177,6 +177,10 @@ CASES = [
     Case("match with a cut FLAC",
          lambda c: ["match", str(_cut_flac(c)), "--library", str(c.lib), *TINY],
          1, r"cut\.flac: it is truncated: its header promises 4\.0 s of audio but only \d\.\d s"),
+    Case("match with a 0.5 s clip",
+         lambda c: ["match", str(write_song(c.tmp / "clip.wav", seed=5, seconds=0.5)),
+                    "--library", str(c.lib), *TINY],
+         1, r"clip\.wav: it is 0\.5 s long; a query needs at least 3 s of audio"),
     Case("library add: a streamed FLAC (no length in its header) is indexed",
          lambda c: (shutil.move(_streamed_flac(c), c.songs / "streamed.flac"),
                     ["library", "add", str(c.songs), "--library", str(c.lib), *TINY])[-1],
@@ -281,3 +285,60 @@ def test_remix_says_the_key_shift_is_out_of_range_and_tags_both_sources(
                      r"3-semitone limit \(--max-shift 4 allows it\)", text), text
     comment = " ".join(mutagen.File(str(out))["comment"])
     assert "query A.wav" in comment and "match F.wav" in comment, comment
+
+
+# --- a query without a vocal -------------------------------------------------------------------
+
+
+class NoVocalSeparator(Separator):
+    """The tiny separator, but it finds no vocal at all (as Spleeter does in white noise)."""
+
+    def separate(self, audio, **kw):  # type: ignore[no-untyped-def,override]
+        from core.audio import Audio
+        from core.separation import Stems
+
+        s = super().separate(audio, **kw)
+        silent = Audio(np.zeros_like(s.vocals.samples), s.vocals.sr, s.vocals.source)
+        return Stems(mix=s.mix, vocals=silent, accompaniment=s.mix)
+
+
+_TINY_SEPARATOR = Separator.tiny
+
+
+def no_vocal_separator(**_kw: object) -> NoVocalSeparator:
+    base = _TINY_SEPARATOR(seed=0)
+    return NoVocalSeparator(base._nets, model_id="novocal-" + base.model_id, name="no vocal")
+
+
+def _white_noise(path: Path, seconds: float = 6.0) -> Path:
+    rng = np.random.default_rng(3)
+    sf.write(path, (0.2 * rng.standard_normal((int(seconds * SR), 2))).astype(np.float32), SR)
+    return path
+
+
+def test_match_without_a_vocal_says_so_instead_of_ranking(
+        ctx: Ctx, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Separator, "tiny", staticmethod(no_vocal_separator))
+    noise = _white_noise(ctx.tmp / "noise.wav")
+    before = songs_of(ctx.lib)
+    for space in ("vocal->mix", "vocal->vocal", "[M,V]"):
+        rc, text = run_cli(["match", str(noise), "--space", space, "--library", str(ctx.lib),
+                            *TINY], capsys)
+        assert rc == 1, text
+        assert re.search(r"noise\.wav: no singing voice was found in it .*space mix->mix", text)
+        assert "sim" not in text  # no ranked list
+    rc, text = run_cli(["match", str(noise), "--space", "mix->mix", "--library", str(ctx.lib),
+                        *TINY], capsys)
+    assert rc == 0 and len(re.findall(r"^ +\d+ +0\.\d+", text, re.M)) == 3, text  # by the mix
+    assert songs_of(ctx.lib) == before
+
+
+def test_engine_refuses_a_query_without_a_vocal(ctx: Ctx) -> None:
+    from core.errors import NoVocalError
+
+    with Library.open(ctx.lib, encoders=EncoderPair.tiny()) as lib:
+        with pytest.raises(NoVocalError, match="no singing voice"):
+            lib.search(_white_noise(ctx.tmp / "noise.wav"), separator=no_vocal_separator())
+        # with the tiny separator (whose random "vocal" is loud enough) the same file is ranked
+        res = lib.search(_white_noise(ctx.tmp / "noise.wav"), separator=Separator.tiny(seed=0))
+        assert len(res.matches) == 3

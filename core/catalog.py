@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -43,7 +44,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from core.errors import LibraryError
+from core.errors import CatalogDamagedError, DiskFullError, LibraryError, LibraryReadOnlyError
 
 SCHEMA_VERSION = 1
 #: Embedding spaces stored per song (the names used by ``core.embedding``).
@@ -205,20 +206,22 @@ class Catalog:
             conn = sqlite3.connect(
                 str(p), timeout=30.0, isolation_level=None, check_same_thread=False
             )
-        except (OSError, sqlite3.Error) as exc:
+        except OSError as exc:
             raise LibraryError(f"{p}: cannot open the library catalog ({exc}).") from None
+        except sqlite3.Error as exc:
+            raise storage_error(p, exc) from None
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
             cat = cls(conn, p)
             cat._init_schema()
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.Error as exc:
             conn.close()
-            raise LibraryError(
-                f"{p}: the library catalog is damaged or not a Crossmix catalog ({exc}). "
-                "Move it aside and re-create the library with 'crossmix library add'."
-            ) from None
+            raise storage_error(p, exc) from None
+        except LibraryError:
+            conn.close()
+            raise
         return cat
 
     def _init_schema(self) -> None:
@@ -244,18 +247,30 @@ class Catalog:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """A write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on error)."""
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise storage_error(self.path, exc) from None
             try:
                 yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
+                self._conn.execute("COMMIT")
+            except BaseException as exc:
+                if self._conn.in_transaction:
+                    try:
+                        self._conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass  # SQLite rolled back itself (a full disk); nothing was written
+                if isinstance(exc, sqlite3.Error):
+                    raise storage_error(self.path, exc) from None
                 raise
-            self._conn.execute("COMMIT")
 
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
-            cur = self._conn.execute(sql, tuple(params))
-            return list(cur.fetchall())
+            try:
+                cur = self._conn.execute(sql, tuple(params))
+                return list(cur.fetchall())
+            except sqlite3.Error as exc:
+                raise storage_error(self.path, exc) from None
 
     # --- meta -------------------------------------------------------------------------------
 
@@ -606,6 +621,52 @@ class Catalog:
 # --- helpers -------------------------------------------------------------------------------
 
 
+def _nearly_full(folder: Path) -> bool:
+    """Whether the file system of ``folder`` has under 1 MiB free (SQLite reports a full disk
+    while growing its journal as a plain I/O error)."""
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):
+        return False
+    return st.f_bavail * st.f_frsize < 1 << 20
+
+
+def storage_error(path: Path, exc: sqlite3.Error) -> LibraryError:
+    """What an SQLite error on the catalog at ``path`` means to the user, and what to do."""
+    text = str(exc) or type(exc).__name__
+    low = text.lower()
+    folder = path.parent
+    code = getattr(exc, "sqlite_errorcode", None)
+    unwritable = (folder.is_dir() and not os.access(folder, os.W_OK)) or (
+        path.exists() and not os.access(path, os.W_OK))
+    if ("readonly" in low or "read-only" in low or code == sqlite3.SQLITE_READONLY
+            or (unwritable and ("unable to open" in low or code == sqlite3.SQLITE_CANTOPEN))):
+        return LibraryReadOnlyError(
+            f"{path}: the library may not be written ({text}); nothing was changed. Make "
+            f"{folder} writable, or use another library folder (--library DIR)."
+        )
+    if "disk is full" in low or code == sqlite3.SQLITE_FULL or (
+            ("disk i/o error" in low or code == sqlite3.SQLITE_IOERR) and _nearly_full(folder)):
+        return DiskFullError(
+            f"{path}: the disk holding the library is full ({text}); the change in progress "
+            "was undone and nothing already in the library was lost. Free some space and run "
+            "the command again (an interrupted scan resumes where it stopped)."
+        )
+    if ("malformed" in low or "not a database" in low or "could not decode" in low
+            or code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)):
+        return CatalogDamagedError(
+            f"{path}: the library catalog is damaged ({text}). Run 'crossmix library repair "
+            f"--library {folder}' to check it and keep what can be read; the songs it loses "
+            "are indexed again from their files by the next scan."
+        )
+    if "unable to open" in low or code == sqlite3.SQLITE_CANTOPEN:
+        return LibraryError(
+            f"{path}: cannot open the library catalog ({text}); check that {folder} exists "
+            "and that you may write to it."
+        )
+    return LibraryError(f"{path}: the library catalog could not be used ({text}).")
+
+
 def _bump(c: sqlite3.Connection) -> None:
     c.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='generation'")
 
@@ -644,3 +705,150 @@ def _stack(rows: list[sqlite3.Row]) -> tuple[npt.NDArray[np.int64], npt.NDArray[
     ids = np.fromiter((int(r[0]) for r in rows), dtype=np.int64, count=len(rows))
     mat = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").astype(np.float32)
     return ids, mat.reshape(len(rows), -1)
+
+
+# --- checking and salvaging a damaged catalog ----------------------------------------------
+
+#: Tables in the order they are salvaged (parents before children).
+_TABLES = ("meta", "roots", "excludes", "songs", "files", "embeddings", "fingerprints", "failures")
+
+
+@dataclass
+class RepairReport:
+    """What :func:`repair_catalog` found and did."""
+
+    problems: list[str] = field(default_factory=list)  #: integrity_check and unreadable values
+    repaired: bool = False      #: a salvaged catalog replaced the damaged one
+    kept: dict[str, int] = field(default_factory=dict)  #: rows kept per table
+    lost_songs: int = 0         #: songs dropped (unreadable, or without their mix vector)
+    damaged_copy: str | None = None  #: where the damaged file was moved
+
+
+def _tolerant_connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    # undecodable text (a flipped byte in a tag) is kept with U+FFFD instead of failing the row
+    conn.text_factory = lambda b: b.decode("utf-8", "replace")
+    return conn
+
+
+def check_catalog(path: str | Path) -> list[str]:
+    """Problems of the catalog at ``path``: ``PRAGMA integrity_check`` findings and text
+    values that are not valid UTF-8. An empty list means it is sound."""
+    p = Path(path)
+    try:
+        conn = sqlite3.connect(str(p), isolation_level=None)
+    except sqlite3.Error as exc:
+        return [str(exc)]
+    problems: list[str] = []
+    try:
+        try:
+            rows = conn.execute("PRAGMA integrity_check").fetchall()
+            problems += [str(r[0]) for r in rows if str(r[0]) != "ok"]
+        except sqlite3.Error as exc:
+            return [str(exc)]
+        for table in _TABLES:
+            try:
+                for _ in conn.execute(f"SELECT * FROM {table}"):  # noqa: S608 - fixed names
+                    pass
+            except sqlite3.Error as exc:
+                problems.append(f"table {table}: {exc}")
+    finally:
+        conn.close()
+    return problems
+
+
+def _salvage_rows(conn: sqlite3.Connection, table: str, cols: list[str]) -> list[tuple[Any, ...]]:
+    """Every row of ``table`` that can still be read, stepping over damaged pages."""
+    out: list[tuple[Any, ...]] = []
+    last = -(1 << 63)
+    step = 1
+    tries = 0
+    sel = f"SELECT rowid, {', '.join(cols)} FROM {table} WHERE rowid > ? ORDER BY rowid"  # noqa: S608
+    while tries < 200:
+        try:
+            for row in conn.execute(sel, (last,)):
+                out.append(tuple(row))
+                last = int(row[0])
+                step = 1
+            return out
+        except sqlite3.Error:
+            tries += 1
+            last += step  # past the damaged page, in growing steps
+            step *= 2
+    return out
+
+
+def repair_catalog(path: str | Path, *, dry_run: bool = False) -> RepairReport:
+    """Check the catalog at ``path`` and, when damaged, replace it with what can be read.
+
+    Rows are copied table by table into a fresh catalog, stepping over damaged pages;
+    unreadable text becomes U+FFFD. Songs that lost their files or their mix vector are
+    dropped, so the next scan indexes their files again (from cached stems in full mode). The
+    damaged file is kept beside it as ``catalog.sqlite.damaged-<time>``.
+
+    Raises
+    ------
+    LibraryError
+        The folder cannot be written (nothing is changed then).
+    """
+    p = Path(path)
+    report = RepairReport(problems=check_catalog(p))
+    if not report.problems or dry_run:
+        return report
+    salvage = p.with_name(f".{p.name}.salvage")
+    for leftover in (salvage, Path(f"{salvage}-wal"), Path(f"{salvage}-shm")):
+        leftover.unlink(missing_ok=True)
+    old = _tolerant_connect(p)
+    new = Catalog.open(salvage)
+    try:
+        with new.transaction() as c:
+            c.execute("PRAGMA defer_foreign_keys=ON")
+            for table in ("meta", *_TABLES[1:]):
+                cols = [str(r[1]) for r in c.execute(f"PRAGMA table_info({table})")]
+                try:
+                    rows = _salvage_rows(old, table, cols)
+                except sqlite3.Error:
+                    rows = []
+                if table == "meta":
+                    c.execute("DELETE FROM meta")
+                marks = ",".join("?" * len(cols))
+                c.executemany(
+                    f"INSERT OR IGNORE INTO {table} ({', '.join(cols)}) VALUES ({marks})",
+                    [r[1:] for r in rows])
+                report.kept[table] = len(rows)
+            songs_before = c.execute("SELECT COUNT(*) FROM songs").fetchone()[0]
+            c.execute("DELETE FROM files WHERE song_id NOT IN (SELECT id FROM songs)")
+            c.execute("DELETE FROM songs WHERE id NOT IN "
+                      "(SELECT song_id FROM embeddings WHERE space='M')")
+            c.execute("DELETE FROM files WHERE song_id NOT IN (SELECT id FROM songs)")
+            c.execute("DELETE FROM embeddings WHERE song_id NOT IN (SELECT id FROM songs)")
+            c.execute("DELETE FROM fingerprints WHERE song_id NOT IN (SELECT id FROM songs)")
+            _drop_orphans(c)
+            report.lost_songs = (int(songs_before)
+                                 - int(c.execute("SELECT COUNT(*) FROM songs").fetchone()[0]))
+            for key, value in (("schema_version", str(SCHEMA_VERSION)), ("generation", "0"),
+                               ("library_id", uuid.uuid4().hex)):
+                c.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (key, value))
+            _bump(c)  # derived indexes are rebuilt
+        with new._lock:
+            new._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        new.close()
+        old.close()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    damaged = p.with_name(f"{p.name}.damaged-{stamp}")
+    try:
+        os.replace(p, damaged)
+        for ext in ("-wal", "-shm"):
+            side = Path(f"{p}{ext}")
+            if side.exists():
+                os.replace(side, Path(f"{damaged}{ext}"))
+        os.replace(salvage, p)
+        Path(f"{salvage}-wal").unlink(missing_ok=True)
+        Path(f"{salvage}-shm").unlink(missing_ok=True)
+    except OSError as exc:
+        raise LibraryError(f"{p}: could not put the salvaged catalog in place ({exc}); the "
+                           f"salvaged copy is {salvage}.") from None
+    report.repaired = True
+    report.damaged_copy = str(damaged)
+    return report

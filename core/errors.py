@@ -83,6 +83,18 @@ class LibraryError(CrossmixError):
     """The song library could not be read or written."""
 
 
+class LibraryReadOnlyError(LibraryError):
+    """The library's folder or catalog may not be written."""
+
+
+class DiskFullError(LibraryError):
+    """The disk holding the library is full."""
+
+
+class CatalogDamagedError(LibraryError):
+    """The library's catalog has damaged pages or values (``crossmix library repair``)."""
+
+
 class NoVocalError(LibraryError):
     """A query has no singing voice (or too little audio) to be matched by its vocal."""
 

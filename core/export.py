@@ -249,6 +249,17 @@ def export_cross_mix(
     return written
 
 
+def export_format(path: str | Path, format: str | None = None) -> str:
+    """The export format of ``path`` (``format``, else its extension).
+
+    Raises
+    ------
+    ExportError
+        Not one of wav, flac, mp3, ogg: checked before any work is done.
+    """
+    return _format_of(Path(path), format)
+
+
 def _format_of(p: Path, format: str | None) -> str:
     fmt = (format or p.suffix.lstrip(".")).lower()
     if fmt == "oga":

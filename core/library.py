@@ -564,6 +564,15 @@ class Library:
             )
         qvec = np.asarray(emb.space(q_space), dtype=np.float32)
         index = self.indexes.get(lib_space, model)
+        if index.ntotal == 0 and lib_space != "M":
+            counts = self.catalog.counts(model)
+            if counts.get("space:M", 0):
+                raise LibraryError(
+                    f"{self.root}: the space {space} needs songs scanned in full mode (with "
+                    f"their vocals), and its {counts['space:M']} songs were scanned in fast mode. "
+                    "Run 'crossmix library scan --mode full' (it separates every song), or "
+                    "search vocal->mix or mix->mix."
+                )
         key_set = _key_set(key)
         allowed: npt.NDArray[np.int64] | None = None
         available = index.ntotal

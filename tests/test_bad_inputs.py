@@ -181,6 +181,28 @@ CASES = [
          lambda c: ["match", str(write_song(c.tmp / "clip.wav", seed=5, seconds=0.5)),
                     "--library", str(c.lib), *TINY],
          1, r"clip\.wav: it is 0\.5 s long; a query needs at least 3 s of audio"),
+    Case("library add where every file fails exits 1",
+         lambda c: (_cut_flac(c), (c.tmp / "bad").mkdir(), shutil.move(c.tmp / "cut.flac", c.tmp / "bad"),
+                    ["library", "add", str(c.tmp / "bad"), "--library", str(c.tmp / "new lib"),
+                     *TINY])[-1],
+         1, r"0 indexed.*1 failed.*\n.*none of the 1 audio file\(s\) could be indexed"),
+    Case("library status with a mistyped --library does not create a library",
+         lambda c: ["library", "status", "--library", str(c.tmp / "libary")],
+         1, r"libary: there is no library here \(no catalog\.sqlite\); check the folder name"),
+    Case("library scan with a mistyped --library",
+         lambda c: ["library", "scan", "--library", str(c.tmp / "libary"), *TINY],
+         1, r"libary: there is no library here"),
+    Case("match --space vocal->vocal on a fast-mode library",
+         lambda c: ["match", str(c.song(0)), "--space", "vocal->vocal", "--library", str(c.lib),
+                    *TINY],
+         1, r"the space vocal->vocal needs songs scanned in full mode .*--mode full"),
+    Case("match --space [M,V] on a fast-mode library",
+         lambda c: ["match", str(c.song(0)), "--space", "[M,V]", "--library", str(c.lib), *TINY],
+         1, r"the space \[M,V\] needs songs scanned in full mode"),
+    Case("remix -o with an unknown extension is refused before any separation",
+         lambda c: ["remix", str(c.song(0)), str(c.song(1)), "-o", str(c.tmp / "out.xyz"),
+                    "--model", "tiny"],
+         1, r"^crossmix: error: .*out\.xyz: cannot export xyz; use \.wav, \.flac, \.mp3 or \.ogg\.\n$"),
     Case("library add: a streamed FLAC (no length in its header) is indexed",
          lambda c: (shutil.move(_streamed_flac(c), c.songs / "streamed.flac"),
                     ["library", "add", str(c.songs), "--library", str(c.lib), *TINY])[-1],
@@ -195,7 +217,7 @@ def test_cli_bad_input(case: Case, ctx: Ctx, capsys: pytest.CaptureFixture[str])
     capsys.readouterr()
     rc, text = run_cli(argv, capsys)
     assert rc == case.rc, text
-    assert re.search(case.message, text), text
+    assert re.search(case.message, text, re.S), text
     after = songs_of(ctx.lib)
     for h, song in before.items():  # nothing lost
         assert after.get(h) == song, f"song {h[:8]} changed or was lost"
@@ -342,3 +364,153 @@ def test_engine_refuses_a_query_without_a_vocal(ctx: Ctx) -> None:
         # with the tiny separator (whose random "vocal" is loud enough) the same file is ranked
         res = lib.search(_white_noise(ctx.tmp / "noise.wav"), separator=Separator.tiny(seed=0))
         assert len(res.matches) == 3
+
+
+# --- storage faults: read-only library, full disk, damaged catalog ----------------------------------
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """``mount(size_kb)`` -> a fresh small tmpfs folder (root only); unmounted afterwards."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root to mount a small tmpfs")
+    mounted: list[Path] = []
+
+    def mount(size_kb: int) -> Path:
+        d = tmp_path / f"fs{len(mounted)}"
+        d.mkdir()
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(d)],
+                          capture_output=True).returncode:
+            pytest.skip("cannot mount a tmpfs here")
+        mounted.append(d)
+        return d
+
+    yield mount
+    for d in reversed(mounted):
+        subprocess.run(["umount", "-l", str(d)], check=False)
+
+
+def _checkpointed_copy(lib: Path, dest: Path) -> Path:
+    cat = Catalog.open(lib / "catalog.sqlite")
+    with cat._lock:
+        cat._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    cat.close()
+    shutil.copytree(lib, dest)
+    return dest
+
+
+def _fill(folder: Path, *, leave_kb: int) -> None:
+    st = os.statvfs(folder)
+    free = st.f_bavail * st.f_frsize
+    (folder / "filler").write_bytes(b"\0" * max(0, free - leave_kb * 1024))
+
+
+def _more_songs(c: Ctx, n: int) -> Path:
+    d = c.tmp / "more"
+    for i in range(n):
+        write_song(d / f"more {i}.wav", seed=100 + i, seconds=3.0)
+    return d
+
+
+def test_read_only_library_on_add(ctx: Ctx, tmpfs, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    lib = _checkpointed_copy(ctx.lib, tmpfs(4096) / "lib")
+    before = songs_of(lib)
+    subprocess.run(["mount", "-o", "remount,ro", str(lib.parent)], check=True)
+    rc, text = run_cli(["library", "add", str(_more_songs(ctx, 1)), "--library", str(lib),
+                        *TINY], capsys)
+    assert rc == 1, text
+    assert re.search(r"catalog\.sqlite: the library may not be written .*nothing was changed\. "
+                     r"Make .*lib writable, or use another library folder", text), text
+    subprocess.run(["mount", "-o", "remount,rw", str(lib.parent)], check=True)
+    assert songs_of(lib) == before
+
+
+def test_disk_full_mid_scan(ctx: Ctx, tmpfs, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    from core.catalog import check_catalog
+
+    fs = tmpfs(1024)
+    lib = _checkpointed_copy(ctx.lib, fs / "lib")
+    before = songs_of(lib)
+    more = _more_songs(ctx, 12)
+    rc, text = run_cli(["library", "add", str(more), "--no-scan", "--library", str(lib)], capsys)
+    assert rc == 0, text
+    _fill(fs, leave_kb=24)
+    rc, text = run_cli(["library", "scan", "--library", str(lib), *TINY], capsys)
+    assert rc == 1, text
+    assert re.search(r"the disk holding the library is full .*nothing already in the library "
+                     r"was lost\. Free some space and run the command again", text), text
+    assert "damaged" not in text
+    (fs / "filler").unlink()  # space again: nothing was lost, the scan resumes
+    assert check_catalog(lib / "catalog.sqlite") == []
+    after = songs_of(lib)
+    assert all(after.get(h) == s for h, s in before.items())
+    rc, text = run_cli(["library", "scan", "--library", str(lib), *TINY], capsys)
+    assert rc == 0, text
+    assert len(songs_of(lib)) == len(before) + 12
+
+
+def _damage_table(lib: Path, table: str) -> None:
+    """Overwrite part of the first page of ``table`` with garbage."""
+    import sqlite3
+
+    conn = sqlite3.connect(lib / "catalog.sqlite")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    page = conn.execute("SELECT rootpage FROM sqlite_master WHERE name=?", (table,)).fetchone()[0]
+    size = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.close()
+    with open(lib / "catalog.sqlite", "r+b") as fh:
+        fh.seek((page - 1) * size + 100)
+        fh.write(np.random.default_rng(0).integers(0, 256, 1500, dtype=np.uint8).tobytes())
+
+
+def _bad_utf8_artist(lib: Path) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(lib / "catalog.sqlite")
+    conn.execute("UPDATE songs SET artist = CAST(x'41ff42' AS TEXT) WHERE id = "
+                 "(SELECT MIN(id) FROM songs)")
+    conn.commit()
+    conn.close()
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda lib: _damage_table(lib, "embeddings"), "database disk image is malformed"),
+    (_bad_utf8_artist, "Could not decode to UTF-8 column 'artist'"),
+], ids=["malformed pages", "invalid UTF-8 in a tag"])
+def test_damaged_catalog_is_said_then_repaired(ctx: Ctx, capsys: pytest.CaptureFixture[str],
+                                               damage, message) -> None:  # type: ignore[no-untyped-def]
+    before = songs_of(ctx.lib)
+    damage(ctx.lib)
+    rc, text = run_cli(["match", str(ctx.song(0)), "--library", str(ctx.lib), *TINY], capsys)
+    assert rc == 1, text
+    assert "the library catalog is damaged" in text and message in text, text
+    assert f"crossmix library repair --library {ctx.lib}" in text
+    rc, text = run_cli(["library", "repair", "--check", "--library", str(ctx.lib)], capsys)
+    assert rc == 1 and "the catalog is damaged" in text, text
+    rc, text = run_cli(["library", "repair", "--library", str(ctx.lib)], capsys)
+    assert rc == 0 and "salvaged:" in text, text
+    assert list(ctx.lib.glob("catalog.sqlite.damaged-*")), "the damaged file was not kept"
+    rc, text = run_cli(["library", "scan", "--library", str(ctx.lib), *TINY], capsys)
+    assert rc == 0, text
+    rc, text = run_cli(["library", "repair", "--check", "--library", str(ctx.lib)], capsys)
+    assert rc == 0 and "the catalog is sound" in text, text
+    after = songs_of(ctx.lib)
+    assert set(after) == set(before)  # every song is back, with the same vectors
+    for h, song in before.items():
+        assert after[h]["vectors"] == song["vectors"]  # type: ignore[index]
+    rc, text = run_cli(["match", str(ctx.song(0)), "--library", str(ctx.lib), *TINY], capsys)
+    assert rc == 0, text
+
+
+def test_damaged_index_is_announced_once_without_a_source_line(ctx: Ctx) -> None:
+    import sys
+
+    (ctx.lib / "index" / "M.faiss").write_bytes(b"garbage")
+    proc = subprocess.run(
+        [sys.executable, "-m", "core", "match", str(ctx.song(0)), "--library", str(ctx.lib),
+         *TINY], capture_output=True, text=True, cwd=Path(__file__).parents[1],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("the search index is damaged") == 1, proc.stderr
+    assert "warnings.warn" not in proc.stderr and "Traceback" not in proc.stderr
+    assert "song 1" in proc.stdout

@@ -11,6 +11,7 @@ import argparse
 import importlib
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
 
 from core.errors import Cancelled, CrossmixError
@@ -61,6 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    # Library code both logs and warns about a rebuilt index (for callers that only watch
+    # warnings); on the command line the log line is enough, and warnings need no source line.
+    warnings.filterwarnings("ignore", message=r".*the search index is damaged")
+    warnings.showwarning = _show_warning
     try:
         return int(args.func(args))
     except Cancelled as exc:
@@ -72,6 +77,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CrossmixError as exc:
         print(f"crossmix: error: {exc}", file=sys.stderr)
         return 1
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: object = None, line: str | None = None) -> None:
+    print(f"crossmix: warning: {message}", file=sys.stderr)
 
 
 def _open_app(files: list[str]) -> int:

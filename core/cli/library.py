@@ -86,6 +86,16 @@ def register(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_status)
 
+    p = sub.add_parser("repair", help="check the catalog and salvage a damaged one",
+                       description="Check the library's catalog (SQLite integrity check and "
+                       "unreadable values). When it is damaged, keep every row that can still be "
+                       "read in a new catalog (the damaged file stays beside it as "
+                       "catalog.sqlite.damaged-<time>); the next 'library scan' indexes the "
+                       "songs that were lost again, from their cached stems where possible.")
+    _common(p, models=False)
+    p.add_argument("--check", action="store_true", help="only check; change nothing")
+    p.set_defaults(func=cmd_repair)
+
     p = sub.add_parser("remove", help="remove a file or folder from the library",
                        description="Forget a file or folder (the files on disk are untouched).")
     p.add_argument("path", type=Path, metavar="PATH")
@@ -117,10 +127,27 @@ def register(subparsers: Any) -> None:
 # --- helpers -------------------------------------------------------------------------------
 
 
-def _open(args: argparse.Namespace) -> Library:
+def _open(args: argparse.Namespace, *, create: bool = False) -> Library:
+    """The library of ``--library`` (the default one when not given). Only ``add`` creates a
+    library: elsewhere a mistyped folder is an error, not a new empty library."""
     from core.library import Library
 
+    if args.library is not None and not create:
+        _existing(args.library)
     return Library.open(args.library)
+
+
+def _existing(folder: Path) -> Path:
+    from core.errors import LibraryError
+    from core.library import CATALOG_NAME
+
+    catalog = folder.expanduser() / CATALOG_NAME
+    if not catalog.is_file():
+        raise LibraryError(
+            f"{folder}: there is no library here (no {CATALOG_NAME}); check the folder name, or "
+            f"create a library with 'crossmix library add SONGS --library {folder}'."
+        )
+    return catalog
 
 
 def _device(args: argparse.Namespace) -> Any:
@@ -223,13 +250,24 @@ def _size(n: int) -> str:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
-    with _open(args) as lib:
+    with _open(args, create=True) as lib:
         added = lib.add_paths(args.paths)
         for p in added:
             print(f"added {p}")
         if args.no_scan:
             return 0
-        _print_report(_run_scan(lib, args))
+        report = _run_scan(lib, args)
+        _print_report(report)
+    return _scan_status(report)
+
+
+def _scan_status(r: ScanReport) -> int:
+    """1 when files failed and none is usable, so scripts notice."""
+    usable = r.indexed + r.reembedded + r.linked + r.unchanged
+    if r.failed and not usable:
+        print(f"crossmix: error: none of the {r.failed} audio file(s) could be indexed; "
+              "'crossmix library status' lists why.", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -239,7 +277,39 @@ def cmd_scan(args: argparse.Namespace) -> int:
             print(f"crossmix: the library {lib.root} has no folders; add some with "
                   "'crossmix library add DIR'.", file=sys.stderr)
             return 1
-        _print_report(_run_scan(lib, args))
+        report = _run_scan(lib, args)
+        _print_report(report)
+    return _scan_status(report)
+
+
+def cmd_repair(args: argparse.Namespace) -> int:
+    from core.catalog import repair_catalog
+    from core.library import Library
+
+    catalog = _existing(args.library) if args.library is not None else None
+    if catalog is None:
+        from core.library import CATALOG_NAME
+        from core.paths import default_library_dir
+
+        catalog = default_library_dir() / CATALOG_NAME
+    r = repair_catalog(catalog, dry_run=args.check)
+    if not r.problems:
+        print(f"{catalog}: the catalog is sound.")
+        return 0
+    print(f"{catalog}: the catalog is damaged:")
+    for line in r.problems[:20]:
+        print(f"  {line}")
+    if args.check:
+        print("run 'crossmix library repair' (without --check) to salvage it.")
+        return 1
+    kept = ", ".join(f"{t} {n}" for t, n in r.kept.items() if n)
+    print(f"salvaged: {kept or 'nothing readable'}; {r.lost_songs} songs lost (their files are "
+          f"indexed again by the next scan). The damaged file was kept as {r.damaged_copy}.")
+    with Library.open(catalog.parent) as lib:
+        st = lib.status()
+    print(f"the library now holds {st.songs} songs; run 'crossmix library scan"
+          + (f" --library {args.library}" if args.library is not None else "")
+          + "' to index the lost ones again.")
     return 0
 
 

@@ -73,11 +73,12 @@ def _say(args: argparse.Namespace, text: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from core.analysis import analyze
     from core.device import resolve_device
-    from core.export import cross_mix_tags, export_cross_mix, stem_paths
+    from core.export import cross_mix_tags, export_cross_mix, export_format, stem_paths
     from core.remix import RemixOptions, render_cross_mix
     from core.separation import Separator, default_stem_cache, separate_file
 
     out: Path = args.output
+    export_format(out)  # an unknown extension is refused now, not after the separation
     targets = [out, *stem_paths(out)] if args.stems else [out]
     if not args.overwrite:
         for t in targets:

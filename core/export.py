@@ -8,8 +8,10 @@ rendered cross-mix is already limited to -1 dBTP, so lossy encoders stay under 0
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import uuid
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -243,10 +245,35 @@ def export_cross_mix(
             raise ExportError(
                 f"{existing[0]}: the file exists; choose another name or allow overwriting (--overwrite)."
             )
-    written: list[Path] = []
-    for target, audio, t in targets:
-        written.append(export_audio(target, audio, format=format, bitrate=bitrate, tags=t, overwrite=overwrite))
-    return written
+    # All or nothing: every file is encoded beside its target first and only when all are
+    # complete are they renamed into place, so a full disk never leaves a mix without its stems.
+    fmt = _format_of(p, format)
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for target, audio, t in targets:
+            stage = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.stage.{fmt}")
+            staged.append((stage, target))
+            try:
+                export_audio(stage, audio, format=fmt, bitrate=bitrate, tags=t, overwrite=True)
+            except ExportError as exc:
+                raise ExportError(
+                    str(exc).replace(str(stage), str(target))
+                    + " Nothing was written: the mix and its stems are written together or not at all."
+                ) from None
+        placed: list[Path] = []
+        try:
+            for stage, target in staged:
+                os.replace(stage, target)
+                placed.append(target)
+        except OSError as exc:
+            for done in placed:
+                done.unlink(missing_ok=True)
+            raise ExportError(f"{p}: could not put the files in place ({exc.strerror or exc}); "
+                              "nothing was written.") from None
+    finally:
+        for stage, _ in staged:
+            stage.unlink(missing_ok=True)
+    return [target for _, target in staged]
 
 
 def export_format(path: str | Path, format: str | None = None) -> str:

@@ -514,3 +514,17 @@ def test_damaged_index_is_announced_once_without_a_source_line(ctx: Ctx) -> None
     assert proc.stderr.count("the search index is damaged") == 1, proc.stderr
     assert "warnings.warn" not in proc.stderr and "Traceback" not in proc.stderr
     assert "song 1" in proc.stdout
+
+
+def test_remix_stems_on_a_full_disk_write_nothing(keyed_songs: tuple[Path, Path], tmpfs,  # type: ignore[no-untyped-def]
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    query, match = keyed_songs
+    mix_bytes = int(8.0 * 44100 * 2 * 3)  # 8 s of 24-bit stereo wav
+    out_dir = tmpfs(int(1.6 * mix_bytes / 1024))  # room for the mix, not for its stems too
+    out = out_dir / "cross.wav"
+    rc, text = run_cli(["remix", str(query), str(match), "-o", str(out), "--full", "--stems",
+                        "--model", "tiny", "--no-cache"], capsys)
+    assert rc == 1, text
+    assert re.search(r"cross_vocals\.wav: could not write it .*disk.*Nothing was written: the "
+                     r"mix and its stems are written together or not at all\.", text), text
+    assert sorted(p.name for p in out_dir.iterdir()) == []  # no mix without its stems, no debris

@@ -135,7 +135,8 @@ def embed_song(*, mix: Audio, vocals: Audio | None, encoders: EncoderPair,
     check_cancel(cancel, "embedding")
     if progress:
         progress(Progress("embed", 0, 2, "steps", "log-mel"))
-    mix_seg, voc_seg, found = song_segments(mix=mix, vocals=vocals, device=dev, max_segments=max_segments)
+    mix_seg, voc_seg, found = song_segments(mix=mix, vocals=vocals, device=dev, max_segments=max_segments,
+                                              frontend=encoders.frontend)
     check_cancel(cancel, "embedding")
     if progress:
         progress(Progress("embed", 1, 2, "steps", f"encoding {mix_seg.shape[0]} segments"))

@@ -9,6 +9,13 @@ seventh pool, so the output is the 256-d global average of the last layer.
 last layer keeps ``embedding_dim`` filters so every model gives 256-d embeddings and a
 library never has to care which width made them.
 
+A second family (``arch="ge2e"``) puts a small trained head on each side of a frozen
+real-speech speaker encoder (:mod:`core.ge2e`, resemblyzer's GE2E weights from its PyPI
+wheel): ``f(x) = g(x) + W2 relu(W1 h(x))``, where ``g`` is the GE2E embedding of the segment
+and ``h`` the LSTM's hidden states. The backbone is not stored in the weights file (it comes
+from the installed package; its sha256 is part of the architecture and so of ``model_id``).
+With no head (``head_hidden=0``) the pair *is* the peer: :meth:`EncoderPair.resemblyzer`.
+
 Weights are a safetensors state dict plus a JSON config beside it (``name.safetensors`` +
 ``name.json``) holding the hyper-parameters and the sha256 of the weights file, checked on
 load. ``model_id`` is a sha256 of the tensors and the architecture, the same before and after
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,11 +62,25 @@ class EncoderConfig:
     segment_frames: int = SEGMENT_FRAMES
     name: str = "encoders"
     training: dict[str, Any] = field(default_factory=dict)
+    #: ``"cnn"`` (the paper's backbone on log-mels) or ``"ge2e"`` (heads on resemblyzer's GE2E).
+    arch: str = "cnn"
+    #: GE2E heads: hidden units of each head's MLP (0: no head, the backbone alone).
+    head_hidden: int = 0
+    #: GE2E: sha256 of the backbone tensors the heads were trained on.
+    backbone_sha256: str = ""
+
+    @property
+    def frontend(self) -> str:
+        """The features the encoders read: ``"logmel"`` (:mod:`core.features`) or ``"ge2e"`` (:mod:`core.ge2e`)."""
+        return "ge2e" if self.arch == "ge2e" else "logmel"
 
     def filters(self) -> list[int]:
         return [max(4, int(round(c * self.width))) for c in PAPER_FILTERS] + [self.embedding_dim]
 
     def architecture(self) -> dict[str, Any]:
+        if self.arch == "ge2e":
+            return {"arch": "ge2e", "embedding_dim": self.embedding_dim, "head_hidden": self.head_hidden,
+                    "backbone_sha256": self.backbone_sha256}
         return {"width": self.width, "embedding_dim": self.embedding_dim, "n_mels": self.n_mels,
                 "segment_frames": self.segment_frames, "filters": self.filters()}
 
@@ -67,7 +89,8 @@ class EncoderConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EncoderConfig:
-        known = {k: d[k] for k in ("width", "embedding_dim", "n_mels", "segment_frames", "name", "training") if k in d}
+        known = {k: d[k] for k in ("width", "embedding_dim", "n_mels", "segment_frames", "name", "training",
+                                   "arch", "head_hidden", "backbone_sha256") if k in d}
         return cls(**known)
 
 
@@ -96,6 +119,40 @@ class Backbone(nn.Module):
         return h.mean(dim=(2, 3))
 
 
+class GE2EHead(nn.Module):
+    """One side (f_v or f_m) of a GE2E-based pair: the frozen backbone's embedding plus a residual MLP.
+
+    ``forward`` takes mel power segments ``(B, 40, frames)``; :meth:`project` takes the
+    backbone's outputs directly (training on cached backbone features). The MLP's last
+    layer starts at zero, so an untrained head is exactly the backbone.
+    """
+
+    def __init__(self, backbone: Callable[[], Any], hidden: int, dim: int) -> None:
+        super().__init__()
+        from core.ge2e import EMBEDDING, FEATURE_DIM
+
+        if dim != EMBEDDING:
+            raise ModelError(f"GE2E-based encoders give {EMBEDDING}-d embeddings, not {dim}.")
+        self._backbone = backbone  # a callable, so the frozen weights are not part of this module
+        self.mlp: nn.Sequential | None = None
+        if hidden > 0:
+            self.mlp = nn.Sequential(nn.Linear(FEATURE_DIM, hidden), nn.ReLU(), nn.Linear(hidden, dim))
+            nn.init.zeros_(self.mlp[2].weight)
+            nn.init.zeros_(self.mlp[2].bias)
+
+    def project(self, embedding: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """Backbone outputs ``(B, 256)``, ``(B, 768)`` -> ``(B, 256)`` (not normalised)."""
+        if self.mlp is None:
+            return embedding
+        out: torch.Tensor = embedding + self.mlp(hidden)
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            emb, hid = self._backbone().segment_features(x)
+        return self.project(emb, hid)
+
+
 class EncoderPair(nn.Module):
     """The vocal encoder ``f_v`` and the mix encoder ``f_m`` (separate weights).
 
@@ -107,8 +164,30 @@ class EncoderPair(nn.Module):
         super().__init__()
         self.config = config or EncoderConfig()
         self._model_id: str | None = None
-        self.f_v = Backbone(self.config)
-        self.f_m = Backbone(self.config)
+        self.f_v: nn.Module
+        self.f_m: nn.Module
+        if self.config.arch == "ge2e":
+            from core.ge2e import GE2E, backbone_sha256
+
+            sha = backbone_sha256()
+            if self.config.backbone_sha256 and self.config.backbone_sha256 != sha:
+                raise ModelError(
+                    "These encoders were trained on another version of resemblyzer's weights "
+                    f"({self.config.backbone_sha256[:12]}, installed {sha[:12]}); reinstall resemblyzer 0.1.4 or retrain.")
+            self.config.backbone_sha256 = sha
+            self.backbone = GE2E.pretrained()
+            self.f_v = GE2EHead(lambda: self.backbone, self.config.head_hidden, self.config.embedding_dim)
+            self.f_m = GE2EHead(lambda: self.backbone, self.config.head_hidden, self.config.embedding_dim)
+        elif self.config.arch == "cnn":
+            self.f_v = Backbone(self.config)
+            self.f_m = Backbone(self.config)
+        else:
+            raise ModelError(f"Unknown encoder architecture {self.config.arch!r} (this Crossmix knows 'cnn' and 'ge2e').")
+
+    @property
+    def frontend(self) -> str:
+        """``"logmel"`` or ``"ge2e"``: which segments :func:`core.features.song_segments` must make."""
+        return self.config.frontend
 
     @property
     def dim(self) -> int:
@@ -133,6 +212,25 @@ class EncoderPair(nn.Module):
         return pair
 
     @classmethod
+    def resemblyzer(cls) -> EncoderPair:
+        """The real-speech peer: resemblyzer's GE2E encoder, the same network on vocals and mixes."""
+        pair = cls(EncoderConfig(arch="ge2e", head_hidden=0, name="resemblyzer"))
+        pair.eval()
+        return pair
+
+    @classmethod
+    def ge2e_heads(cls, *, hidden: int = 512, seed: int = 0, name: str = "ge2e") -> EncoderPair:
+        """GE2E backbone with untrained (identity) heads of ``hidden`` units, ready to train."""
+        gen_state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        try:
+            pair = cls(EncoderConfig(arch="ge2e", head_hidden=hidden, name=name))
+        finally:
+            torch.random.set_rng_state(gen_state)
+        pair.eval()
+        return pair
+
+    @classmethod
     def tiny(cls, *, seed: int = 0) -> EncoderPair:
         """Random weights at 1/16 width (4-8 filters, 256-d output), for tests and demos."""
         return cls.create(width=1 / 16, seed=seed, name="tiny")
@@ -150,7 +248,9 @@ class EncoderPair(nn.Module):
     # --- identity and files ---------------------------------------------------------------
 
     def _cpu_state(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
+        """The trainable tensors (a GE2E backbone comes from its package and is left out)."""
+        return {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()
+                if not k.startswith("backbone.")}
 
     def train(self, mode: bool = True) -> EncoderPair:
         self._model_id = None  # weights may change while training
@@ -158,6 +258,8 @@ class EncoderPair(nn.Module):
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
         self._model_id = None
+        if self.config.arch == "ge2e" and not any(k.startswith("backbone.") for k in state_dict):
+            state_dict = {**{f"backbone.{k}": v for k, v in self.backbone.state_dict().items()}, **state_dict}
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     @property
@@ -264,3 +366,31 @@ def load_default_encoders(*, device: torch.device | None = None) -> EncoderPair:
             "with 'crossmix train --data FOLDER' and choose the checkpoint in the settings."
         )
     return EncoderPair.load(path, device=device)
+
+
+#: Encoders chosen by name (the CLI's ``--encoders``, the Settings tab). Anything else is a path.
+ENCODER_NAMES: dict[str, str] = {
+    "shipped": "the shipped encoders (assets/encoders/)",
+    "resemblyzer": "resemblyzer's real-speech GE2E speaker encoder on vocals and mixes alike (no training)",
+}
+
+
+def resolve_encoders(name_or_path: str | Path | None, *, device: torch.device | None = None) -> EncoderPair:
+    """The one way to get encoders from a user's choice.
+
+    ``None``, ``""`` or ``"shipped"``: the shipped encoders (:func:`load_default_encoders`);
+    ``"resemblyzer"``: :meth:`EncoderPair.resemblyzer`; anything else: a checkpoint path
+    (``.safetensors`` beside its ``.json``).
+
+    Raises
+    ------
+    ModelError
+        The checkpoint is missing or corrupt, or resemblyzer is not installed.
+    """
+    choice = str(name_or_path).strip() if name_or_path is not None else ""
+    if choice in ("", "shipped", "default"):
+        return load_default_encoders(device=device)
+    if choice == "resemblyzer":
+        pair = EncoderPair.resemblyzer()
+        return pair.to(device) if device is not None else pair
+    return EncoderPair.load(Path(choice).expanduser(), device=device)

@@ -207,13 +207,19 @@ def select_segments(*, n_frames: int, vocal: npt.NDArray[np.float32] | None,
 
 
 def song_segments(*, mix: Audio, vocals: Audio | None, device: torch.device | None = None,
-                  max_segments: int = DEFAULT_MAX_SEGMENTS) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
-    """Log-mel segments of a song's mix and vocal at the same (vocal-active) positions.
+                  max_segments: int = DEFAULT_MAX_SEGMENTS,
+                  frontend: str = "logmel") -> tuple[torch.Tensor, torch.Tensor | None, bool]:
+    """Segments of a song's mix and vocal at the same (vocal-active) positions.
+
+    ``frontend`` ``"logmel"`` gives the CNN encoders' log-mel segments; ``"ge2e"`` gives
+    the GE2E encoder's 40-band mel power segments of the same 3-s stretches at 16 kHz, each
+    brought to -30 dBFS (:func:`core.ge2e.segment_mels`). Segments are chosen from the
+    vocal's level at 22 050 Hz either way, so both front ends see the same stretches.
 
     Returns
     -------
     mix_segments : torch.Tensor
-        ``(count, 128, 129)`` float32 on ``device``.
+        ``(count, 128, 129)`` float32 on ``device`` (``"ge2e"``: ``(count, 40, 298)``).
     vocal_segments : torch.Tensor or None
         Same shape, or ``None`` when ``vocals`` is ``None``.
     vocal_found : bool
@@ -227,9 +233,44 @@ def song_segments(*, mix: Audio, vocals: Audio | None, device: torch.device | No
         mix_np, voc_np = mix_np[:n], voc_np[:n]
     n_frames = 1 + len(mix_np) // HOP
     starts, found = select_segments(n_frames=n_frames, vocal=voc_np, max_segments=max_segments)
+    if frontend == "ge2e":
+        return _ge2e_segments(mix, vocals, starts, found, dev, n_samples=len(mix_np))
+    if frontend != "logmel":
+        raise ValueError(f"unknown front end {frontend!r}: use 'logmel' or 'ge2e'")
     mix_spec = log_mel(torch.from_numpy(mix_np).to(dev))
     mix_seg = cut_segments(mix_spec, starts)
     voc_seg = None
     if voc_np is not None:
         voc_seg = cut_segments(log_mel(torch.from_numpy(voc_np).to(dev)), starts)
     return mix_seg, voc_seg, found
+
+
+def _ge2e_segments(mix: Audio, vocals: Audio | None, starts: IntArray, found: bool, dev: torch.device,
+                   *, n_samples: int) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
+    from core import ge2e
+
+    starts_s = starts.astype(np.float64) * HOP / SR_FEATURES
+    limit = n_samples / SR_FEATURES
+
+    def mels(a: Audio) -> torch.Tensor:
+        mono = a.mono()
+        x = mono.resampled(ge2e.SR) if mono.sr != ge2e.SR else mono
+        samples = np.ascontiguousarray(x.samples[0][:int(round(limit * ge2e.SR))], dtype=np.float32)
+        return ge2e.segment_mels(samples, starts_s, seconds=SEGMENT_SECONDS, device=dev)
+
+    return mels(mix), (mels(vocals) if vocals is not None else None), found
+
+
+def segment_rms_db(audio: Audio, vocals: Audio | None, *,
+                   max_segments: int = DEFAULT_MAX_SEGMENTS) -> npt.NDArray[np.float64]:
+    """RMS level (dBFS) of ``audio`` in each segment :func:`song_segments` chooses from ``vocals``.
+
+    Used to rebuild artificial mixtures at the stems' true levels from level-normalised segments.
+    """
+    x = to_feature_rate(audio)
+    voc = to_feature_rate(vocals) if vocals is not None else None
+    if voc is not None and len(voc) != len(x):
+        n = min(len(voc), len(x))
+        x, voc = x[:n], voc[:n]
+    starts, _ = select_segments(n_frames=1 + len(x) // HOP, vocal=voc, max_segments=max_segments)
+    return segment_levels_db(x, starts)

@@ -19,7 +19,7 @@ MODE=${1:-app}
 APT_PACKAGES=(
   ffmpeg libsndfile1 libportaudio2
   festival festvox-czech-dita festvox-czech-krb festvox-czech-machac festvox-czech-ph
-  festvox-suopuhe-lj festvox-suopuhe-mv
+  festvox-suopuhe-lj festvox-suopuhe-mv festvox-kallpc16k festvox-kdlpc16k festvox-italp16k festvox-itapc16k
   fluidsynth fluid-soundfont-gm rubberband-cli sox
   xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-xinerama0
   libxcb-xkb1 libxkbcommon-x11-0 libxcb-cursor0 libegl1 libgl1 libfontconfig1 libdbus-1-3
@@ -47,12 +47,17 @@ if [ ! -x .venv/bin/python ]; then
 fi
 VPY="$ROOT/.venv/bin/python"
 STAMP=.venv/.crossmix-installed
-WANT=$(cat pyproject.toml scripts/constraints.txt | sha256sum | cut -d' ' -f1)
+WANT=$( (cat pyproject.toml scripts/constraints.txt; grep -n 'pip install' scripts/setup.sh) | sha256sum | cut -d' ' -f1)
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   # torch first, pinned: an unpinned torch would pull several GB of CUDA packages.
   log "installing torch (pinned) and the Python packages"
   "$VPY" -m pip install -q --disable-pip-version-check "$(grep '^torch==' scripts/constraints.txt)"
   "$VPY" -m pip install -q --disable-pip-version-check -c scripts/constraints.txt -e ".[dev]"
+  # resemblyzer only for the GE2E weights inside its wheel (core/ge2e.py reads pretrained.pt
+  # without importing the package): --no-deps, since its declared 'webrtcvad' builds from
+  # source and its 'typing' is an obsolete backport. The tests compare with resemblyzer's
+  # own code, which imports webrtcvad: webrtcvad-wheels (in the dev extra) provides it.
+  "$VPY" -m pip install -q --disable-pip-version-check --no-deps -c scripts/constraints.txt "resemblyzer==0.1.4"
   echo "$WANT" > "$STAMP"
 fi
 

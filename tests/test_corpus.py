@@ -276,3 +276,36 @@ def test_cli_generates_and_reports_speed(tmp_path: Path, capsys: pytest.CaptureF
     assert "1 songs generated" in out and "songs/s" in out
     assert (song_dir(tmp_path, 7, 0) / "mix.flac").is_file()
     assert load_manifest(tmp_path)["songs"][0]["artist"] == "Singer 007"
+
+
+def test_extended_voice_set_adds_voices_and_leaves_classic_corpora_alone() -> None:
+    from training.corpus_singers import EXTRA_VOICES, VOICE_SETS
+
+    ext = [draw_singer(seed=1, index=i, voices="extended") for i in range(300)]
+    assert {s.voice for s in ext} == {v.name for v in VOICE_SETS["extended"]}
+    assert not {v.name for v in EXTRA_VOICES} & {v.name for v in BASE_VOICES}
+    # The classic set is the default and draws exactly what earlier corpora drew.
+    assert [draw_singer(seed=1, index=i) for i in range(50)] == \
+        [draw_singer(seed=1, index=i, voices="classic") for i in range(50)]
+    assert all(s.voice not in {v.name for v in EXTRA_VOICES} for s in (draw_singer(seed=1, index=i) for i in range(300)))
+    with pytest.raises(ValueError, match="unknown voice set"):
+        draw_singer(seed=1, index=0, voices="espeak")
+
+
+@pytest.mark.slow
+def test_every_extra_voice_sings_in_time_and_band_limited(tmp_path: Path) -> None:
+    from training.corpus_singers import EXTRA_VOICES
+
+    found: dict[str, int] = {}
+    i = 0
+    while len(found) < len(EXTRA_VOICES):
+        v = draw_singer(seed=21, index=i, voices="extended").voice
+        if v in {x.name for x in EXTRA_VOICES}:
+            found.setdefault(v, i)
+        i += 1
+    for voice, idx in found.items():
+        song = render_song(seed=21, singer=idx, song=0, seconds=6.0, voices="extended")
+        assert song.truth["voices"] == "extended" and song.truth["singer"]["voice"] == voice
+        v = song.vocals.samples
+        assert np.sqrt(np.mean(v ** 2)) > 1e-3, voice  # it sang
+        assert _band_energy_ratio(v, 44100, VOCAL_BANDWIDTH_HZ + 1000.0) < 1e-5, voice

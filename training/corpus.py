@@ -88,7 +88,8 @@ def song_dir(out_dir: Path, singer: int, song: int) -> Path:
 
 
 def render_song(*, seed: int, singer: int, song: int, seconds: float = DEFAULT_SECONDS,
-                workdir: Path | None = None, timings: dict[str, float] | None = None) -> RenderedSong:
+                voices: str = "classic", workdir: Path | None = None,
+                timings: dict[str, float] | None = None) -> RenderedSong:
     """Generate song ``song`` of singer ``singer`` of corpus ``seed`` (deterministic).
 
     Parameters
@@ -97,6 +98,8 @@ def render_song(*, seed: int, singer: int, song: int, seconds: float = DEFAULT_S
         The song's identity; nothing else feeds its randomness.
     seconds : float
         Song length in seconds (the first bar is instrumental).
+    voices : str
+        The base-voice set singers are drawn from (:data:`training.corpus_singers.VOICE_SETS`).
     workdir : Path, optional
         Folder for Festival's and fluidsynth's files; a temporary one when ``None``.
     timings : dict, optional
@@ -108,7 +111,7 @@ def render_song(*, seed: int, singer: int, song: int, seconds: float = DEFAULT_S
     RenderedSong
         ``mix``, ``vocals``, ``accompaniment``: float32 ``(2, round(seconds * 44100))``.
     """
-    who = draw_singer(seed=seed, index=singer)
+    who = draw_singer(seed=seed, index=singer, voices=voices)
     rng = song_rng(seed, singer, song)
     plan = draw_plan(singer=who, rng=rng, seconds=seconds)
     # Separate streams for the performance, the accompaniment and the room, so that changing
@@ -117,11 +120,15 @@ def render_song(*, seed: int, singer: int, song: int, seconds: float = DEFAULT_S
                                     for part in ("performance", "band", "room"))
     if workdir is None:
         with tempfile.TemporaryDirectory(prefix="crossmix-corpus-") as tmp:
-            return _render(plan, who, seed, song, Path(tmp), perf_rng, band_rng, room_rng,
+            rendered = _render(plan, who, seed, song, Path(tmp), perf_rng, band_rng, room_rng,
+                               timings if timings is not None else {})
+    else:
+        workdir.mkdir(parents=True, exist_ok=True)
+        rendered = _render(plan, who, seed, song, workdir, perf_rng, band_rng, room_rng,
                            timings if timings is not None else {})
-    workdir.mkdir(parents=True, exist_ok=True)
-    return _render(plan, who, seed, song, workdir, perf_rng, band_rng, room_rng,
-                   timings if timings is not None else {})
+    if voices != "classic":  # classic corpora keep their truth.json byte for byte
+        rendered.truth["voices"] = voices
+    return rendered
 
 
 def _render(plan: SongPlan, who: Singer, seed: int, song: int, workdir: Path,
@@ -211,7 +218,7 @@ def tag_mix(path: Path, truth: dict[str, Any]) -> None:
     f.save()
 
 
-def _song_is_done(folder: Path, *, seed: int, seconds: float) -> bool:
+def _song_is_done(folder: Path, *, seed: int, seconds: float, voices: str = "classic") -> bool:
     try:
         truth = json.loads((folder / TRUTH_NAME).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -219,15 +226,16 @@ def _song_is_done(folder: Path, *, seed: int, seconds: float) -> bool:
     return (
         truth.get("generator_version") == GENERATOR_VERSION
         and truth.get("seed") == seed
+        and truth.get("voices", "classic") == voices
         and abs(float(truth.get("seconds", -1)) - seconds) < 1e-9
         and all((folder / name).is_file() for name in (MIX_NAME, VOCALS_NAME, ACCOMPANIMENT_NAME))
     )
 
 
-def _job(args: tuple[str, int, int, int, float]) -> tuple[int, int, float]:
-    out_dir, seed, singer, song, seconds = args
+def _job(args: tuple[str, int, int, int, float, str]) -> tuple[int, int, float]:
+    out_dir, seed, singer, song, seconds, voices = args
     t0 = time.perf_counter()
-    rendered = render_song(seed=seed, singer=singer, song=song, seconds=seconds)
+    rendered = render_song(seed=seed, singer=singer, song=song, seconds=seconds, voices=voices)
     write_song(song_dir(Path(out_dir), singer, song), rendered)
     return singer, song, time.perf_counter() - t0
 
@@ -241,6 +249,7 @@ def generate_corpus(
     seconds: float = DEFAULT_SECONDS,
     first_singer: int = 0,
     jobs: int = 1,
+    voices: str = "classic",
     progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
 ) -> CorpusReport:
@@ -259,6 +268,9 @@ def generate_corpus(
         Length of each song, s.
     jobs : int
         Worker processes; the output does not depend on it.
+    voices : str
+        Base-voice set: ``"classic"`` (six Czech and Finnish voices) or ``"extended"`` (also
+        two English and two Italian ones); see :data:`training.corpus_singers.VOICE_SETS`.
 
     Raises
     ------
@@ -273,6 +285,10 @@ def generate_corpus(
         raise TrainingError(f"{out_dir}: songs must be at least 4 s long (got {seconds}).")
     if first_singer < 0 or jobs < 1:
         raise TrainingError(f"{out_dir}: first singer must be >= 0 and jobs >= 1.")
+    from training.corpus_singers import VOICE_SETS
+
+    if voices not in VOICE_SETS:
+        raise TrainingError(f"Unknown voice set {voices!r}: use one of {', '.join(VOICE_SETS)}.")
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -280,7 +296,7 @@ def generate_corpus(
         raise TrainingError(f"{out_dir}: cannot create the corpus folder ({exc.strerror or exc}).") from None
     indices = [(i, j) for i in range(first_singer, first_singer + singers) for j in range(songs)]
     todo = [(i, j) for i, j in indices
-            if not _song_is_done(song_dir(out_dir, i, j), seed=seed, seconds=seconds)]
+            if not _song_is_done(song_dir(out_dir, i, j), seed=seed, seconds=seconds, voices=voices)]
     skipped = len(indices) - len(todo)
     total = len(indices)
     clock = EtaClock()
@@ -293,7 +309,7 @@ def generate_corpus(
                               clock.eta(done, len(todo))))
 
     report("")
-    work = [(str(out_dir), seed, i, j, float(seconds)) for i, j in todo]
+    work = [(str(out_dir), seed, i, j, float(seconds), voices) for i, j in todo]
     if jobs == 1:
         for args in work:
             check_cancel(cancel, "corpus generation")

@@ -28,6 +28,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--first-singer", type=int, default=0,
                    help="index of the first singer (to add singers to a corpus; default 0)")
     p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--voices", choices=("classic", "extended"), default="classic",
+                   help="base voices: classic (6 Czech/Finnish Festival voices, as the first corpora) "
+                        "or extended (also 2 English and 2 Italian ones); default classic")
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
     p.set_defaults(func=handler)
 
@@ -41,7 +44,8 @@ def handler(args: argparse.Namespace) -> int:
 
     report = generate_corpus(
         out_dir=args.out, seed=args.seed, singers=args.singers, songs=args.songs,
-        seconds=args.seconds, first_singer=args.first_singer, jobs=args.jobs, progress=show,
+        seconds=args.seconds, first_singer=args.first_singer, jobs=args.jobs, voices=args.voices,
+        progress=show,
     )
     print(file=sys.stderr)
     print(

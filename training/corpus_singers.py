@@ -40,7 +40,9 @@ class BaseVoice:
     female: bool
 
 
-#: The Festival diphone voices the set-up installs (festvox-czech-*, festvox-suopuhe-*).
+#: The six Festival diphone voices of the first corpora (festvox-czech-*, festvox-suopuhe-*):
+#: the ``"classic"`` voice set, kept so that corpora and the demo library made with it stay
+#: bit-identical.
 BASE_VOICES: tuple[BaseVoice, ...] = (
     BaseVoice("czech_dita", "czech", 210.0, True),
     BaseVoice("czech_krb", "czech", 244.0, True),
@@ -49,6 +51,26 @@ BASE_VOICES: tuple[BaseVoice, ...] = (
     BaseVoice("suo_fi_lj_diphone", "finnish", 190.0, True),
     BaseVoice("hy_fi_mv_diphone", "finnish", 100.0, False),
 )
+
+#: Further Festival diphone voices in Debian main that sing (``text2wave -mode singing``
+#: honours their note durations): festvox-kallpc16k, festvox-kdlpc16k (American English, two
+#: real male speakers), festvox-italp16k, festvox-itapc16k (Italian, a female and a male
+#: speaker). Natural f0 measured on their speech with WORLD's harvest. Festival's HTS and
+#: clunits voices (us-slt, ca-ona, ru) ignore the singing durations and the Indic NSK voices
+#: fail to load in Debian 12, so they are not used. espeak-ng voices are never used in
+#: training: they are reserved for independent evaluation.
+EXTRA_VOICES: tuple[BaseVoice, ...] = (
+    BaseVoice("kal_diphone", "english", 103.0, False),
+    BaseVoice("ked_diphone", "english", 103.0, False),
+    BaseVoice("lp_diphone", "italian", 202.0, True),
+    BaseVoice("pc_diphone", "italian", 108.0, False),
+)
+
+#: Named voice sets a corpus draws its singers' base voices from.
+VOICE_SETS: dict[str, tuple[BaseVoice, ...]] = {
+    "classic": BASE_VOICES,
+    "extended": BASE_VOICES + EXTRA_VOICES,
+}
 
 # Entropy tags that keep the singer and song random streams independent.
 _SINGER_STREAM = 0x5161
@@ -99,7 +121,7 @@ def song_part_rng(seed: int, singer: int, song: int, part: str) -> np.random.Gen
     return np.random.default_rng([seed, singer, song, _SONG_STREAM, tag])
 
 
-def draw_singer(*, seed: int, index: int) -> Singer:
+def draw_singer(*, seed: int, index: int, voices: str = "classic") -> Singer:
     """Draw singer ``index`` of corpus ``seed``: a deterministic function of the two only.
 
     The parameters are continuous, so any number of distinct singers is reachable; with six
@@ -108,8 +130,11 @@ def draw_singer(*, seed: int, index: int) -> Singer:
     """
     if index < 0:
         raise ValueError(f"singer index must be >= 0, got {index}")
+    if voices not in VOICE_SETS:
+        raise ValueError(f"unknown voice set {voices!r}: use one of {', '.join(VOICE_SETS)}")
+    pool = VOICE_SETS[voices]
     rng = singer_rng(seed, index)
-    voice = BASE_VOICES[int(rng.integers(len(BASE_VOICES)))]
+    voice = pool[int(rng.integers(len(pool)))]
     # Range centre: female voices around A4 (69), male around A3 (57), with spread.
     centre = (66.0 if voice.female else 54.0) + rng.normal(0.0, 3.0)
     span = int(rng.integers(12, 18))  # an octave to an octave and a half
@@ -135,7 +160,7 @@ def draw_singer(*, seed: int, index: int) -> Singer:
 
 
 def base_voice(name: str) -> BaseVoice:
-    for v in BASE_VOICES:
+    for v in VOICE_SETS["extended"]:
         if v.name == name:
             return v
     raise KeyError(name)

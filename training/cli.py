@@ -52,8 +52,20 @@ def register(sub: Any) -> None:
                        epilog=_EPILOG_TRAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("--data", required=True, help="folder of songs labelled by singer")
     t.add_argument("--out", required=True, help="output folder (checkpoints, state, split, evaluation)")
+    t.add_argument("--sampling", choices=["real", "artificial", "both"], default="real",
+                   help="mixes the f_m side sees: real (a song's own mix, the paper), artificial (a vocal "
+                        "over another song's accompaniment: mashups), or both (half each)")
+    t.add_argument("--pairs", choices=["label", "agnostic"], default="label",
+                   help="--loss infonce: positives share a singer (label), or come from the same song "
+                        "(agnostic: needs no artist tags)")
+    t.add_argument("--temperature", type=float, default=0.1, help="--loss infonce: NT-Xent temperature (0.1)")
+    t.add_argument("--arch", choices=["cnn", "ge2e"], default="cnn",
+                   help="cnn: the paper's encoders; ge2e: trained heads on resemblyzer's frozen speaker encoder")
+    t.add_argument("--head-hidden", type=int, default=512, help="--arch ge2e: hidden units of each head (512)")
+    t.add_argument("--teacher", type=float, default=0.0,
+                   help="weight of the distillation loss towards resemblyzer's embedding of the vocal (0: off)")
     t.add_argument("--loss", choices=sorted(PRESETS), default="cross-sp",
-                   help="paper model: mixed (l3=1), cross (l1=1), cross-sp (all 1/4); default cross-sp")
+                   help="mixed (l3=1), cross (l1=1), cross-sp (all 1/4): the paper's triplet losses; infonce: CVSM's contrastive NT-Xent, four directions at 1/4; default cross-sp")
     t.add_argument("--lambdas", type=_lambdas, default=None, metavar="L1,L2,L3,L4",
                    help="free weights of the vocal-mix, mix-vocal, mix-mix, vocal-vocal terms (overrides --loss)")
     t.add_argument("--margin", type=float, default=0.4, help="hinge margin on cosine distance (0.4)")
@@ -85,11 +97,14 @@ def register(sub: Any) -> None:
 
     e = sub.add_parser("evaluate", help="singer identification and query-by-singer of a checkpoint",
                        description="The paper's evaluation (singer ID top-1/5 in six scenarios, "
-                                   "query-by-singer R@k, Pr@k, mAP) with an MFCC-mean baseline.")
+                                   "query-by-singer R@k, Pr@k, mAP) beside two peers on the same songs: "
+                                   "an MFCC mean and resemblyzer's real-speech encoder.")
     e.add_argument("--data", required=True, help="folder of songs labelled by singer")
-    e.add_argument("--model", required=True, help="checkpoint (.safetensors with its .json)")
-    e.add_argument("--split", choices=["test", "all"], default="test",
-                   help="test: the checkpoint's test singers (default); all: every singer of the folder")
+    e.add_argument("--model", "--encoders", dest="model", default=None, metavar="NAME|PATH",
+                   help="encoders: 'shipped' (default), 'resemblyzer', or a checkpoint (.safetensors with its .json)")
+    e.add_argument("--split", choices=["test", "val", "all"], default="test",
+                   help="test / val: the checkpoint's test / validation singers (default test); "
+                        "all: every singer of the folder")
     e.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
     e.add_argument("--vocals", choices=["separated", "stems"], default=None, help="default: as trained")
     e.add_argument("--separator", choices=["spleeter", "tiny"], default=None, help="default: as trained")
@@ -200,6 +215,8 @@ def run_train(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction, test_fraction=args.test_fraction, val_batches=args.val_batches,
         vocals=args.vocals, separator=args.separator, cache=args.cache, device=args.device,
         amp=not args.no_amp, evaluate=not args.no_eval, log_every=max(1, args.log_every),
+        sampling=args.sampling, pairs=args.pairs, temperature=args.temperature, arch=args.arch,
+        head_hidden=args.head_hidden, teacher=args.teacher,
     )
     cancel = CancelToken()
     _install_stop_handlers(cancel)

@@ -33,9 +33,9 @@ import numpy.typing as npt
 import torch
 
 from core.atomic import atomic_write
-from core.audio import AUDIO_EXTENSIONS, file_hash, load_audio
+from core.audio import AUDIO_EXTENSIONS, Audio, file_hash, load_audio
 from core.errors import AudioError, CrossmixError, TrainingError
-from core.features import song_segments
+from core.features import segment_rms_db, song_segments
 from core.paths import cache_dir
 from core.progress import CancelToken, EtaClock, Progress, ProgressFn, check_cancel
 
@@ -45,7 +45,7 @@ MANIFEST = "manifest.csv"
 #: File stems that are a song's stems, not songs, when a ``mix.*`` sits beside them.
 _STEM_NAMES = ("vocals", "accompaniment", "instrumental", "drums", "bass", "other")
 #: Bumped whenever the front end or the segment rule changes (old cache entries are then unused).
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2  # 2: accompaniment segments and per-segment levels for artificial mixtures
 
 
 @dataclass(frozen=True)
@@ -81,8 +81,15 @@ class Dataset:
         return [s for s in sorted(self.songs, key=lambda e: (e.singer, str(e.path))) if s.singer in keep]
 
 
-def load_dataset(root: str | Path) -> Dataset:
+#: Prefix of the pseudo-label of an untagged song in label-agnostic training.
+UNLABELLED = "song:"
+
+
+def load_dataset(root: str | Path, *, labels: bool = True) -> Dataset:
     """Read the songs and singer labels of a folder (``manifest.csv`` or ``artist`` tags).
+
+    With ``labels=False`` (label-agnostic training) a song without an artist tag is kept,
+    labelled by itself (``"song:<path>"``): the trainer then only pairs a song with itself.
 
     Raises
     ------
@@ -93,10 +100,12 @@ def load_dataset(root: str | Path) -> Dataset:
     if not r.is_dir():
         raise TrainingError(f"{r}: no such folder; point --data at a folder of songs labelled by singer.")
     manifest = r / MANIFEST
-    ds = _from_manifest(r, manifest) if manifest.is_file() else _from_tags(r)
+    ds = _from_manifest(r, manifest) if manifest.is_file() else _from_tags(r, labels=labels)
     if not ds.songs:
+        if not labels:
+            raise TrainingError(f"{r}: no audio files found; point --data at a folder of songs.")
         raise TrainingError(
-            f"{r}: no labelled songs found. Add a {MANIFEST} with lines 'path,singer' or tag the "
+            f"{r}: no labelled songs found (for a folder without artist tags use --pairs agnostic). Add a {MANIFEST} with lines 'path,singer' or tag the "
             "files with their artist."
         )
     return ds
@@ -138,7 +147,7 @@ def _from_manifest(root: Path, manifest: Path) -> Dataset:
     return Dataset(root=root, songs=songs, skipped=skipped)
 
 
-def _from_tags(root: Path) -> Dataset:
+def _from_tags(root: Path, *, labels: bool = True) -> Dataset:
     import mutagen
 
     songs: list[SongEntry] = []
@@ -164,6 +173,8 @@ def _from_tags(root: Path) -> Dataset:
                 vals = tagged.tags.get("artist")
                 if vals:
                     artist = str(vals[0]).strip()
+            if not artist and not labels:
+                artist = UNLABELLED + str(p.relative_to(root))
             if not artist:
                 skipped.append((p, "no artist tag"))
                 continue
@@ -198,14 +209,16 @@ class Split:
 
 
 def split_singers(ds: Dataset, *, val_fraction: float = 0.1, test_fraction: float = 0.1,
-                  seed: int = 0) -> Split:
+                  seed: int = 0, labels: bool = True) -> Split:
     """Split singers (not songs) into train / validation / test, reproducibly from ``seed``.
 
     Validation and test each get ``round(fraction * singers)`` singers (at least 2 when the
-    fraction is positive and there are enough singers with two or more songs).
+    fraction is positive and there are enough singers with two or more songs). With
+    ``labels=False`` (label-agnostic training) singers with one song are held out too: an
+    untagged song is a "singer" of its own.
     """
     groups = ds.by_singer()
-    eligible = sorted(s for s, songs in groups.items() if len(songs) >= 2)
+    eligible = sorted(s for s, songs in groups.items() if len(songs) >= 2 or not labels)
     rng = np.random.default_rng(seed)
     order = [eligible[i] for i in rng.permutation(len(eligible))]
     n = len(groups)
@@ -232,11 +245,20 @@ def split_singers(ds: Dataset, *, val_fraction: float = 0.1, test_fraction: floa
 
 @dataclass
 class SongFeatures:
-    """Cached segments of one song: ``mix`` and ``vocal`` are float16 ``(count, 128, 129)``."""
+    """Cached segments of one song: ``mix``, ``vocal`` and ``acc`` are float16 ``(count, ...)``.
+
+    The shape is ``(count, 128, 129)`` log-mel for the ``"logmel"`` front end and
+    ``(count, 40, 298)`` level-normalised mel power for ``"ge2e"`` (:mod:`core.ge2e`).
+    ``acc`` is the accompaniment at the same positions and ``levels`` ``(count, 3)`` the RMS
+    level (dBFS) of the mix, vocal and accompaniment segments: artificial mixtures are built
+    from them (:mod:`training.mixtures`).
+    """
 
     mix: npt.NDArray[np.float16]
     vocal: npt.NDArray[np.float16]
     vocal_found: bool
+    acc: npt.NDArray[np.float16] | None = None
+    levels: npt.NDArray[np.float32] | None = None
 
 
 #: Gives the separated stems of a song file: ``(path) -> Stems``.
@@ -259,10 +281,15 @@ class FeatureStore:
         Default :func:`core.separation.default_stem_cache`.
     max_segments : int
         Cap on segments per song, spread over the song.
+    frontend : {"logmel", "ge2e"}
+        The encoders' features (:attr:`core.encoders.EncoderPair.frontend`).
     """
 
     def __init__(self, root: Path | None = None, *, vocals: str = "separated", separator: Any = None,
-                 stem_cache: Any = None, max_segments: int = 16) -> None:
+                 stem_cache: Any = None, max_segments: int = 16, frontend: str = "logmel") -> None:
+        if frontend not in ("logmel", "ge2e"):
+            raise TrainingError(f"Unknown front end {frontend!r}: use 'logmel' or 'ge2e'.")
+        self.frontend = frontend
         if vocals not in ("separated", "stems"):
             raise TrainingError(f"Unknown vocal source {vocals!r}: use 'separated' or 'stems'.")
         if vocals == "separated" and separator is None:
@@ -284,7 +311,7 @@ class FeatureStore:
 
     def path_for(self, song: SongEntry) -> Path:
         key = hashlib.sha256(
-            f"{file_hash(song.path)}|{self._source_id(song)}|v{FEATURE_VERSION}|c{self.max_segments}".encode()
+            f"{file_hash(song.path)}|{self._source_id(song)}|v{FEATURE_VERSION}|c{self.max_segments}|{self.frontend}".encode()
         ).hexdigest()
         return self.root / key[:2] / f"{key}.npz"
 
@@ -294,14 +321,16 @@ class FeatureStore:
         if p.is_file():
             try:
                 with np.load(p) as z:
-                    return SongFeatures(mix=z["mix"], vocal=z["vocal"], vocal_found=bool(z["found"]))
+                    return SongFeatures(mix=z["mix"], vocal=z["vocal"], vocal_found=bool(z["found"]),
+                                        acc=z["acc"], levels=z["levels"])
             except (OSError, ValueError, KeyError) as exc:
                 log.warning("Feature cache entry %s is damaged (%s); recomputing.", p, exc)
                 p.unlink(missing_ok=True)
         feats = self._compute(song, cancel)
         try:
             with atomic_write(p, suffix=".npz") as tmp, open(tmp, "wb") as fh:
-                np.savez(fh, mix=feats.mix, vocal=feats.vocal, found=np.array(feats.vocal_found))
+                np.savez(fh, mix=feats.mix, vocal=feats.vocal, found=np.array(feats.vocal_found),
+                         acc=feats.acc, levels=feats.levels)
         except OSError as exc:
             raise CrossmixError(f"{p}: could not write the feature cache ({exc}); is the disk full?") from None
         return feats
@@ -311,17 +340,24 @@ class FeatureStore:
             assert song.vocals is not None
             mix = load_audio(song.path)
             voc = load_audio(song.vocals)
+            n = min(mix.samples.shape[1], voc.samples.shape[1])
+            # The ground-truth stems sum to the mix, so the accompaniment is the difference.
+            acc = Audio(mix.mono().samples[:, :n] - voc.mono().samples[:, :n], mix.sr)
         else:
             from core.separation import default_stem_cache, separate_file
 
             cache = self.stem_cache if self.stem_cache is not None else default_stem_cache()
             stems = separate_file(song.path, separator=self.separator, cache=cache, cancel=cancel)
-            mix, voc = stems.mix, stems.vocals
+            mix, voc, acc = stems.mix, stems.vocals, stems.accompaniment
         with torch.no_grad():
-            m, v, found = song_segments(mix=mix, vocals=voc, max_segments=self.max_segments)
+            m, v, found = song_segments(mix=mix, vocals=voc, max_segments=self.max_segments,
+                                        frontend=self.frontend)
+            a, _, _ = song_segments(mix=acc, vocals=voc, max_segments=self.max_segments,
+                                    frontend=self.frontend)
         assert v is not None
-        return SongFeatures(mix=m.numpy().astype(np.float16), vocal=v.numpy().astype(np.float16),
-                            vocal_found=found)
+        levels = np.stack([segment_rms_db(x, voc, max_segments=self.max_segments) for x in (mix, voc, acc)],
+                          axis=1).astype(np.float32)
+        return SongFeatures(mix=_f16(m), vocal=_f16(v), vocal_found=found, acc=_f16(a), levels=levels)
 
     def load_many(self, songs: list[SongEntry], *, progress: ProgressFn | None = None,
                   cancel: CancelToken | None = None) -> tuple[list[SongEntry], list[SongFeatures], list[tuple[Path, str]]]:
@@ -345,3 +381,9 @@ class FeatureStore:
                 progress(Progress("features", i + 1, len(songs), "songs", song.path.name,
                                   eta_s=clock.eta(i + 1, len(songs))))
         return kept, feats, failures
+
+
+def _f16(x: torch.Tensor) -> npt.NDArray[np.float16]:
+    """float16 for the cache, clipped to its range (mel power of a loud segment may exceed it)."""
+    out: npt.NDArray[np.float16] = np.clip(x.numpy(), -6.0e4, 6.0e4).astype(np.float16)
+    return out

@@ -16,13 +16,19 @@ its singer. Recall@k (relevant songs in the top k / all relevant), precision@k (
 the top k / k) and average precision (mean of the precision at the rank of each relevant
 song), averaged over the queries that have at least one relevant song (mAP).
 
-**Baseline.** The mean of 20 MFCCs (DCT-II of the dB mel spectrogram of the mix) over the
-same segments, each dimension standardised over the evaluated songs; same protocols.
+**Baselines.** Every report carries two peers, computed on the same songs and segments:
+
+- ``mfcc``: the mean of 20 MFCCs (DCT-II of the dB mel spectrogram of the mix) over the same
+  segments, each dimension standardised over the evaluated songs; space M only.
+- ``resemblyzer``: the real-speech GE2E speaker encoder from resemblyzer's wheel
+  (:meth:`core.encoders.EncoderPair.resemblyzer`), the same network on the vocal and on the
+  mix, so it has every space and scenario.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -176,15 +182,53 @@ def _protocol(vecs: dict[str, F32], labels: list[str], model_idx: list[int], que
     return sid, qbs
 
 
-def evaluate_songs(encoders: EncoderPair, songs: list[SongEntry], feats: list[SongFeatures], *,
-                   protocol: str = "", cancel: CancelToken | None = None) -> dict[str, Any]:
-    """The evaluation report (JSON-able) of ``encoders`` on these songs; see the module docstring."""
+def evaluate_songs(encoders: EncoderPair, songs: list[SongEntry],
+                   feats: list[SongFeatures] | dict[str, list[SongFeatures]], *,
+                   protocol: str = "", cancel: CancelToken | None = None,
+                   feature_store: Callable[[str], Any] | None = None,
+                   baselines: bool = True) -> dict[str, Any]:
+    """The evaluation report (JSON-able) of ``encoders`` on these songs; see the module docstring.
+
+    ``feats`` are the songs' cached segments for the encoders' front end, or a dict of them by
+    front end (``"logmel"``, ``"ge2e"``). The baselines need both front ends:
+    ``feature_store(frontend)`` (a :class:`training.dataset.FeatureStore` factory) supplies a
+    missing one; without it a baseline whose features are missing is left out.
+    """
+    by_frontend = dict(feats) if isinstance(feats, dict) else {encoders.frontend: feats}
+
+    def feats_for(frontend: str) -> list[SongFeatures] | None:
+        if frontend not in by_frontend and feature_store is not None:
+            kept, got, failures = feature_store(frontend).load_many(songs, cancel=cancel)
+            if len(kept) != len(songs):
+                return None
+            by_frontend[frontend] = got
+        return by_frontend.get(frontend)
+
     labels = [s.singer for s in songs]
     model_idx, query_idx = model_query_split(songs)
-    vecs = song_vectors(encoders, feats, cancel=cancel)
+    own = feats_for(encoders.frontend)
+    if own is None:
+        raise ValueError(f"no {encoders.frontend} features for the songs")
+    vecs = song_vectors(encoders, own, cancel=cancel)
     sid, qbs = _protocol(vecs, labels, model_idx, query_idx)
-    base_sid, base_qbs = _protocol({"M": mfcc_vectors(feats)}, labels, model_idx, query_idx)
-    return {
+    peers: dict[str, Any] = {}
+    if baselines:
+        logmel = feats_for("logmel")
+        if logmel is not None:
+            b_sid, b_qbs = _protocol({"M": mfcc_vectors(logmel)}, labels, model_idx, query_idx)
+            peers["mfcc"] = {"singer_id": b_sid, "query_by_singer": b_qbs}
+        ge2e = feats_for("ge2e")
+        if ge2e is not None:
+            from core.errors import ModelError
+
+            try:
+                peer = EncoderPair.resemblyzer().to(encoders.device)
+            except ModelError:
+                peer = None
+            if peer is not None:
+                r_sid, r_qbs = _protocol(song_vectors(peer, ge2e, cancel=cancel), labels, model_idx, query_idx)
+                peers["resemblyzer"] = {"singer_id": r_sid, "query_by_singer": r_qbs, "model": peer.model_id}
+    report: dict[str, Any] = {
         "model": encoders.model_id,
         "n_singers": len(set(labels)),
         "n_songs": len(songs),
@@ -194,8 +238,12 @@ def evaluate_songs(encoders: EncoderPair, songs: list[SongEntry], feats: list[So
         "chance_top1": 1.0 / max(1, len({labels[i] for i in model_idx})),
         "singer_id": sid,
         "query_by_singer": qbs,
-        "baseline_mfcc": {"singer_id": base_sid["M->M"], "query_by_singer": base_qbs["M"]},
+        "baselines": peers,
     }
+    if "mfcc" in peers:  # the layout of earlier reports (the Retrain tab reads it)
+        report["baseline_mfcc"] = {"singer_id": peers["mfcc"]["singer_id"]["M->M"],
+                                   "query_by_singer": peers["mfcc"]["query_by_singer"]["M"]}
+    return report
 
 
 def write_report(report: dict[str, Any], path: str | Path) -> Path:
@@ -212,26 +260,41 @@ def format_table(report: dict[str, Any]) -> str:
              f"singer-ID queries {report['n_queries']}  (chance top-1 {report.get('chance_top1', 0):.3f})", "",
              "Singer identification (query space -> singer-model space)",
              f"{'scenario':<12}{'top-1':>8}{'top-5':>8}"]
+    peer = report.get("baselines", {}).get("resemblyzer")
+    if peer:
+        lines[-1] += f"{'resemblyzer':>14}"
     for name, r in report["singer_id"].items():
-        lines.append(f"{name:<12}{r['top1']:>8.4f}{r['top5']:>8.4f}")
-    b = report["baseline_mfcc"]
-    lines.append(f"{'MFCC mean':<12}{b['singer_id']['top1']:>8.4f}{b['singer_id']['top5']:>8.4f}")
-    lines += ["", "Query-by-singer", f"{'space':<12}" + "".join(f"{k:>8}" for k in ("R@5", "R@10", "Pr@5", "Pr@10", "mAP"))]
+        row = f"{name:<12}{r['top1']:>8.4f}{r['top5']:>8.4f}"
+        if peer and name in peer["singer_id"]:
+            row += f"{peer['singer_id'][name]['top1']:>8.4f}{peer['singer_id'][name]['top5']:>8.4f}"
+        lines.append(row)
+    b = report.get("baseline_mfcc")
+    if b:
+        lines.append(f"{'MFCC mean':<12}{b['singer_id']['top1']:>8.4f}{b['singer_id']['top5']:>8.4f}")
+    keys = ("R@5", "R@10", "Pr@5", "Pr@10", "mAP")
+    lines += ["", "Query-by-singer", f"{'space':<12}" + "".join(f"{k:>8}" for k in keys)
+              + (f"{'resemblyzer mAP':>17}" if peer else "")]
     for name, r in report["query_by_singer"].items():
-        lines.append(f"{name:<12}" + "".join(f"{r[k]:>8.4f}" for k in ("R@5", "R@10", "Pr@5", "Pr@10", "mAP")))
-    q = b["query_by_singer"]
-    lines.append(f"{'MFCC mean':<12}" + "".join(f"{q[k]:>8.4f}" for k in ("R@5", "R@10", "Pr@5", "Pr@10", "mAP")))
+        row = f"{name:<12}" + "".join(f"{r[k]:>8.4f}" for k in keys)
+        if peer and name in peer["query_by_singer"]:
+            row += f"{peer['query_by_singer'][name]['mAP']:>17.4f}"
+        lines.append(row)
+    if b:
+        q = b["query_by_singer"]
+        lines.append(f"{'MFCC mean':<12}" + "".join(f"{q[k]:>8.4f}" for k in keys))
     return "\n".join(lines)
 
 
-def evaluate_folder(*, data: str | Path, model: str | Path, split: str = "test", vocals: str | None = None,
+def evaluate_folder(*, data: str | Path, model: str | Path | None = None, split: str = "test",
+                    vocals: str | None = None,
                     separator: str | None = None, cache: str | Path | None = None,
                     segments_per_song: int | None = None, device: torch.device | None = None,
                     progress: Any = None, cancel: CancelToken | None = None) -> dict[str, Any]:
-    """Evaluate a checkpoint on a labelled folder.
+    """Evaluate encoders on a labelled folder.
 
-    ``split="test"`` uses the test singers recorded in the checkpoint (its training split);
-    ``split="all"`` every singer of the folder. ``vocals``, ``separator`` and
+    ``model`` is a checkpoint path or a name (:func:`core.encoders.resolve_encoders`; the
+    shipped encoders when ``None``). ``split="test"`` (or ``"val"``) uses the test (validation)
+    singers recorded in the checkpoint's training split; ``split="all"`` every singer of the folder. ``vocals``, ``separator`` and
     ``segments_per_song`` default to what the checkpoint was trained with (else separated
     vocals, Spleeter, 16).
     """
@@ -240,31 +303,39 @@ def evaluate_folder(*, data: str | Path, model: str | Path, split: str = "test",
     from training.trainer import make_separator
 
     dev = device or torch.device("cpu")
-    encoders = EncoderPair.load(model, device=dev)
+    from core.encoders import resolve_encoders
+
+    encoders = resolve_encoders(model, device=dev)
     trained = dict(encoders.config.training.get("config", {}))
     ds = load_dataset(data)
     if split == "all":
         songs = ds.subset(ds.singers)
         protocol = "all singers of the folder"
-    elif split == "test":
+    elif split in ("test", "val"):
         rec = encoders.config.training.get("split")
-        if not rec or not rec.get("test"):
-            raise TrainingError(f"{model}: this checkpoint records no test singers; evaluate with --split all.")
-        songs = ds.subset(rec["test"])
+        name = "test" if split == "test" else "validation"
+        if not rec or not rec.get(split):
+            raise TrainingError(f"{model or encoders.config.name}: these encoders record no {name} singers; "
+                                "evaluate with --split all.")
+        songs = ds.subset(rec[split])
         if not songs:
-            raise TrainingError(f"{data}: none of the checkpoint's test singers are in this folder; use --split all.")
-        protocol = "test singers of the training split"
+            raise TrainingError(f"{data}: none of the checkpoint's {name} singers are in this folder; use --split all.")
+        protocol = f"{name} singers of the training split"
     else:
-        raise TrainingError(f"Unknown split {split!r}: use 'test' or 'all'.")
+        raise TrainingError(f"Unknown split {split!r}: use 'test', 'val' or 'all'.")
     vocals = vocals or trained.get("vocals", "separated")
     sep_name = separator or trained.get("separator", "spleeter")
     cap = segments_per_song or int(trained.get("segments_per_song", 16))
     sep = make_separator(sep_name, dev) if vocals == "separated" else None
-    store = FeatureStore(Path(cache) if cache else None, vocals=vocals, separator=sep, max_segments=cap)
-    kept, feats, failures = store.load_many(songs, progress=progress, cancel=cancel)
+    def store(frontend: str) -> FeatureStore:
+        return FeatureStore(Path(cache) if cache else None, vocals=vocals, separator=sep, max_segments=cap,
+                            frontend=frontend)
+
+    kept, feats, failures = store(encoders.frontend).load_many(songs, progress=progress, cancel=cancel)
     if len({s.singer for s in kept}) < 2:
         raise TrainingError(f"{data}: evaluation needs songs of at least two singers.")
-    report = evaluate_songs(encoders, kept, feats, protocol=protocol, cancel=cancel)
+    report = evaluate_songs(encoders, kept, {encoders.frontend: feats}, protocol=protocol, cancel=cancel,
+                            feature_store=store)
     report["data"] = str(Path(data).resolve())
     report["failures"] = [[str(p), why] for p, why in failures]
     return report

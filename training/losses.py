@@ -10,6 +10,10 @@ embedding through f_m, ``v`` = vocal embedding through f_v)::
 
 with the cosine distance ``d(x, y) = -x.y / (|x| |y|)`` and margin ``M = 0.4``. A batch's loss
 is the mean over its triplets. MIXED is ``l3 = 1``, CROSS ``l1 = 1``, CROSS-SP all ``1/4``.
+
+CVSM's contrastive objective (Garoufis et al.) is :func:`info_nce` (NT-Xent) over in-batch
+negatives; :func:`contrastive_loss` weighs its four directions with the same lambdas
+(vocal->mix, mix->vocal, mix->mix, vocal->vocal).
 """
 
 from __future__ import annotations
@@ -25,7 +29,12 @@ PRESETS: dict[str, tuple[float, float, float, float]] = {
     "mixed": (0.0, 0.0, 1.0, 0.0),
     "cross": (1.0, 0.0, 0.0, 0.0),
     "cross-sp": (0.25, 0.25, 0.25, 0.25),
+    "infonce": (0.25, 0.25, 0.25, 0.25),
 }
+#: Losses that are contrastive (NT-Xent) rather than triplet (equation 4).
+CONTRASTIVE = frozenset({"infonce"})
+#: NT-Xent temperature (CVSM and SimCLR use 0.1).
+TEMPERATURE = 0.1
 #: Names of the four terms, in order.
 TERMS = ("vocal-mix", "mix-vocal", "mix-mix", "vocal-vocal")
 
@@ -134,3 +143,64 @@ def structure_preserving_loss(
     if total is None:
         raise ValueError("every loss weight is 0")
     return total, terms
+
+
+def info_nce(anchors: torch.Tensor, positives: torch.Tensor, *, temperature: float = TEMPERATURE) -> torch.Tensor:
+    """NT-Xent / InfoNCE: row ``i`` of ``anchors`` against every row of ``positives``.
+
+    ``loss = mean_i -log( exp(s_ii / t) / sum_j exp(s_ij / t) )`` with ``s`` the cosine
+    similarity: the positive of anchor ``i`` is ``positives[i]`` and the other rows are its
+    in-batch negatives.
+
+    Parameters
+    ----------
+    anchors, positives : torch.Tensor
+        ``(B, D)``, not necessarily normalised.
+    temperature : float
+        ``t`` above.
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar.
+    """
+    a = F.normalize(anchors, dim=-1, eps=1e-8)
+    p = F.normalize(positives, dim=-1, eps=1e-8)
+    logits = a @ p.T / temperature
+    return F.cross_entropy(logits, torch.arange(a.shape[0], device=a.device))
+
+
+def contrastive_loss(*, v: tuple[torch.Tensor, torch.Tensor] | None, m: tuple[torch.Tensor, torch.Tensor] | None,
+                     weights: LossWeights, temperature: float = TEMPERATURE) -> tuple[torch.Tensor, dict[str, float]]:
+    """CVSM's objective over a batch of pairs, across the domains and within them.
+
+    ``v = (v_a, v_p)`` and ``m = (m_a, m_p)`` are the vocal and mix embeddings ``(B, D)`` of the
+    anchors and of their positives; ``m_a[i]`` holds the vocal ``v_a[i]`` (the same segment,
+    real or artificial mixture). Terms (each weighted by its lambda):
+    vocal->mix ``NCE(v_a, m_a)``, mix->vocal ``NCE(m_a, v_a)``, mix->mix ``NCE(m_a, m_p)``,
+    vocal->vocal ``NCE(v_a, v_p)``.
+    """
+    total: torch.Tensor | None = None
+    terms: dict[str, float] = {}
+    plan = (
+        (weights.l1, v[0] if v else None, m[0] if m else None, TERMS[0]),
+        (weights.l2, m[0] if m else None, v[0] if v else None, TERMS[1]),
+        (weights.l3, m[0] if m else None, m[1] if m else None, TERMS[2]),
+        (weights.l4, v[0] if v else None, v[1] if v else None, TERMS[3]),
+    )
+    for lam, anchors, positives, name in plan:
+        if lam == 0:
+            continue
+        if anchors is None or positives is None:
+            raise ValueError(f"loss term {name} has weight {lam} but its embeddings were not given")
+        t = info_nce(anchors, positives, temperature=temperature)
+        terms[name] = float(t.detach())
+        total = lam * t if total is None else total + lam * t
+    if total is None:
+        raise ValueError("every loss weight is 0")
+    return total, terms
+
+
+def teacher_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Mean cosine distance ``1 - cos`` of student embeddings to the teacher's ``(B, D)`` (distillation)."""
+    return (1.0 - F.cosine_similarity(student, teacher.detach(), dim=-1, eps=1e-8)).mean()

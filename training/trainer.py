@@ -41,7 +41,14 @@ from core.encoders import EncoderPair
 from core.errors import Cancelled, TrainingError
 from core.progress import CancelToken, Progress
 from training.dataset import FeatureStore, Split, load_dataset, split_singers
-from training.losses import LossWeights, structure_preserving_loss
+from training.losses import (
+    CONTRASTIVE,
+    LossWeights,
+    contrastive_loss,
+    structure_preserving_loss,
+    teacher_loss,
+)
+from training.mixtures import make_mixtures
 from training.triplets import SegmentPool
 
 log = logging.getLogger(__name__)
@@ -82,6 +89,51 @@ class TrainConfig:
     amp: bool = True
     evaluate: bool = True
     log_every: int = 10
+    #: ``"real"``: the paper's pairs (a song's mix and its separated vocal); ``"artificial"``:
+    #: every mix is an artificial mixture (a vocal over another song's accompaniment);
+    #: ``"both"``: half and half (:mod:`training.mixtures`).
+    sampling: str = "real"
+    #: Contrastive loss only: ``"label"`` (positives share a singer) or ``"agnostic"``
+    #: (positives come from the same song; no singer labels are read).
+    pairs: str = "label"
+    temperature: float = 0.1
+    #: ``"cnn"`` (the paper's encoders) or ``"ge2e"`` (trained heads on a frozen GE2E speaker encoder).
+    arch: str = "cnn"
+    head_hidden: int = 512
+    #: Weight of the distillation loss towards the GE2E teacher's embedding of the vocal
+    #: (f_v on the vocal and f_m on its mix); 0 = off.
+    teacher: float = 0.0
+
+    @property
+    def contrastive(self) -> bool:
+        return self.loss in CONTRASTIVE
+
+    @property
+    def uses_labels(self) -> bool:
+        """Whether singer labels are read (triplets always need them)."""
+        return not (self.contrastive and self.pairs == "agnostic")
+
+    @property
+    def mixture_share(self) -> float:
+        return {"real": 0.0, "artificial": 1.0, "both": 0.5}[self.sampling]
+
+    @property
+    def frontend(self) -> str:
+        return "ge2e" if self.arch == "ge2e" else "logmel"
+
+    def check(self) -> None:
+        """Raise :class:`TrainingError` for settings that do not go together."""
+        if self.sampling not in ("real", "artificial", "both"):
+            raise TrainingError(f"Unknown sampling {self.sampling!r}: use real, artificial or both.")
+        if self.pairs not in ("label", "agnostic"):
+            raise TrainingError(f"Unknown pairs {self.pairs!r}: use label or agnostic.")
+        if self.arch not in ("cnn", "ge2e"):
+            raise TrainingError(f"Unknown architecture {self.arch!r}: use cnn or ge2e.")
+        if self.pairs == "agnostic" and not self.contrastive:
+            raise TrainingError("Label-agnostic pairs need the contrastive loss (--loss infonce); "
+                                "the triplet losses need singer labels.")
+        if self.teacher < 0:
+            raise TrainingError("--teacher must be >= 0.")
 
     def weights(self) -> LossWeights:
         if self.lambdas is not None:
@@ -96,7 +148,8 @@ class TrainConfig:
     def identity(self) -> dict[str, Any]:
         """What must not change when a run is resumed."""
         keys = ("data", "width", "embedding_dim", "batch_size", "negatives", "seed",
-                "segments_per_song", "val_fraction", "test_fraction", "vocals", "separator", "margin")
+                "segments_per_song", "val_fraction", "test_fraction", "vocals", "separator", "margin",
+                "sampling", "pairs", "temperature", "arch", "head_hidden", "teacher")
         d = {k: getattr(self, k) for k in keys}
         d["lambdas"] = list(self.weights().as_tuple())
         return d
@@ -114,6 +167,16 @@ class TrainResult:
 
 
 @dataclass
+class BackboneCache:
+    """GE2E outputs of every segment of a pool (embeddings ``(N, 256)``, hidden ``(N, 768)``)."""
+
+    mix_emb: torch.Tensor | None
+    mix_hid: torch.Tensor | None
+    voc_emb: torch.Tensor
+    voc_hid: torch.Tensor | None
+
+
+@dataclass
 class Prepared:
     split: Split
     train: SegmentPool
@@ -121,6 +184,42 @@ class Prepared:
     test_songs: list[Any]
     test_feats: list[Any]
     n_songs: int
+    #: GE2E outputs of the pools' segments (``arch="ge2e"``, or the teacher's for ``teacher > 0``).
+    train_ge2e: BackboneCache | None = None
+    val_ge2e: BackboneCache | None = None
+
+
+@torch.no_grad()
+def backbone_outputs(segments: torch.Tensor, *, device: torch.device, batch: int = 64,
+                     cancel: CancelToken | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """GE2E embeddings and hidden states of ``(N, 40, frames)`` mel segments (float32, CPU)."""
+    from core.ge2e import GE2E
+
+    net = _ge2e_backbone(device)
+    embs, hids = [], []
+    for a in range(0, segments.shape[0], batch):
+        if cancel is not None:
+            cancel.check("preparing the training data")
+        e, h = net.segment_features(segments[a:a + batch].to(device).float())
+        embs.append(e.float().cpu())
+        hids.append(h.float().cpu())
+    if not embs:
+        from core.ge2e import EMBEDDING, FEATURE_DIM
+        return torch.zeros(0, EMBEDDING), torch.zeros(0, FEATURE_DIM)
+    del GE2E
+    return torch.cat(embs), torch.cat(hids)
+
+
+_BACKBONES: dict[str, Any] = {}
+
+
+def _ge2e_backbone(device: torch.device) -> Any:
+    from core.ge2e import GE2E
+
+    key = str(device)
+    if key not in _BACKBONES:
+        _BACKBONES[key] = GE2E.pretrained().to(device)
+    return _BACKBONES[key]
 
 
 def make_separator(name: str, device: torch.device) -> Any:
@@ -144,9 +243,10 @@ def _emit_progress(emit: EmitFn) -> Callable[[Progress], None]:
 def prepare(cfg: TrainConfig, *, emit: EmitFn, device: torch.device,
             cancel: CancelToken | None = None, split: Split | None = None) -> Prepared:
     """Read the folder, split singers, compute (or load cached) segments of every song."""
-    ds = load_dataset(cfg.data)
+    ds = load_dataset(cfg.data, labels=cfg.uses_labels)
     if split is None:
-        split = split_singers(ds, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=cfg.seed)
+        split = split_singers(ds, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=cfg.seed,
+                              labels=cfg.uses_labels)
     if len(split.train) < 2:
         raise TrainingError(f"{cfg.data}: training needs at least two training singers; add singers.")
     emit({"event": "split", "singers": len(ds.singers), "songs": len(ds.songs),
@@ -154,9 +254,16 @@ def prepare(cfg: TrainConfig, *, emit: EmitFn, device: torch.device,
           "skipped": [[str(p), why] for p, why in ds.skipped][:50], "seed": split.seed})
     separator = make_separator(cfg.separator, device) if cfg.vocals == "separated" else None
     store = FeatureStore(Path(cfg.cache) if cfg.cache else None, vocals=cfg.vocals,
-                         separator=separator, max_segments=cfg.segments_per_song)
+                         separator=separator, max_segments=cfg.segments_per_song, frontend=cfg.frontend)
     wanted = ds.subset(set(split.train) | set(split.val) | set(split.test))
     songs, feats, failures = store.load_many(wanted, progress=_emit_progress(emit), cancel=cancel)
+    teacher_feats: dict[Path, Any] = {}
+    if cfg.teacher > 0 and cfg.frontend != "ge2e":
+        # The teacher reads its own front end of the same segments.
+        tstore = FeatureStore(Path(cfg.cache) if cfg.cache else None, vocals=cfg.vocals, separator=separator,
+                              max_segments=cfg.segments_per_song, frontend="ge2e")
+        tsongs, tfeats, _ = tstore.load_many(songs, progress=_emit_progress(emit), cancel=cancel)
+        teacher_feats = {s.path: f for s, f in zip(tsongs, tfeats, strict=True)}
     if failures:
         emit({"event": "warning", "message": f"{len(failures)} songs could not be read and were skipped",
               "files": [[str(p), why] for p, why in failures][:50]})
@@ -170,55 +277,152 @@ def prepare(cfg: TrainConfig, *, emit: EmitFn, device: torch.device,
     te_s, te_f = pool(split.test)
     if len({s.singer for s in tr_s}) < 2:
         raise TrainingError(f"{cfg.data}: fewer than two training singers have readable songs.")
-    val = SegmentPool.build(va_s, va_f) if len({s.singer for s in va_s}) >= 2 else None
-    return Prepared(split=split, train=SegmentPool.build(tr_s, tr_f), val=val,
-                    test_songs=te_s, test_feats=te_f, n_songs=len(songs))
+    val = SegmentPool.build(va_s, va_f, frontend=cfg.frontend) if len({s.singer for s in va_s}) >= 2 else None
+    train_pool = SegmentPool.build(tr_s, tr_f, frontend=cfg.frontend)
+    if cfg.sampling != "real" and train_pool.acc is None:
+        raise TrainingError("Artificial mixtures need accompaniment segments, which this feature cache lacks; "
+                            "clear the feature cache (--cache) and train again.")
 
-
-def _embed_batch(model: EncoderPair, pool: SegmentPool, a: np.ndarray, p: np.ndarray, n: np.ndarray,
-                 weights: LossWeights, device: torch.device, amp: bool) -> tuple[Any, Any]:
-    """Forward the segments a batch's loss needs; returns the (anchor, pos, negs) tuples for v and m."""
-    B, J = n.shape
-    targets = np.concatenate([p, n.reshape(-1)])
-
-    def run(net: torch.nn.Module, src: torch.Tensor, want_anchor: bool, want_targets: bool) -> Any:
-        if not (want_anchor or want_targets):
+    def ge2e_cache(pool: SegmentPool | None, pool_songs: list[Any]) -> BackboneCache | None:
+        if pool is None:
             return None
-        idx = np.concatenate(([a] if want_anchor else []) + ([targets] if want_targets else []))
-        x = src[torch.from_numpy(idx)].to(device, non_blocking=True).float()
-        ctx = torch.autocast("cuda", dtype=torch.bfloat16) if (amp and device.type == "cuda") else contextlib.nullcontext()
-        with ctx:
-            out = net(x)
-        out = out.float()
-        anchor = out[:B] if want_anchor else None
-        rest = out[B:] if want_anchor else out
-        pos = rest[:B] if want_targets else None
-        negs = rest[B:].reshape(B, J, -1) if want_targets else None
-        return anchor, pos, negs
+        if cfg.frontend == "ge2e":
+            emit({"event": "prepare", "stage": "backbone", "done": 0, "total": 1, "unit": "pools",
+                  "message": "GE2E outputs of the segments", "eta_s": None})
+            me, mh = backbone_outputs(pool.mix, device=device, cancel=cancel)
+            ve, vh = backbone_outputs(pool.vocal, device=device, cancel=cancel)
+            return BackboneCache(me, mh, ve, vh)
+        if cfg.teacher > 0:
+            voc = [torch.from_numpy(teacher_feats[s.path].vocal) for s in pool_songs]
+            if sum(int(v.shape[0]) for v in voc) != pool.n_segments:
+                raise TrainingError("The teacher's segments do not line up with the encoders'; clear the feature cache.")
+            ve, _ = backbone_outputs(torch.cat(voc), device=device, cancel=cancel)
+            return BackboneCache(None, None, ve, None)
+        return None
 
-    v = run(model.f_v, pool.vocal, weights.needs_vocal_anchor, weights.needs_vocal_targets)
-    m = run(model.f_m, pool.mix, weights.needs_mix_anchor, weights.needs_mix_targets)
-    return v, m
+    return Prepared(split=split, train=train_pool, val=val, test_songs=te_s, test_feats=te_f, n_songs=len(songs),
+                    train_ge2e=ge2e_cache(train_pool, tr_s), val_ge2e=ge2e_cache(val, va_s))
+
+
+class _Views:
+    """Embeds pool segments for one batch: f_v on vocals, f_m on real or artificial mixes.
+
+    ``mixture_share`` of the mix rows (drawn per row) are replaced by artificial mixtures of
+    the same segment's vocal over another song's accompaniment. With ``arch="ge2e"`` the
+    frozen backbone's outputs of real segments come from ``cache``, and only mixtures go
+    through the backbone.
+    """
+
+    def __init__(self, model: EncoderPair, pool: SegmentPool, cache: BackboneCache | None, rng: np.random.Generator,
+                 *, mixture_share: float, device: torch.device, amp: bool) -> None:
+        self.model, self.pool, self.cache, self.rng = model, pool, cache, rng
+        self.share, self.device, self.amp = mixture_share, device, amp
+        self.ge2e = model.config.arch == "ge2e"
+        self.gains: list[tuple[float, float]] = []
+
+    def _ctx(self) -> Any:
+        if self.amp and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def vocal(self, idx: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(idx)
+        if self.ge2e:
+            assert self.cache is not None and self.cache.voc_hid is not None
+            head = self.model.f_v
+            return head.project(self.cache.voc_emb[t].to(self.device), self.cache.voc_hid[t].to(self.device)).float()  # type: ignore[operator]
+        with self._ctx():
+            out = self.model.f_v(self.pool.vocal[t].to(self.device, non_blocking=True).float())
+        return out.float()
+
+    def mix(self, idx: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(idx)
+        fake = self.rng.random(len(idx)) < self.share if self.share > 0 else np.zeros(len(idx), dtype=bool)
+        mixtures = make_mixtures(self.pool, idx[fake], self.rng) if fake.any() else None
+        if mixtures is not None:
+            self.gains += list(zip(mixtures.vocal_gain_db.tolist(), mixtures.acc_gain_db.tolist(), strict=True))
+        head = self.model.f_m
+        if self.ge2e:
+            assert self.cache is not None and self.cache.mix_emb is not None and self.cache.mix_hid is not None
+            emb = self.cache.mix_emb[t].clone()
+            hid = self.cache.mix_hid[t].clone()
+            if mixtures is not None:
+                e, h = backbone_outputs(mixtures.mix, device=self.device)
+                emb[torch.from_numpy(fake)] = e
+                hid[torch.from_numpy(fake)] = h
+            return head.project(emb.to(self.device), hid.to(self.device)).float()  # type: ignore[operator]
+        x = self.pool.mix[t].float()
+        if mixtures is not None:
+            x[torch.from_numpy(fake)] = mixtures.mix
+        with self._ctx():
+            out = head(x.to(self.device, non_blocking=True))
+        return out.float()
+
+    def teacher(self, idx: np.ndarray) -> torch.Tensor:
+        assert self.cache is not None
+        return self.cache.voc_emb[torch.from_numpy(idx)].to(self.device)
 
 
 def batch_loss(model: EncoderPair, pool: SegmentPool, rng: np.random.Generator, cfg: TrainConfig,
-               weights: LossWeights, device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
-    """Sample one batch from ``pool`` and compute equation 4 on it."""
-    a, p, n = pool.sample(rng, batch_size=cfg.batch_size, negatives=cfg.negatives)
-    v, m = _embed_batch(model, pool, a, p, n, weights, device, cfg.amp)
-    return structure_preserving_loss(v=v, m=m, weights=weights)
+               weights: LossWeights, device: torch.device, *, cache: BackboneCache | None = None,
+               mixture_share: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Sample one batch from ``pool`` and compute its loss (equation 4 or NT-Xent, plus the teacher's).
+
+    ``mixture_share`` overrides the config's share of artificial mixtures (validation uses
+    real mixes only, the app's case).
+    """
+    share = cfg.mixture_share if mixture_share is None else mixture_share
+    views = _Views(model, pool, cache, rng, mixture_share=share, device=device, amp=cfg.amp)
+    if cfg.contrastive:
+        a, p = pool.sample_pairs(rng, batch_size=cfg.batch_size, labels=cfg.uses_labels)
+        need_v = weights.l1 or weights.l2 or weights.l4 or cfg.teacher
+        need_m = weights.l1 or weights.l2 or weights.l3 or cfg.teacher
+        v_a = views.vocal(a) if need_v else None
+        m_a = views.mix(a) if need_m else None
+        v = (v_a, views.vocal(p) if weights.l4 else v_a) if v_a is not None else None
+        m = (m_a, views.mix(p) if weights.l3 else m_a) if m_a is not None else None
+        loss, terms = contrastive_loss(v=v, m=m, weights=weights, temperature=cfg.temperature)
+        anchors = a
+    else:
+        a, p, n = pool.sample(rng, batch_size=cfg.batch_size, negatives=cfg.negatives)
+        B, J = n.shape
+        targets = np.concatenate([p, n.reshape(-1)])
+
+        def run(embed: Callable[[np.ndarray], torch.Tensor], want_anchor: bool, want_targets: bool) -> Any:
+            if not (want_anchor or want_targets):
+                return None
+            idx = np.concatenate(([a] if want_anchor else []) + ([targets] if want_targets else [])).astype(np.int64)
+            out = embed(idx)
+            anchor = out[:B] if want_anchor else None
+            rest = out[B:] if want_anchor else out
+            pos = rest[:B] if want_targets else None
+            negs = rest[B:].reshape(B, J, -1) if want_targets else None
+            return anchor, pos, negs
+
+        v = run(views.vocal, weights.needs_vocal_anchor or cfg.teacher > 0, weights.needs_vocal_targets)
+        m = run(views.mix, weights.needs_mix_anchor or cfg.teacher > 0, weights.needs_mix_targets)
+        loss, terms = structure_preserving_loss(v=v, m=m, weights=weights)
+        v_a = v[0] if v is not None else None
+        m_a = m[0] if m is not None else None
+        anchors = a
+    if cfg.teacher > 0:
+        target = views.teacher(anchors)
+        t_loss = 0.5 * (teacher_loss(v_a, target) + teacher_loss(m_a, target))  # type: ignore[arg-type]
+        terms["teacher"] = float(t_loss.detach())
+        loss = loss + cfg.teacher * t_loss
+    return loss, terms
 
 
 @torch.no_grad()
 def validation_loss(model: EncoderPair, pool: SegmentPool, cfg: TrainConfig, weights: LossWeights,
-                    device: torch.device) -> float:
-    """Mean loss over ``cfg.val_batches`` fixed (seeded) batches, in eval mode."""
+                    device: torch.device, cache: BackboneCache | None = None) -> float:
+    """Mean loss over ``cfg.val_batches`` fixed (seeded) batches of real mixes, in eval mode."""
     was = model.training
     model.eval()
     total = 0.0
     for k in range(cfg.val_batches):
         rng = np.random.default_rng([cfg.seed, _VAL_STREAM + k])
-        loss, _ = batch_loss(model, pool, rng, cfg, weights, device)
+        loss, _ = batch_loss(model, pool, rng, cfg, weights, device, cache=cache, mixture_share=0.0)
         total += float(loss)
     model.train(was)
     return total / max(1, cfg.val_batches)
@@ -246,6 +450,7 @@ def train(cfg: TrainConfig, *, emit: EmitFn | None = None, cancel: CancelToken |
         ``cancel`` was set while the data were being prepared (nothing to save yet).
     """
     emit = emit or (lambda e: None)
+    cfg.check()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     data_dir = Path(cfg.data).resolve()
@@ -270,9 +475,13 @@ def train(cfg: TrainConfig, *, emit: EmitFn | None = None, cancel: CancelToken |
     prep = prepare(cfg, emit=emit, device=device, cancel=cancel, split=split)
     _write_json(out / "split.json", prep.split.to_dict())
 
-    model = EncoderPair.create(width=cfg.width, embedding_dim=cfg.embedding_dim, seed=cfg.seed, name=cfg.loss)
+    if cfg.arch == "ge2e":
+        model = EncoderPair.ge2e_heads(hidden=cfg.head_hidden, seed=cfg.seed, name=cfg.loss)
+    else:
+        model = EncoderPair.create(width=cfg.width, embedding_dim=cfg.embedding_dim, seed=cfg.seed, name=cfg.loss)
     model.to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(trainable, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
     epoch, start_batch, step = 0, 0, 0
     best_val, best_epoch, since_best = math.inf, -1, 0
     history: list[dict[str, Any]] = []
@@ -296,11 +505,12 @@ def train(cfg: TrainConfig, *, emit: EmitFn | None = None, cancel: CancelToken |
             "run_loss_sum": run_loss[0], "run_loss_n": run_loss[1],
         }, state_path)
 
-    emit({"event": "start", "device": str(device), "width": cfg.width, "loss": cfg.loss,
+    emit({"event": "start", "device": str(device), "width": cfg.width, "loss": cfg.loss, "arch": cfg.arch,
+          "sampling": cfg.sampling, "pairs": cfg.pairs, "teacher": cfg.teacher,
           "lambdas": list(weights.as_tuple()), "train_segments": prep.train.n_segments,
           "train_singers": len(prep.train.singers), "val_singers": len(prep.val.singers) if prep.val else 0,
           "batches_per_epoch": cfg.batches_per_epoch, "max_epochs": cfg.max_epochs,
-          "parameters": sum(p.numel() for p in model.parameters())})
+          "parameters": sum(p.numel() for p in trainable)})
 
     t0 = time.monotonic()
     batches_done_here = 0
@@ -315,7 +525,7 @@ def train(cfg: TrainConfig, *, emit: EmitFn | None = None, cancel: CancelToken |
                 for g in opt.param_groups:
                     g["lr"] = cfg.lr / (1.0 + cfg.lr_decay * step)
                 rng = np.random.default_rng([cfg.seed, epoch, b])
-                loss, terms = batch_loss(model, prep.train, rng, cfg, weights, device)
+                loss, terms = batch_loss(model, prep.train, rng, cfg, weights, device, cache=prep.train_ge2e)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()  # type: ignore[no-untyped-call]
                 opt.step()
@@ -333,7 +543,8 @@ def train(cfg: TrainConfig, *, emit: EmitFn | None = None, cancel: CancelToken |
             start_batch = 0
             train_loss = run_loss[0] / max(1, run_loss[1])
             run_loss = (0.0, 0)
-            val = validation_loss(model, prep.val, cfg, weights, device) if prep.val is not None else train_loss
+            val = (validation_loss(model, prep.val, cfg, weights, device, prep.val_ge2e)
+                   if prep.val is not None else train_loss)
             improved = val < best_val - 1e-6
             if improved:
                 best_val, best_epoch, since_best = val, epoch, 0
@@ -364,12 +575,19 @@ def train(cfg: TrainConfig, *, emit: EmitFn | None = None, cancel: CancelToken |
         return result
 
     evaluation = None
-    if cfg.evaluate and best_path.exists() and len({s.singer for s in prep.test_songs}) >= 2:
+    test_singers = {s.singer for s in prep.test_songs}
+    multi = [s for s in test_singers if sum(1 for t in prep.test_songs if t.singer == s) >= 2]
+    if cfg.evaluate and best_path.exists() and len(multi) >= 2:
         from training.evaluate import evaluate_songs, write_report
 
         best = EncoderPair.load(best_path, device=device)
-        report = evaluate_songs(best, prep.test_songs, prep.test_feats, protocol="test singers of the training split")
+        report = evaluate_songs(best, prep.test_songs, {cfg.frontend: prep.test_feats},
+                                protocol="test singers of the training split",
+                                feature_store=_store_factory(cfg, device))
         evaluation = write_report(report, out / "evaluation.json")
+    elif cfg.evaluate and best_path.exists():
+        emit({"event": "warning", "message": "no evaluation: the test split has no singer with two or more songs "
+              "(label-agnostic training on untagged songs); evaluate on a tagged folder with crossmix evaluate"})
     emit({"event": "done", "stopped": stopped, "resumable": False, "best_checkpoint": str(best_path),
           "best_val_loss": best_val, "best_epoch": best_epoch, "epochs": epoch,
           "evaluation": str(evaluation) if evaluation else None})
@@ -382,8 +600,17 @@ def _next_batch(step: int, cfg: TrainConfig, epoch: int) -> int:
 
 
 def _save_best(model: EncoderPair, path: Path, cfg: TrainConfig, prep: Prepared, epoch: int, val: float) -> None:
-    cpu = EncoderPair(dataclasses.replace(model.config, name=cfg.loss))
+    cpu = EncoderPair(dataclasses.replace(model.config, name=cfg.loss, training={}))
     cpu.load_state_dict({k: v.detach().cpu() for k, v in model.state_dict().items()})
     cpu.config.training = {"config": cfg.to_dict(), "epoch": epoch, "val_loss": val,
                            "split": prep.split.to_dict()}
     cpu.save(path)
+
+
+def _store_factory(cfg: TrainConfig, device: torch.device) -> Callable[[str], FeatureStore]:
+    """Feature stores of the run's data for another front end (the evaluation's baselines)."""
+    def make(frontend: str) -> FeatureStore:
+        separator = make_separator(cfg.separator, device) if cfg.vocals == "separated" else None
+        return FeatureStore(Path(cfg.cache) if cfg.cache else None, vocals=cfg.vocals, separator=separator,
+                            max_segments=cfg.segments_per_song, frontend=frontend)
+    return make

@@ -36,9 +36,14 @@ class SegmentPool:
     song_count: IntArray
     singers: list[str]
     singer_songs: list[IntArray]
+    #: Accompaniment segments and ``(N, 3)`` mix/vocal/accompaniment levels (dBFS), for
+    #: artificial mixtures (:mod:`training.mixtures`); ``None`` when the cache lacks them.
+    acc: torch.Tensor | None = None
+    levels: npt.NDArray[np.float32] | None = None
+    frontend: str = "logmel"
 
     @classmethod
-    def build(cls, songs: list[SongEntry], feats: list[SongFeatures]) -> SegmentPool:
+    def build(cls, songs: list[SongEntry], feats: list[SongFeatures], *, frontend: str = "logmel") -> SegmentPool:
         if not songs:
             raise TrainingError("No songs to sample triplets from.")
         singers = sorted({s.singer for s in songs})
@@ -50,8 +55,22 @@ class SegmentPool:
             by[idx[s.singer]].append(k)
         mix = torch.from_numpy(np.concatenate([f.mix for f in feats], axis=0))
         vocal = torch.from_numpy(np.concatenate([f.vocal for f in feats], axis=0))
+        acc = levels = None
+        if all(f.acc is not None and f.levels is not None for f in feats):
+            acc = torch.from_numpy(np.concatenate([f.acc for f in feats], axis=0))  # type: ignore[misc]
+            levels = np.concatenate([f.levels for f in feats], axis=0).astype(np.float32)  # type: ignore[misc]
         return cls(mix=mix, vocal=vocal, song_start=starts, song_count=counts, singers=singers,
-                   singer_songs=[np.array(b, dtype=np.int64) for b in by])
+                   singer_songs=[np.array(b, dtype=np.int64) for b in by], acc=acc, levels=levels,
+                   frontend=frontend)
+
+    @property
+    def segment_song(self) -> IntArray:
+        """The song number of every segment ``(N,)``."""
+        return np.repeat(np.arange(len(self.song_count), dtype=np.int64), self.song_count)
+
+    @property
+    def n_songs(self) -> int:
+        return len(self.song_count)
 
     @property
     def n_segments(self) -> int:
@@ -96,3 +115,45 @@ class SegmentPool:
             for k in songs:
                 out[self.song_start[k]:self.song_start[k] + self.song_count[k]] = s
         return out
+
+    def sample_pairs(self, rng: np.random.Generator, *, batch_size: int, labels: bool) -> tuple[IntArray, IntArray]:
+        """Anchor and positive segment indices ``(B,)`` of a contrastive batch (CVSM).
+
+        ``labels=True`` (label-informed): the anchors come from ``B`` distinct singers (as
+        many as there are) and each positive is a segment of *another* song of the anchor's
+        singer (of the same song when the singer has one). ``labels=False`` (label-agnostic):
+        the anchors come from distinct songs and each positive is another segment of the
+        anchor's own song (a time-shifted excerpt; the same segment when the song has one),
+        so no singer label is read.
+        """
+        if labels:
+            n_singers = len(self.singers)
+            if n_singers < 2:
+                raise TrainingError("Label-informed pairs need songs of at least two singers.")
+            who = rng.choice(n_singers, size=batch_size, replace=n_singers < batch_size)
+            a = np.empty(batch_size, dtype=np.int64)
+            p = np.empty(batch_size, dtype=np.int64)
+            for i, s in enumerate(who):
+                songs = self.singer_songs[int(s)]
+                song_a = int(songs[rng.integers(len(songs))])
+                a[i] = self._segment(rng, song_a)
+                others = songs[songs != song_a]
+                p[i] = self._segment(rng, int(others[rng.integers(len(others))])) if len(others) \
+                    else self._other_segment(rng, song_a, int(a[i]))
+            return a, p
+        n_songs = self.n_songs
+        if n_songs < 2:
+            raise TrainingError("Contrastive batches need at least two songs.")
+        chosen = rng.choice(n_songs, size=batch_size, replace=n_songs < batch_size)
+        a = np.array([self._segment(rng, int(k)) for k in chosen], dtype=np.int64)
+        p = np.array([self._other_segment(rng, int(k), int(x)) for k, x in zip(chosen, a, strict=True)],
+                     dtype=np.int64)
+        return a, p
+
+    def _other_segment(self, rng: np.random.Generator, song: int, segment: int) -> int:
+        """Another segment of ``song`` than ``segment`` (itself when the song has one)."""
+        cnt = int(self.song_count[song])
+        off = int(segment - self.song_start[song])
+        if cnt > 1:
+            off = (off + 1 + int(rng.integers(cnt - 1))) % cnt
+        return int(self.song_start[song]) + off

@@ -142,7 +142,8 @@ def fill_catalog(lib: Library, vecs: np.ndarray, model: str, *, full: bool) -> N
                        for i in range(len(vecs))))
         spaces = [("M", 256)] + ([("V", 256), ("[M+V]", 256), ("[M,V]", 512)] if full else [])
         for space, d in spaces:
-            c.executemany("INSERT INTO embeddings VALUES (?,?,?,?,?)",
+            c.executemany("INSERT INTO embeddings (song_id, space, model_id, dim, vector) "
+                          "VALUES (?,?,?,?,?)",
                           ((i + 1, space, model, d, vector_to_blob(
                               vecs[i] if d == 256 else np.concatenate([vecs[i], vecs[i]])))
                            for i in range(len(vecs))))

@@ -17,7 +17,9 @@ Tables
     or renamed file is a new path pointing at the old song, so it keeps its embeddings.
 ``embeddings``
     One float32 vector (a blob) per song and space (``M``, ``V``, ``[M+V]``, ``[M,V]``), with
-    the checkpoint id. A song's vectors are always written together in one transaction.
+    the checkpoint id and a checksum of the blob. A song's vectors are always written together
+    in one transaction. A vector that fails its checksum is never read (as if missing) and the
+    next scan re-embeds its song.
 ``failures``
     Files that could not be indexed: the stage, the error class and the reason.
 
@@ -46,7 +48,8 @@ import numpy.typing as npt
 
 from core.errors import CatalogDamagedError, DiskFullError, LibraryError, LibraryReadOnlyError
 
-SCHEMA_VERSION = 1
+#: 2: ``embeddings.checksum`` (a flipped byte in a stored vector is recognised)
+SCHEMA_VERSION = 2
 #: Embedding spaces stored per song (the names used by ``core.embedding``).
 STORED_SPACES = ("M", "V", "[M+V]", "[M,V]")
 
@@ -87,6 +90,7 @@ CREATE TABLE IF NOT EXISTS embeddings (
     model_id TEXT NOT NULL,
     dim INTEGER NOT NULL,
     vector BLOB NOT NULL,
+    checksum TEXT,
     PRIMARY KEY (song_id, space)
 );
 CREATE INDEX IF NOT EXISTS embeddings_space ON embeddings(space, model_id);
@@ -180,6 +184,16 @@ def blob_to_vector(b: bytes) -> npt.NDArray[np.float32]:
     return np.frombuffer(b, dtype="<f4").astype(np.float32)
 
 
+def blob_checksum(b: bytes) -> str:
+    """Checksum stored beside each vector blob (BLAKE2b, 8 bytes, hex)."""
+    return hashlib.blake2b(bytes(b), digest_size=8).hexdigest()
+
+
+def _intact(blob: bytes, checksum: str | None) -> bool:
+    # rows written before checksums existed got theirs when the catalog was upgraded
+    return checksum is None or blob_checksum(blob) == checksum
+
+
 class Catalog:
     """The SQLite catalog of one library. Use :meth:`open`; close with :meth:`close`."""
 
@@ -238,6 +252,8 @@ class Catalog:
                     f"{self.path}: this library was written by a newer Crossmix (schema "
                     f"{row[0]} > {SCHEMA_VERSION}); update Crossmix to open it."
                 )
+            else:
+                _upgrade(c, int(row[0]))
 
     def close(self) -> None:
         with self._lock:
@@ -427,8 +443,9 @@ class Catalog:
             c.execute("DELETE FROM embeddings WHERE song_id=?", (song_id,))
             for space, vec in vectors.items():
                 blob = vector_to_blob(vec)
-                c.execute("INSERT INTO embeddings VALUES (?,?,?,?,?)",
-                          (song_id, space, model_id, len(blob) // 4, blob))
+                c.execute("INSERT INTO embeddings (song_id, space, model_id, dim, vector, checksum) "
+                          "VALUES (?,?,?,?,?,?)",
+                          (song_id, space, model_id, len(blob) // 4, blob, blob_checksum(blob)))
             c.execute("INSERT OR REPLACE INTO files VALUES (?,?,?,?)",
                       (path, song_id, size, mtime_ns))
             c.execute("DELETE FROM failures WHERE path=?", (path,))
@@ -543,10 +560,11 @@ class Catalog:
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
         """All vectors of ``space`` made by ``model_id``: ids ``(n,)`` and matrix ``(n, d)``."""
         rows = self._query(
-            "SELECT song_id, vector FROM embeddings WHERE space=? AND model_id=? ORDER BY song_id",
+            "SELECT song_id, vector, checksum FROM embeddings WHERE space=? AND model_id=? "
+            "ORDER BY song_id",
             (space, model_id),
         )
-        return _stack(rows)
+        return _stack([r[:2] for r in rows if _intact(r[1], r[2])])
 
     def vectors_for(
         self, ids: Iterable[int], space: str, model_id: str
@@ -554,20 +572,26 @@ class Catalog:
         out: dict[int, npt.NDArray[np.float32]] = {}
         for chunk in _chunks([int(i) for i in ids], 900):
             marks = ",".join("?" * len(chunk))
-            for sid, blob in self._query(
+            for sid, blob, check in self._query(
                 # "+space": look rows up by primary key (song_id), not by the space index
-                f"SELECT song_id, vector FROM embeddings WHERE song_id IN ({marks}) "
+                f"SELECT song_id, vector, checksum FROM embeddings WHERE song_id IN ({marks}) "
                 f"AND +space=? AND model_id=?", [*chunk, space, model_id]
             ):
-                out[int(sid)] = blob_to_vector(blob)
+                if _intact(blob, check):
+                    out[int(sid)] = blob_to_vector(blob)
         return out
 
     def song_vectors(self, song_id: int, model_id: str) -> dict[str, npt.NDArray[np.float32]]:
         rows = self._query(
-            "SELECT space, vector FROM embeddings WHERE song_id=? AND model_id=?",
+            "SELECT space, vector, checksum FROM embeddings WHERE song_id=? AND model_id=?",
             (song_id, model_id),
         )
-        return {str(s): blob_to_vector(b) for s, b in rows}
+        return {str(s): blob_to_vector(b) for s, b, check in rows if _intact(b, check)}
+
+    def damaged_vector_songs(self) -> set[int]:
+        """Ids of songs with a stored vector that fails its checksum (to be re-embedded)."""
+        rows = self._query("SELECT song_id, vector, checksum FROM embeddings")
+        return {int(sid) for sid, blob, check in rows if not _intact(blob, check)}
 
     # --- counts -----------------------------------------------------------------------------
 
@@ -665,6 +689,19 @@ def storage_error(path: Path, exc: sqlite3.Error) -> LibraryError:
             "and that you may write to it."
         )
     return LibraryError(f"{path}: the library catalog could not be used ({text}).")
+
+
+def _upgrade(c: sqlite3.Connection, version: int) -> None:
+    """Bring a catalog of schema ``version`` to :data:`SCHEMA_VERSION` (inside a transaction)."""
+    if version < 2:
+        cols = {str(r[1]) for r in c.execute("PRAGMA table_info(embeddings)")}
+        if "checksum" not in cols:
+            c.execute("ALTER TABLE embeddings ADD COLUMN checksum TEXT")
+        rows = c.execute("SELECT rowid, vector FROM embeddings WHERE checksum IS NULL").fetchall()
+        c.executemany("UPDATE embeddings SET checksum=? WHERE rowid=?",
+                      [(blob_checksum(b), rid) for rid, b in rows])
+    if version < SCHEMA_VERSION:
+        c.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
 
 
 def _bump(c: sqlite3.Connection) -> None:

@@ -187,6 +187,7 @@ class LibraryStatus:
     catalog_bytes: int
     index_bytes: int
     stems_bytes: int
+    damaged: int = 0      #: songs with a stored vector failing its checksum (re-embedded by a scan)
 
     @property
     def size_bytes(self) -> int:
@@ -365,6 +366,7 @@ class Library:
             vectors={k.split(":", 1)[1]: v for k, v in c.items() if k.startswith("space:")},
             catalog_bytes=cat_bytes, index_bytes=_dir_bytes(self.root / INDEX_DIR),
             stems_bytes=_dir_bytes(self.root / STEMS_DIR),
+            damaged=len(self.catalog.damaged_vector_songs()),
         )
 
     # --- indexing ---------------------------------------------------------------------------

@@ -215,6 +215,7 @@ class Scanner:
         self.on_song_done = on_song_done
         self.model_id = encoders.model_id
         self._fingerprinted: set[int] = set()  # songs with a stored fingerprint (set by run)
+        self._damaged: set[int] = set()  # songs with a vector failing its checksum (set by plan)
 
     # --- planning ---------------------------------------------------------------------------
 
@@ -231,6 +232,10 @@ class Scanner:
         known = self.catalog.file_rows()
         songs = {s.id: s for s in self.catalog.songs()}
         failed = {f.path: f for f in self.catalog.failures()}
+        self._damaged = self.catalog.damaged_vector_songs()
+        if self._damaged:
+            log.warning("%d songs have a stored vector that fails its checksum: re-embedding them",
+                        len(self._damaged))
         # a single file added as a root and deleted since is gone; a missing folder may be
         # an unplugged drive, so its songs are kept
         missing = [m for m in missing
@@ -260,7 +265,7 @@ class Scanner:
             row = known.get(p)
             if row is not None and row.size == st.st_size and row.mtime_ns == st.st_mtime_ns:
                 song = songs.get(row.song_id)
-                if self._complete(song):
+                if self._complete(song) and row.song_id not in self._damaged:
                     report.unchanged += 1
                 else:
                     items.append(_Item(p, "reembed", st.st_size, st.st_mtime_ns, song))
@@ -347,7 +352,8 @@ class Scanner:
         self._fingerprinted = self.catalog.fingerprinted_ids()
         check_cancel(cancel, "the library scan")
         # hashes of songs already complete: a new path with one of these is only linked
-        complete = {s.content_hash: s.id for s in self.catalog.songs() if self._complete(s)}
+        complete = {s.content_hash: s.id for s in self.catalog.songs()
+                    if self._complete(s) and s.id not in self._damaged}
         total = len(items)
         clock = EtaClock()
         pending: deque[Future[_Prepared]] = deque()

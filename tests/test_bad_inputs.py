@@ -528,3 +528,57 @@ def test_remix_stems_on_a_full_disk_write_nothing(keyed_songs: tuple[Path, Path]
     assert re.search(r"cross_vocals\.wav: could not write it .*disk.*Nothing was written: the "
                      r"mix and its stems are written together or not at all\.", text), text
     assert sorted(p.name for p in out_dir.iterdir()) == []  # no mix without its stems, no debris
+
+
+# --- a flipped bit in a stored vector ---------------------------------------------------------------
+
+
+def test_flipped_embedding_value_is_caught_and_re_embedded(
+        ctx: Ctx, capsys: pytest.CaptureFixture[str]) -> None:
+    import sqlite3
+
+    before = songs_of(ctx.lib)
+    conn = sqlite3.connect(ctx.lib / "catalog.sqlite")
+    sid, blob = conn.execute("SELECT song_id, vector FROM embeddings WHERE space='M' "
+                             "ORDER BY song_id LIMIT 1").fetchone()
+    flipped = bytearray(blob)
+    flipped[41] ^= 0x10  # one bit of one float
+    conn.execute("UPDATE embeddings SET vector=? WHERE song_id=? AND space='M'",
+                 (bytes(flipped), sid))
+    conn.commit()
+    conn.close()
+    cat = Catalog.open(ctx.lib / "catalog.sqlite")
+    assert cat.damaged_vector_songs() == {sid}
+    assert sid not in cat.vectors("M", cat.model_id or "")[0]  # never searched with
+    cat.close()
+    rc, text = run_cli(["library", "status", "--library", str(ctx.lib)], capsys)
+    assert rc == 0 and re.search(r"damaged +1 songs have a stored vector that fails its checksum",
+                                 text), text
+    rc, text = run_cli(["library", "scan", "--library", str(ctx.lib), *TINY], capsys)
+    assert rc == 0 and "1 re-embedded" in text, text
+    assert songs_of(ctx.lib) == before  # the same vector again: nothing lost
+    rc, text = run_cli(["library", "status", "--library", str(ctx.lib)], capsys)
+    assert "damaged" not in text, text
+
+
+def test_catalog_of_schema_1_gets_checksums(tmp_path: Path) -> None:
+    import sqlite3
+
+    from core.catalog import SCHEMA_VERSION, SongInfo
+
+    cat = Catalog.open(tmp_path / "c.sqlite")
+    cat.put_song(path="/a.wav", size=1, mtime_ns=1, info=SongInfo(content_hash="a" * 64, size=1),
+                 vectors={"M": np.ones(4, np.float32)}, model_id="m", mode="fast")
+    cat.close()
+    conn = sqlite3.connect(tmp_path / "c.sqlite")  # as Crossmix wrote it before checksums
+    conn.executescript("CREATE TABLE old AS SELECT song_id, space, model_id, dim, vector "
+                       "FROM embeddings; DROP TABLE embeddings; "
+                       "ALTER TABLE old RENAME TO embeddings;")
+    conn.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
+    conn.commit()
+    conn.close()
+    cat = Catalog.open(tmp_path / "c.sqlite")
+    assert cat.get_meta("schema_version") == str(SCHEMA_VERSION)
+    assert cat._query("SELECT COUNT(*) FROM embeddings WHERE checksum IS NULL")[0][0] == 0
+    assert cat.damaged_vector_songs() == set()
+    cat.close()

@@ -334,6 +334,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         if st.stale:
             print(f"stale     {st.stale} songs embedded by another checkpoint: run "
                   "'crossmix library scan' to re-embed them")
+        if st.damaged:
+            print(f"damaged   {st.damaged} songs have a stored vector that fails its checksum "
+                  "(left out of searches): run 'crossmix library scan' to re-embed them")
         print("vectors   " + ", ".join(f"{k}: {v}" for k, v in sorted(st.vectors.items())))
         print(f"disk      {_size(st.size_bytes)} (catalog {_size(st.catalog_bytes)}, indexes "
               f"{_size(st.index_bytes)}, stems {_size(st.stems_bytes)})")

@@ -138,11 +138,9 @@ def _default_separator(device: torch.device) -> Any:
 
 
 def _default_encoders(device: torch.device, checkpoint: str = "") -> Any:
-    from core.encoders import EncoderPair, load_default_encoders
+    from core.encoders import resolve_encoders
 
-    if checkpoint:
-        return EncoderPair.load(checkpoint, device=device)
-    return load_default_encoders(device=device)
+    return resolve_encoders(checkpoint, device=device)
 
 
 class Session:
@@ -588,7 +586,8 @@ class Session:
 
 
 def encoders_factory_for(checkpoint: str) -> Callable[[torch.device], Any]:
-    """Factory loading ``checkpoint`` (a ``.safetensors`` path), or the shipped model when empty."""
+    """Factory loading ``checkpoint`` (a ``.safetensors`` path or a name such as ``"resemblyzer"``),
+    or the shipped model when empty."""
 
     def make(device: torch.device) -> Any:
         return _default_encoders(device, checkpoint)

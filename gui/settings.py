@@ -78,7 +78,7 @@ BITRATES = ("128k", "192k", "256k", "320k")
 
 OPTIONS: tuple[Option, ...] = (
     Option("compute/device", str, "auto", "Compute device", choices=("auto", "cpu", "cuda")),
-    Option("model/encoder_checkpoint", str, "", "Encoder checkpoint (empty: shipped default)"),
+    Option("model/encoder_checkpoint", str, "", "Encoders (empty: shipped default; 'resemblyzer'; or a checkpoint path)"),
     Option("search/space", str, "vocal->mix", "Default search space", choices=SPACES),
     Option("search/k", int, 10, "Results shown (k)", minimum=1, maximum=200),
     Option("search/duplicate_threshold", float, 0.95, "Near-duplicate threshold",

@@ -163,7 +163,8 @@ class SettingsPanel(QScrollArea):
         value = self.settings.get("model/encoder_checkpoint") if value is None else value
         combo.blockSignals(True)
         combo.clear()
-        combo.addItem("Shipped default (CROSS-SP)", "")
+        combo.addItem("Shipped default", "")
+        combo.addItem("resemblyzer: real-speech speaker encoder (no training)", "resemblyzer")
         for p in trained_checkpoints():
             combo.addItem(f"{p.parent.name}/{p.name}", str(p))
         if value and combo.findData(value) < 0:

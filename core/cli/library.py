@@ -30,9 +30,10 @@ def _common(p: argparse.ArgumentParser, *, models: bool = True) -> None:
         return
     p.add_argument("--device", default="auto",
                    help="auto (CUDA when available, default), cpu, or cuda[:N]")
-    p.add_argument("--encoders", metavar="PATH", default=None,
-                   help="encoder checkpoint (.safetensors with its .json; default: the shipped "
-                   "CROSS-SP model; 'tiny': random weights, for tests)")
+    p.add_argument("--encoders", metavar="NAME|PATH", default=None,
+                   help="encoders: 'shipped' (default), 'resemblyzer' (a real-speech speaker encoder on "
+                   "vocals and mixes alike), a checkpoint (.safetensors with its .json), or 'tiny' "
+                   "(random weights, for tests)")
     p.add_argument("--separator", choices=("spleeter-2stems", "tiny"), default="spleeter-2stems",
                    help="separation model (default Deezer's Spleeter 2-stems; tiny: random "
                    "weights, for tests)")
@@ -157,14 +158,12 @@ def _device(args: argparse.Namespace) -> Any:
 
 
 def _encoders(args: argparse.Namespace) -> EncoderPair:
-    from core.encoders import EncoderPair, load_default_encoders
+    from core.encoders import EncoderPair, resolve_encoders
 
     dev = _device(args)
-    if args.encoders is None:
-        return load_default_encoders(device=dev)
     if args.encoders == "tiny":
         return EncoderPair.tiny().to(dev)
-    return EncoderPair.load(args.encoders, device=dev)
+    return resolve_encoders(args.encoders, device=dev)
 
 
 def _separator(args: argparse.Namespace) -> Separator:

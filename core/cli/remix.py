@@ -55,7 +55,9 @@ def register(subparsers: Any) -> None:
                    help="also write <OUT>_vocals and <OUT>_accompaniment, sample-aligned with OUT")
     p.add_argument("--bitrate", default="192k", help="mp3/ogg bitrate (default 192k)")
     p.add_argument("--similarity", action="store_true",
-                   help="embed both songs with the shipped encoders for the report's similarity")
+                   help="embed both songs with the encoders (--encoders) for the report's similarity")
+    p.add_argument("--encoders", metavar="NAME|PATH", default=None,
+                   help="encoders for --similarity: 'shipped' (default), 'resemblyzer', or a checkpoint")
     p.add_argument("--json", action="store_true", help="print the analyses and compatibility report as JSON")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--device", default="auto", help="auto (default), cpu, or cuda[:N]")
@@ -97,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
 
     similarity: float | None = None
     if args.similarity:
-        similarity = _similarity(q_stems, m_stems, device)
+        similarity = _similarity(q_stems, m_stems, device, args.encoders)
         if similarity is None:
             _say(args, "crossmix: note: no encoders available; similarity not computed (counted as 0).")
 
@@ -166,15 +168,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _similarity(q_stems: Any, m_stems: Any, device: Any) -> float | None:
+def _similarity(q_stems: Any, m_stems: Any, device: Any, encoders_choice: str | None = None) -> float | None:
     """Cosine of the query's vocal embedding and the match's mix embedding (V -> M)."""
     import numpy as np
 
     from core.embedding import embed_song
-    from core.encoders import load_default_encoders
+    from core.encoders import resolve_encoders
 
     try:
-        encoders = load_default_encoders(device=device)
+        encoders = resolve_encoders(encoders_choice, device=device)
     except ModelError:
         return None
     q = embed_song(mix=q_stems.mix, vocals=q_stems.vocals, encoders=encoders)

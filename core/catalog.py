@@ -564,7 +564,7 @@ class Catalog:
             "ORDER BY song_id",
             (space, model_id),
         )
-        return _stack([r[:2] for r in rows if _intact(r[1], r[2])])
+        return _stack([r for r in rows if _intact(r[1], r[2])])
 
     def vectors_for(
         self, ids: Iterable[int], space: str, model_id: str

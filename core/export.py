@@ -15,6 +15,7 @@ import uuid
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -137,17 +138,18 @@ def _write_comment(path: Path, fmt: str, comment: str) -> None:
 
     try:
         if fmt == "mp3":
-            from mutagen.id3 import COMM, ID3
+            from mutagen import id3 as mid3
 
-            id3 = ID3(str(path))
-            id3.delall("TXXX:comment")
-            id3.add(COMM(encoding=3, lang="eng", desc="", text=[comment]))
-            id3.save(str(path))
+            tags: Any = mid3
+            frames = tags.ID3(str(path))
+            frames.delall("TXXX:comment")
+            frames.add(tags.COMM(encoding=3, lang="eng", desc="", text=[comment]))
+            frames.save(str(path))
         elif fmt in ("flac", "ogg"):
-            from mutagen.flac import FLAC
-            from mutagen.oggvorbis import OggVorbis
+            from mutagen import flac, oggvorbis
 
-            f = FLAC(str(path)) if fmt == "flac" else OggVorbis(str(path))
+            kind: Any = flac.FLAC if fmt == "flac" else oggvorbis.OggVorbis
+            f = kind(str(path))
             f["COMMENT"] = [comment]
             f.save()
     except MutagenError as exc:

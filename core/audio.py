@@ -319,6 +319,8 @@ def _flac_declared_frames(p: Path) -> int | None:
     # 3 of channels, 5 of bits per sample and 36 of total samples.
     if len(head) < 42 or head[:4] != b"fLaC" or head[4] & 0x7F != 0:
         return None
+    if int.from_bytes(head[5:8], "big") != 34 or int.from_bytes(head[18:21], "big") >> 4 == 0:
+        return None  # not a valid STREAMINFO (length 34, a sample rate): a damaged file
     return int.from_bytes(head[18:26], "big") & ((1 << 36) - 1)
 
 

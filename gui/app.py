@@ -40,6 +40,7 @@ def build_window(files: list[str] | None = None, *, settings_path: str | Path | 
         stem_cache=default_stem_cache(gigabytes(settings.get("cache/stem_cache_gb"))),
         duplicate_threshold=settings.get("search/duplicate_threshold"),
     )
+    session.encoders_choice = settings.get("model/encoder_checkpoint")
     try:
         example = example_clip_path()
     except Exception as exc:  # noqa: BLE001 - the example is a convenience

@@ -185,6 +185,8 @@ class Session:
         self._lock = threading.RLock()
         self._separator: Any = None
         self._encoders: Any = None
+        #: What the user chose in Settings ("" shipped, "resemblyzer", or a checkpoint path).
+        self.encoders_choice = ""
         self._encoders_error: str | None = None
         self._library: Any = None
 
@@ -430,6 +432,9 @@ class Session:
         qe = QueryEmbedding(result.embedding, path=str(result.path),
                             content_hash=result.content_hash, audio_key=result.audio_key,
                             fingerprint=result.fingerprint, duration=result.duration)
+        why = ""
+        if space == "auto":
+            space, why = self.auto_space(lib)
         try:
             sr = lib.search(qe, space=space, k=k, duplicate_similarity=self.duplicate_threshold,
                             cancel=cancel)
@@ -448,6 +453,21 @@ class Session:
         if dups:
             result.message = (result.message + " " if result.message else "") + (
                 f"{dups} near-duplicate{'s' if dups > 1 else ''} of the query left out.")
+
+    def auto_space(self, lib: Any | None = None) -> tuple[str, str]:
+        """The best measured search space for the current encoders that the library can serve."""
+        from core.quality import quality_for
+
+        lib = lib if lib is not None else self.library()
+        if lib is None or lib.catalog.model_id is None:
+            return "vocal->mix", "the paper's default (no indexed library yet)"
+        st = lib.status()
+        choice = self.encoders_choice
+        checkpoint = choice if choice not in ("", "shipped", "resemblyzer") else None
+        q = quality_for(model_id=lib.catalog.model_id, checkpoint=checkpoint)
+        if q is None:
+            return "vocal->mix", "no measured quality for these encoders, so the paper's vocal->mix"
+        return q.best_space(has_vocals=st.full > 0 and st.full >= st.current)
 
     # --- library ----------------------------------------------------------------------------
 

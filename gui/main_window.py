@@ -133,6 +133,7 @@ class MainWindow(QMainWindow):
             from gui.engine import encoders_factory_for
 
             self.session.set_encoders_factory(encoders_factory_for(str(value)))
+            self.session.encoders_choice = str(value)
         elif key == "library/location":
             from gui.engine import library_factory_for
 

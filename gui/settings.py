@@ -20,7 +20,7 @@ from PySide6.QtCore import QObject, QSettings, Signal
 from core.paths import APP_NAME
 
 #: Bumped whenever a key is renamed or a value's meaning changes; see :data:`MIGRATIONS`.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -60,9 +60,10 @@ class Option:
         return value
 
 
-SPACES = ("vocal->mix", "mix->mix", "vocal->vocal", "[M,V]")
+SPACES = ("auto", "vocal->mix", "mix->mix", "vocal->vocal", "[M,V]")
 #: How choices are shown (the stored value is the key).
 CHOICE_LABELS: dict[str, str] = {
+    "auto": "Best measured (auto)",
     "vocal->mix": "Vocal → mix (cross-domain)",
     "mix->mix": "Mix → mix",
     "vocal->vocal": "Vocal → vocal",
@@ -79,7 +80,8 @@ BITRATES = ("128k", "192k", "256k", "320k")
 OPTIONS: tuple[Option, ...] = (
     Option("compute/device", str, "auto", "Compute device", choices=("auto", "cpu", "cuda")),
     Option("model/encoder_checkpoint", str, "", "Encoders (empty: shipped default; 'resemblyzer'; or a checkpoint path)"),
-    Option("search/space", str, "vocal->mix", "Default search space", choices=SPACES),
+    Option("search/space", str, "auto", "Default search space (auto: the space that measured best "
+           "for the encoders, among those the library can serve)", choices=SPACES),
     Option("search/k", int, 10, "Results shown (k)", minimum=1, maximum=200),
     Option("search/duplicate_threshold", float, 0.95, "Near-duplicate threshold",
            minimum=0.5, maximum=1.0),
@@ -112,19 +114,31 @@ def gigabytes(value: float) -> int:
     return int(round(float(value) * 1e9))
 
 
+#: The space list of settings version 1 (combo-box order), for its migration.
+_V1_SPACES = ("vocal->mix", "mix->mix", "vocal->vocal", "[M,V]")
+
+
 def _v1_to_v2(qs: QSettings) -> None:
     # Version 1 stored the search space as a combo-box index; version 2 stores the value.
     raw = qs.value("search/space_index")
     if raw is not None:
         try:
-            qs.setValue("search/space", SPACES[int(raw)])
+            qs.setValue("search/space", _V1_SPACES[int(raw)])
         except (ValueError, IndexError):
             pass
         qs.remove("search/space_index")
 
 
 #: ``MIGRATIONS[n]`` upgrades a file of version ``n`` to ``n + 1``.
-MIGRATIONS: dict[int, Callable[[QSettings], None]] = {1: _v1_to_v2}
+def _v2_to_v3(qs: QSettings) -> None:
+    # Version 3 adds "auto" (the best measured space) as the default. Up to version 2 the
+    # window stored the space on every search, so a stored "vocal->mix" is almost always the
+    # old default rather than a choice: it becomes "auto".
+    if qs.value("search/space") == "vocal->mix":
+        qs.setValue("search/space", "auto")
+
+
+MIGRATIONS: dict[int, Callable[[QSettings], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def default_settings_path() -> Path:

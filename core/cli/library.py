@@ -106,14 +106,15 @@ def register(subparsers: Any) -> None:
     m = subparsers.add_parser(
         "match", help="find library songs whose accompaniment suits SONG's vocal",
         description="Separate SONG, embed it and list the nearest library songs by cosine "
-        "similarity. Default space vocal->mix: SONG's vocal (f_v) against the library's mixes "
-        "(f_m). Near-duplicates of SONG (the same recording) are left out unless "
+        "similarity. The paper's space is vocal->mix: SONG's vocal (f_v) against the library's mixes "
+        "(f_m); by default the space that measured best for the encoders is used. Near-duplicates of SONG (the same recording) are left out unless "
         "--include-duplicates.",
     )
     m.add_argument("song", type=Path, metavar="SONG")
     m.add_argument("-k", type=int, default=10, help="number of matches (default 10)")
-    m.add_argument("--space", default="vocal->mix", choices=SPACES,
-                   help="search space (default vocal->mix)")
+    m.add_argument("--space", default="auto", choices=("auto", *SPACES),
+                   help="search space; auto (default): the space that measured best for these encoders "
+                   "among those the library can serve (see 'crossmix library status')")
     m.add_argument("--json", action="store_true", help="print JSON instead of a table")
     m.add_argument("--include-duplicates", action="store_true",
                    help="keep near-duplicates of SONG among the matches")
@@ -149,6 +150,18 @@ def _existing(folder: Path) -> Path:
             f"create a library with 'crossmix library add SONGS --library {folder}'."
         )
     return catalog
+
+
+def _auto_space(lib: Library, model_id: str, checkpoint: str | None) -> tuple[str, str]:
+    """The best measured space for these encoders that ``lib`` can serve, and why."""
+    from core.quality import quality_for
+
+    st = lib.status()
+    has_vocals = st.full > 0 and st.full >= st.current
+    q = quality_for(model_id=model_id, checkpoint=checkpoint if checkpoint not in (None, "shipped", "resemblyzer", "tiny") else None)
+    if q is None:
+        return "vocal->mix", "no measured quality for these encoders, so the paper's vocal->mix"
+    return q.best_space(has_vocals=has_vocals)
 
 
 def _device(args: argparse.Namespace) -> Any:
@@ -318,6 +331,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         failures = lib.failures()
         if args.json:
             d = st.to_dict()
+            if st.model_id:
+                from core.quality import quality_for
+
+                q = quality_for(model_id=st.model_id)
+                if q is not None:
+                    space, why = q.best_space(has_vocals=st.full > 0 and st.full >= st.current)
+                    d["quality"] = {"protocol": q.protocol, "name": q.name,
+                                    "spaces": {k: {"top1": v.top1, "top5": v.top5} for k, v in q.spaces.items()},
+                                    "default_space": space, "default_space_reason": why}
             d["failure_list"] = [
                 {"path": f.path, "stage": f.stage, "error": f.error, "reason": f.reason}
                 for f in failures
@@ -328,6 +350,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         for r in st.roots:
             print(f"folder    {r}")
         print(f"model     {st.model_id or '(none yet)'}")
+        if st.model_id:
+            from core.quality import quality_for
+
+            q = quality_for(model_id=st.model_id)
+            if q is None:
+                print("quality   not measured for these encoders (crossmix evaluate measures it)")
+            else:
+                print(f"quality   {q.summary()}")
+                space, why = q.best_space(has_vocals=st.full > 0 and st.full >= st.current)
+                print(f"search    default space {space}: {why}")
         print(f"songs     {st.songs} ({st.files} files; {st.current} searchable, "
               f"{st.full} with vocals, {st.analysed} analysed)")
         if st.stale:
@@ -369,14 +401,22 @@ def _parse_tempo(text: str | None) -> tuple[float, float] | None:
 def cmd_match(args: argparse.Namespace) -> int:
     with _open(args) as lib:
         token = CancelToken()
+        encoders = _encoders(args)
+        space, why = args.space, ""
+        if space == "auto":
+            space, why = _auto_space(lib, encoders.model_id, args.encoders)
         with _ctrl_c_cancels(token):
             res = lib.search(
-                args.song, space=args.space, k=args.k, include_duplicates=args.include_duplicates,
+                args.song, space=space, k=args.k, include_duplicates=args.include_duplicates,
                 tempo_range=_parse_tempo(args.tempo), key=args.key,
-                separator=_separator(args), encoders=_encoders(args), cancel=token,
+                separator=_separator(args), encoders=encoders, cancel=token,
             )
+    if why and not args.json:
+        print(f"space {space}: {why}")
     if args.json:
         doc = res.to_json()
+        if why:
+            doc["space_reason"] = why
         print(json.dumps(doc, indent=2))
         return 0
     print(f"query {res.query}   space {res.space}   model {res.model[:12]}")

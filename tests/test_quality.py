@@ -1,0 +1,104 @@
+"""Measured per-space quality and the best space a library can serve (the app's default)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from core import quality as quality_mod
+from core.encoders import EncoderPair
+from core.quality import Quality, SpaceQuality, from_report, quality_for
+
+
+def _report(model: str, sid: dict[str, tuple[float, float]]) -> dict[str, object]:
+    return {"model": model, "n_singers": 40, "n_songs": 160, "chance_top1": 0.025,
+            "singer_id": {k: {"top1": a, "top5": b} for k, (a, b) in sid.items()},
+            "query_by_singer": {}, "baselines": {}}
+
+
+SID = {"M->M": (0.40, 0.80), "V->V": (0.90, 1.0), "M->V": (0.3, 0.7), "V->M": (0.55, 0.9),
+       "[M+V]": (0.8, 1.0), "[M,V]": (0.85, 1.0)}
+
+
+def test_best_space_is_the_best_measured_one_the_library_can_serve() -> None:
+    q = from_report(_report("x", SID), name="peer")
+    assert set(q.spaces) == {"vocal->mix", "mix->mix", "vocal->vocal", "[M,V]"}
+    assert q.spaces["vocal->mix"] == SpaceQuality(0.55, 0.9)
+    space, why = q.best_space(has_vocals=True)
+    assert space == "vocal->vocal" and "0.90" in why and "40 unseen singers" in why
+    space, why = q.best_space(has_vocals=False)  # a fast-mode library has no vocals
+    assert space == "vocal->mix" and "full mode" in why
+    assert "vocal->mix 0.55/0.90" in q.summary()
+    # Ties go to the paper's vocal->mix.
+    tie = Quality("t", "p", {"mix->mix": SpaceQuality(0.5, 0.9), "vocal->mix": SpaceQuality(0.5, 0.9)})
+    assert tie.best_space(has_vocals=True)[0] == "vocal->mix"
+    assert Quality("none", "p").best_space(has_vocals=True)[0] == "vocal->mix"
+
+
+def test_quality_comes_from_the_shipped_table_or_beside_a_checkpoint(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "encoders").mkdir()
+    (tmp_path / "encoders" / "quality.json").write_text(json.dumps(
+        {"abc": {"name": "shipped", "report": _report("abc", SID)}}))
+    monkeypatch.setattr(quality_mod, "assets_dir", lambda: tmp_path)
+    assert quality_for(model_id="abc").name == "shipped"  # type: ignore[union-attr]
+    assert quality_for(model_id="unknown") is None
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "evaluation.json").write_text(json.dumps(_report("m1", {"V->M": (0.7, 0.9)})))
+    q = quality_for(model_id="m1", checkpoint=run / "best.safetensors")
+    assert q is not None and q.name == "run" and q.best_space(has_vocals=True)[0] == "vocal->mix"
+    # An evaluation of other weights is not theirs.
+    assert quality_for(model_id="m2", checkpoint=run / "best.safetensors") is None
+    (run / "evaluation.json").write_text("{broken")
+    assert quality_for(model_id="m1", checkpoint=run / "best.safetensors") is None
+
+
+def test_cli_match_auto_space_and_status_report_the_measurements(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from core.cli import main
+    from tests.test_library import write_song
+
+    songs = tmp_path / "music"
+    for i in range(3):
+        write_song(songs / f"song{i}.wav", seed=i)
+    tiny = EncoderPair.tiny().model_id
+    (tmp_path / "assets" / "encoders").mkdir(parents=True)
+    (tmp_path / "assets" / "encoders" / "quality.json").write_text(json.dumps(
+        {tiny: {"name": "tiny test encoders", "report": _report(tiny, SID)}}))
+    monkeypatch.setattr(quality_mod, "assets_dir", lambda: tmp_path / "assets")
+    models = ["--encoders", "tiny", "--separator", "tiny", "--device", "cpu"]
+    lib = str(tmp_path / "lib")
+    for mode, want in (("fast", "vocal->mix"), ("full", "vocal->vocal")):
+        assert main(["library", "add", str(songs), "--library", lib, "--mode", mode, "--no-analyze", *models]) == 0
+        capsys.readouterr()
+        assert main(["library", "status", "--library", lib]) == 0
+        out = capsys.readouterr().out
+        assert "quality   singer-ID top-1/top-5 on 40 unseen singers" in out
+        assert f"default space {want}" in out
+        assert main(["match", str(songs / "song0.wav"), "--library", lib, "-k", "2", *models]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith(f"space {want}: {want} measured best for tiny test encoders")
+        assert f"space {want}" in out
+        assert main(["match", str(songs / "song0.wav"), "--library", lib, "-k", "2", "--json", *models]) == 0
+        doc = json.loads(capsys.readouterr().out)
+        assert doc["space"] == want and "measured best" in doc["space_reason"]
+    assert main(["library", "status", "--library", lib, "--json"]) == 0
+    st = json.loads(capsys.readouterr().out)
+    assert st["quality"]["default_space"] == "vocal->vocal"
+    assert st["quality"]["spaces"]["vocal->mix"] == {"top1": 0.55, "top5": 0.9}
+
+
+def test_settings_v2_default_space_becomes_auto(qapp: object, tmp_path: Path) -> None:
+    from gui.settings import SCHEMA_VERSION, Settings
+
+    old = tmp_path / "s.ini"
+    old.write_text("[meta]\nversion=2\n[search]\nspace=vocal->mix\n")
+    assert Settings(old).get("search/space") == "auto"
+    chosen = tmp_path / "c.ini"
+    chosen.write_text("[meta]\nversion=2\n[search]\nspace=mix->mix\n")
+    s = Settings(chosen)
+    assert s.get("search/space") == "mix->mix" and s.version == SCHEMA_VERSION == 3
+    assert Settings(tmp_path / "new.ini").get("search/space") == "auto"

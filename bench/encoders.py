@@ -9,6 +9,14 @@ CROSS-SP batch of the paper (25 triplets x (anchor, positive, 4 negatives)) pass
 segments through each of the two encoders, i.e. 300 segment passes, so
 ``s/batch = 300 / training rate`` and an epoch is 1200 batches. Also the front end (log-mel
 of a 3-minute song). Medians of a few repeats after a warm-up.
+
+*Objectives* (``--objectives``): a whole training step of the real trainer (sampling,
+artificial mixtures, every forward, the loss, backward, SGD) for each objective x sampling x
+architecture, on a toy corpus; the rate is in *training segments*: pool segments (each a
+mix/vocal pair) a batch draws, ``B x (2 + negatives)`` for the triplet losses and ``2B`` for
+NT-Xent.
+
+    .venv/bin/python bench/encoders.py --objectives [--threads 1] [--width 0.25]
 """
 
 from __future__ import annotations
@@ -104,6 +112,65 @@ def bench_front_end(dev: torch.device, reps: int) -> float:
     return 180.0 / t
 
 
+def _train_step(model: EncoderPair, prep: object, cfg: object, weights: object, opt: torch.optim.Optimizer,
+                dev: torch.device) -> object:
+    import numpy as np
+
+    from training.trainer import batch_loss
+
+    k = [0]
+
+    def step() -> None:
+        model.train()
+        loss_t, _ = batch_loss(model, prep.train, np.random.default_rng(k[0]), cfg, weights, dev,  # type: ignore[attr-defined,arg-type]
+                               cache=prep.train_ge2e)  # type: ignore[attr-defined]
+        k[0] += 1
+        opt.zero_grad(set_to_none=True)
+        loss_t.backward()  # type: ignore[no-untyped-call]
+        opt.step()
+
+    return step
+
+
+def bench_objectives(*, width: float, threads: int, steps: int = 6) -> list[dict[str, object]]:
+    """Training segments per second of each objective x sampling (x GE2E heads), one thread count."""
+    import tempfile
+
+    from training.toy import make_toy_corpus
+    from training.trainer import TrainConfig, prepare
+
+    torch.set_num_threads(threads)
+    dev = torch.device("cpu")
+    rows: list[dict[str, object]] = []
+    with tempfile.TemporaryDirectory(prefix="crossmix-bench-") as tmp:
+        data = make_toy_corpus(Path(tmp) / "toy", singers=8, songs=3, seconds=10.0, seed=1)
+        combos = [("cnn", loss, sampling, 0.0) for loss in ("cross-sp", "infonce") for sampling in ("real", "artificial")]
+        combos += [("cnn", "infonce", "both", 1.0), ("ge2e", "infonce", "real", 0.0), ("ge2e", "infonce", "both", 0.0),
+                   ("ge2e", "cross-sp", "both", 0.0)]
+        preps: dict[str, object] = {}
+        for arch, loss, sampling, teacher in combos:
+            bs = 25 if loss != "infonce" else 64
+            cfg = TrainConfig(data=str(data), out=str(Path(tmp) / "out"), loss=loss, sampling=sampling, arch=arch,
+                              teacher=teacher, width=width, batch_size=bs, negatives=4, segments_per_song=4,
+                              val_fraction=0.0, test_fraction=0.0, vocals="stems", cache=str(Path(tmp) / "cache"),
+                              device="cpu", evaluate=False)
+            key = f"{arch}-{teacher > 0}"
+            if key not in preps:
+                preps[key] = prepare(cfg, emit=lambda e: None, device=dev)
+            prep = preps[key]
+            model = (EncoderPair.ge2e_heads(hidden=512) if arch == "ge2e" else EncoderPair.create(width=width))
+            opt = torch.optim.SGD([q for q in model.parameters() if q.requires_grad], lr=0.01, momentum=0.9)
+            weights = cfg.weights()
+
+            t, c = _time(_train_step(model, prep, cfg, weights, opt, dev), dev, reps=steps)
+            segs = bs * (2 + cfg.negatives) if loss != "infonce" else 2 * bs
+            name = f"{arch} {loss} {sampling}" + (" + teacher" if teacher else "")
+            rows.append({"objective": name, "threads": threads, "batch": bs, "segments_per_batch": segs,
+                         "s_per_batch": t, "train_seg_per_s": segs / t, "train_seg_per_cpu_s": segs / max(c, 1e-9)})
+            print(f"{name:<32} {segs / t:8.1f} training seg/s  ({t:.3f} s per batch of {segs})", file=sys.stderr)
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--widths", default="1,0.5,0.25,0.125,0.0625")
@@ -112,7 +179,22 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--no-amp", action="store_true", help="CUDA: float32 instead of bfloat16 autocast")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--objectives", action="store_true",
+                    help="training segments per second of each objective x sampling (CPU), then stop")
+    ap.add_argument("--width", type=float, default=0.25, help="--objectives: CNN width (0.25)")
     args = ap.parse_args()
+    if args.objectives:
+        obj_rows: list[dict[str, object]] = []
+        for t in (int(x) for x in args.threads.split(",")):
+            obj_rows += bench_objectives(width=args.width, threads=t)
+        print("| objective | CPU threads | batch | training segments / batch | s / batch | training seg/s | seg/CPU-s |")
+        print("|---|---|---|---|---|---|---|")
+        for r in obj_rows:
+            print(f"| {r['objective']} | {r['threads']} | {r['batch']} | {r['segments_per_batch']} | "
+                  f"{float(r['s_per_batch']):.3f} | {float(r['train_seg_per_s']):.1f} | {float(r['train_seg_per_cpu_s']):.1f} |")
+        if args.json:
+            Path(args.json).write_text(json.dumps({"machine": platform.platform(), "rows": obj_rows}, indent=2))
+        return 0
     widths = [float(w) for w in args.widths.split(",")]
     rows = []
     runs: list[tuple[torch.device, int | None]] = []

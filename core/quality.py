@@ -115,3 +115,28 @@ def quality_for(*, model_id: str | None, checkpoint: str | Path | None = None) -
         except (OSError, ValueError, KeyError, TypeError):
             return None
     return None
+
+
+def quality_for_choice(choice: str | Path | None) -> Quality | None:
+    """The measured quality of the encoders a user chose, without loading them.
+
+    ``choice`` as :func:`core.encoders.resolve_encoders` takes it: empty / ``"shipped"``, a
+    name (``"resemblyzer"``), or a checkpoint path (its JSON names its model id).
+    """
+    from core.encoders import default_encoders_path
+
+    text = str(choice).strip() if choice is not None else ""
+    if text in ("", "shipped", "default"):
+        meta = default_encoders_path().with_suffix(".json")
+    elif text in {e.get("alias") for e in _known().values() if isinstance(e, dict)}:
+        for model_id, entry in _known().items():
+            if isinstance(entry, dict) and entry.get("alias") == text:
+                return quality_for(model_id=model_id)
+        return None
+    else:
+        meta = Path(text).expanduser().with_suffix(".json")
+    try:
+        model_id = str(json.loads(meta.read_text(encoding="utf-8")).get("model_id", ""))
+    except (OSError, ValueError, AttributeError):
+        return None
+    return quality_for(model_id=model_id or None, checkpoint=None if text in ("", "shipped", "default") else text)

@@ -76,6 +76,11 @@ class SettingsPanel(QScrollArea):
                     self._update_audio_status()
                 if key == "cache/stem_cache_gb" and stem_cache is not None:
                     form.addRow("", self._cache_row())
+                if key == "model/encoder_checkpoint":
+                    self.quality_label = QLabel("")
+                    self.quality_label.setWordWrap(True)
+                    form.addRow("Measured quality", self.quality_label)
+                    self._update_quality()
             lay.addWidget(box)
         lay.addStretch(1)
         self.setWidget(body)
@@ -243,8 +248,28 @@ class SettingsPanel(QScrollArea):
         ok, text = output_device_status(self.settings.get("audio/output_device") or None)
         self.audio_status.setText(f"Found: {text}" if ok else text)
 
+    def _update_quality(self) -> None:
+        """Per-space quality of the chosen encoders, as measured (``core.quality``)."""
+        from core.quality import quality_for_choice
+
+        q = quality_for_choice(self.settings.get("model/encoder_checkpoint"))
+        if q is None:
+            self.quality_label.setText("Not measured for these encoders ('crossmix evaluate' measures it). "
+                                       "The search uses vocal → mix.")
+            return
+        rows = "".join(f"<tr><td>{space}</td><td align='right'>&nbsp;{v.top1:.2f}</td>"
+                       f"<td align='right'>&nbsp;{v.top5:.2f}</td></tr>" for space, v in q.spaces.items())
+        full, _ = q.best_space(has_vocals=True)
+        fast, _ = q.best_space(has_vocals=False)
+        self.quality_label.setText(
+            f"Singer identification on {q.protocol} ({q.name}):"
+            f"<table><tr><th align='left'>space</th><th>&nbsp;top-1</th><th>&nbsp;top-5</th></tr>{rows}</table>"
+            f"“Best measured (auto)” searches {full} in a library indexed in full mode and {fast} in a fast one.")
+
     def _external_change(self, key: str, value: Any) -> None:
         """Reflect a change made elsewhere (e.g. the search tab's k) in the editor."""
+        if key == "model/encoder_checkpoint" and hasattr(self, "quality_label"):
+            self._update_quality()
         w = self.editors.get(key)
         if w is None:
             return

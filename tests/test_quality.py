@@ -102,3 +102,22 @@ def test_settings_v2_default_space_becomes_auto(qapp: object, tmp_path: Path) ->
     s = Settings(chosen)
     assert s.get("search/space") == "mix->mix" and s.version == SCHEMA_VERSION == 3
     assert Settings(tmp_path / "new.ini").get("search/space") == "auto"
+
+
+def test_settings_panel_shows_the_chosen_encoders_measured_quality(qapp: object, tmp_path: Path) -> None:
+    from gui.settings import Settings
+    from gui.settings_panel import SettingsPanel
+
+    run = tmp_path / "run"
+    run.mkdir()
+    pair = EncoderPair.tiny()
+    pair.save(run / "best")
+    (run / "evaluation.json").write_text(json.dumps(_report(pair.model_id, SID)))
+    settings = Settings(tmp_path / "s.ini")
+    panel = SettingsPanel(settings)
+    settings.set("model/encoder_checkpoint", str(run / "best.safetensors"))
+    text = panel.quality_label.text()
+    assert "40 unseen singers" in text and "0.55" in text
+    assert "searches vocal->vocal in a library indexed in full mode and vocal->mix in a fast one" in text
+    settings.set("model/encoder_checkpoint", str(tmp_path / "nowhere.safetensors"))
+    assert "Not measured" in panel.quality_label.text()

@@ -139,14 +139,19 @@ class _HumanOutput:
             print(f"{e['singers']} singers, {e['songs']} songs: {e['train']} train / {e['val']} validation / "
                   f"{e['test']} test singers (seed {e['seed']}); {len(e['skipped'])} files skipped", file=sys.stderr)
         elif kind == "prepare":
+            if self.bar is not None and self.bar.desc != e["stage"]:
+                self._close()
             if self.bar is None:
-                self.bar = self._tqdm(total=int(e["total"]), desc="features", unit="song", file=sys.stderr)
+                self.bar = self._tqdm(total=int(e["total"]), desc=e["stage"], unit=e.get("unit") or "song",
+                                      file=sys.stderr)
             self.bar.n = int(e["done"])
             self.bar.refresh()
             if e["done"] >= e["total"]:
                 self._close()
         elif kind == "start":
-            print(f"training {e['loss']} (lambdas {e['lambdas']}) width {e['width']} on {e['device']}: "
+            arch = "GE2E heads" if e.get("arch") == "ge2e" else f"width {e['width']}"
+            print(f"training {e['loss']} (lambdas {e['lambdas']}) {arch}, {e.get('sampling', 'real')} mixes"
+                  + (f", teacher {e['teacher']}" if e.get("teacher") else "") + f" on {e['device']}: "
                   f"{e['train_segments']} segments of {e['train_singers']} singers, {e['parameters']} parameters",
                   file=sys.stderr)
         elif kind == "batch":

@@ -291,6 +291,8 @@ def prepare(cfg: TrainConfig, *, emit: EmitFn, device: torch.device,
                   "message": "GE2E outputs of the segments", "eta_s": None})
             me, mh = backbone_outputs(pool.mix, device=device, cancel=cancel)
             ve, vh = backbone_outputs(pool.vocal, device=device, cancel=cancel)
+            emit({"event": "prepare", "stage": "backbone", "done": 1, "total": 1, "unit": "pools",
+                  "message": "GE2E outputs of the segments", "eta_s": None})
             return BackboneCache(me, mh, ve, vh)
         if cfg.teacher > 0:
             voc = [torch.from_numpy(teacher_feats[s.path].vocal) for s in pool_songs]

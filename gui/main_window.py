@@ -40,7 +40,7 @@ from gui.playback import Player
 from gui.preview_panel import PreviewPanel
 from gui.query_panel import QueryPanel
 from gui.results_model import ROW_ROLE, ResultRow, ResultsModel, ResultsProxy
-from gui.settings import CHOICE_LABELS, SPACES, Settings
+from gui.settings import SPACES, Settings, choice_label
 from gui.workers import Task, TaskRunner
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SPACE_LABELS = {s: CHOICE_LABELS[s] for s in SPACES}
+SPACE_LABELS = {s: choice_label("search/space", s) for s in SPACES}
 
 
 class Banner(QLabel):

@@ -63,7 +63,6 @@ class Option:
 SPACES = ("auto", "vocal->mix", "mix->mix", "vocal->vocal", "[M,V]")
 #: How choices are shown (the stored value is the key).
 CHOICE_LABELS: dict[str, str] = {
-    "auto": "Best measured (auto)",
     "vocal->mix": "Vocal → mix (cross-domain)",
     "mix->mix": "Mix → mix",
     "vocal->vocal": "Vocal → vocal",
@@ -74,8 +73,44 @@ CHOICE_LABELS: dict[str, str] = {
     "fast": "Fast (mixes only)",
     "full": "Full (also separate vocals)",
 }
+#: Labels that depend on the setting ("auto" is a device choice and a search-space choice).
+KEY_CHOICE_LABELS: dict[tuple[str, str], str] = {("search/space", "auto"): "Best measured (auto)"}
+
+
+def choice_label(key: str, value: object) -> str:
+    """How a choice of setting ``key`` is shown."""
+    v = str(value)
+    return KEY_CHOICE_LABELS.get((key, v)) or CHOICE_LABELS.get(v, v)
+
+
 EXPORT_FORMATS = ("wav", "flac", "mp3", "ogg")
 BITRATES = ("128k", "192k", "256k", "320k")
+
+#: The Retrain form, remembered across restarts; the defaults are sized for a CPU.
+TRAIN_OPTIONS: tuple[Option, ...] = (
+    Option("train/source", str, "library", "Training data", choices=("library", "folder")),
+    Option("train/folder", str, "", "Training folder or manifest"),
+    Option("train/loss", str, "cross-sp", "Loss",
+           choices=("mixed", "cross", "cross-sp", "infonce")),
+    Option("train/lambdas", str, "", "Loss weights (empty: the loss's own)"),
+    Option("train/margin", float, 0.4, "Margin", minimum=0.0, maximum=2.0),
+    Option("train/temperature", float, 0.1, "Temperature", minimum=0.01, maximum=2.0),
+    Option("train/pairs", str, "label", "Pairs", choices=("label", "agnostic")),
+    Option("train/sampling", str, "real", "Mixes",
+           choices=("real", "artificial", "both")),
+    Option("train/arch", str, "cnn", "Architecture", choices=("cnn", "ge2e")),
+    Option("train/head_hidden", int, 512, "Head hidden units", minimum=16, maximum=4096),
+    Option("train/teacher", float, 0.0, "Teacher weight", minimum=0.0, maximum=10.0),
+    Option("train/batches_per_epoch", int, 100, "Batches per epoch", minimum=1,
+           maximum=100000),
+    Option("train/epochs", int, 30, "Max epochs", minimum=1, maximum=100000),
+    Option("train/patience", int, 5, "Patience", minimum=1, maximum=1000),
+    Option("train/device", str, "auto", "Training device", choices=("auto", "cpu", "cuda")),
+    Option("train/width", float, 0.25, "Width", minimum=0.05, maximum=4.0),
+    Option("train/batch_size", int, 16, "Batch size", minimum=2, maximum=512),
+    Option("train/vocals", str, "separated", "Vocals", choices=("separated", "stems")),
+    Option("train/held_out", float, 0.1, "Held-out singers", minimum=0.0, maximum=0.45),
+)
 
 OPTIONS: tuple[Option, ...] = (
     Option("compute/device", str, "auto", "Compute device", choices=("auto", "cpu", "cuda")),
@@ -104,6 +139,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("ui/first_run_done", bool, False, "First-run hint dismissed"),
     Option("library/demo_added", bool, False, "Demo songs added to the library once"),
     Option("ui/last_open_dir", str, "", "Last folder used in Open..."),
+    *TRAIN_OPTIONS,
 )
 
 _BY_KEY = {o.key: o for o in OPTIONS}

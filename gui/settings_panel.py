@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 
 from core.paths import models_dir
 from gui.playback import list_output_devices, output_device_status
-from gui.settings import CHOICE_LABELS, Option, Settings
+from gui.settings import Option, Settings, choice_label
 
 if TYPE_CHECKING:
     from core.separation import StemCache
@@ -109,7 +109,7 @@ class SettingsPanel(QScrollArea):
         elif opt.choices is not None:
             combo = QComboBox()
             for c in opt.choices:
-                combo.addItem(CHOICE_LABELS.get(str(c), str(c)), c)
+                combo.addItem(choice_label(key, c), c)
             combo.setCurrentIndex(max(0, combo.findData(value)))
             combo.currentIndexChanged.connect(lambda _i, c=combo: self._set(key, c.currentData()))
             w = combo

@@ -1,9 +1,11 @@
 """Format `crossmix evaluate --json` files of several models as the tables of docs/results.md.
 
-    .venv/bin/python scripts/results_markdown.py MIXED=a.json CROSS=b.json CROSS-SP=c.json
+    .venv/bin/python scripts/results_markdown.py MIXED=a.json CROSS=b.json CROSS-SP=c.json ...
 
-Prints two Markdown tables: query-by-singer in the layout of the paper's Table 1 (with the
-MFCC-mean baseline as the floor), and singer-identification top-1 / top-5 in the six scenarios.
+All files must be evaluations of the same songs. Prints Markdown tables, one row per model,
+with the two peers every report carries (the MFCC mean and resemblyzer's real-speech encoder)
+as the first rows: singer identification top-1 (top-5) in the six scenarios, and
+query-by-singer mAP (R@5) in the four spaces.
 """
 
 from __future__ import annotations
@@ -11,10 +13,30 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
-QBS = ("R@5", "R@10", "Pr@5", "Pr@10", "mAP")
 SPACES = ("M", "V", "[M+V]", "[M,V]")
 SCENARIOS = ("M->M", "V->V", "M->V", "V->M", "[M+V]", "[M,V]")
+
+
+def _rows(runs: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(name, singer_id, query_by_singer) per row: the peers of the first report, then the models."""
+    first = runs[0][1]
+    out: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+    peers = first.get("baselines", {})
+    if "mfcc" in peers:
+        out.append(("MFCC mean (floor)", peers["mfcc"]["singer_id"], peers["mfcc"]["query_by_singer"]))
+    elif "baseline_mfcc" in first:
+        b = first["baseline_mfcc"]
+        out.append(("MFCC mean (floor)", {"M->M": b["singer_id"]}, {"M": b["query_by_singer"]}))
+    if "resemblyzer" in peers:
+        out.append(("resemblyzer (real-speech peer)", peers["resemblyzer"]["singer_id"],
+                    peers["resemblyzer"]["query_by_singer"]))
+    for name, d in runs:
+        if d.get("n_songs") != first.get("n_songs") or d.get("n_singers") != first.get("n_singers"):
+            raise SystemExit(f"{name}: evaluated on other songs than {runs[0][0]}; the tables need the same songs")
+        out.append((name, d["singer_id"], d["query_by_singer"]))
+    return out
 
 
 def main(argv: list[str]) -> int:
@@ -26,27 +48,22 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     first = runs[0][1]
-    print(f"{first['n_singers']} test singers, {first['n_songs']} songs, {first['n_queries']} singer-ID "
-          f"queries (chance top-1 {first['chance_top1']:.3f}, top-5 {min(1.0, 5 * first['chance_top1']):.3f}).\n")
-    print("| model | space | " + " | ".join(QBS) + " |")
-    print("|---|---|" + "---|" * len(QBS))
-    base = first["baseline_mfcc"]["query_by_singer"]
-    print("| MFCC mean | - | " + " | ".join(f"{base[m]:.4f}" if m in base else "-" for m in QBS) + " |")
-    for name, d in runs:
-        for sp in SPACES:
-            row = d["query_by_singer"][sp]
-            print(f"| {name} | {sp} | " + " | ".join(f"{row[m]:.4f}" for m in QBS) + " |")
-    print()
-    print("| scenario | " + " | ".join(f"{n} top-1 | {n} top-5" for n, _ in runs) + " |")
-    print("|---|" + "---|---|" * len(runs))
-    for sc in SCENARIOS:
-        cells = []
-        for _, d in runs:
-            r = d["singer_id"][sc]
-            cells += [f"{r['top1']:.3f}", f"{r['top5']:.3f}"]
-        print(f"| {sc} | " + " | ".join(cells) + " |")
-    b = first["baseline_mfcc"]["singer_id"]
-    print("| MFCC mean | " + " | ".join([f"{b['top1']:.3f}", f"{b['top5']:.3f}"] * len(runs)) + " |")
+    print(f"{first['n_singers']} singers, {first['n_songs']} songs, {first['n_queries']} singer-ID queries "
+          f"(chance top-1 {first['chance_top1']:.3f}, top-5 {min(1.0, 5 * first['chance_top1']):.3f}); "
+          f"{first.get('protocol', '')}.\n")
+    rows = _rows(runs)
+    print("Singer identification, top-1 (top-5):\n")
+    print("| model | " + " | ".join(SCENARIOS) + " |")
+    print("|---|" + "---|" * len(SCENARIOS))
+    for name, sid, _ in rows:
+        cells = [f"{sid[s]['top1']:.3f} ({sid[s]['top5']:.2f})" if s in sid else "-" for s in SCENARIOS]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    print("\nQuery-by-singer, mAP (R@5):\n")
+    print("| model | " + " | ".join(SPACES) + " |")
+    print("|---|" + "---|" * len(SPACES))
+    for name, _, qbs in rows:
+        cells = [f"{qbs[s]['mAP']:.3f} ({qbs[s]['R@5']:.2f})" if s in qbs else "-" for s in SPACES]
+        print(f"| {name} | " + " | ".join(cells) + " |")
     return 0
 
 

@@ -450,6 +450,8 @@ class Session:
         result.rows = rows
         dups = len(sr.excluded_duplicates)
         result.message = "" if rows else "No library song passed the search."
+        if why:
+            result.message = f"Searched {space}: {why}." + (" " + result.message if result.message else "")
         if dups:
             result.message = (result.message + " " if result.message else "") + (
                 f"{dups} near-duplicate{'s' if dups > 1 else ''} of the query left out.")

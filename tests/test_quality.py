@@ -121,3 +121,37 @@ def test_settings_panel_shows_the_chosen_encoders_measured_quality(qapp: object,
     assert "searches vocal->vocal in a library indexed in full mode and vocal->mix in a fast one" in text
     settings.set("model/encoder_checkpoint", str(tmp_path / "nowhere.safetensors"))
     assert "Not measured" in panel.quality_label.text()
+
+
+def test_the_app_searches_the_best_measured_space_and_says_why(qapp: object, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.library import Library
+    from core.separation import Separator, StemCache
+    from gui.engine import Session
+    from tests.test_library import write_song
+
+    songs = tmp_path / "music"
+    for i in range(3):
+        write_song(songs / f"song{i}.wav", seed=i)
+    tiny = EncoderPair.tiny().model_id
+    (tmp_path / "assets" / "encoders").mkdir(parents=True)
+    (tmp_path / "assets" / "encoders" / "quality.json").write_text(json.dumps(
+        {tiny: {"name": "tiny test encoders", "report": _report(tiny, SID)}}))
+    monkeypatch.setattr(quality_mod, "assets_dir", lambda: tmp_path / "assets")
+    session = Session(separator_factory=lambda d: Separator.tiny(device=d),
+                      encoders_factory=lambda d: EncoderPair.tiny(),
+                      library_factory=lambda: Library.open(tmp_path / "lib"),
+                      stem_cache=StemCache(tmp_path / "stems"), duplicate_threshold=1.5)
+    try:
+        for mode, want in (("fast", "vocal->mix"), ("full", "vocal->vocal")):
+            session.add_folder(songs)
+            session.scan(mode=mode)
+            assert session.auto_space()[0] == want
+            res = session.query(songs / "song0.wav", space="auto", k=2)
+            assert res.search is not None and res.search.space == want
+            assert res.message.startswith(f"Searched {want}: {want} measured best for tiny test encoders")
+            again = session.query(songs / "song0.wav", space="mix->mix", k=2)
+            assert again.search is not None and again.search.space == "mix->mix"
+            assert "measured best" not in again.message
+    finally:
+        session.close()

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QModelIndex, Qt, QTimer, Signal
-from PySide6.QtGui import QCloseEvent, QKeySequence, QShortcut
+from PySide6.QtCore import QEvent, QModelIndex, QObject, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QKeyEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -21,10 +22,12 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QListWidget,
     QMainWindow,
     QPushButton,
     QSpinBox,
     QSplitter,
+    QStackedWidget,
     QTableView,
     QTabWidget,
     QVBoxLayout,
@@ -54,25 +57,80 @@ SPACE_LABELS = {s: choice_label("search/space", s) for s in SPACES}
 
 
 class Banner(QLabel):
-    """A one-line message strip: info, warning or error."""
+    """A message strip: info, warning or error. Shown by its :class:`MessageArea`."""
+
+    text_changed = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWordWrap(True)
         self.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.hide()
+        self.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
 
     def show_text(self, text: str, kind: str = "info") -> None:
         self.setObjectName(f"banner_{kind}")
         self.setProperty("kind", kind)
         self.setText(text)
+        self.setToolTip(text)  # the whole text, should it not fit the strip
         self.style().unpolish(self)
         self.style().polish(self)
-        self.setVisible(bool(text))
+        self.text_changed.emit()
 
     @property
     def kind(self) -> str:
         return str(self.property("kind") or "")
+
+
+class MessageArea(QStackedWidget):
+    """One strip of fixed height for the banners: a message appearing or going never moves
+    the rest of the page (no row jumps away from under a click). The error/warning banner
+    has precedence over the first-run hint."""
+
+    LINES = 3
+
+    def __init__(self, *banners: Banner, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.banners = banners  # highest precedence first
+        self.empty = QWidget()  # nothing to say
+        self.addWidget(self.empty)
+        for b in banners:
+            self.addWidget(b)
+            b.text_changed.connect(self._update)
+        self.setFixedHeight(self.fontMetrics().lineSpacing() * self.LINES + 12)
+        self._update()
+
+    def _update(self) -> None:
+        shown = next((b for b in self.banners if b.text()), None)
+        self.setCurrentWidget(shown if shown is not None else self.empty)
+
+
+def songs_in_folder(folder: Path) -> list[str]:
+    """The audio files in ``folder`` and below (hidden ones left out), sorted by path."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        out += [os.path.join(dirpath, f) for f in sorted(filenames)
+                if not f.startswith(".") and Path(f).suffix.lower() in AUDIO_EXTENSIONS]
+    return out
+
+
+class _WindowShortcutKeys(QObject):
+    """Lets the window's own shortcuts through a line edit that would take them (Ctrl+E
+    is "end of line" in a Qt line edit)."""
+
+    def __init__(self, window: QMainWindow) -> None:
+        super().__init__(window)
+        self.window = window
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802
+        if event.type() == QEvent.Type.ShortcutOverride and isinstance(event, QKeyEvent):
+            keys = QKeySequence(event.keyCombination())
+            for action in self.window.findChildren(QAction):
+                if action.isEnabled() and any(
+                        k.matches(keys) == QKeySequence.SequenceMatch.ExactMatch
+                        for k in action.shortcuts()):
+                    return True  # not overridden: the shortcut fires
+        return False
 
 
 class MainWindow(QMainWindow):
@@ -100,6 +158,8 @@ class MainWindow(QMainWindow):
         self.search_task: Task | None = None
         self.result: QueryResult | None = None
         self.preview: PreviewResult | None = None
+        #: the last successful query and its preview, shown again if the next one fails
+        self._previous: tuple[QueryResult, PreviewResult | None] | None = None
         self.errors: list[str] = []  # every error shown, newest last (tests read it)
         self._closing = False
         self.settings_panel: SettingsPanel | None = None
@@ -112,6 +172,7 @@ class MainWindow(QMainWindow):
         for title, w in extra_tabs or []:
             self.tabs.addTab(w, title)
         self._build_menu()
+        self._update_queue_label()
         self._wire_player()
         self.statusBar().showMessage("Ready")
 
@@ -128,7 +189,10 @@ class MainWindow(QMainWindow):
             device, note = choose_device(str(value))
             self.session.set_device(device)  # type: ignore[arg-type]
             if note:
-                self.show_info(note)
+                self.show_error(note)
+                # Not kept: a setting that cannot work would say "CUDA" while the CPU runs.
+                # Later, so every listener of this change (the Settings tab) sees it first.
+                QTimer.singleShot(0, lambda: self.settings.set("compute/device", "auto"))
         elif key == "model/encoder_checkpoint":
             from gui.engine import encoders_factory_for
 
@@ -170,13 +234,33 @@ class MainWindow(QMainWindow):
         self.example_button.clicked.connect(self.open_example)
         self.example_button.setEnabled(self.example_path is not None)
         self.queue_label = QLabel("")
+        # The queue, visible: what will be queried next; Delete (or Remove) takes a song out.
+        self.queue_list = QListWidget()
+        self.queue_list.setToolTip("Songs waiting to be queried, in order")
+        self.queue_list.setFixedHeight(72)
+        self.queue_list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.queue_list.itemSelectionChanged.connect(self._update_queue_buttons)
+        remove_key = QShortcut(QKeySequence(QKeySequence.StandardKey.Delete), self.queue_list)
+        remove_key.setContext(Qt.ShortcutContext.WidgetShortcut)
+        remove_key.activated.connect(self.remove_from_queue)
+        self.queue_remove_button = QPushButton("Remove")
+        self.queue_remove_button.setToolTip("Take the selected songs out of the queue")
+        self.queue_remove_button.clicked.connect(self.remove_from_queue)
+        self.queue_clear_button = QPushButton("Clear queue")
+        self.queue_clear_button.clicked.connect(self.clear_queue)
+        qbuttons = QVBoxLayout()
+        qbuttons.addWidget(self.queue_label)
+        qbuttons.addWidget(self.queue_remove_button)
+        qbuttons.addWidget(self.queue_clear_button)
+        qbuttons.addStretch(1)
         top = QHBoxLayout()
         top.addWidget(self.drop_zone, 1)
         side = QVBoxLayout()
         side.addWidget(self.example_button)
-        side.addWidget(self.queue_label)
         side.addStretch(1)
         top.addLayout(side)
+        top.addWidget(self.queue_list)
+        top.addLayout(qbuttons)
 
         self.query_panel = QueryPanel()
         self.query_panel.stages.cancel_requested.connect(self.cancel_query)
@@ -190,8 +274,14 @@ class MainWindow(QMainWindow):
         self.k_spin.setValue(self.settings.get("search/k"))
         self.space_combo.currentIndexChanged.connect(self._search_options_changed)
         self.k_spin.editingFinished.connect(self._search_options_changed)
+        # The window's shortcuts (Ctrl+E, Ctrl+O) work while typing in the k box too.
+        self._window_keys = _WindowShortcutKeys(self)
+        self.k_spin.installEventFilter(self._window_keys)
+        self.k_spin.lineEdit().installEventFilter(self._window_keys)
         self.results_note = QLabel("")
         self.results_note.setWordWrap(True)
+        # a fixed height: a note appearing never moves the table under the pointer
+        self.results_note.setFixedHeight(self.results_note.fontMetrics().lineSpacing() * 2 + 4)
         opts = QHBoxLayout()
         opts.addWidget(QLabel("Search space"))
         opts.addWidget(self.space_combo)
@@ -245,8 +335,7 @@ class MainWindow(QMainWindow):
         upper.setStretchFactor(1, 3)
 
         lay = QVBoxLayout(page)
-        lay.addWidget(self.hint)
-        lay.addWidget(self.banner)
+        lay.addWidget(MessageArea(self.banner, self.hint))
         lay.addLayout(top)
         lay.addWidget(upper, 1)
         if not self.settings.get("ui/first_run_done"):
@@ -310,8 +399,24 @@ class MainWindow(QMainWindow):
             self.enqueue([str(self.example_path)])
 
     def enqueue(self, paths: list[str]) -> None:
-        """Queue songs to query; the first starts at once when nothing is running."""
-        self.queue.extend(str(p) for p in paths)
+        """Queue songs to query (a folder: its songs); the first starts at once when nothing
+        is running."""
+        files: list[str] = []
+        for p in paths:
+            if Path(p).is_dir():
+                found = songs_in_folder(Path(p))
+                if not found:
+                    self.show_error(f"{p}: no songs in this folder or below it (looked for "
+                                    f"{', '.join(sorted(AUDIO_EXTENSIONS))} files).")
+                else:
+                    self.statusBar().showMessage(
+                        f"Queued {len(found)} songs from {Path(p).name}", 10000)
+                files += found
+            else:
+                files.append(str(p))
+        if not files:
+            return
+        self.queue.extend(files)
         if not self.settings.get("ui/first_run_done"):
             self.settings.set("ui/first_run_done", True)
             self.hint.show_text("", "info")
@@ -326,20 +431,50 @@ class MainWindow(QMainWindow):
 
     def _update_queue_label(self) -> None:
         n = len(self.queue)
-        self.queue_label.setText(f"{n} more queued" if n else "")
+        self.queue_label.setText(f"{n} more queued" if n else "Queue empty")
+        self.queue_list.clear()
+        for path in self.queue:
+            self.queue_list.addItem(Path(path).name)
+            self.queue_list.item(self.queue_list.count() - 1).setToolTip(path)
+        self._update_queue_buttons()
+
+    def _update_queue_buttons(self) -> None:
+        self.queue_remove_button.setEnabled(bool(self.queue_list.selectedItems()))
+        self.queue_clear_button.setEnabled(bool(self.queue))
+
+    def remove_from_queue(self) -> None:
+        """Take the selected songs out of the queue (the running query goes on)."""
+        rows = {self.queue_list.row(i) for i in self.queue_list.selectedItems()}
+        self.queue = deque(p for i, p in enumerate(self.queue) if i not in rows)
+        self._update_queue_label()
+
+    def clear_queue(self) -> None:
+        self.queue.clear()
+        self._update_queue_label()
 
     def _start_next_query(self) -> None:
         if not self.queue or self._closing or self.querying:
             return
         path = self.queue.popleft()
         self._update_queue_label()
+        for task in (self.preview_task, self.search_task):
+            if task is not None:
+                task.cancel()
+        self.preview_task = self.search_task = None
         self.player.stop()
         self.player.clear_sources()
+        if self.result is not None:
+            self._previous = (self.result, self.preview)
         self.result = None
         self.preview = None
-        self.results_model.clear()
-        self.results_note.setText("")
-        self.preview_panel.show_message("")
+        # The previous results stay until this query's are ready (or it fails): greyed out,
+        # while the preview of the previous match goes, with its text.
+        self.table.setEnabled(False)
+        self.results_note.setText(
+            f"Results for “{self._previous[0].title}” until those for “{Path(path).name}” "
+            "are ready." if self._previous is not None and self.results_model.rowCount()
+            else "")
+        self.preview_panel.clear()
         self._update_playback_reason()
         self.export_action.setEnabled(False)
         self.banner.show_text("", "info")
@@ -359,11 +494,18 @@ class MainWindow(QMainWindow):
         self.runner.start(task)
 
     def cancel_query(self) -> None:
+        """Cancel the running query (or its analysis) and every song queued after it."""
+        dropped = len(self.queue)
+        self.queue.clear()
+        self._update_queue_label()
         for task in (self.query_task, self.analysis_task):
             if task is not None:
                 task.cancel()
                 self.query_panel.stages.cancel_button.setEnabled(False)
-                self.statusBar().showMessage("Cancelling…")
+        if dropped or self.querying:
+            self.statusBar().showMessage(
+                "Cancelling…" + (f" ({dropped} queued song{'s' if dropped > 1 else ''} "
+                                 "removed from the queue)" if dropped else ""), 10000)
 
     def _query_progress(self, p: Progress) -> None:
         self.query_panel.stages.update_progress(p)
@@ -372,6 +514,8 @@ class MainWindow(QMainWindow):
 
     def _query_done(self, r: QueryResult) -> None:
         self.result = r
+        self._previous = None
+        self.table.setEnabled(True)
         self.query_panel.show_file(title=r.title, artist=r.artist, duration=r.duration)
         self.query_panel.show_waves(r.mix_env, r.vocal_env)
         self.query_panel.tempo_label.setText("analysing…")
@@ -388,10 +532,16 @@ class MainWindow(QMainWindow):
         if r.message:
             self.banner.show_text(r.message, "warning")
         if r.rows:
-            self.table.selectRow(0)
+            # The best match, wherever the user's sort puts it.
+            best = min(range(len(r.rows)), key=lambda i: r.rows[i].rank)
+            idx = self.results_proxy.mapFromSource(self.results_model.index(best, 0))
+            self.table.selectRow(idx.row())
+            self.table.scrollTo(idx)
 
     def _start_analysis(self, r: QueryResult) -> None:
         """Tempo and key of the query, then each match's compatibility (after the results)."""
+        if self._closing:
+            return
         if self.analysis_task is not None:
             self.analysis_task.cancel()
         task = Task(self.session.analyze, r, key_match=self.preview_panel.key_match.isChecked(),
@@ -418,12 +568,12 @@ class MainWindow(QMainWindow):
 
     def _analysis_cancelled(self, task: Task) -> None:
         if task is self.analysis_task:
-            self.query_panel.stages.finish("cancelled")
+            self.query_panel.stages.finish("cancelled", stage="analyze")
             self.preview_panel.show_message("")
 
     def _analysis_failed(self, task: Task, msg: str) -> None:
         if task is self.analysis_task:
-            self.query_panel.stages.finish("analysis failed")
+            self.query_panel.stages.finish("analysis failed", stage="analyze")
             self.query_panel.tempo_label.setText("–")
             self.query_panel.key_label.setText("–")
             self.preview_panel.show_message("")
@@ -440,6 +590,7 @@ class MainWindow(QMainWindow):
         self.query_panel.mix_wave.show_message("")
         self.query_panel.vocal_wave.show_message("")
         self.show_error(msg)
+        self._restore_previous("the new query failed")
         self.query_finished.emit(None)
 
     def _query_cancelled(self) -> None:
@@ -447,7 +598,27 @@ class MainWindow(QMainWindow):
         self.query_panel.mix_wave.show_message("")
         self.query_panel.vocal_wave.show_message("")
         self.statusBar().showMessage("Query cancelled", 5000)
+        self._restore_previous("the new query was cancelled")
         self.query_finished.emit(None)
+
+    def _restore_previous(self, why: str) -> None:
+        """A query that did not finish leaves the previous results (and preview) usable."""
+        self.table.setEnabled(True)
+        prev, self._previous = self._previous, None
+        if prev is None:
+            self.results_note.setText("")
+            return
+        r, p = prev
+        self.result = r
+        self.query_panel.show_file(title=r.title, artist=r.artist, duration=r.duration)
+        self.query_panel.show_waves(r.mix_env, r.vocal_env)
+        if r.analysis is not None:
+            self.query_panel.show_analysis(tempo=r.analysis.tempo, key=r.analysis.key)
+        self.results_note.setText(f"Showing the results for “{r.title}” ({why}).")
+        if p is not None:
+            self._show_preview(p)
+        elif self.selected_row() is not None:
+            self.render_preview()
 
     def _query_task_done(self, task: Task) -> None:
         if self.query_task is task:
@@ -463,7 +634,8 @@ class MainWindow(QMainWindow):
         self.settings.set("search/space", self.current_space())
         self.settings.set("search/k", self.k_spin.value())
         r = self.result
-        if r is None or r.embedding is None or self.querying:
+        # (closing: the k box losing focus as the window goes must not start a search)
+        if r is None or r.embedding is None or self.querying or self._closing:
             return
         if self.search_task is not None:
             self.search_task.cancel()
@@ -506,7 +678,7 @@ class MainWindow(QMainWindow):
     def render_preview(self) -> None:
         row = self.selected_row()
         r = self.result
-        if row is None or r is None:
+        if row is None or r is None or self._closing:
             return
         if self.preview_task is not None:
             self.preview_task.cancel()
@@ -535,7 +707,14 @@ class MainWindow(QMainWindow):
         if task is not self.preview_task:
             return
         self.preview_task = None
+        self._show_preview(p)
+        self.preview_finished.emit(p)
+
+    def _show_preview(self, p: PreviewResult) -> None:
         self.preview = p
+        row = p.row
+        self.preview_panel.heading.setText(f"{row.title} — {row.artist}" if row.artist
+                                           else row.title)
         self.player.clear_sources()
         v, a = self.preview_panel.gains_db()
         for key, layers in p.layers.items():
@@ -553,7 +732,6 @@ class MainWindow(QMainWindow):
         self._update_playback_reason()
         self._position_changed(0.0)
         self.export_action.setEnabled(True)
-        self.preview_finished.emit(p)
 
     def _preview_failed(self, task: Task, msg: str) -> None:
         if task is not self.preview_task:

@@ -34,9 +34,11 @@ class PreviewPanel(QGroupBox):
     key_match_changed = Signal(bool)
     export_requested = Signal()
 
+    IDLE_HEADING = "Select a match to hear it under your vocal."
+
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__("Preview", parent)
-        self.heading = QLabel("Select a match to hear it under your vocal.")
+        self.heading = QLabel(self.IDLE_HEADING)
         self.heading.setWordWrap(True)
         self.waves: dict[str, WaveformView] = {
             "mix": WaveformView("Match mix", color="#4aa3df"),
@@ -139,6 +141,13 @@ class PreviewPanel(QGroupBox):
         for w in (*self.source_buttons.values(), self.vocal_gain, self.acc_gain, self.key_match,
                   self.export_button):
             w.setEnabled(ready)
+
+    def clear(self) -> None:
+        """Nothing previewed: no waves, heading or report of an earlier match."""
+        self.heading.setText(self.IDLE_HEADING)
+        self.report.setText("")
+        self.show_message("")
+        self.set_ready(False)
 
     def show_message(self, text: str) -> None:
         for w in self.waves.values():

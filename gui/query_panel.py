@@ -94,10 +94,28 @@ class StageProgress(QWidget):
         msg = f" – {p.message}" if p.message else ""
         self.bar.setFormat(f"{dict(STAGES)[p.stage]} {p.fraction * 100:.0f} %{eta}{msg}")
 
-    def finish(self, text: str) -> None:
+    def finish(self, text: str, *, stage: str | None = None) -> None:
+        """End the row: ``"done"`` ticks every stage reached; otherwise (failed, cancelled)
+        only the stages before the one that was running (``stage``, default the last
+        reported) are ticked, and that one is marked ✗ (failed) or left unticked."""
+        order = [k for k, _ in STAGES]
+        names = dict(STAGES)
+        failed = "failed" in text
+        current = stage or self.current
+        if current is None and failed:  # failed before its first report: the first stage
+            current = order[0]
+        if current is not None and text != "done":
+            for key in order[:order.index(current)]:  # reached to get there
+                self.labels[key].setEnabled(True)
         for key, lab in self.labels.items():
-            if lab.isEnabled():
-                lab.setText(f"✓ {dict(STAGES)[key]}")
+            if key == current and text != "done":
+                lab.setText(f"✗ {names[key]}" if failed else names[key])
+                lab.setEnabled(True)
+                lab.setProperty("state", "failed" if failed else "pending")
+            elif lab.isEnabled() and (text == "done" or current is None
+                                      or order.index(key) < order.index(current)):
+                lab.setText(f"✓ {names[key]}")
+                lab.setProperty("state", "done")
         self.bar.setValue(1000 if text == "done" else self.bar.value())
         self.bar.setFormat(text)
         self.cancel_button.setEnabled(False)

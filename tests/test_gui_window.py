@@ -26,6 +26,7 @@ from core.separation import Separator, StemCache
 from gui.engine import Session
 from gui.export_dialog import ExportChoice
 from gui.main_window import MainWindow
+from gui.results_model import ROW_ROLE
 from gui.settings import Settings
 from gui.stall import StallMonitor
 
@@ -284,3 +285,202 @@ def test_without_encoders_the_query_still_shows_why(qtbot, tmp_path, query_song)
         pass
     assert w.query_panel.tempo_label.text().endswith("BPM")  # and the analysis
     w.close()
+
+
+# --- item 11: a new query never leaves the window half old, half new --------------------------
+
+
+def test_a_failed_query_keeps_the_previous_results_and_marks_its_stage(qtbot, window, query_song,
+                                                                      tmp_path):
+    with qtbot.waitSignal(window.query_finished, timeout=120_000):
+        window.enqueue([str(query_song)])
+    with qtbot.waitSignal(window.preview_finished, timeout=120_000) as sig:
+        pass
+    shown = sig.args[0]
+    assert shown is not None and window.preview_panel.report.text()
+    bad = tmp_path / "broken.mp3"
+    bad.write_bytes(b"ID3" + bytes(range(256)) * 8)
+    with qtbot.waitSignal(window.query_finished, timeout=120_000) as sig:
+        window.enqueue([str(bad)])
+        # while it runs: the old match's preview (heading, report, waves) is gone with it,
+        # the old results stay, greyed, and say whose they are
+        assert window.preview_panel.report.text() == ""
+        assert window.preview_panel.heading.text() == window.preview_panel.IDLE_HEADING
+        assert window.preview_panel.waves["crossmix"].drawn_points == 0
+        assert window.results_model.rowCount() == 3 and not window.table.isEnabled()
+        assert "The Query" in window.results_note.text()
+    assert sig.args[0] is None and "broken.mp3" in window.errors[-1]
+    # the failed stage is marked as failed, not ticked
+    labels = window.query_panel.stages.labels
+    assert window.query_panel.stages.bar.format() == "failed"
+    assert labels["decode"].text() == "✗ Decode"
+    assert not any(lab.text().startswith("✓") for lab in labels.values())
+    # the previous results, query and preview are back and usable
+    assert window.results_model.rowCount() == 3 and window.table.isEnabled()
+    assert window.result is not None and window.result.title == "The Query"
+    assert window.query_panel.title_label.text() == "The Query"
+    assert window.preview is shown and window.export_action.isEnabled()
+    assert window.preview_panel.waves["crossmix"].drawn_points > 0
+    assert window.preview_panel.report.text()
+    assert "failed" in window.results_note.text()
+
+
+def test_stage_row_marks_where_a_query_stopped(qapp):
+    from core.progress import Progress
+    from gui.query_panel import StageProgress
+
+    st = StageProgress()
+    st.start()
+    st.update_progress(Progress(stage="separate", done=1, total=4))
+    st.finish("failed")
+    texts = {k: lab.text() for k, lab in st.labels.items()}
+    assert texts["decode"] == "✓ Decode" and texts["separate"] == "✗ Separate"
+    assert texts["embed"] == "Embed"
+    st.start()
+    st.update_progress(Progress(stage="embed", done=0, total=1))
+    st.finish("cancelled")
+    assert st.labels["embed"].text() == "Embed" and st.labels["separate"].text() == "✓ Separate"
+    st.start()
+    st.update_progress(Progress(stage="search", done=1, total=1))
+    st.finish("analysis failed", stage="analyze")
+    assert st.labels["search"].text() == "✓ Search" and st.labels["analyze"].text() == "✗ Analyse"
+
+
+# --- item 14: sorting, banners, shortcuts -------------------------------------------------------
+
+
+def test_after_sorting_a_new_query_or_k_previews_the_best_match(qtbot, window, query_song):
+    with qtbot.waitSignal(window.preview_finished, timeout=120_000):
+        window.enqueue([str(query_song)])
+    window.table.sortByColumn(3, Qt.SortOrder.AscendingOrder)  # the best match last
+    assert window.results_proxy.data(window.results_proxy.index(0, 0), ROW_ROLE).rank != 1
+    with qtbot.waitSignal(window.preview_finished, timeout=120_000) as sig:
+        window.enqueue([str(query_song)])
+    assert sig.args[0].row.rank == 1, sig.args[0].row
+    assert window.selected_row().rank == 1
+    # a new k: the same
+    window.table.sortByColumn(4, Qt.SortOrder.AscendingOrder)  # by tempo
+    window.table.selectRow(2)
+    with qtbot.waitSignal(window.preview_finished, timeout=120_000):
+        pass
+    with qtbot.waitSignal(window.preview_finished, timeout=120_000) as sig:
+        window.k_spin.setValue(2)
+        window.k_spin.editingFinished.emit()
+    assert window.results_model.rowCount() == 2
+    assert sig.args[0].row.rank == 1 and window.selected_row().rank == 1
+
+
+def test_banners_never_move_the_results_table(qtbot, window):
+    def table_y() -> int:
+        QApplication.processEvents()
+        return window.table.mapTo(window, window.table.rect().topLeft()).y()
+
+    y = table_y()
+    window.show_error("A long error message that says what was wrong with which file and what "
+                      "to do about it, " * 3)
+    assert window.banner.isVisibleTo(window) and table_y() == y
+    window.results_note.setText("A note about the results")
+    assert table_y() == y
+    window.banner.show_text("", "info")
+    window.hint.show_text("", "info")
+    assert not window.banner.isVisibleTo(window) and table_y() == y
+
+
+_CTRL_E_SCRIPT = """
+import sys
+from pathlib import Path
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QKeySequence
+from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QApplication
+app = QApplication([])
+from gui.engine import Session
+from gui.main_window import MainWindow
+from gui.playback import Player
+from gui.settings import Settings
+# on X11 a line edit takes Ctrl+E as "end of line": that is what the k box must not do
+assert "Ctrl+E" in [k.toString() for k in QKeySequence.keyBindings(
+    QKeySequence.StandardKey.MoveToEndOfLine)], "not the X11 key bindings"
+w = MainWindow(settings=Settings(Path(sys.argv[1])), session=Session(),
+               player=Player(device="no-such-card"))
+w.show()
+w.activateWindow()
+QTest.qWait(200)
+hits = []
+w.export_action.setEnabled(True)
+w.export_action.triggered.connect(lambda: hits.append(1))
+w.k_spin.setFocus()
+QTest.qWait(50)
+QTest.keyClick(w.k_spin.lineEdit(), Qt.Key.Key_E, Qt.KeyboardModifier.ControlModifier)
+w.k_spin.lineEdit().selectAll()
+QTest.keyClick(w.k_spin.lineEdit(), Qt.Key.Key_3)
+print("HITS", len(hits), "TEXT", w.k_spin.lineEdit().text())
+w.close()
+"""
+
+
+def test_ctrl_e_exports_while_typing_in_the_k_box(tmp_path):
+    """Under X11 (Xvfb), where a Qt line edit binds Ctrl+E itself; offscreen does not."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("xvfb-run") is None:
+        pytest.skip("needs xvfb-run (X11 key bindings)")
+    env = dict(os.environ, QT_QPA_PLATFORM="xcb")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(["xvfb-run", "-a", sys.executable, "-c", _CTRL_E_SCRIPT,
+                          str(tmp_path / "s.ini")], cwd=root, env=env, capture_output=True,
+                         text=True, timeout=120)
+    if "could not connect to display" in out.stderr or "xcb" in out.stderr and out.returncode:
+        pytest.skip(f"no X11 platform here: {out.stderr[-300:]}")
+    assert "HITS 1 TEXT 3" in out.stdout, (out.stdout, out.stderr[-2000:])
+
+
+# --- item 15: the queue, folders, Cancel, the compute device ------------------------------------
+
+
+def test_a_dropped_folder_queues_its_songs_and_cancel_stops_the_queue(qtbot, window, query_song,
+                                                                      tmp_path):
+    import shutil
+
+    folder = tmp_path / "album"
+    (folder / "cd2").mkdir(parents=True)
+    for name in ("a.flac", "b.flac", "cd2/c.flac"):
+        shutil.copy(query_song, folder / name)
+    (folder / "cover.jpg").write_bytes(b"\xff\xd8")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    drop_files(window.drop_zone, [empty])
+    assert "no songs" in window.errors[-1] and str(empty) in window.errors[-1]
+    finished = []
+    window.query_finished.connect(finished.append)
+    drop_files(window.drop_zone, [folder])
+    # the first runs, the other two wait in a visible queue
+    assert window.querying
+    assert [window.queue_list.item(i).text() for i in range(window.queue_list.count())] == \
+        ["b.flac", "c.flac"]
+    assert window.queue_label.text() == "2 more queued"
+    window.queue_list.item(0).setSelected(True)
+    window.queue_remove_button.click()
+    assert list(window.queue) == [str(folder / "cd2" / "c.flac")]
+    window.enqueue([str(query_song)])
+    assert window.queue_list.count() == 2
+    # Cancel: the running query and everything queued after it
+    window.cancel_query()
+    assert not window.queue and window.queue_list.count() == 0
+    qtbot.waitUntil(lambda: not window.querying, timeout=60_000)
+    qtbot.wait(200)
+    assert len(finished) == 1  # nothing queued started after Cancel
+
+
+def test_cuda_without_a_gpu_is_not_kept_and_points_to_settings(qtbot, window, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    window.settings.set("compute/device", "cuda")
+    msg = window.errors[-1]
+    assert "Settings" in msg and "--device" not in msg
+    qtbot.waitUntil(lambda: window.settings.get("compute/device") == "auto", timeout=2000)
+    assert window.session.device.type == "cpu"

@@ -16,10 +16,13 @@ def choose_device(name: str) -> tuple[object, str]:
 
     try:
         return resolve_device(name), ""
-    except DeviceError as exc:
+    except DeviceError:
         import torch
 
-        return torch.device("cpu"), f"{exc} Using the CPU."
+        # Said in the app's terms (not the CLI's --device): where to change it.
+        return torch.device("cpu"), (
+            f"The compute device “{name}” cannot be used: no usable NVIDIA GPU was found, so "
+            "the CPU is used. Settings ▸ Compute device is set back to “Automatic”.")
 
 
 def build_window(files: list[str] | None = None, *, settings_path: str | Path | None = None):  # type: ignore[no-untyped-def]
@@ -33,6 +36,8 @@ def build_window(files: list[str] | None = None, *, settings_path: str | Path | 
 
     settings = Settings(settings_path)
     device, note = choose_device(settings.get("compute/device"))
+    if note:
+        settings.set("compute/device", "auto")
     session = Session(
         device=device,  # type: ignore[arg-type]
         encoders_factory=encoders_factory_for(settings.get("model/encoder_checkpoint")),

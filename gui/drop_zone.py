@@ -1,4 +1,5 @@
-"""The drop zone: accepts song files dragged from a file manager (several at once queue)."""
+"""The drop zone: accepts song files and folders dragged from a file manager (several at once
+queue; a folder queues its songs)."""
 
 from __future__ import annotations
 
@@ -10,25 +11,25 @@ from PySide6.QtWidgets import QFrame, QLabel, QVBoxLayout, QWidget
 
 
 def local_files(mime: QMimeData) -> list[str]:
-    """Local file paths (not folders) carried by a drag, in order."""
+    """Local file and folder paths carried by a drag, in order."""
     if not mime.hasUrls():
         return []
     out = []
     for url in mime.urls():
         if url.isLocalFile():
             p = url.toLocalFile()
-            if p and not Path(p).is_dir():
-                out.append(p)
+            if p:
+                out.append(str(Path(p)))
     return out
 
 
 class DropZone(QFrame):
-    """Emits ``files_dropped(paths)`` when local files are dropped on it."""
+    """Emits ``files_dropped(paths)`` when local files or folders are dropped on it."""
 
     files_dropped = Signal(list)
 
     IDLE_TEXT = "Drop a song here to find accompaniments for its voice\n" \
-                "(or File ▸ Open…, Ctrl+O; several songs queue)"
+                "(or File ▸ Open…, Ctrl+O; several songs, or a folder of songs, queue)"
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)

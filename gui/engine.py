@@ -123,6 +123,17 @@ class PreviewResult:
 
 
 @dataclass
+class Removal:
+    """What :meth:`Session.remove_path` removed, and the stems it leaves to free."""
+
+    path: str
+    files: int
+    songs: int
+    stems: list[Path]
+    stem_bytes: int
+
+
+@dataclass
 class LibraryOverview:
     """What the Library tab shows: status, per-folder counts, failures."""
 
@@ -513,9 +524,52 @@ class Session:
         return list(self._require_library().add_paths([path]))
 
     def remove_path(self, path: str | Path, *, progress: ProgressFn | None = None,
-                    cancel: CancelToken | None = None) -> tuple[int, int]:
-        files, songs = self._require_library().remove(path)
-        return int(files), int(songs)
+                    cancel: CancelToken | None = None) -> Removal:
+        """Remove a file or folder from the library (the files on disk are not touched).
+
+        The separated stems of the songs it drops are *not* deleted yet: they are listed in
+        the returned :class:`Removal` so an undo can re-add the folder without separating
+        again; :meth:`free_stems` deletes them once the undo is no longer offered."""
+        lib = self._require_library()
+        before = lib.songs()
+        files, songs = lib.remove(path)
+        left = lib.songs()
+        ids = {s.id for s in left}
+        kept = {(s.audio_key, s.stems_model) for s in left}
+        stems: list[Path] = []
+        for s in before:
+            if s.id in ids or not s.audio_key or not s.stems_model:
+                continue
+            if (s.audio_key, s.stems_model) in kept:
+                continue
+            try:
+                f = lib.stem_cache.path_for(s.audio_key, s.stems_model)
+            except ValueError:
+                continue
+            if f.is_file():
+                stems.append(f)
+        return Removal(path=str(path), files=int(files), songs=int(songs), stems=stems,
+                       stem_bytes=sum(f.stat().st_size for f in stems if f.is_file()))
+
+    def free_stems(self, stems: list[Path], *, progress: ProgressFn | None = None,
+                   cancel: CancelToken | None = None) -> int:
+        """Delete stem files of removed songs (those no song uses again); bytes freed."""
+        lib = self.library()
+        kept = ({str(lib.stem_cache.path_for(s.audio_key, s.stems_model)) for s in lib.songs()
+                 if s.audio_key and s.stems_model} if lib is not None else set())
+        freed = 0
+        for f in stems:
+            if str(f) in kept:  # the folder was added again meanwhile
+                continue
+            try:
+                size = f.stat().st_size
+                f.unlink()
+                freed += size
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.warning("could not delete the stems %s: %s", f, exc)
+        return freed
 
     def scan(self, *, mode: str = "fast", progress: ProgressFn | None = None,
              cancel: CancelToken | None = None) -> Any:

@@ -1,12 +1,16 @@
 """Library tab: folders with counts, failures with reasons, add / rescan / remove, and the
-indexing progress with ETA and Cancel."""
+indexing progress with ETA and Cancel.
+
+Removing a folder asks first and can be undone for :data:`UNDO_SECONDS`; the separated stems
+of its songs are deleted when the undo is no longer offered (so an undo does not separate
+again). Switching to full mode says what it will cost and starts the indexing in view."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -15,6 +19,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QSplitter,
@@ -25,9 +30,15 @@ from PySide6.QtWidgets import (
 )
 
 from core.progress import Progress
-from gui.engine import LibraryOverview, Session
+from gui.engine import LibraryOverview, Removal, Session
 from gui.settings import Settings
 from gui.workers import Task, TaskRunner
+
+#: How long a removal can be undone (its stems are kept that long).
+UNDO_SECONDS = 60
+#: Rough costs of full mode per song (a 3-minute song on a 2-core CPU), for the warning.
+FULL_MODE_SECONDS_PER_SONG = 9.0
+FULL_MODE_BYTES_PER_SONG = 50e6
 
 
 def fmt_eta(seconds: float | None) -> str:
@@ -69,12 +80,25 @@ class LibraryPanel(QWidget):
         self._rescan_pending: str | None = None
         self._closing = False
         self.overview: LibraryOverview | None = None
+        self.undo_removal: Removal | None = None
+        self.confirm_box: QMessageBox | None = None
+        self.undo_timer = QTimer(self)
+        self.undo_timer.setSingleShot(True)
+        self.undo_timer.timeout.connect(self.expire_undo)
 
         self.summary = QLabel("Opening the library…")
         self.summary.setWordWrap(True)
         self.message = QLabel("")
         self.message.setWordWrap(True)
         self.message.hide()
+        self.undo_button = QPushButton("Undo")
+        self.undo_button.setToolTip("Put the removed folder back (its songs are indexed again, "
+                                    "without separating them again)")
+        self.undo_button.clicked.connect(self.undo)
+        self.undo_button.hide()
+        message_row = QHBoxLayout()
+        message_row.addWidget(self.message, 1)
+        message_row.addWidget(self.undo_button)
 
         self.folders = _table(["Folder", "Files", "Songs"])
         self.folders.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
@@ -94,8 +118,9 @@ class LibraryPanel(QWidget):
         self.mode.addItem("Fast (mixes only)", "fast")
         self.mode.addItem("Full (also separate vocals)", "full")
         self.mode.setCurrentIndex(max(0, self.mode.findData(settings.get("library/scan_mode"))))
-        self.mode.currentIndexChanged.connect(
-            lambda _i: settings.set("library/scan_mode", self.mode.currentData()))
+        self.mode.currentIndexChanged.connect(self._mode_changed)
+        self.folders.itemSelectionChanged.connect(self._update_remove_button)
+        settings.changed.connect(self._setting_changed)
         buttons = QHBoxLayout()
         for w in (self.add_button, self.rescan_button, self.remove_button):
             buttons.addWidget(w)
@@ -124,7 +149,7 @@ class LibraryPanel(QWidget):
 
         lay = QVBoxLayout(self)
         lay.addWidget(self.summary)
-        lay.addWidget(self.message)
+        lay.addLayout(message_row)
         lay.addLayout(buttons)
         lay.addLayout(prog)
         lay.addWidget(split, 1)
@@ -137,6 +162,10 @@ class LibraryPanel(QWidget):
             w.setEnabled(not on)
         if not on:
             self.eta.setText("")
+            self._update_remove_button()
+
+    def _update_remove_button(self) -> None:
+        self.remove_button.setEnabled(self.scan_task is None and self.selected_folder() is not None)
 
     def show_message(self, text: str, kind: str = "info") -> None:
         self.message.setProperty("kind", kind)
@@ -172,6 +201,9 @@ class LibraryPanel(QWidget):
             text += f"; {st.full} with separated vocals"
         text += f". {st.failures} failures. Stored in {st.root} ({st.size_bytes / 1e6:.1f} MB)."
         self.summary.setText(text)
+        keep = self.selected_folder()
+        self.folders.clearSelection()
+        self.folders.setCurrentCell(-1, -1)  # never a folder the user did not choose
         self.folders.setRowCount(len(ov.folders))
         for i, (folder, files, songs) in enumerate(ov.folders):
             self.folders.setItem(i, 0, QTableWidgetItem(folder))
@@ -179,6 +211,9 @@ class LibraryPanel(QWidget):
                 item = QTableWidgetItem(str(v))
                 item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.folders.setItem(i, j, item)
+            if folder == keep:
+                self.folders.selectRow(i)
+        self._update_remove_button()
         self.failures.setRowCount(len(ov.failures))
         for i, f in enumerate(ov.failures):
             name = QTableWidgetItem(Path(f.path).name)
@@ -223,24 +258,126 @@ class LibraryPanel(QWidget):
             self.refresh()
 
     def selected_folder(self) -> str | None:
-        row = self.folders.currentRow()
-        item = self.folders.item(row, 0) if row >= 0 else None
+        rows = {i.row() for i in self.folders.selectedIndexes()}
+        if len(rows) != 1:
+            return None
+        item = self.folders.item(rows.pop(), 0)
         return item.text() if item is not None else None
 
+    def _confirm(self, title: str, text: str, yes: str, on_yes: Any,
+                 on_no: Any = None) -> QMessageBox:
+        """A window-modal question (not a blocking one): ``on_yes`` / ``on_no`` follow."""
+        box = QMessageBox(QMessageBox.Icon.Question, title, text, parent=self)
+        ok = box.addButton(yes, QMessageBox.ButtonRole.AcceptRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        box.setWindowModality(Qt.WindowModality.WindowModal)
+
+        def done(_result: int) -> None:
+            self.confirm_box = None
+            if box.clickedButton() is ok:
+                on_yes()
+            elif on_no is not None:
+                on_no()
+
+        box.finished.connect(done)
+        self.confirm_box = box
+        box.open()
+        return box
+
     def remove_selected(self) -> None:
+        """Ask, then remove the selected folder (Undo is offered afterwards)."""
         folder = self.selected_folder()
-        if folder is not None:
-            self.remove_folder(folder)
+        if folder is None:
+            return
+        counts = next(((f, n) for name, f, n in (self.overview.folders if self.overview else [])
+                       if name == folder), None)
+        what = f"its {counts[0]} files ({counts[1]} songs)" if counts else "its songs"
+        self._confirm(
+            "Remove a folder",
+            f"Remove {folder} from the library?\n\nSearches will no longer find {what}, and "
+            "the separated stems kept for them are deleted to free disk space. The files on "
+            f"disk are not touched. You can undo this for {UNDO_SECONDS} s.",
+            "Remove", lambda: self.remove_folder(folder))
 
     def remove_folder(self, folder: str) -> Task:
+        self.expire_undo()  # one undo at a time: the previous removal's stems go now
+        self.remove_button.setEnabled(False)
         task = Task(self.session.remove_path, folder, name=f"removing {folder}")
-        task.signals.finished.connect(lambda r: self._removed(folder, r))
+        task.signals.finished.connect(self._removed)
         task.signals.failed.connect(lambda msg, _e: self.show_message(msg, "error"))
         return self.runner.start(task)
 
-    def _removed(self, folder: str, counts: tuple[int, int]) -> None:
-        self.show_message(f"Removed {folder}: {counts[0]} files, {counts[1]} songs.")
+    def _removed(self, r: Removal) -> None:
+        stems = (f" Its separated stems ({r.stem_bytes / 1e6:.1f} MB) are deleted in "
+                 f"{UNDO_SECONDS} s unless you undo." if r.stems else "")
+        self.show_message(f"Removed {r.path}: {r.files} files, {r.songs} songs.{stems}")
+        self.undo_removal = r
+        self.undo_button.show()
+        self.undo_timer.start(UNDO_SECONDS * 1000)
         self.refresh()
+
+    def undo(self) -> Task | None:
+        """Put the last removed folder back and index it (its stems were kept)."""
+        r = self.undo_removal
+        if r is None:
+            return None
+        self.undo_removal = None
+        self.undo_timer.stop()
+        self.undo_button.hide()
+        self.show_message(f"Putting {r.path} back…")
+        return self.add_folder(r.path)
+
+    def expire_undo(self) -> Task | None:
+        """The undo is no longer offered: delete the removed songs' stems (in a worker)."""
+        r = self.undo_removal
+        self.undo_removal = None
+        self.undo_timer.stop()
+        self.undo_button.hide()
+        if r is None or not r.stems:
+            return None
+        task = Task(self.session.free_stems, r.stems, name="deleting the removed songs' stems")
+        task.signals.finished.connect(
+            lambda freed: self.show_message(f"Freed {freed / 1e6:.1f} MB of separated stems "
+                                            f"of {r.path}.") if freed else None)
+        task.signals.failed.connect(lambda msg, _e: self.show_message(msg, "error"))
+        return self.runner.start(task)
+
+    def _mode_changed(self, _i: int) -> None:
+        mode = str(self.mode.currentData())
+        if mode != "full" or self.settings.get("library/scan_mode") == "full":
+            self.settings.set("library/scan_mode", mode)
+            return
+        st = self.overview.status if self.overview is not None else None
+        n = max(0, st.songs - st.full) if st is not None else None
+        if n == 0:
+            self.settings.set("library/scan_mode", "full")
+            return
+        cost = ("every song" if n is None else
+                f"{n} songs: roughly {fmt_eta(n * FULL_MODE_SECONDS_PER_SONG).replace(' left', '')}"
+                f" on a 2-core CPU (less with CUDA), and about "
+                f"{n * FULL_MODE_BYTES_PER_SONG / 1e9:.1f} GB of stems on disk")
+        self._confirm(
+            "Full indexing mode",
+            "Full mode separates the vocal of every song in the library, so that the vocal "
+            f"search spaces work. This means separating {cost}.\n\nIndexing starts now, with "
+            "its progress here; Cancel stops it at any time and keeps what is done.",
+            "Switch and index", self._full_mode_accepted, self._full_mode_refused)
+
+    def _setting_changed(self, key: str, value: Any) -> None:
+        if key == "library/scan_mode" and value != self.mode.currentData():
+            self.mode.blockSignals(True)  # changed on the Settings tab: show it here too
+            self.mode.setCurrentIndex(max(0, self.mode.findData(value)))
+            self.mode.blockSignals(False)
+
+    def _full_mode_accepted(self) -> None:
+        self.settings.set("library/scan_mode", "full")
+        self.rescan("full")
+
+    def _full_mode_refused(self) -> None:
+        self.mode.blockSignals(True)
+        self.mode.setCurrentIndex(self.mode.findData(self.settings.get("library/scan_mode")))
+        self.mode.blockSignals(False)
 
     def rescan(self, mode: str | None = None) -> Task | None:
         """Index new/changed files (re-embedding with a new checkpoint). While a scan runs,
@@ -311,5 +448,8 @@ class LibraryPanel(QWidget):
     def shutdown(self) -> None:
         self._closing = True
         self._rescan_pending = None
+        r, self.undo_removal = self.undo_removal, None
+        if r is not None and r.stems:  # no undo once the app closes: free the disk now
+            self.session.free_stems(r.stems)
         if self.scan_task is not None:
             self.scan_task.cancel()

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QMessageBox
 from synth_songs import make_song
 
 from core.audio import Audio
@@ -90,8 +91,10 @@ def test_library_tab_adds_indexes_lists_failures_and_removes(qtbot, tmp_path):
     assert panel.add_button.isEnabled() and not panel.cancel_button.isEnabled()
 
     panel.folders.selectRow(0)
+    panel.remove_selected()
     with qtbot.waitSignal(panel.overview_updated, timeout=10_000):
-        panel.remove_selected()
+        panel.confirm_box.button(QMessageBox.StandardButton.Cancel)  # asked first
+        panel.confirm_box.buttons()[0].click()  # "Remove"
     assert panel.folders.rowCount() == 0 and panel.overview.status.songs == 0
     assert "Removed" in panel.message.text()
 
@@ -263,3 +266,96 @@ def test_use_this_model_switches_encoders_and_reembeds_the_library(qtbot, tmp_pa
     assert lib.catalog.model_id == EncoderPair.load(new).model_id != old_model
     assert lib.status().current == 2 and w.tabs.currentWidget() is panel
     w.close()
+
+
+def _click(box: QMessageBox, text: str) -> None:
+    """Answer a confirmation box by its button's text ("Cancel" or the action)."""
+    button = next(b for b in box.buttons() if b.text().replace("&", "") == text)
+    button.click()
+
+
+def test_remove_asks_first_selects_nothing_after_can_be_undone_and_frees_stems(qtbot, tmp_path):
+    a, b = tmp_path / "A", tmp_path / "B"
+    _songs(a, 2, seed=0)
+    _songs(b, 1, seed=5)
+    session = _session(tmp_path)
+    session.add_folder(a)
+    session.add_folder(b)
+    settings = Settings(tmp_path / "s.ini")
+    settings.set("library/scan_mode", "full")  # full mode: every song's stems are kept
+    panel = LibraryPanel(session, settings, TaskRunner())
+    qtbot.addWidget(panel)
+    panel.show()
+    with qtbot.waitSignal(panel.scan_finished, timeout=120_000):
+        panel.rescan()
+    qtbot.waitUntil(lambda: panel.folders.rowCount() == 2, timeout=10_000)
+    lib = session.library()
+    stems_of = {s.path: lib.stem_cache.path_for(s.audio_key, s.stems_model)
+                for s in lib.songs()}
+    assert len(stems_of) == 3 and all(p.is_file() for p in stems_of.values())
+    assert not panel.remove_button.isEnabled()  # nothing selected
+    row_a = next(i for i in range(2) if panel.folders.item(i, 0).text() == str(a))
+    panel.folders.selectRow(row_a)
+    assert panel.remove_button.isEnabled()
+
+    # asked first: Cancel removes nothing
+    panel.remove_button.click()
+    assert panel.confirm_box is not None and str(a) in panel.confirm_box.text()
+    _click(panel.confirm_box, "Cancel")
+    qtbot.wait(100)
+    assert session.library().status().songs == 3 and panel.undo_removal is None
+
+    with qtbot.waitSignal(panel.overview_updated, timeout=10_000):
+        panel.remove_button.click()
+        _click(panel.confirm_box, "Remove")
+    assert [panel.folders.item(i, 0).text() for i in range(panel.folders.rowCount())] == [str(b)]
+    # the next folder is not selected: a second click cannot remove it
+    assert panel.selected_folder() is None and not panel.remove_button.isEnabled()
+    assert panel.undo_button.isVisible() and "Removed" in panel.message.text()
+    assert all(p.is_file() for p in stems_of.values())  # kept while undo is offered
+
+    # Undo: the folder is back and indexed again, without separating again
+    with qtbot.waitSignal(panel.scan_finished, timeout=120_000) as sig:
+        panel.undo_button.click()
+    assert sig.args[0] is not None and sig.args[0].indexed == 2
+    assert session.library().status().songs == 3 and not panel.undo_button.isVisible()
+
+    # remove again and let the undo expire: A's stems are deleted, B's are not
+    qtbot.waitUntil(lambda: panel.folders.rowCount() == 2, timeout=10_000)
+    panel.folders.selectRow(next(i for i in range(2)
+                                 if panel.folders.item(i, 0).text() == str(a)))
+    with qtbot.waitSignal(panel.overview_updated, timeout=10_000):
+        panel.remove_button.click()
+        _click(panel.confirm_box, "Remove")
+    task = panel.expire_undo()
+    qtbot.waitUntil(lambda: task.finished_event.is_set(), timeout=10_000)
+    assert not panel.undo_button.isVisible()
+    for path, stem in stems_of.items():
+        assert stem.is_file() == path.startswith(str(b)), path
+    qtbot.waitUntil(lambda: "Freed" in panel.message.text(), timeout=5000)
+
+
+def test_switching_to_full_mode_says_what_it_costs_and_indexes_in_view(qtbot, tmp_path):
+    folder = tmp_path / "music"
+    _songs(folder, 2)
+    session = _session(tmp_path)
+    settings = Settings(tmp_path / "s.ini")
+    panel = LibraryPanel(session, settings, TaskRunner())
+    qtbot.addWidget(panel)
+    with qtbot.waitSignal(panel.scan_finished, timeout=120_000):
+        panel.add_folder(str(folder))
+    qtbot.waitUntil(lambda: panel.overview is not None and panel.overview.status.songs == 2,
+                    timeout=10_000)
+    panel.mode.setCurrentIndex(panel.mode.findData("full"))
+    box = panel.confirm_box
+    assert box is not None and "2 songs" in box.text() and "GB" in box.text()
+    assert settings.get("library/scan_mode") == "fast" and panel.scan_task is None
+    _click(box, "Cancel")
+    assert panel.mode.currentData() == "fast" and settings.get("library/scan_mode") == "fast"
+
+    panel.mode.setCurrentIndex(panel.mode.findData("full"))
+    with qtbot.waitSignal(panel.scan_finished, timeout=120_000) as sig:
+        _click(panel.confirm_box, "Switch and index")
+        assert panel.scan_task is not None  # started at once, with its progress shown
+    assert sig.args[0] is not None and settings.get("library/scan_mode") == "full"
+    assert session.library().status().full == 2

@@ -203,3 +203,18 @@ def test_label_agnostic_training_runs_on_a_folder_without_artist_tags(toy: Path,
     assert split["songs"] == 12 and split["singers"] == 12  # each untagged song is its own pseudo-singer
     assert any(e["event"] == "warning" and "no evaluation" in str(e["message"]) for e in events)
     EncoderPair.load(res.best_checkpoint)
+
+
+def test_a_split_file_holds_out_the_singers_it_names(toy: Path, tmp_path: Path) -> None:
+    import json
+
+    singers = sorted({f"Singer {i:02d}" for i in range(6)})
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": singers[:3], "val": singers[3:5], "test": singers[5:]}))
+    res = train(_cfg(toy, tmp_path / "run", split_file=str(split)))
+    written = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert (written["train"], written["val"], written["test"]) == (singers[:3], singers[3:5], singers[5:])
+    assert res.best_checkpoint is not None
+    split.write_text(json.dumps({"train": singers[:3], "val": singers[2:5], "test": singers[5:]}))
+    with pytest.raises(TrainingError, match="two parts"):
+        train(_cfg(toy, tmp_path / "other", split_file=str(split)))

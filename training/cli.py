@@ -86,6 +86,9 @@ def register(sub: Any) -> None:
                    help="separator for --vocals separated ('tiny' = random weights, tests only)")
     t.add_argument("--cache", default=None, help="feature cache folder (default CACHE/features)")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--split-file", default=None, metavar="JSON",
+                   help="singer split to use instead of the seeded random one: a JSON file with 'train', 'val' "
+                        "and 'test' lists of singer names (e.g. whole voices held out)")
     t.add_argument("--device", default="auto", help="auto | cpu | cuda")
     t.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     t.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
@@ -222,6 +225,7 @@ def run_train(args: argparse.Namespace) -> int:
         amp=not args.no_amp, evaluate=not args.no_eval, log_every=max(1, args.log_every),
         sampling=args.sampling, pairs=args.pairs, temperature=args.temperature, arch=args.arch,
         head_hidden=args.head_hidden, teacher=args.teacher,
+        split_file=str(Path(args.split_file).resolve()) if args.split_file else None,
     )
     cancel = CancelToken()
     _install_stop_handlers(cancel)

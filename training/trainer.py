@@ -103,6 +103,9 @@ class TrainConfig:
     #: Weight of the distillation loss towards the GE2E teacher's embedding of the vocal
     #: (f_v on the vocal and f_m on its mix); 0 = off.
     teacher: float = 0.0
+    #: A JSON file ``{"train": [...], "val": [...], "test": [...]}`` of singer names to use
+    #: instead of the seeded random split (e.g. whole base voices held out for validation).
+    split_file: str | None = None
 
     @property
     def contrastive(self) -> bool:
@@ -149,7 +152,7 @@ class TrainConfig:
         """What must not change when a run is resumed."""
         keys = ("data", "width", "embedding_dim", "batch_size", "negatives", "seed",
                 "segments_per_song", "val_fraction", "test_fraction", "vocals", "separator", "margin",
-                "sampling", "pairs", "temperature", "arch", "head_hidden", "teacher")
+                "sampling", "pairs", "temperature", "arch", "head_hidden", "teacher", "split_file")
         d = {k: getattr(self, k) for k in keys}
         d["lambdas"] = list(self.weights().as_tuple())
         return d
@@ -474,6 +477,8 @@ def train(cfg: TrainConfig, *, emit: EmitFn | None = None, cancel: CancelToken |
     device = resolve_device(cfg.device)
     weights = cfg.weights()
     split = Split.from_dict(json.loads(state["split"])) if state is not None else None
+    if split is None and cfg.split_file:
+        split = _read_split(Path(cfg.split_file), seed=cfg.seed)
     prep = prepare(cfg, emit=emit, device=device, cancel=cancel, split=split)
     _write_json(out / "split.json", prep.split.to_dict())
 
@@ -616,3 +621,19 @@ def _store_factory(cfg: TrainConfig, device: torch.device) -> Callable[[str], Fe
         return FeatureStore(Path(cfg.cache) if cfg.cache else None, vocals=cfg.vocals, separator=separator,
                             max_segments=cfg.segments_per_song, frontend=frontend)
     return make
+
+
+def _read_split(path: Path, *, seed: int) -> Split:
+    """A singer split from a JSON file (lists ``train``, ``val``, ``test``), checked for overlap."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        parts = {k: sorted(str(x) for x in doc[k]) for k in ("train", "val", "test")}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise TrainingError(f"{path}: not a split file with 'train', 'val' and 'test' singer lists ({exc}).") from None
+    seen: set[str] = set()
+    for k in ("train", "val", "test"):
+        both = seen & set(parts[k])
+        if both:
+            raise TrainingError(f"{path}: singers in two parts of the split: {', '.join(sorted(both)[:5])}.")
+        seen |= set(parts[k])
+    return Split(train=parts["train"], val=parts["val"], test=parts["test"], seed=seed)

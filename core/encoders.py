@@ -136,9 +136,10 @@ class GE2EHead(nn.Module):
         self._backbone = backbone  # a callable, so the frozen weights are not part of this module
         self.mlp: nn.Sequential | None = None
         if hidden > 0:
-            self.mlp = nn.Sequential(nn.Linear(FEATURE_DIM, hidden), nn.ReLU(), nn.Linear(hidden, dim))
-            nn.init.zeros_(self.mlp[2].weight)
-            nn.init.zeros_(self.mlp[2].bias)
+            last = nn.Linear(hidden, dim)
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+            self.mlp = nn.Sequential(nn.Linear(FEATURE_DIM, hidden), nn.ReLU(), last)
 
     def project(self, embedding: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
         """Backbone outputs ``(B, 256)``, ``(B, 768)`` -> ``(B, 256)`` (not normalised)."""

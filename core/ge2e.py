@@ -118,12 +118,14 @@ class GE2E(nn.Module):
     def hidden(self, mels: torch.Tensor) -> torch.Tensor:
         """``(B, frames, 40)`` mel power -> ``(B, 768)`` last hidden state of the three layers."""
         _, (h, _) = self.lstm(mels)
-        return h.permute(1, 0, 2).reshape(mels.shape[0], LAYERS * HIDDEN)
+        out: torch.Tensor = h.permute(1, 0, 2).reshape(mels.shape[0], LAYERS * HIDDEN)
+        return out
 
     def embed_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
         """``(B, 768)`` hidden states -> ``(B, 256)`` unit speaker embeddings."""
         e = torch.relu(self.linear(hidden[:, -HIDDEN:]))
-        return e / e.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+        out: torch.Tensor = e / e.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+        return out
 
     def segment_features(self, segments: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Backbone outputs of ``(B, 40, frames)`` segments: ``(embedding (B, 256), hidden (B, 768))``.

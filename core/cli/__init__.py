@@ -26,8 +26,31 @@ COMMAND_MODULES: list[str] = [
     "training.corpus_cli",
 ]
 
+#: Every subcommand, the module that registers it and its one-line help, in ``--help`` order.
+#: Only the module of the command being run is imported: ``training.cli`` alone imports torch
+#: (about 1.3 s), which ``crossmix --help`` and ``crossmix separate`` have no use for. A test
+#: checks this table against what the modules register.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("training.cli",
+              "train the vocal/mix encoders on a folder of songs labelled by singer"),
+    "evaluate": ("training.cli", "singer identification and query-by-singer of a checkpoint"),
+    "library": ("core.cli.library", "manage song libraries (add folders, scan, status, remove)"),
+    "match": ("core.cli.library", "find library songs whose accompaniment suits SONG's vocal"),
+    "separate": ("core.cli.separate", "separate songs into <name>_vocals and "
+                 "<name>_accompaniment files (Spleeter 2-stems)"),
+    "remix": ("core.cli.remix", "render a cross-mix: QUERY's vocal over MATCH's accompaniment, "
+              "tempo- and beat-aligned"),
+    "corpus": ("training.corpus_cli",
+               "generate a synthetic singing corpus (singers x songs, stems and ground truth)"),
+}
 
-def build_parser() -> argparse.ArgumentParser:
+
+def build_parser(command: str | None = None, *, full: bool = False) -> argparse.ArgumentParser:
+    """The ``crossmix`` parser.
+
+    Only ``command``'s module is imported (all of them when ``full``); the other commands get
+    a placeholder that carries their name and help, enough for ``crossmix --help``.
+    """
     parser = argparse.ArgumentParser(
         prog="crossmix",
         description=(
@@ -37,8 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--verbose", "-v", action="store_true", help="log details to stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    wanted = set(COMMAND_MODULES) if full else (
+        {COMMANDS[command][0]} if command in COMMANDS else set())
+    # Placeholders first, real parsers over them, then put back the table's order.
+    for name, (module, help_text) in COMMANDS.items():
+        if module not in wanted:
+            sub.add_parser(name, help=help_text, add_help=False)
     for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+        if name in wanted:
+            importlib.import_module(name).register(sub)
+    order = list(COMMANDS)
+    sub._choices_actions.sort(key=lambda a: order.index(a.dest) if a.dest in order else len(order))
     return parser
 
 
@@ -51,8 +83,8 @@ def _known_commands(parser: argparse.ArgumentParser) -> set[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
     first = next((a for a in args_list if not a.startswith("-")), None)
+    parser = build_parser(first)
     if first is None and not any(a in ("-h", "--help") for a in args_list) or (
         first is not None and first not in _known_commands(parser)
     ):

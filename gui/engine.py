@@ -19,18 +19,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from core.audio import DEFAULT_MAX_DURATION, Audio, audio_hash, file_hash, load_audio
-from core.errors import CrossmixError, ModelError
+from core.errors import Cancelled, CrossmixError, ModelError
 from core.fingerprint import fingerprint
 from core.progress import CancelToken, Progress, ProgressFn, check_cancel
 from gui.playback import playable
 from gui.results_model import ResultRow
 from gui.waveform import Envelope, envelope
+
+if TYPE_CHECKING:  # torch is imported when the engine first runs, not with the window
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +41,12 @@ QUERY_STAGES = ("decode", "separate", "analyze", "embed", "search")
 
 
 def warm_up() -> None:
-    """Import the heavy engine modules now, on the calling (GUI) thread, before the window shows.
+    """Import the heavy engine modules now.
 
-    Importing numba/librosa/torch submodules in a worker holds the GIL for hundreds of
-    milliseconds at a time (module execution, numba's eager compilation of its ufuncs), which
-    would freeze the window during the first query or scan.
+    Importing numba/librosa/torch submodules holds the GIL for hundreds of milliseconds at a
+    time (module execution, numba's eager compilation of its ufuncs): the app does it in the
+    start-up preload (a worker, right after the window shows) rather than during the first
+    query; tests call it before their windows show.
     """
     import librosa  # noqa: F401  (numba, scipy.signal...)
     import librosa.beat  # noqa: F401
@@ -107,6 +110,47 @@ class QueryResult:
     fingerprint: Any | None = None  # core.fingerprint of the audio (to leave out other versions)
     message: str = ""  # why there are no results (no encoders, empty library...)
     timings: dict[str, float] = field(default_factory=dict)
+    #: the query's tempo/key analysis, started beside its separation (see :meth:`Session.query`)
+    pending_analysis: BackgroundAnalysis | None = field(default=None, repr=False)
+
+
+class BackgroundAnalysis:
+    """The analysis of a query's mix, run on its own thread while the query separates.
+
+    The analysis needs only the mix, so it does not wait for the separation: by the time the
+    matches are shown, the query's tempo and key are (nearly) known and the first preview can
+    start at once. It has its own cancel token, set when the query fails or is cancelled.
+    """
+
+    def __init__(self, audio: Audio) -> None:
+        self.cancel = CancelToken()
+        self.latest: Progress | None = None
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.started = time.perf_counter()
+        self.seconds = 0.0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(audio,),
+                                        name="crossmix-query-analysis", daemon=True)
+        self._thread.start()
+
+    def _run(self, audio: Audio) -> None:
+        try:
+            from core.analysis import analyze
+
+            self.result = analyze(audio, progress=self._progress, cancel=self.cancel)
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever waits for it
+            self.error = exc
+        finally:
+            self.seconds = time.perf_counter() - self.started
+            self._done.set()
+
+    def _progress(self, p: Progress) -> None:
+        self.latest = p
+
+    def wait(self, timeout: float) -> bool:
+        """``True`` once the analysis has finished (or failed)."""
+        return self._done.wait(timeout)
 
 
 @dataclass
@@ -186,7 +230,7 @@ class Session:
         max_duration: float = DEFAULT_MAX_DURATION,
         duplicate_threshold: float = 0.95,
     ) -> None:
-        self.device = device if device is not None else torch.device("cpu")
+        self._device = device  # None: the CPU, decided on first use (importing torch then)
         self._separator_factory = separator_factory
         self._encoders_factory = encoders_factory
         self._library_factory = library_factory
@@ -200,6 +244,14 @@ class Session:
         self.encoders_choice = ""
         self._encoders_error: str | None = None
         self._library: Any = None
+
+    @property
+    def device(self) -> torch.device:
+        if self._device is None:
+            import torch
+
+            self._device = torch.device("cpu")
+        return self._device
 
     # --- models -----------------------------------------------------------------------------
 
@@ -224,21 +276,35 @@ class Session:
 
     def preload(self, *, progress: ProgressFn | None = None,
                 cancel: CancelToken | None = None) -> str | None:
-        """Load the separator and the encoders now (in a worker, at start-up), so the first
-        query does not wait for them, and run the analysis once on 4 s of noise so librosa's
-        numba functions are compiled (compiling holds the GIL: better before any query than
-        during one). Returns why there are no encoders, if so."""
+        """Import the engine and load the separator and the encoders now (in a worker, at
+        start-up), so the first query does not wait for them, and run the analysis once on
+        4 s of noise so librosa's numba functions are compiled (compiling holds the GIL: better
+        before any query than during one). Reports each step as stage ``"start"``. Returns why
+        there are no encoders, if so."""
+        steps = ("the audio libraries", "the separator", "the tempo analysis", "the encoders")
+
+        def step(i: int) -> None:
+            check_cancel(cancel, "loading the models")
+            if progress is not None:
+                progress(Progress("start", i, len(steps), "steps",
+                                  f"loading {steps[i]}" if i < len(steps) else "ready"))
+
+        step(0)
+        warm_up()
+        step(1)
         self.separator()
-        check_cancel(cancel, "loading the models")
+        step(2)
         from core.analysis import analyze
 
         rng = np.random.default_rng(0)
         analyze(Audio((rng.standard_normal((1, 4 * 22050)) * 0.1).astype(np.float32), 22050))
-        check_cancel(cancel, "loading the models")
+        step(3)
         try:
             self.encoders()
         except ModelError as exc:
             return str(exc)
+        finally:
+            step(4)
         return None
 
     @property
@@ -255,7 +321,7 @@ class Session:
         """Run on ``device`` from now on (models are rebuilt there on next use)."""
         with self._lock:
             if device != self.device:
-                self.device = device
+                self._device = device
                 self._separator = None
                 self._encoders = None
                 self._encoders_error = None
@@ -313,6 +379,21 @@ class Session:
         timings["decode"] = time.perf_counter() - t
         check_cancel(cancel, "the query")
 
+        # Tempo and key need the mix only: analysed beside the separation, on its own thread.
+        pending = BackgroundAnalysis(audio)
+        try:
+            return self._query_rest(p, audio, pending, title=title, artist=artist,
+                                    content_hash=content_hash, audio_key=audio_key, fp=fp,
+                                    space=space, k=k, timings=timings, report=report,
+                                    progress=progress, cancel=cancel)
+        except BaseException:
+            pending.cancel.cancel()
+            raise
+
+    def _query_rest(self, p: Path, audio: Audio, pending: BackgroundAnalysis, *, title: str,
+                    artist: str, content_hash: str, audio_key: str, fp: Any, space: str, k: int,
+                    timings: dict[str, float], report: Callable[..., None],
+                    progress: ProgressFn | None, cancel: CancelToken | None) -> QueryResult:
         t = time.perf_counter()
         report("separate", 0, max(audio.duration, 1e-6), "loading the separator")
         stems = self._separate(audio, audio_key, progress=_relabel(progress, "separate"), cancel=cancel)
@@ -324,7 +405,8 @@ class Session:
         result = QueryResult(path=p, title=title, artist=artist, duration=audio.duration,
                              stems=stems, analysis=None, embedding=None, rows=[],
                              mix_env=mix_env, vocal_env=vocal_env, timings=timings,
-                             content_hash=content_hash, audio_key=audio_key, fingerprint=fp)
+                             content_hash=content_hash, audio_key=audio_key, fingerprint=fp,
+                             pending_analysis=pending)
 
         t = time.perf_counter()
         report("embed", 0, 2)
@@ -359,11 +441,7 @@ class Session:
         t = time.perf_counter()
         n = len(result.rows)
         if result.analysis is None:
-            if progress is not None:
-                progress(Progress("analyze", 0, n + 1, "steps", "tempo and key of the query"))
-            from core.analysis import analyze
-
-            result.analysis = analyze(result.stems.mix, cancel=cancel)
+            result.analysis = self._query_analysis(result, n, progress=progress, cancel=cancel)
         check_cancel(cancel, "the analysis")
         rows = []
         lib = self.library()
@@ -394,6 +472,34 @@ class Session:
         if progress is not None:
             progress(Progress("analyze", n + 1, n + 1, "steps"))
         return result
+
+    def _query_analysis(self, result: QueryResult, n: int, *, progress: ProgressFn | None,
+                        cancel: CancelToken | None) -> Any:
+        """The query's analysis: the one started beside the separation when it is there (its
+        progress forwarded at least every 0.5 s while waiting), else computed now."""
+        from core.analysis import analyze
+
+        pending, result.pending_analysis = result.pending_analysis, None
+        if pending is not None:
+            while not pending.wait(0.5):
+                if cancel is not None and cancel.cancelled:
+                    pending.cancel.cancel()
+                    check_cancel(cancel, "the analysis")
+                if progress is not None:
+                    q = pending.latest
+                    frac = q.done / q.total if q is not None and q.total else 0.0
+                    progress(Progress("analyze", frac, n + 1, "steps",
+                                      f"tempo and key of the query "
+                                      f"({time.perf_counter() - pending.started:.0f} s)"))
+            if pending.error is None:
+                result.timings["analyze_query"] = pending.seconds
+                return pending.result
+            if not isinstance(pending.error, Cancelled):
+                raise pending.error
+            # cancelled (an earlier analysis step was): analyse again below
+        if progress is not None:
+            progress(Progress("analyze", 0, n + 1, "steps", "tempo and key of the query"))
+        return analyze(result.stems.mix, cancel=cancel)
 
     def _separate(self, audio: Audio, key: str, *, progress: ProgressFn | None,
                   cancel: CancelToken | None) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections import deque
+from collections import OrderedDict, deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -138,6 +138,13 @@ class MainWindow(QMainWindow):
     analysis_finished = Signal(object)  # QueryResult | None: tempo, key, compatibility shown
     preview_finished = Signal(object)  # PreviewResult | None
     export_finished = Signal(object)  # Path | None
+    queries_ready = Signal()  # the engine is imported: queries run, every tab is there
+    engine_ready = Signal(object)  # str | None: the models loaded (why there are no encoders)
+
+    #: Top matches rendered ahead in the background, so a click on one shows it at once.
+    RENDER_AHEAD = 4
+    #: Rendered previews kept (each holds its match's stems: tens of MB per minute of song).
+    PREVIEWS_KEPT = 6
 
     def __init__(self, *, settings: Settings, session: Session, player: Player | None = None,
                  example_path: Path | None = None, extra_tabs: list[tuple[str, QWidget]] | None = None,
@@ -156,6 +163,13 @@ class MainWindow(QMainWindow):
         self.analysis_task: Task | None = None
         self.preview_task: Task | None = None
         self.search_task: Task | None = None
+        self.ahead_task: Task | None = None  # a preview rendered ahead (not the selected row)
+        #: rendered previews of self.result by song id, for the options in _previews_options
+        self._previews: OrderedDict[int, PreviewResult] = OrderedDict()
+        self._previews_options: Any = None
+        self._ahead_failed: set[int] = set()
+        #: True while the engine loads (gui.app starts it after the window shows): queries wait
+        self.engine_loading = False
         self.result: QueryResult | None = None
         self.preview: PreviewResult | None = None
         #: the last successful query and its preview, shown again if the next one fails
@@ -383,6 +397,25 @@ class MainWindow(QMainWindow):
         self.banner.show_text(text, "info")
         self.statusBar().showMessage(text[:200], 10000)
 
+    # --- start-up ---------------------------------------------------------------------------
+
+    def show_start_progress(self, p: Progress) -> None:
+        """The engine loading after the window shows (gui.app): said in the status bar."""
+        if p.done < p.total:
+            self.statusBar().showMessage(f"Starting: {p.message}…")
+
+    def engine_imported(self) -> None:
+        """The engine is imported: queued songs start."""
+        self.engine_loading = False
+        self.statusBar().showMessage("Loading the models…" if not self.querying else "")
+        self.queries_ready.emit()
+        self._start_next_query()
+
+    def models_loaded(self, note: str | None = None) -> None:
+        if not self.querying:
+            self.statusBar().showMessage("Ready", 5000)
+        self.engine_ready.emit(note)
+
     # --- queries ----------------------------------------------------------------------------
 
     def open_dialog(self) -> None:
@@ -455,12 +488,16 @@ class MainWindow(QMainWindow):
     def _start_next_query(self) -> None:
         if not self.queue or self._closing or self.querying:
             return
+        if self.engine_loading:  # started by engine_loaded()
+            self.statusBar().showMessage("The query starts as soon as the engine is loaded…")
+            return
         path = self.queue.popleft()
         self._update_queue_label()
-        for task in (self.preview_task, self.search_task):
+        for task in (self.preview_task, self.search_task, self.ahead_task):
             if task is not None:
                 task.cancel()
-        self.preview_task = self.search_task = None
+        self.preview_task = self.search_task = self.ahead_task = None
+        self._forget_previews()
         self.player.stop()
         self.player.clear_sources()
         if self.result is not None:
@@ -648,6 +685,7 @@ class MainWindow(QMainWindow):
 
     def _searched(self, r: QueryResult) -> None:
         self.preview = None
+        self._forget_previews()
         self._show_rows(r)
         self._start_analysis(r)
 
@@ -691,24 +729,99 @@ class MainWindow(QMainWindow):
             self.preview_task = None
             self.preview_panel.show_message("waiting for the tempo analysis…")
             return
+        opts = self._render_options()
+        if opts != self._previews_options:
+            self._forget_previews(keep_task=False)
+            self._previews_options = opts
+        sid = self._song_id(row)
+        cached = self._previews.get(sid) if sid is not None else None
+        if cached is not None:  # rendered ahead (or earlier): shown at once
+            self._previews.move_to_end(sid)  # type: ignore[arg-type]
+            self.preview_task = None
+            self._show_preview(dataclasses.replace(cached, row=row))
+            self.preview_finished.emit(self.preview)
+            QTimer.singleShot(0, self._render_ahead)
+            return
         self.preview_panel.show_message("rendering…")
         self.preview_panel.report.setText("")
+        ahead = self.ahead_task
+        if ahead is not None and getattr(ahead, "song_id", None) == sid:
+            self.ahead_task = None  # already rendering in the background: it becomes the preview
+            self.preview_task = ahead
+            return
+        if ahead is not None:  # the click comes first; the rendering ahead resumes after it
+            ahead.cancel()
+            self.ahead_task = None
+        self.preview_task = self._start_render(r, row, opts)
+
+    def _render_options(self) -> Any:
         # Gains act live in the player; the render uses unit gains so sliders never re-render.
-        opts = dataclasses.replace(self.remix_options(), vocal_gain_db=0.0,
+        return dataclasses.replace(self.remix_options(), vocal_gain_db=0.0,
                                    accompaniment_gain_db=0.0)
+
+    @staticmethod
+    def _song_id(row: ResultRow) -> int | None:
+        sid = getattr(row.match, "song_id", None)
+        return int(sid) if sid is not None else None
+
+    def _start_render(self, r: QueryResult, row: ResultRow, opts: Any) -> Task:
         task = Task(self.session.preview, r, row, options=opts, name=f"the preview of {row.title}")
+        task.song_id = self._song_id(row)  # type: ignore[attr-defined]
+        task.for_result = r  # type: ignore[attr-defined]
         task.signals.finished.connect(lambda res, t=task: self._preview_done(t, res))
         task.signals.failed.connect(lambda msg, _e, t=task: self._preview_failed(t, msg))
         task.signals.cancelled.connect(lambda t=task: self._preview_gone(t))
-        self.preview_task = task
         self.runner.start(task)
+        return task
+
+    def _forget_previews(self, *, keep_task: bool = False) -> None:
+        """Drop the rendered previews (another query, search or options)."""
+        self._previews.clear()
+        self._ahead_failed.clear()
+        self._previews_options = None
+        if not keep_task and self.ahead_task is not None:
+            self.ahead_task.cancel()
+            self.ahead_task = None
+
+    def _keep_preview(self, task: Task, p: PreviewResult) -> None:
+        sid = getattr(task, "song_id", None)
+        if (sid is None or getattr(task, "for_result", None) is not self.result
+                or p.options != self._previews_options):
+            return
+        self._previews[sid] = p
+        self._previews.move_to_end(sid)
+        shown = self._song_id(self.preview.row) if self.preview is not None else None
+        while len(self._previews) > self.PREVIEWS_KEPT:
+            old = next(k for k in self._previews if k != shown)
+            del self._previews[old]
+
+    def _render_ahead(self) -> None:
+        """Render the next of the top matches in the background, one at a time, after the
+        selected row's preview (never beside it: that one is what the user waits for)."""
+        r = self.result
+        if (self._closing or r is None or r.analysis is None or self.preview_task is not None
+                or self.ahead_task is not None or self.querying
+                or self._previews_options is None):
+            return
+        for row in sorted(r.rows, key=lambda x: x.rank)[: self.RENDER_AHEAD]:
+            sid = self._song_id(row)
+            if sid is None or sid in self._previews or sid in self._ahead_failed:
+                continue
+            self.ahead_task = self._start_render(r, row, self._previews_options)
+            return
 
     def _preview_done(self, task: Task, p: PreviewResult) -> None:
+        self._keep_preview(task, p)
+        if task is self.ahead_task:
+            self.ahead_task = None
+            QTimer.singleShot(0, self._render_ahead)
+            return
         if task is not self.preview_task:
             return
         self.preview_task = None
         self._show_preview(p)
         self.preview_finished.emit(p)
+        QTimer.singleShot(0, self._render_ahead)
 
     def _show_preview(self, p: PreviewResult) -> None:
         self.preview = p
@@ -734,6 +847,14 @@ class MainWindow(QMainWindow):
         self.export_action.setEnabled(True)
 
     def _preview_failed(self, task: Task, msg: str) -> None:
+        if task is self.ahead_task:  # said when the user clicks that match, not before
+            self.ahead_task = None
+            sid = getattr(task, "song_id", None)
+            if sid is not None:
+                self._ahead_failed.add(sid)
+            log.info("rendering ahead: %s", msg)
+            QTimer.singleShot(0, self._render_ahead)
+            return
         if task is not self.preview_task:
             return
         self.preview_task = None
@@ -742,6 +863,8 @@ class MainWindow(QMainWindow):
         self.preview_finished.emit(None)
 
     def _preview_gone(self, task: Task) -> None:
+        if task is self.ahead_task:
+            self.ahead_task = None
         if task is self.preview_task:
             self.preview_task = None
             self.preview_panel.show_message("")

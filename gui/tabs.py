@@ -4,8 +4,37 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QLabel, QWidget
+
 if TYPE_CHECKING:
     from gui.main_window import MainWindow
+
+TAB_TITLES = ("Library", "Retrain", "Settings")
+
+
+def add_placeholder_tabs(window: MainWindow) -> None:
+    """The three tabs, saying they load (they need the engine: :func:`build_tabs` fills them)."""
+    for title in TAB_TITLES:
+        label = QLabel("Loading the engine…")
+        label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        label.setProperty("placeholder", True)
+        window.tabs.addTab(label, title)
+
+
+def _put_tab(window: MainWindow, widget: QWidget, title: str) -> None:
+    """Replace the placeholder titled ``title`` (keeping its place and the current tab)."""
+    tabs = window.tabs
+    for i in range(tabs.count()):
+        old = tabs.widget(i)
+        if tabs.tabText(i) == title and old is not None and old.property("placeholder"):
+            current = tabs.currentIndex()
+            tabs.removeTab(i)
+            tabs.insertTab(i, widget, title)
+            tabs.setCurrentIndex(current)
+            old.deleteLater()
+            return
+    tabs.addTab(widget, title)
 
 
 def build_tabs(window: MainWindow) -> None:
@@ -16,7 +45,7 @@ def build_tabs(window: MainWindow) -> None:
     lib = LibraryPanel(window.session, window.settings, window.runner)
     lib.error.connect(window.show_error)
     window.library_panel = lib
-    window.tabs.addTab(lib, "Library")
+    _put_tab(window, lib, "Library")
     lib.refresh()
 
     from gui.training_panel import TrainingPanel
@@ -24,9 +53,9 @@ def build_tabs(window: MainWindow) -> None:
     train = TrainingPanel(window.session, window.settings, window.runner)
     train.model_chosen.connect(window.use_model)
     window.training_panel = train
-    window.tabs.addTab(train, "Retrain")
+    _put_tab(window, train, "Retrain")
 
     panel = SettingsPanel(window.settings, device_description=describe_devices(),
                           stem_cache=window.session.stem_cache)
     window.settings_panel = panel
-    window.tabs.addTab(panel, "Settings")
+    _put_tab(window, panel, "Settings")

@@ -148,6 +148,14 @@ def test_the_app_window_has_every_tab_and_a_first_run_hint(qtbot, tmp_path, monk
     assert tabs == ["Search", "Library", "Retrain", "Settings"]
     assert w.hint.isVisible() and "Try the example song" in w.hint.text()
     assert w.example_button.isEnabled()
+    # The window shows before the engine is imported; the three tabs say they load, then
+    # are filled in, in place, with the Search tab still current.
+    assert w.settings_panel is None and w.engine_loading
+    assert "Loading" in w.tabs.widget(1).text()
+    with qtbot.waitSignal(w.queries_ready, timeout=120_000):
+        pass
+    assert [w.tabs.tabText(i) for i in range(w.tabs.count())] == tabs
+    assert w.tabs.widget(3) is w.settings_panel and w.tabs.currentIndex() == 0
     # the settings tab shows what compute device was found and edits the shared settings
     panel = w.settings_panel
     assert "CPU" in panel.device_found.text() or "CUDA" in panel.device_found.text()

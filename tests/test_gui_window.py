@@ -484,3 +484,50 @@ def test_cuda_without_a_gpu_is_not_kept_and_points_to_settings(qtbot, window, mo
     assert "Settings" in msg and "--device" not in msg
     qtbot.waitUntil(lambda: window.settings.get("compute/device") == "auto", timeout=2000)
     assert window.session.device.type == "cpu"
+
+
+def test_top_matches_are_rendered_ahead_and_a_click_shows_them_without_rendering(
+        qtbot, window, query_song, monkeypatch):
+    calls: list[str] = []
+    real = window.session.preview
+
+    def counting(query, row, **kw):
+        calls.append(row.title)
+        return real(query, row, **kw)
+
+    monkeypatch.setattr(window.session, "preview", counting)
+    with qtbot.waitSignal(window.query_finished, timeout=120_000) as sig:
+        window.enqueue([str(query_song)])
+    r = sig.args[0]
+    assert r is not None, window.errors
+    # The query's tempo/key was analysed beside its separation, not after the results.
+    with qtbot.waitSignal(window.analysis_finished, timeout=120_000):
+        pass
+    assert "analyze_query" in r.timings and r.pending_analysis is None
+    with qtbot.waitSignal(window.preview_finished, timeout=120_000):
+        pass
+    # then the other top matches, one at a time, in the background
+    qtbot.waitUntil(lambda: len(window._previews) == 3 and window.ahead_task is None,
+                    timeout=120_000)
+    assert sorted(calls) == sorted(t for t, *_ in SONGS)
+    shown: list = []
+    window.preview_finished.connect(shown.append)
+    window.table.selectRow(2)  # already rendered: shown within the click, no new render
+    assert len(shown) == 1 and shown[0] is window.preview
+    assert shown[0].row.title == window.selected_row().title
+    assert window.preview_panel.waves["crossmix"].drawn_points > 0
+    assert len(calls) == 3
+    # Other options (key matching) are another render: the kept previews are dropped.
+    with qtbot.waitSignal(window.preview_finished, timeout=120_000):
+        window.preview_panel.key_match.setChecked(not window.preview_panel.key_match.isChecked())
+    assert len(calls) == 4
+
+
+def test_songs_dropped_while_the_engine_loads_wait_for_it(qtbot, window, query_song):
+    window.engine_loading = True  # as gui.app sets it until the engine is imported
+    window.enqueue([str(query_song)])
+    qtbot.wait(200)
+    assert window.query_task is None and list(window.queue) == [str(query_song)]
+    with qtbot.waitSignal(window.query_finished, timeout=120_000) as sig:
+        window.engine_imported()
+    assert sig.args[0] is not None, window.errors

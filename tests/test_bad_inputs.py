@@ -106,7 +106,10 @@ def ctx(tmp_path: Path, base_library: tuple[Path, Path]) -> Ctx:
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    rc = main(argv)
+    try:
+        rc = main(argv)
+    except SystemExit as exc:  # argparse refusing an option value: status 2 and a usage line
+        rc = int(exc.code or 0)
     out, err = capsys.readouterr()
     text = out + err
     assert "Traceback" not in text, text
@@ -141,6 +144,75 @@ def _cut_flac(c: Ctx) -> Path:
     return cut
 
 
+def _text_as_mp3(c: Ctx) -> Path:
+    p = c.tmp / "lyrics.mp3"
+    p.write_text("not a song, only its lyrics\n" * 40)
+    return p
+
+
+def _empty(c: Ctx) -> Path:
+    p = c.tmp / "empty.wav"
+    p.write_bytes(b"")
+    return p
+
+
+def _float_wav(c: Ctx, name: str, bad: float) -> Path:
+    """A float WAV whose samples hold NaN or inf (a damaged export)."""
+    x = (0.1 * np.random.default_rng(4).standard_normal((5 * SR, 2))).astype(np.float32)
+    x[SR : SR + 500] = bad
+    p = c.tmp / name
+    sf.write(p, x, SR, subtype="FLOAT")
+    return p
+
+
+def _cut_wav(c: Ctx, fraction: float, name: str) -> Path:
+    data = c.song(2).read_bytes()
+    p = c.tmp / name
+    p.write_bytes(data[: max(44, int(len(data) * fraction))])
+    return p
+
+
+def _silence(c: Ctx) -> Path:
+    p = c.tmp / "silence.wav"
+    sf.write(p, np.zeros((5 * SR, 2), np.float32), SR)
+    return p
+
+
+def _existing(path: Path) -> Path:
+    """A file the user already has where Crossmix would write (it must be kept as it is)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"the user's own file")
+    return path
+
+
+def _kept(path: Callable[[Ctx], Path]) -> Callable[[Ctx], None]:
+    def check(c: Ctx) -> None:
+        assert path(c).read_bytes() == b"the user's own file", f"{path(c)} was overwritten"
+
+    return check
+
+
+def _nothing_in(folder: Callable[[Ctx], Path]) -> Callable[[Ctx], None]:
+    def check(c: Ctx) -> None:
+        f = folder(c)
+        assert not f.is_dir() or not any(f.iterdir()), sorted(f.iterdir())
+
+    return check
+
+
+def _skip_with_a_gpu() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: --device cuda is valid here")
+
+
+def _encoders_without_config(c: Ctx) -> Path:
+    p = c.tmp / "mine.safetensors"
+    p.write_bytes(b"\0" * 64)
+    return p
+
+
 @dataclass(frozen=True)
 class Case:
     id: str
@@ -149,6 +221,8 @@ class Case:
     rc: int
     #: regular expression the output (stdout + stderr) must match
     message: str
+    #: what else must hold afterwards (besides the library's songs being intact)
+    check: Callable[[Ctx], None] | None = None
 
 
 CASES = [
@@ -207,6 +281,99 @@ CASES = [
          lambda c: (shutil.move(_streamed_flac(c), c.songs / "streamed.flac"),
                     ["library", "add", str(c.songs), "--library", str(c.lib), *TINY])[-1],
          0, r"0 moved/duplicate"),
+    # --- files that are not (usable) audio ---
+    Case("match with an empty file",
+         lambda c: ["match", str(_empty(c)), "--library", str(c.lib), *TINY],
+         1, r"empty\.wav: the file is empty \(0 bytes\)"),
+    Case("match with a text file named .mp3",
+         lambda c: ["match", str(_text_as_mp3(c)), "--library", str(c.lib), *TINY],
+         1, r"lyrics\.mp3: this is not audio: it is a text file\. Choose a song file"),
+    Case("match with a folder as the song",
+         lambda c: ["match", str(c.songs), "--library", str(c.lib), *TINY],
+         1, r"songs: this is a folder, not a file"),
+    Case("match with a file that does not exist",
+         lambda c: ["match", str(c.tmp / "gone.wav"), "--library", str(c.lib), *TINY],
+         1, r"gone\.wav: no such file\. Check that the file exists"),
+    Case("match with digital silence",
+         lambda c: ["match", str(_silence(c)), "--library", str(c.lib), *TINY],
+         1, r"silence\.wav: it is silent \(peak below -80 dBFS\)"),
+    Case("match with NaN samples",
+         lambda c: ["match", str(_float_wav(c, "nan.wav", np.nan)), "--library", str(c.lib),
+                    *TINY],
+         1, r"nan\.wav: it decodes to invalid \(NaN/inf\) samples\. The file is damaged"),
+    Case("library add: a file of infinite samples is refused, the others kept",
+         lambda c: (shutil.move(_float_wav(c, "inf.wav", np.inf), c.songs / "inf.wav"),
+                    ["library", "add", str(c.songs), "--library", str(c.lib), *TINY])[-1],
+         0, r"0 indexed.*3 unchanged, 1 failed"),
+    Case("match with a cut WAV",
+         lambda c: ["match", str(_cut_wav(c, 1 / 3, "cut.wav")), "--library", str(c.lib), *TINY],
+         1, r"cut\.wav: it is truncated: the header promises \d+ bytes of audio but only \d+"),
+    Case("separate a WAV that is only a header",
+         lambda c: ["separate", str(_cut_wav(c, 0, "header.wav")), "-o", str(c.tmp / "out"),
+                    "--model", "tiny", "--no-cache"],
+         1, r"header\.wav: it is truncated: .* but only 0 are there",
+         _nothing_in(lambda c: c.tmp / "out")),
+    Case("library scan: a broken link in the folder is recorded, the rest kept",
+         lambda c: (os.symlink(c.tmp / "moved away.wav", c.songs / "link.wav"),
+                    ["library", "scan", "--library", str(c.lib), *TINY])[-1],
+         0, r"3 unchanged, 1 failed"),
+    # --- paths and options ---
+    Case("library add a path that does not exist",
+         lambda c: ["library", "add", str(c.tmp / "Musik"), "--library", str(c.lib), *TINY],
+         1, r"Musik: no such file or folder; check the path and add it again"),
+    Case("library remove a folder that is not in the library",
+         lambda c: (c.tmp.joinpath("other").mkdir(),
+                    ["library", "remove", str(c.tmp / "other"), "--library", str(c.lib)])[-1],
+         1, r"not in this library .*'crossmix library status' lists its folders"),
+    Case("match -k 0 is refused (not 'no matches')",
+         lambda c: ["match", str(c.song(0)), "-k", "0", "--library", str(c.lib), *TINY],
+         2, r"argument -k: 0: ask for at least 1 match"),
+    Case("match with encoder weights that do not exist",
+         lambda c: ["match", str(c.song(0)), "--library", str(c.lib), "--encoders",
+                    str(c.tmp / "mine.safetensors"), "--separator", "tiny"],
+         1, r"mine\.safetensors: encoder weights not found\. Train a model"),
+    Case("match with encoder weights missing their JSON config",
+         lambda c: ["match", str(c.song(0)), "--library", str(c.lib), "--encoders",
+                    str(_encoders_without_config(c)), "--separator", "tiny"],
+         1, r"mine\.json: the encoder config \(JSON\) is missing beside mine\.safetensors; "
+            r"copy both files together"),
+    Case("separate --device cuda without a GPU",
+         lambda c: (_skip_with_a_gpu(), ["separate", str(c.song(0)), "-o", str(c.tmp / "out"),
+                                         "--model", "tiny", "--device", "cuda"])[-1],
+         1, r"CUDA was requested but no usable NVIDIA GPU was found; use --device cpu or auto",
+         _nothing_in(lambda c: c.tmp / "out")),
+    Case("separate --device with an unknown name",
+         lambda c: ["separate", str(c.song(0)), "-o", str(c.tmp / "out"), "--model", "tiny",
+                    "--device", "tpu"],
+         1, r"Unknown device 'tpu': use auto, cpu or cuda"),
+    # --- what the user already has must not be overwritten ---
+    Case("separate -o naming a file, not a folder, is refused before separating",
+         lambda c: ["separate", str(c.song(0)), "-o", str(_existing(c.tmp / "stems")),
+                    "--model", "tiny", "--no-cache"],
+         1, r"^crossmix: error: .*stems: -o must be a folder, and this is a file",
+         _kept(lambda c: c.tmp / "stems")),
+    Case("separate where the stems exist already",
+         lambda c: (_existing(c.tmp / "out" / "song 0_vocals.wav"),
+                    ["separate", str(c.song(0)), "-o", str(c.tmp / "out"), "--model", "tiny",
+                     "--no-cache"])[-1],
+         1, r"song 0_vocals\.wav: the file exists; use --overwrite or another -o folder",
+         _kept(lambda c: c.tmp / "out" / "song 0_vocals.wav")),
+    Case("separate two songs of the same name into one folder",
+         lambda c: (shutil.copytree(c.songs, c.tmp / "copy"),
+                    ["separate", str(c.song(0)), str(c.tmp / "copy" / "song 0.wav"), "-o",
+                     str(c.tmp / "out"), "--model", "tiny", "--no-cache"])[-1],
+         1, r"copy/song 0\.wav: its stems would have the same names as those of .*song 0\.wav; "
+            r"separate it into another -o folder\..*1 of 2 file\(s\) failed"),
+    Case("remix -o naming a file that exists",
+         lambda c: ["remix", str(c.song(0)), str(c.song(1)), "-o",
+                    str(_existing(c.tmp / "mine.wav")), "--model", "tiny", "--no-cache"],
+         1, r"mine\.wav: the file exists; use --overwrite or another -o name",
+         _kept(lambda c: c.tmp / "mine.wav")),
+    Case("remix over a silent match",
+         lambda c: ["remix", str(c.song(0)), str(_silence(c)), "-o", str(c.tmp / "x.wav"),
+                    "--model", "tiny", "--no-cache"],
+         1, r"silence\.wav: it is silent .*choose another song",
+         lambda c: None if not (c.tmp / "x.wav").exists() else pytest.fail("x.wav written")),
 ]
 
 
@@ -221,6 +388,10 @@ def test_cli_bad_input(case: Case, ctx: Ctx, capsys: pytest.CaptureFixture[str])
     after = songs_of(ctx.lib)
     for h, song in before.items():  # nothing lost
         assert after.get(h) == song, f"song {h[:8]} changed or was lost"
+    assert sorted(p.name for p in ctx.songs.iterdir() if p.name.startswith("song ")) == [
+        "song 0.wav", "song 1.wav", "song 2.wav"]
+    if case.check is not None:
+        case.check(ctx)
 
 
 # --- the engine directly ----------------------------------------------------------------------

@@ -55,6 +55,17 @@ def _scan_opts(p: argparse.ArgumentParser) -> None:
                    help="try again files that failed before and did not change")
 
 
+def _positive_int(text: str) -> int:
+    """``-k``: a whole number of at least 1 (0 would search for nothing and say "no matches")."""
+    try:
+        k = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if k < 1:
+        raise argparse.ArgumentTypeError(f"{k}: ask for at least 1 match")
+    return k
+
+
 def register(subparsers: Any) -> None:
     lib = subparsers.add_parser(
         "library", help="manage song libraries (add folders, scan, status, remove)",
@@ -111,7 +122,7 @@ def register(subparsers: Any) -> None:
         "--include-duplicates.",
     )
     m.add_argument("song", type=Path, metavar="SONG")
-    m.add_argument("-k", type=int, default=10, help="number of matches (default 10)")
+    m.add_argument("-k", type=_positive_int, default=10, help="number of matches (default 10)")
     m.add_argument("--space", default="auto", choices=("auto", *SPACES),
                    help="search space; auto (default): the space that measured best for these encoders "
                    "among those the library can serve (see 'crossmix library status')")

@@ -52,6 +52,9 @@ def run(args: argparse.Namespace) -> int:
     from core.device import resolve_device
     from core.separation import Separator, default_stem_cache, separate_file
 
+    if args.output.exists() and not args.output.is_dir():  # said before any separation
+        raise CrossmixError(f"{args.output}: -o must be a folder, and this is a file; choose "
+                            "a folder (it is created if missing).")
     device = resolve_device(args.device)
     if args.model == "tiny":
         separator = Separator.tiny(device=device)

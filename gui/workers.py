@@ -67,6 +67,7 @@ class Task(QRunnable):
         self.error: BaseException | None = None
         self.finished_event = threading.Event()
         self._last_emit: dict[str, float] = {}
+        self._last_message: dict[str, str] = {}
 
     def cancel(self) -> None:
         self.cancel_token.cancel()
@@ -78,9 +79,13 @@ class Task(QRunnable):
     def _report(self, p: Progress) -> None:
         now = time.monotonic()
         last = self._last_emit.get(p.stage)
-        if last is not None and now - last < PROGRESS_INTERVAL_S and p.done < p.total:
+        # A report that says something new (the next step's message) always goes through:
+        # dropped, the previous message would stand for the whole of that step.
+        if (last is not None and now - last < PROGRESS_INTERVAL_S and p.done < p.total
+                and p.message == self._last_message.get(p.stage)):
             return
         self._last_emit[p.stage] = now
+        self._last_message[p.stage] = p.message
         self.signals.progress.emit(p)
 
     def run(self) -> None:  # worker thread

@@ -89,6 +89,28 @@ def test_task_reports_progress_and_result_on_the_gui_thread(qtbot):
     assert got[-1][0] == 4
 
 
+def test_task_throttles_repeats_but_never_a_new_step(qtbot):
+    """Reports in quick succession are thinned, except one that names a new step: dropped,
+    the window would show the previous step's words for all of the next (a long stretch)."""
+    from gui.workers import Task
+
+    def work(*, progress, cancel):
+        for i in range(50):  # a chatty loop, all within a few ms
+            progress(Progress("preview", i / 100, 3, "steps", "separating the match"))
+        progress(Progress("preview", 1, 3, "steps", "stretching the accompaniment"))
+        progress(Progress("preview", 1, 3, "steps", "stretching the accompaniment"))
+        return None
+
+    task = Task(work)
+    got = []
+    task.signals.progress.connect(lambda p: got.append(p.message))
+    with qtbot.waitSignal(task.signals.done, timeout=5000):
+        task.run()  # on this thread: the reports arrive in one go, all of them quick
+    assert got.count("separating the match") < 10
+    assert got.count("stretching the accompaniment") == 1
+    assert got[-1] == "stretching the accompaniment"
+
+
 def test_task_cancel_and_failure_become_signals(qtbot):
     from gui.workers import Task, TaskRunner
 

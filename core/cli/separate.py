@@ -45,62 +45,102 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
+class _SeparatorFailed(Exception):
+    """The separator could not be made (device, weights): fatal for every song."""
+
+
 def run(args: argparse.Namespace) -> int:
+    from concurrent.futures import Future, ThreadPoolExecutor
+
     from tqdm import tqdm
 
-    from core.audio import probe_duration, save_audio
-    from core.device import resolve_device
-    from core.separation import Separator, default_stem_cache, separate_file
+    from core.audio import DEFAULT_MAX_DURATION, audio_hash, load_audio, probe_duration, save_audio
+    from core.separation import default_stem_cache
 
     if args.output.exists() and not args.output.is_dir():  # said before any separation
         raise CrossmixError(f"{args.output}: -o must be a folder, and this is a file; choose "
                             "a folder (it is created if missing).")
-    device = resolve_device(args.device)
-    if args.model == "tiny":
-        separator = Separator.tiny(device=device)
-    else:
-        separator = Separator.spleeter_2stems(device=device)
+
+    def make_separator() -> Any:
+        from core.device import resolve_device  # imports torch (about 1.3 s)
+        from core.separation import Separator
+
+        device = resolve_device(args.device)
+        if args.model == "tiny":
+            return Separator.tiny(device=device)
+        return Separator.spleeter_2stems(device=device)
+
+    # The separator (torch, the weights) loads on a second thread while the first song is
+    # decoded here, and each song's stem-cache entry is written beside its output files:
+    # both pairs spend their time in C code that lets the other run.
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crossmix-separate")
+    separator_future = pool.submit(make_separator)
     cache = None if args.no_cache else default_stem_cache()
     out_dir: Path = args.output
     failures = 0
     written: dict[str, Path] = {}  # output name -> the song that got it in this run
-    for song in args.songs:
-        name = song.stem
-        targets = {
-            "vocals": out_dir / f"{name}_vocals.{args.format}",
-            "accompaniment": out_dir / f"{name}_accompaniment.{args.format}",
-        }
-        try:
-            if name in written:
-                raise CrossmixError(
-                    f"{song}: its stems would have the same names as those of {written[name]}; "
-                    "separate it into another -o folder."
-                )
-            written[name] = song
-            if not args.overwrite:
-                for t in targets.values():
-                    if t.exists():
-                        raise CrossmixError(f"{t}: the file exists; use --overwrite or another -o folder.")
-            with tqdm(total=probe_duration(song) or 1.0, desc=name[:30], unit="s", leave=False, file=sys.stderr,
-                      bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]") as bar:
+    try:
+        for song in args.songs:
+            name = song.stem
+            targets = {
+                "vocals": out_dir / f"{name}_vocals.{args.format}",
+                "accompaniment": out_dir / f"{name}_accompaniment.{args.format}",
+            }
+            try:
+                if name in written:
+                    raise CrossmixError(
+                        f"{song}: its stems would have the same names as those of "
+                        f"{written[name]}; separate it into another -o folder."
+                    )
+                written[name] = song
+                if not args.overwrite:
+                    for t in targets.values():
+                        if t.exists():
+                            raise CrossmixError(f"{t}: the file exists; use --overwrite or another -o folder.")
+                audio = load_audio(song, max_duration=DEFAULT_MAX_DURATION)
+                try:
+                    separator = separator_future.result()
+                except CrossmixError as exc:
+                    raise _SeparatorFailed(str(exc)) from None
+                key = audio_hash(audio)
+                stems = cache.get(key, separator.model_id) if cache is not None else None
+                caching: Future[Any] | None = None
+                if stems is not None:
+                    print(f"crossmix: {song}: from the stem cache", file=sys.stderr)
+                else:
+                    with tqdm(total=probe_duration(song) or 1.0, desc=name[:30], unit="s", leave=False,
+                              file=sys.stderr,
+                              bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s "
+                                         "[{elapsed}<{remaining}]") as bar:
 
-                def on_progress(p: Progress, bar: Any = bar, song: Path = song) -> None:
-                    bar.total = max(p.total, 1e-9)
-                    bar.n = p.done
-                    if p.message:
-                        bar.write(f"crossmix: {song}: {p.message}")
-                    bar.refresh()
+                        def on_progress(p: Progress, bar: Any = bar, song: Path = song) -> None:
+                            bar.total = max(p.total, 1e-9)
+                            bar.n = p.done
+                            if p.message:
+                                bar.write(f"crossmix: {song}: {p.message}")
+                            bar.refresh()
 
-                stems = separate_file(song, separator=separator, cache=cache, progress=on_progress)
-            accomp = stems.full_band_accompaniment if args.full_band else stems.accompaniment
-            save_audio(targets["vocals"], stems.vocals, overwrite=True)
-            save_audio(targets["accompaniment"], accomp, overwrite=True)
-            print(f"{song} -> {targets['vocals'].name}, {targets['accompaniment'].name}")
-        except Cancelled:
-            raise
-        except CrossmixError as exc:
-            failures += 1
-            print(f"crossmix: error: {exc}", file=sys.stderr)
+                        stems = separator.separate(audio, progress=on_progress)
+                    if cache is not None:
+                        caching = pool.submit(cache.put, key, separator.model_id, stems)
+                accomp = stems.full_band_accompaniment if args.full_band else stems.accompaniment
+                save_audio(targets["vocals"], stems.vocals, overwrite=True)
+                save_audio(targets["accompaniment"], accomp, overwrite=True)
+                if caching is not None:
+                    try:
+                        caching.result()
+                    except CrossmixError as exc:  # the stems are written: only the cache missed
+                        print(f"crossmix: warning: {exc}", file=sys.stderr)
+                print(f"{song} -> {targets['vocals'].name}, {targets['accompaniment'].name}")
+            except Cancelled:
+                raise
+            except CrossmixError as exc:
+                failures += 1
+                print(f"crossmix: error: {exc}", file=sys.stderr)
+    except _SeparatorFailed as exc:
+        raise CrossmixError(str(exc)) from None
+    finally:
+        pool.shutdown(wait=True)
     if failures:
         print(f"crossmix: {failures} of {len(args.songs)} file(s) failed.", file=sys.stderr)
         return 1

@@ -95,3 +95,14 @@ def test_evaluate_cli_split_all_json(toy_folder: Path, tmp_path: Path, capsys: p
     # a checkpoint without a training split cannot be evaluated on "test" singers
     assert main(["evaluate", "--data", str(toy_folder), "--model", str(model), "--vocals", "stems",
                  "--cache", str(tmp_path / "cache")]) == 1
+
+
+def test_own_song_retrieval_counts_a_songs_own_item_first() -> None:
+    import numpy as np
+
+    from training.evaluate import own_song_retrieval
+
+    items = np.eye(4, dtype=np.float32)
+    queries = np.array([[1, 0, 0, 0], [0, 0.2, 1, 0], [0, 0, 1, 0], [0.9, 0, 0, 0.5]], dtype=np.float32)
+    r = own_song_retrieval(queries, items)
+    assert r == {"top1": 0.5, "top5": 1.0}  # songs 0 and 2 find themselves first; 1 and 3 second

@@ -16,6 +16,9 @@ its singer. Recall@k (relevant songs in the top k / all relevant), precision@k (
 the top k / k) and average precision (mean of the precision at the rank of each relevant
 song), averaged over the queries that have at least one relevant song (mAP).
 
+**Own song.** A label-free check of cross-domain alignment: each song's V vector queries the
+M vectors of all songs (and M queries V); top-1/top-5 is how often its own song comes first.
+
 **Baselines.** Every report carries two peers, computed on the same songs and segments:
 
 - ``mfcc``: the mean of 20 MFCCs (DCT-II of the dB mel spectrogram of the mix) over the same
@@ -169,6 +172,18 @@ def mfcc_vectors(feats: list[SongFeatures]) -> F32:
 # --- the report ----------------------------------------------------------------------------
 
 
+def own_song_retrieval(queries: F32, items: F32) -> dict[str, float]:
+    """Each song's query vector against every song's item vector: is its own song first (top-5)?
+
+    A label-free measure of cross-domain alignment: with V queries and M items it asks whether
+    a song's separated vocal finds the song's own mix among all the mixes.
+    """
+    ranks = rank_by_cosine(queries, items)
+    own = np.arange(len(queries))[:, None]
+    hit = ranks == own
+    return {"top1": float(hit[:, :1].any(axis=1).mean()), "top5": float(hit[:, :5].any(axis=1).mean())}
+
+
 def _protocol(vecs: dict[str, F32], labels: list[str], model_idx: list[int], query_idx: list[int]) -> tuple[dict[str, Any], dict[str, Any]]:
     q_labels = [labels[i] for i in query_idx]
     m_labels = [labels[i] for i in model_idx]
@@ -211,6 +226,7 @@ def evaluate_songs(encoders: EncoderPair, songs: list[SongEntry],
         raise ValueError(f"no {encoders.frontend} features for the songs")
     vecs = song_vectors(encoders, own, cancel=cancel)
     sid, qbs = _protocol(vecs, labels, model_idx, query_idx)
+    songs_vm = {"V->M": own_song_retrieval(vecs["V"], vecs["M"]), "M->V": own_song_retrieval(vecs["M"], vecs["V"])}
     peers: dict[str, Any] = {}
     if baselines:
         logmel = feats_for("logmel")
@@ -226,8 +242,11 @@ def evaluate_songs(encoders: EncoderPair, songs: list[SongEntry],
             except ModelError:
                 peer = None
             if peer is not None:
-                r_sid, r_qbs = _protocol(song_vectors(peer, ge2e, cancel=cancel), labels, model_idx, query_idx)
-                peers["resemblyzer"] = {"singer_id": r_sid, "query_by_singer": r_qbs, "model": peer.model_id}
+                r_vecs = song_vectors(peer, ge2e, cancel=cancel)
+                r_sid, r_qbs = _protocol(r_vecs, labels, model_idx, query_idx)
+                peers["resemblyzer"] = {"singer_id": r_sid, "query_by_singer": r_qbs, "model": peer.model_id,
+                                        "own_song": {"V->M": own_song_retrieval(r_vecs["V"], r_vecs["M"]),
+                                                     "M->V": own_song_retrieval(r_vecs["M"], r_vecs["V"])}}
     report: dict[str, Any] = {
         "model": encoders.model_id,
         "n_singers": len(set(labels)),
@@ -238,6 +257,7 @@ def evaluate_songs(encoders: EncoderPair, songs: list[SongEntry],
         "chance_top1": 1.0 / max(1, len({labels[i] for i in model_idx})),
         "singer_id": sid,
         "query_by_singer": qbs,
+        "own_song": songs_vm,
         "baselines": peers,
     }
     if "mfcc" in peers:  # the layout of earlier reports (the Retrain tab reads it)
@@ -271,6 +291,14 @@ def format_table(report: dict[str, Any]) -> str:
     b = report.get("baseline_mfcc")
     if b:
         lines.append(f"{'MFCC mean':<12}{b['singer_id']['top1']:>8.4f}{b['singer_id']['top5']:>8.4f}")
+    own = report.get("own_song")
+    if own:
+        lines += ["", "Own song (a song's vocal finds its own mix among all, and back)"]
+        for name, r in own.items():
+            row = f"{name:<12}{r['top1']:>8.4f}{r['top5']:>8.4f}"
+            if peer and "own_song" in peer:
+                row += f"{peer['own_song'][name]['top1']:>8.4f}{peer['own_song'][name]['top5']:>8.4f}"
+            lines.append(row)
     keys = ("R@5", "R@10", "Pr@5", "Pr@10", "mAP")
     lines += ["", "Query-by-singer", f"{'space':<12}" + "".join(f"{k:>8}" for k in keys)
               + (f"{'resemblyzer mAP':>17}" if peer else "")]

@@ -379,8 +379,9 @@ ENCODER_NAMES: dict[str, str] = {
 def resolve_encoders(name_or_path: str | Path | None, *, device: torch.device | None = None) -> EncoderPair:
     """The one way to get encoders from a user's choice.
 
-    ``None``, ``""`` or ``"shipped"``: the shipped encoders (:func:`load_default_encoders`);
-    ``"resemblyzer"``: :meth:`EncoderPair.resemblyzer`; anything else: a checkpoint path
+    ``None``, ``""`` or ``"shipped"``: the default shipped encoders (:func:`load_default_encoders`);
+    ``"resemblyzer"``: :meth:`EncoderPair.resemblyzer`; the name of another shipped model
+    (:func:`shipped_encoder_names`, e.g. ``"cross-sp"``); anything else: a checkpoint path
     (``.safetensors`` beside its ``.json``).
 
     Raises
@@ -394,4 +395,12 @@ def resolve_encoders(name_or_path: str | Path | None, *, device: torch.device | 
     if choice == "resemblyzer":
         pair = EncoderPair.resemblyzer()
         return pair.to(device) if device is not None else pair
+    if choice in shipped_encoder_names():
+        return EncoderPair.load(assets_dir() / "encoders" / f"{choice}.safetensors", device=device)
     return EncoderPair.load(Path(choice).expanduser(), device=device)
+
+
+def shipped_encoder_names() -> list[str]:
+    """Names of the encoders shipped in ``assets/encoders/`` (``NAME.safetensors`` + ``NAME.json``)."""
+    d = assets_dir() / "encoders"
+    return sorted(p.stem for p in d.glob("*.safetensors") if p.with_suffix(".json").is_file())

@@ -123,11 +123,13 @@ def quality_for_choice(choice: str | Path | None) -> Quality | None:
     ``choice`` as :func:`core.encoders.resolve_encoders` takes it: empty / ``"shipped"``, a
     name (``"resemblyzer"``), or a checkpoint path (its JSON names its model id).
     """
-    from core.encoders import default_encoders_path
+    from core.encoders import default_encoders_path, shipped_encoder_names
 
     text = str(choice).strip() if choice is not None else ""
     if text in ("", "shipped", "default"):
         meta = default_encoders_path().with_suffix(".json")
+    elif text in shipped_encoder_names():
+        meta = assets_dir() / "encoders" / f"{text}.json"
     elif text in {e.get("alias") for e in _known().values() if isinstance(e, dict)}:
         for model_id, entry in _known().items():
             if isinstance(entry, dict) and entry.get("alias") == text:
@@ -139,4 +141,5 @@ def quality_for_choice(choice: str | Path | None) -> Quality | None:
         model_id = str(json.loads(meta.read_text(encoding="utf-8")).get("model_id", ""))
     except (OSError, ValueError, AttributeError):
         return None
-    return quality_for(model_id=model_id or None, checkpoint=None if text in ("", "shipped", "default") else text)
+    shipped = text in ("", "shipped", "default") or text in shipped_encoder_names()
+    return quality_for(model_id=model_id or None, checkpoint=None if shipped else text)

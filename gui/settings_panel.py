@@ -168,7 +168,12 @@ class SettingsPanel(QScrollArea):
         value = self.settings.get("model/encoder_checkpoint") if value is None else value
         combo.blockSignals(True)
         combo.clear()
-        combo.addItem("Shipped default", "")
+        from core.encoders import DEFAULT_MODEL_NAME, shipped_encoder_names
+
+        combo.addItem(f"Shipped default ({DEFAULT_MODEL_NAME})", "")
+        for name in shipped_encoder_names():
+            if name != DEFAULT_MODEL_NAME:
+                combo.addItem(f"Shipped {name}", name)
         combo.addItem("resemblyzer: real-speech speaker encoder (no training)", "resemblyzer")
         for p in trained_checkpoints():
             combo.addItem(f"{p.parent.name}/{p.name}", str(p))

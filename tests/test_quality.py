@@ -155,3 +155,16 @@ def test_the_app_searches_the_best_measured_space_and_says_why(qapp: object, tmp
             assert "measured best" not in again.message
     finally:
         session.close()
+
+
+def test_shipped_models_are_chosen_by_name() -> None:
+    from core.encoders import resolve_encoders, shipped_encoder_names
+    from core.paths import assets_dir
+
+    assert "cross-sp" in shipped_encoder_names()
+    by_name = resolve_encoders("cross-sp")
+    assert by_name.model_id == EncoderPair.load(assets_dir() / "encoders" / "cross-sp.safetensors").model_id
+    from core.errors import ModelError
+
+    with pytest.raises(ModelError, match="not found"):
+        resolve_encoders("no-such-model")

@@ -166,6 +166,9 @@ def main(files: list[str], *, milestones: Any = None) -> int:
     if reason:
         print(reason, file=sys.stderr)
         return 2
+    from gui.refcount_guard import keep_none_alive
+
+    keep_none_alive()  # before any repaint (a PySide6 6.12 bug; see the module)
     from PySide6.QtWidgets import QApplication
 
     mark = milestones if milestones is not None else (lambda _name: None)

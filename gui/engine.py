@@ -152,6 +152,16 @@ class BackgroundAnalysis:
         """``True`` once the analysis has finished (or failed)."""
         return self._done.wait(timeout)
 
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Cancel it and wait for its thread (a thread left running as the interpreter exits
+        can crash it inside numba or numpy)."""
+        self.cancel.cancel()
+        self._thread.join(timeout)
+
 
 @dataclass
 class PreviewResult:
@@ -244,6 +254,7 @@ class Session:
         self.encoders_choice = ""
         self._encoders_error: str | None = None
         self._library: Any = None
+        self._analyses: list[BackgroundAnalysis] = []  # stopped by close()
 
     @property
     def device(self) -> torch.device:
@@ -341,6 +352,9 @@ class Session:
         with self._lock:
             lib = self._library
             self._library = None
+            analyses, self._analyses = self._analyses, []
+        for a in analyses:
+            a.stop()
         close = getattr(lib, "close", None)
         if callable(close):
             close()
@@ -381,6 +395,8 @@ class Session:
 
         # Tempo and key need the mix only: analysed beside the separation, on its own thread.
         pending = BackgroundAnalysis(audio)
+        with self._lock:
+            self._analyses = [a for a in self._analyses if not a.done] + [pending]
         try:
             return self._query_rest(p, audio, pending, title=title, artist=artist,
                                     content_hash=content_hash, audio_key=audio_key, fp=fp,

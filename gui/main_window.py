@@ -9,12 +9,21 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
 from collections import OrderedDict, deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QEvent, QModelIndex, QObject, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QKeyEvent, QKeySequence, QShortcut
+from PySide6.QtCore import QEvent, QModelIndex, QObject, QPoint, Qt, QTimer, QUrl, Signal
+from PySide6.QtGui import (
+    QAction,
+    QCloseEvent,
+    QDesktopServices,
+    QGuiApplication,
+    QKeyEvent,
+    QKeySequence,
+    QShortcut,
+)
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -24,6 +33,9 @@ from PySide6.QtWidgets import (
     QLabel,
     QListWidget,
     QMainWindow,
+    QMenu,
+    QMessageBox,
+    QProgressDialog,
     QPushButton,
     QSpinBox,
     QSplitter,
@@ -170,6 +182,7 @@ class MainWindow(QMainWindow):
         self._ahead_failed: set[int] = set()
         #: True while the engine loads (gui.app starts it after the window shows): queries wait
         self.engine_loading = False
+        self.export_progress: QProgressDialog | None = None
         self.result: QueryResult | None = None
         self.preview: PreviewResult | None = None
         #: the last successful query and its preview, shown again if the next one fails
@@ -317,6 +330,8 @@ class MainWindow(QMainWindow):
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
         self.table.selectionModel().currentRowChanged.connect(self._row_selected)
+        self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.table.customContextMenuRequested.connect(self._results_menu_requested)
         results = QWidget()
         rl = QVBoxLayout(results)
         rl.setContentsMargins(0, 0, 0, 0)
@@ -371,6 +386,9 @@ class MainWindow(QMainWindow):
         self.export_action.setEnabled(False)
         m.addSeparator()
         m.addAction("&Quit", QKeySequence.StandardKey.Quit, self.close)
+        h = self.menuBar().addMenu("&Help")
+        self.about_action = h.addAction("&About Crossmix", self.show_about)
+        self.about_box: QMessageBox | None = None
 
     def _wire_player(self) -> None:
         self.player.position_changed.connect(self._position_changed)
@@ -385,6 +403,59 @@ class MainWindow(QMainWindow):
         self.preview_panel.playback_reason.setVisible(bool(reason))
         self.preview_panel.set_ready(self.preview is not None,
                                      playback_ok=self.player.available)
+
+    def show_about(self) -> QMessageBox:
+        """Help ▸ About: what Crossmix is, its keys, where the command line is (non-blocking)."""
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            v = version("crossmix")
+        except PackageNotFoundError:
+            v = "(not installed)"
+        box = QMessageBox(QMessageBox.Icon.Information, "About Crossmix", f"Crossmix {v}",
+                          QMessageBox.StandardButton.Close, self)
+        box.setInformativeText(
+            "Finds accompaniments for a singer's voice: drop a song, Crossmix separates its "
+            "vocal (Spleeter 2-stems), embeds it and lists the library songs whose accompaniment "
+            "suits it (Kim et al. 2021, cross-domain vocal/mix embeddings); click a match to hear "
+            "the tempo-aligned cross-mix.\n\n"
+            "Keys: Space plays and pauses, Ctrl+O opens songs, Ctrl+E exports the cross-mix, "
+            "Delete takes a song out of the queue. Right-click a match to show it in its folder "
+            "or to search with it.\n\n"
+            "Everything is also on the command line: crossmix --help.")
+        box.setModal(False)
+        box.show()
+        self.about_box = box
+        return box
+
+    # --- results menu ----------------------------------------------------------------------
+
+    def results_menu(self, row: ResultRow) -> QMenu:
+        """The right-click menu of a match."""
+        menu = QMenu(self)
+        menu.addAction("Use as query", lambda: self.enqueue([row.path]))
+        menu.addAction("Show in folder", lambda: self.show_in_folder(row.path))
+        menu.addAction("Copy file path",
+                       lambda: QGuiApplication.clipboard().setText(row.path))
+        return menu
+
+    def _results_menu_requested(self, pos: QPoint) -> None:
+        idx = self.table.indexAt(pos)
+        row = self.results_proxy.data(idx, ROW_ROLE) if idx.isValid() else None
+        if isinstance(row, ResultRow):
+            self.results_menu(row).popup(self.table.viewport().mapToGlobal(pos))
+
+    def show_in_folder(self, path: str) -> bool:
+        """Open the file manager on the folder holding ``path``."""
+        folder = Path(path).parent
+        if not folder.is_dir():
+            self.show_error(f"{folder}: the folder is not there any more (moved or on a "
+                            "disconnected drive?).")
+            return False
+        if not QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder))):
+            self.show_error(f"{folder}: no file manager could be opened here.")
+            return False
+        return True
 
     # --- messages ---------------------------------------------------------------------------
 
@@ -927,10 +998,30 @@ class MainWindow(QMainWindow):
                     fmt=choice.format, bitrate=choice.bitrate, full=choice.full,
                     overwrite=choice.overwrite,
                     options=self.remix_options(full=choice.full), name="the export")
-        task.signals.progress.connect(
-            lambda p: self.statusBar().showMessage(f"Exporting… {p.message}"))
+        # A progress window with Cancel; shown only if the export takes over half a second.
+        dlg = QProgressDialog(f"Exporting {choice.path.name}…", "Cancel", 0, 100, self)
+        dlg.setWindowTitle("Export")
+        dlg.setWindowModality(Qt.WindowModality.NonModal)
+        dlg.setMinimumDuration(500)
+        dlg.setAutoClose(False)
+        dlg.setAutoReset(False)
+        dlg.setValue(0)
+        dlg.canceled.connect(task.cancel)
+        self.export_progress = dlg
+        started = time.time()
+
+        def progress(p: Progress) -> None:
+            self.statusBar().showMessage(f"Exporting… {p.message}")
+            if p.total:
+                dlg.setValue(int(100 * p.done / p.total))
+            if p.message:
+                dlg.setLabelText(f"Exporting {choice.path.name}: {p.message}…")
+
+        task.signals.progress.connect(progress)
         task.signals.finished.connect(self._export_done)
         task.signals.failed.connect(self._export_failed)
+        task.signals.cancelled.connect(lambda: self._export_cancelled(choice.path, started))
+        task.signals.done.connect(dlg.close)
         self.runner.start(task)
         return task
 
@@ -941,6 +1032,20 @@ class MainWindow(QMainWindow):
     def _export_done(self, path: Path) -> None:
         self.show_info(f"Exported {path}")
         self.export_finished.emit(path)
+
+    def _export_cancelled(self, path: Path, started: float) -> None:
+        # Cancel is checked between rendering and encoding; one pressed during the encoding
+        # comes too late, and the file is there: say so rather than "cancelled".
+        try:
+            written = path.stat().st_mtime >= started - 1
+        except OSError:
+            written = False
+        if written:
+            self.show_info(f"The export finished before it could be cancelled: {path}")
+            self.export_finished.emit(path)
+        else:
+            self.statusBar().showMessage("Export cancelled: nothing was written.", 10000)
+            self.export_finished.emit(None)
 
     # --- models -----------------------------------------------------------------------------
 

@@ -16,6 +16,12 @@ os.environ.setdefault("CROSSMIX_CACHE_DIR", str(_session_home / "cache"))
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from gui.refcount_guard import keep_none_alive  # noqa: E402
+
+# As the app does at start: PySide6 6.12 takes references from None at each repaint, and a
+# long GUI test session ran it to zero (an abort at exit, after every test had passed).
+keep_none_alive()
+
 
 @pytest.fixture
 def rng() -> np.random.Generator:

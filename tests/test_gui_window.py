@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QPushButton
 from synth_songs import make_song
 
 from core.audio import load_audio
@@ -249,13 +249,23 @@ def test_corrupt_file_shows_an_error_and_the_app_goes_on(qtbot, window, query_so
     assert window.results_model.rowCount() == 3
 
 
-def test_cancelling_a_query_leaves_the_app_usable(qtbot, window, query_song):
+def test_cancelling_a_query_leaves_the_app_usable(qtbot, window, query_song, monkeypatch):
     with qtbot.waitSignal(window.query_finished, timeout=60_000) as sig:
         window.enqueue([str(query_song)])
         window.cancel_query()
     assert sig.args[0] is None
     assert window.query_panel.stages.bar.format() == "cancelled"
     assert not window.errors
+    # The follow-up analysis is quick now (the query's tempo is analysed beside its
+    # separation): held until cancelled, so the cancel is sure to find it running.
+    real = window.session.analyze
+
+    def held(r, *, cancel, **kw):
+        while not cancel.cancelled:
+            time.sleep(0.01)
+        return real(r, cancel=cancel, **kw)
+
+    monkeypatch.setattr(window.session, "analyze", held)
     with qtbot.waitSignal(window.query_finished, timeout=120_000) as sig:
         window.enqueue([str(query_song)])
     assert sig.args[0] is not None and window.results_model.rowCount() == 3
@@ -265,6 +275,7 @@ def test_cancelling_a_query_leaves_the_app_usable(qtbot, window, query_song):
     qtbot.waitUntil(lambda: not window.querying, timeout=60_000)
     assert window.results_model.rowCount() == 3
     assert window.query_panel.stages.bar.format() == "cancelled"
+    monkeypatch.undo()
     with qtbot.waitSignal(window.analysis_finished, timeout=120_000) as sig:
         window.enqueue([str(query_song)])
     assert sig.args[0] is not None and not window.errors
@@ -531,3 +542,56 @@ def test_songs_dropped_while_the_engine_loads_wait_for_it(qtbot, window, query_s
     with qtbot.waitSignal(window.query_finished, timeout=120_000) as sig:
         window.engine_imported()
     assert sig.args[0] is not None, window.errors
+
+
+def test_results_menu_uses_a_match_as_query_and_shows_its_folder(qtbot, window, query_song,
+                                                                 monkeypatch):
+    from PySide6.QtGui import QDesktopServices
+
+    with qtbot.waitSignal(window.query_finished, timeout=120_000):
+        window.enqueue([str(query_song)])
+    with qtbot.waitSignal(window.analysis_finished, timeout=120_000):
+        pass
+    row = window.results_model.row(0)
+    menu = window.results_menu(row)
+    assert [a.text() for a in menu.actions()] == ["Use as query", "Show in folder",
+                                                  "Copy file path"]
+    opened = []
+    monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: opened.append(url) or True)
+    menu.actions()[1].trigger()
+    assert [u.toLocalFile() for u in opened] == [str(Path(row.path).parent)]
+    assert not window.show_in_folder(str(Path(row.path).parent / "gone" / "x.wav"))
+    assert "the folder is not there any more" in window.errors[-1]
+    menu.actions()[2].trigger()
+    assert QApplication.clipboard().text() == row.path
+    with qtbot.waitSignal(window.query_finished, timeout=120_000) as sig:
+        menu.actions()[0].trigger()  # the match becomes the query
+    assert sig.args[0] is not None and str(sig.args[0].path) == row.path, window.errors
+
+
+def test_help_about_says_what_crossmix_is_without_blocking(qtbot, window):
+    window.about_action.trigger()
+    box = window.about_box
+    assert box is not None and box.isVisible() and not box.isModal()
+    assert "Crossmix" in box.text()
+    assert "Space plays" in box.informativeText() and "crossmix --help" in box.informativeText()
+    box.close()
+
+
+def test_export_can_be_cancelled_and_writes_nothing(qtbot, window, query_song, tmp_path):
+    with qtbot.waitSignal(window.query_finished, timeout=120_000):
+        window.enqueue([str(query_song)])
+    with qtbot.waitSignal(window.preview_finished, timeout=120_000) as sig:
+        pass
+    assert sig.args[0] is not None, window.errors
+    out = tmp_path / "exports" / "cancelled.wav"
+    with qtbot.waitSignal(window.export_finished, timeout=60_000) as sig:
+        window.export_to(ExportChoice(path=out, format="wav", bitrate="192k", full=True))
+        window.export_progress.findChild(QPushButton).click()  # the dialog's Cancel button
+    assert sig.args[0] is None and not out.exists()
+    assert "Export cancelled" in window.statusBar().currentMessage()
+    assert not window.export_progress.isVisible()
+    # and an export left alone still completes, with the dialog closed afterwards
+    with qtbot.waitSignal(window.export_finished, timeout=120_000) as sig:
+        window.export_to(ExportChoice(path=out, format="wav", bitrate="192k", full=False))
+    assert sig.args[0] == out and out.exists()

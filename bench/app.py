@@ -209,6 +209,9 @@ def main() -> int:
     os.environ.setdefault("CROSSMIX_DATA_DIR", str(work / "data"))
     os.environ.setdefault("CROSSMIX_CONFIG_DIR", str(work / "config"))
 
+    from gui.refcount_guard import keep_none_alive
+
+    keep_none_alive()  # as the app does (a PySide6 6.12 bug: see gui/refcount_guard.py)
     import torch
     from PySide6.QtWidgets import QApplication
 

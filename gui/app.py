@@ -37,7 +37,7 @@ class EngineStart:
 
 def start_engine(session: Any, device_name: str, stem_cache_gb: float, *,
                  progress: Any = None, cancel: Any = None) -> EngineStart:
-    """Import the engine (torch, librosa...) and set up the session's device and stem cache.
+    """Import the engine (torch, separation, search) and set the session's device and stem cache.
 
     Runs in a worker once the window shows, so the window appears within a second or two
     instead of after the imports (several seconds on a small machine)."""
@@ -56,10 +56,9 @@ def start_engine(session: Any, device_name: str, stem_cache_gb: float, *,
     from core.separation import default_stem_cache
     from gui.settings import gigabytes
 
-    with session._lock:  # no query runs yet (they wait for this), but be plain about it
-        session.set_device(device)
-        if session.stem_cache is None:
-            session.stem_cache = default_stem_cache(gigabytes(stem_cache_gb))
+    session.set_device(device)
+    if session.stem_cache is None:  # no query reads it yet: they wait for this to finish
+        session.stem_cache = default_stem_cache(gigabytes(stem_cache_gb))
     if progress is not None:
         progress(Progress("start", 2, 2, "steps", "ready"))
     return EngineStart(device=device, note=note)

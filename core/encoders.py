@@ -45,7 +45,8 @@ from core.paths import assets_dir
 PAPER_FILTERS = (64, 128, 128, 128, 128, 128, 128)
 FORMAT = "crossmix-encoders"
 FORMAT_VERSION = 1
-DEFAULT_MODEL_NAME = "cross-sp"
+#: The shipped default: GE2E heads trained with NT-Xent (docs/results.md says why it ships).
+DEFAULT_MODEL_NAME = "cross-ge2e"
 
 
 @dataclass
@@ -158,7 +159,7 @@ class EncoderPair(nn.Module):
     """The vocal encoder ``f_v`` and the mix encoder ``f_m`` (separate weights).
 
     Use :meth:`tiny` for tests, :meth:`load` for a weights file, :func:`load_default_encoders`
-    for the shipped CROSS-SP model.
+    for the shipped default, :func:`resolve_encoders` for a user's choice.
     """
 
     def __init__(self, config: EncoderConfig | None = None) -> None:
@@ -347,12 +348,12 @@ def _write_json(path: Path, doc: dict[str, Any]) -> None:
 
 
 def default_encoders_path() -> Path:
-    """``assets/encoders/cross-sp.safetensors``: the shipped CROSS-SP model."""
+    """``assets/encoders/cross-ge2e.safetensors``: the shipped default encoders."""
     return assets_dir() / "encoders" / f"{DEFAULT_MODEL_NAME}.safetensors"
 
 
 def load_default_encoders(*, device: torch.device | None = None) -> EncoderPair:
-    """The shipped CROSS-SP encoders (``assets/encoders/cross-sp.safetensors`` + ``.json``).
+    """The shipped default encoders (``assets/encoders/cross-ge2e.safetensors`` + ``.json``).
 
     Raises
     ------

@@ -1,4 +1,5 @@
-"""The shipped CROSS-SP encoders in assets/: present, intact (pinned sha256), usable."""
+"""The shipped encoders in assets/ (the default CROSS-GE2E and the paper's CROSS-SP): present,
+intact (pinned sha256), usable."""
 
 from __future__ import annotations
 
@@ -14,20 +15,38 @@ from core.embedding import embed_song
 from core.encoders import EncoderPair, default_encoders_path, load_default_encoders
 from core.errors import ModelError
 
-#: sha256 of assets/encoders/cross-sp.safetensors (docs/results.md names it too). Retraining
-#: the shipped model means updating this pin on purpose.
-SHIPPED_SHA256 = "a271d22ba981a2bf7211afccabd684c1aba0cc53650d5dbc41bb4862af8d6d21"
+#: sha256 of the shipped weights (docs/results.md names them too). Retraining a shipped model
+#: means updating its pin on purpose.
+DEFAULT_SHA256 = "103984fca7c88baa7cfc7b5eeb95f4f0ab008492cc04aded479b91f85f5d4720"  # cross-ge2e
+CROSS_SP_SHA256 = "a271d22ba981a2bf7211afccabd684c1aba0cc53650d5dbc41bb4862af8d6d21"
 
 
-def test_shipped_weights_match_their_pin_and_config() -> None:
-    weights = default_encoders_path()
-    doc = json.loads(weights.with_suffix(".json").read_text())
+def test_shipped_weights_match_their_pins_and_configs() -> None:
     import hashlib
 
-    assert hashlib.sha256(weights.read_bytes()).hexdigest() == SHIPPED_SHA256 == doc["sha256"]
-    training = doc["config"]["training"]
-    assert training["config"]["loss"] == "cross-sp"
-    assert training["config"]["lambdas"] == [0.25, 0.25, 0.25, 0.25]
+    from core.paths import assets_dir
+
+    weights = default_encoders_path()
+    assert weights.name == "cross-ge2e.safetensors"
+    doc = json.loads(weights.with_suffix(".json").read_text())
+    assert hashlib.sha256(weights.read_bytes()).hexdigest() == DEFAULT_SHA256 == doc["sha256"]
+    cfg = doc["config"]
+    assert cfg["arch"] == "ge2e" and cfg["training"]["config"]["loss"] == "infonce"
+    old = assets_dir() / "encoders" / "cross-sp.safetensors"
+    doc = json.loads(old.with_suffix(".json").read_text())
+    assert hashlib.sha256(old.read_bytes()).hexdigest() == CROSS_SP_SHA256 == doc["sha256"]
+    assert doc["config"]["training"]["config"]["loss"] == "cross-sp"
+    assert doc["config"]["training"]["config"]["lambdas"] == [0.25, 0.25, 0.25, 0.25]
+
+
+def test_shipped_quality_covers_the_default_the_paper_model_and_the_peer() -> None:
+    from core.quality import quality_for_choice
+
+    for choice, name in (("", "CROSS-GE2E"), ("cross-sp", "CROSS-SP"), ("resemblyzer", "resemblyzer")):
+        q = quality_for_choice(choice)
+        assert q is not None and q.name.startswith(name), choice
+        assert set(q.spaces) == {"vocal->mix", "mix->mix", "vocal->vocal", "[M,V]"}
+        assert "104 unseen singers" in q.protocol
 
 
 def test_shipped_encoders_load_and_embed(rng: np.random.Generator) -> None:
@@ -49,9 +68,9 @@ def test_shipped_encoders_load_and_embed(rng: np.random.Generator) -> None:
 
 def test_a_tampered_copy_is_refused(tmp_path: Path) -> None:
     src = default_encoders_path()
-    dst = tmp_path / "cross-sp.safetensors"
+    dst = tmp_path / "copy.safetensors"
     shutil.copy(src, dst)
-    shutil.copy(src.with_suffix(".json"), tmp_path / "cross-sp.json")
+    shutil.copy(src.with_suffix(".json"), tmp_path / "copy.json")
     assert EncoderPair.load(dst).model_id == load_default_encoders().model_id
     data = bytearray(dst.read_bytes())
     data[-10] ^= 0xFF

@@ -362,13 +362,15 @@ class Session:
     # --- query ------------------------------------------------------------------------------
 
     def query(self, path: str | Path, *, space: str = "vocal->mix", k: int = 10,
+              tempo_range: tuple[float, float] | None = None, key: str | None = None,
               progress: ProgressFn | None = None,
               cancel: CancelToken | None = None) -> QueryResult:
         """Decode, separate, embed and search one song file: the ranked matches.
 
         The rows carry the similarity (and the tempo/key the catalog already knows); the
         compatibility columns and the query's own tempo and key come from :meth:`analyze`,
-        run next, so the matches appear as soon as the search is done.
+        run next, so the matches appear as soon as the search is done. ``tempo_range`` (BPM)
+        and ``key`` filter the matches as in :meth:`core.library.Library.search`.
 
         Raises
         ------
@@ -400,7 +402,8 @@ class Session:
         try:
             return self._query_rest(p, audio, pending, title=title, artist=artist,
                                     content_hash=content_hash, audio_key=audio_key, fp=fp,
-                                    space=space, k=k, timings=timings, report=report,
+                                    space=space, k=k, tempo_range=tempo_range, key=key,
+                                    timings=timings, report=report,
                                     progress=progress, cancel=cancel)
         except BaseException:
             pending.cancel.cancel()
@@ -408,6 +411,7 @@ class Session:
 
     def _query_rest(self, p: Path, audio: Audio, pending: BackgroundAnalysis, *, title: str,
                     artist: str, content_hash: str, audio_key: str, fp: Any, space: str, k: int,
+                    tempo_range: tuple[float, float] | None, key: str | None,
                     timings: dict[str, float], report: Callable[..., None],
                     progress: ProgressFn | None, cancel: CancelToken | None) -> QueryResult:
         t = time.perf_counter()
@@ -443,7 +447,8 @@ class Session:
 
         t = time.perf_counter()
         report("search", 0, 1)
-        self._search_into(result, space=space, k=k, cancel=cancel)
+        self._search_into(result, space=space, k=k, tempo_range=tempo_range, key=key,
+                          cancel=cancel)
         timings["search"] = time.perf_counter() - t
         report("search", 1, 1)
         return result
@@ -535,17 +540,20 @@ class Session:
         return stems
 
     def search(self, result: QueryResult, *, space: str, k: int,
+               tempo_range: tuple[float, float] | None = None, key: str | None = None,
                progress: ProgressFn | None = None,
                cancel: CancelToken | None = None) -> QueryResult:
-        """Search again with another space or k (the embedding is reused)."""
+        """Search again with another space, k or filters (the embedding is reused)."""
         if result.embedding is None:
             return result
         if progress is not None:
             progress(Progress("search", 0, 1))
-        self._search_into(result, space=space, k=k, cancel=cancel)
+        self._search_into(result, space=space, k=k, tempo_range=tempo_range, key=key,
+                          cancel=cancel)
         return result
 
     def _search_into(self, result: QueryResult, *, space: str, k: int,
+                     tempo_range: tuple[float, float] | None = None, key: str | None = None,
                      cancel: CancelToken | None) -> None:
         from core.errors import LibraryError
         from core.library import QueryEmbedding
@@ -570,7 +578,7 @@ class Session:
             space, why = self.auto_space(lib)
         try:
             sr = lib.search(qe, space=space, k=k, duplicate_similarity=self.duplicate_threshold,
-                            cancel=cancel)
+                            tempo_range=tempo_range, key=key or None, cancel=cancel)
         except LibraryError as exc:
             # Another checkpoint, or a vocal space on a library scanned in fast mode.
             result.message = str(exc)
@@ -583,6 +591,11 @@ class Session:
         result.rows = rows
         dups = len(sr.excluded_duplicates)
         result.message = "" if rows else "No library song passed the search."
+        if not rows and (tempo_range is not None or key):
+            # Songs never analysed have no tempo or key, so any filter leaves them out.
+            result.message = ("No library song passed the tempo/key filters (songs not yet "
+                              "analysed are left out: scan the library in full mode to analyse "
+                              "them all).")
         if why:
             result.message = f"Searched {space}: {why}." + (" " + result.message if result.message else "")
         if dups:

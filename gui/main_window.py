@@ -26,7 +26,9 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QHBoxLayout,
     QHeaderView,
@@ -150,6 +152,7 @@ class MainWindow(QMainWindow):
     analysis_finished = Signal(object)  # QueryResult | None: tempo, key, compatibility shown
     preview_finished = Signal(object)  # PreviewResult | None
     export_finished = Signal(object)  # Path | None
+    search_finished = Signal(object)  # QueryResult: a new space, k or filter searched again
     queries_ready = Signal()  # the engine is imported: queries run, every tab is there
     engine_ready = Signal(object)  # str | None: the models loaded (why there are no encoders)
 
@@ -180,6 +183,7 @@ class MainWindow(QMainWindow):
         self._previews: OrderedDict[int, PreviewResult] = OrderedDict()
         self._previews_options: Any = None
         self._ahead_failed: set[int] = set()
+        self._loop_song: int | None = None  # the match whose A-B loop the preview panel holds
         #: True while the engine loads (gui.app starts it after the window shows): queries wait
         self.engine_loading = False
         self.export_progress: QProgressDialog | None = None
@@ -315,6 +319,7 @@ class MainWindow(QMainWindow):
         opts.addWidget(QLabel("Results (k)"))
         opts.addWidget(self.k_spin)
         opts.addStretch(1)
+        filters = self._build_filters()
 
         self.results_model = ResultsModel(self)
         self.results_proxy = ResultsProxy(self)
@@ -336,6 +341,7 @@ class MainWindow(QMainWindow):
         rl = QVBoxLayout(results)
         rl.setContentsMargins(0, 0, 0, 0)
         rl.addLayout(opts)
+        rl.addLayout(filters)
         rl.addWidget(self.results_note)
         rl.addWidget(self.table, 1)
 
@@ -344,6 +350,7 @@ class MainWindow(QMainWindow):
         self.preview_panel.gains_changed.connect(self._gains_changed)
         self.preview_panel.key_match_changed.connect(self._key_match_changed)
         self.preview_panel.export_requested.connect(self.export_dialog)
+        self.preview_panel.loop_changed.connect(self._loop_changed)
         self.preview_panel.play_button.clicked.connect(self.toggle_play)
         self.preview_panel.stop_button.clicked.connect(self.player.stop)
         for key, w in self.preview_panel.waves.items():
@@ -375,6 +382,60 @@ class MainWindow(QMainWindow):
                 "that voice. Click a match to hear the cross-mix; Space plays and pauses.",
                 "info")
         return page
+
+    def _build_filters(self) -> QHBoxLayout:
+        """Tempo and key filters of the matches, remembered as settings."""
+        from core.analysis import PITCH_CLASSES
+
+        self.tempo_check = QCheckBox("Tempo")
+        self.tempo_check.setToolTip("Keep only matches whose tempo lies in this range "
+                                    "(songs not analysed yet are left out)")
+        self.tempo_min = QDoubleSpinBox()
+        self.tempo_max = QDoubleSpinBox()
+        for box, key in ((self.tempo_min, "search/tempo_min"), (self.tempo_max, "search/tempo_max")):
+            box.setRange(20.0, 300.0)
+            box.setDecimals(0)
+            box.setSuffix(" BPM")
+            box.setValue(float(self.settings.get(key)))
+            box.editingFinished.connect(self._search_options_changed)
+            box.installEventFilter(self._window_keys)
+            box.lineEdit().installEventFilter(self._window_keys)
+        self.tempo_check.setChecked(bool(self.settings.get("search/tempo_filter")))
+        self.tempo_check.toggled.connect(self._tempo_filter_toggled)
+        self._tempo_filter_toggled(self.tempo_check.isChecked(), search=False)
+        self.key_combo = QComboBox()
+        self.key_combo.setToolTip("Keep only matches in this key (songs not analysed yet are "
+                                  "left out)")
+        self.key_combo.addItem("Any key", "")
+        for mode in ("major", "minor"):
+            for root in PITCH_CLASSES:
+                self.key_combo.addItem(f"{root} {mode}", f"{root} {mode}")
+        i = self.key_combo.findData(str(self.settings.get("search/key")))
+        self.key_combo.setCurrentIndex(max(i, 0))
+        self.key_combo.currentIndexChanged.connect(self._search_options_changed)
+        row = QHBoxLayout()
+        row.addWidget(self.tempo_check)
+        row.addWidget(self.tempo_min)
+        row.addWidget(QLabel("to"))
+        row.addWidget(self.tempo_max)
+        row.addWidget(QLabel("Key"))
+        row.addWidget(self.key_combo)
+        row.addStretch(1)
+        return row
+
+    def _tempo_filter_toggled(self, on: bool, *, search: bool = True) -> None:
+        self.tempo_min.setEnabled(on)
+        self.tempo_max.setEnabled(on)
+        if search:
+            self._search_options_changed()
+
+    def search_filters(self) -> dict[str, Any]:
+        """The ``tempo_range`` and ``key`` arguments of a search, from the filter widgets."""
+        tempo = None
+        if self.tempo_check.isChecked():
+            lo, hi = self.tempo_min.value(), self.tempo_max.value()
+            tempo = (min(lo, hi), max(lo, hi))
+        return {"tempo_range": tempo, "key": str(self.key_combo.currentData() or "") or None}
 
     def _build_menu(self) -> None:
         m = self.menuBar().addMenu("&File")
@@ -592,7 +653,7 @@ class MainWindow(QMainWindow):
         self.query_panel.stages.start()
         self.statusBar().showMessage(f"Querying {path}")
         task = Task(self.session.query, path, space=self.current_space(), k=self.k_spin.value(),
-                    name=f"the query for {Path(path).name}")
+                    **self.search_filters(), name=f"the query for {Path(path).name}")
         task.signals.progress.connect(self._query_progress)
         task.signals.finished.connect(self._query_done)
         task.signals.failed.connect(self._query_failed)
@@ -741,14 +802,19 @@ class MainWindow(QMainWindow):
     def _search_options_changed(self, *_: object) -> None:
         self.settings.set("search/space", self.current_space())
         self.settings.set("search/k", self.k_spin.value())
+        self.settings.set("search/tempo_filter", self.tempo_check.isChecked())
+        self.settings.set("search/tempo_min", self.tempo_min.value())
+        self.settings.set("search/tempo_max", self.tempo_max.value())
+        self.settings.set("search/key", str(self.key_combo.currentData() or ""))
         r = self.result
-        # (closing: the k box losing focus as the window goes must not start a search)
-        if r is None or r.embedding is None or self.querying or self._closing:
+        # (closing: the k box losing focus as the window goes must not start a search).
+        # A running analysis does not stop it: the new search restarts the analysis.
+        if r is None or r.embedding is None or self.query_task is not None or self._closing:
             return
         if self.search_task is not None:
             self.search_task.cancel()
         task = Task(self.session.search, r, space=self.current_space(), k=self.k_spin.value(),
-                    name="the search")
+                    **self.search_filters(), name="the search")
         task.signals.finished.connect(self._searched)
         task.signals.failed.connect(lambda msg, _e: self.show_error(msg))
         self.search_task = task
@@ -758,6 +824,7 @@ class MainWindow(QMainWindow):
         self.preview = None
         self._forget_previews()
         self._show_rows(r)
+        self.search_finished.emit(r)
         self._start_analysis(r)
 
     # --- preview ----------------------------------------------------------------------------
@@ -900,6 +967,9 @@ class MainWindow(QMainWindow):
         QTimer.singleShot(0, self._render_ahead)
 
     def _show_preview(self, p: PreviewResult) -> None:
+        if self._song_id(p.row) != self._loop_song:  # A and B belong to one match
+            self.preview_panel.reset_loop()
+            self._loop_song = self._song_id(p.row)
         self.preview = p
         row = p.row
         self.preview_panel.heading.setText(f"{row.title} — {row.artist}" if row.artist
@@ -969,6 +1039,16 @@ class MainWindow(QMainWindow):
         if self.preview is None or not self.player.available:
             return
         self.player.toggle()
+
+    def _loop_changed(self, region: tuple[float, float] | None) -> None:
+        if region is None:
+            self.player.clear_loop()
+            return
+        try:
+            self.player.set_loop(*region)
+        except ValueError as exc:
+            self.player.clear_loop()
+            self.show_error(f"The loop was not set: {exc}.")
 
     def _seek_on(self, key: str, seconds: float) -> None:
         if self.preview is None:

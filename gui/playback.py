@@ -3,7 +3,7 @@
 A *source* is one or more layers (``(frames, 2)`` float32, C-contiguous, prepared in a worker
 with :func:`playable`) summed with per-layer gains: the cross-mix is played as its vocal and
 accompaniment layers so the gain sliders act at once. The PortAudio callback only copies (and
-scales) from those preallocated arrays. The GUI polls the position with a timer to move the
+scales) from those preallocated arrays; an A-B loop only changes which frames it copies. The GUI polls the position with a timer to move the
 playheads. When no output device exists the player says why and the controls are disabled.
 """
 
@@ -22,6 +22,8 @@ from core.audio import Audio
 log = logging.getLogger(__name__)
 
 BLOCKSIZE = 1024
+#: Shortest A-B loop (s): shorter ones would make the callback wrap many times per block.
+MIN_LOOP_S = 0.05
 
 
 def playable(audio: Audio) -> np.ndarray:
@@ -96,6 +98,8 @@ class Player(QObject):
         self.frames_written = 0  # frames of real audio handed to the device
         self.peak_written = 0.0
         self._scratch = np.zeros((BLOCKSIZE * 4, 2), dtype=np.float32)
+        self._loop_s: tuple[float, float] | None = None  # A, B in seconds (any source)
+        self._loop_frames: tuple[int, int] | None = None  # in the current source; callback reads
         self.state = "stopped"
         self._timer = QTimer(self)
         self._timer.setInterval(poll_ms)
@@ -118,12 +122,49 @@ class Player(QObject):
         if name == self._current:
             self._src = self._sources[name]
             self._pos = min(self._pos, frames)
+            self._update_loop_frames()
 
     def clear_sources(self) -> None:
         self.stop()
         self._sources.clear()
         self._current = None
         self._src = None
+        self._update_loop_frames()
+
+    # --- A-B loop ---------------------------------------------------------------------------
+
+    def set_loop(self, a: float, b: float) -> None:
+        """Loop between ``a`` and ``b`` seconds (in either order): reaching B jumps to A.
+
+        Raises
+        ------
+        ValueError
+            The loop is shorter than :data:`MIN_LOOP_S`.
+        """
+        a, b = (float(a), float(b)) if a <= b else (float(b), float(a))
+        a = max(a, 0.0)
+        if b - a < MIN_LOOP_S - 1e-9:
+            raise ValueError(f"an A-B loop needs at least {MIN_LOOP_S * 1000:.0f} ms between A and B")
+        self._loop_s = (a, b)
+        self._update_loop_frames()
+
+    def clear_loop(self) -> None:
+        self._loop_s = None
+        self._update_loop_frames()
+
+    @property
+    def loop(self) -> tuple[float, float] | None:
+        return self._loop_s
+
+    def _update_loop_frames(self) -> None:
+        src, loop = self._src, self._loop_s
+        frames: tuple[int, int] | None = None
+        if src is not None and loop is not None:
+            a = min(round(loop[0] * src.sr), src.frames)
+            b = min(round(loop[1] * src.sr), src.frames)
+            if b - a >= max(1, round(MIN_LOOP_S * src.sr)):
+                frames = (a, b)
+        self._loop_frames = frames  # one attribute store: the callback sees old or new
 
     def has_source(self, name: str) -> bool:
         return name in self._sources
@@ -140,12 +181,14 @@ class Player(QObject):
                 self._close_stream()
                 self._src = src
                 self._current = name
+                self._update_loop_frames()
                 if was:
                     self.play()
                 return
         self._current = name
         self._pos = min(self._pos, src.frames)
         self._src = src
+        self._update_loop_frames()
 
     @property
     def current(self) -> str | None:
@@ -253,28 +296,43 @@ class Player(QObject):
             self._stream = None
 
     def _callback(self, outdata: np.ndarray, frames: int, _time: Any, _status: Any) -> None:
+        # Runs on PortAudio's thread: no buffers are allocated here, only views and copies
+        # into preallocated arrays.
         src = self._src
         if not self._playing or src is None:
             outdata.fill(0)
             return
+        loop = self._loop_frames
         pos = self._pos
-        end = min(pos + frames, src.frames)
-        k = max(0, end - pos)
-        gains = src.gains
-        np.multiply(src.layers[0][pos:end], gains[0], out=outdata[:k])
-        if len(src.layers) > 1:
-            scratch = self._scratch[:k] if k <= self._scratch.shape[0] else np.empty((k, 2), np.float32)
-            for layer, g in zip(src.layers[1:], gains[1:], strict=True):
-                np.multiply(layer[pos:end], g, out=scratch)
-                outdata[:k] += scratch
+        k = 0
+        while k < frames and pos < src.frames:
+            looping = loop is not None and pos < loop[1]
+            stop = loop[1] if looping else src.frames  # type: ignore[index]
+            n = min(frames - k, stop - pos)
+            self._mix_into(src, pos, pos + n, outdata[k:k + n])
+            k += n
+            pos += n
+            if looping and pos >= stop:
+                pos = loop[0]  # type: ignore[index]
         outdata[k:] = 0
-        self._pos = end
+        self._pos = pos
         self.frames_written += k
         if k:
-            self.peak_written = max(self.peak_written, float(np.abs(outdata[:k]).max()))
-        if end >= src.frames:
+            block = outdata[:k]  # max and -min: np.abs would allocate a block
+            self.peak_written = max(self.peak_written, float(block.max()), -float(block.min()))
+        if pos >= src.frames:
             self._playing = False
             raise self._callback_stop  # PortAudio plays this last block, then stops
+
+    def _mix_into(self, src: _Source, start: int, end: int, out: np.ndarray) -> None:
+        gains = src.gains
+        n = end - start
+        np.multiply(src.layers[0][start:end], gains[0], out=out)
+        if len(src.layers) > 1:
+            scratch = self._scratch[:n] if n <= self._scratch.shape[0] else np.empty((n, 2), np.float32)
+            for layer, g in zip(src.layers[1:], gains[1:], strict=True):
+                np.multiply(layer[start:end], g, out=scratch)
+                out += scratch
 
     def _poll(self) -> None:
         self.position_changed.emit(self.position)

@@ -1,5 +1,5 @@
 """Preview of the selected match: its mix, its accompaniment and the cross-mix, with transport,
-source switch, vocal/accompaniment gain and the key-match toggle."""
+source switch, A-B loop, vocal/accompaniment gain and the key-match toggle."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from gui.playback import MIN_LOOP_S
 from gui.query_panel import fmt_duration
 from gui.waveform import Envelope, WaveformView
 
@@ -33,6 +34,7 @@ class PreviewPanel(QGroupBox):
     gains_changed = Signal(float, float)  # vocal dB, accompaniment dB
     key_match_changed = Signal(bool)
     export_requested = Signal()
+    loop_changed = Signal(object)  # (A, B) in seconds while the loop is on, else None
 
     IDLE_HEADING = "Select a match to hear it under your vocal."
 
@@ -70,6 +72,27 @@ class PreviewPanel(QGroupBox):
         transport.addWidget(self.play_button)
         transport.addWidget(self.stop_button)
         transport.addWidget(self.position)
+        # A-B loop: A and B are set at the playhead; Loop repeats what lies between them.
+        self.loop_a: float | None = None
+        self.loop_b: float | None = None
+        self._seconds = 0.0
+        self.set_a_button = QPushButton("A")
+        self.set_a_button.setToolTip("Set the loop start (A) at the playhead")
+        self.set_a_button.clicked.connect(self.set_a)
+        self.set_b_button = QPushButton("B")
+        self.set_b_button.setToolTip("Set the loop end (B) at the playhead")
+        self.set_b_button.clicked.connect(self.set_b)
+        self.loop_button = QPushButton("Loop")
+        self.loop_button.setCheckable(True)
+        self.loop_button.setToolTip("Repeat from A to B (set both first)")
+        self.loop_button.toggled.connect(self._loop_toggled)
+        self.loop_label = QLabel("")
+        for b in (self.set_a_button, self.set_b_button):
+            b.setMaximumWidth(40)
+        transport.addWidget(self.set_a_button)
+        transport.addWidget(self.set_b_button)
+        transport.addWidget(self.loop_button)
+        transport.addWidget(self.loop_label)
         transport.addStretch(1)
         self.export_button = QPushButton("Export…")
         self.export_button.clicked.connect(self.export_requested)
@@ -102,6 +125,47 @@ class PreviewPanel(QGroupBox):
         lay.addLayout(gains)
         lay.addWidget(self.report)
         self.set_ready(False)
+
+    # --- A-B loop ---------------------------------------------------------------------------
+
+    def set_a(self) -> None:
+        self.loop_a = self._seconds
+        if self.loop_b is not None and self.loop_b - self.loop_a < MIN_LOOP_S:
+            self.loop_b = None  # B before A: set it again
+        self._loop_points_moved()
+
+    def set_b(self) -> None:
+        a = self.loop_a if self.loop_a is not None else 0.0
+        if self._seconds - a < MIN_LOOP_S:
+            self.loop_label.setText("B must come after A")
+            return
+        self.loop_a, self.loop_b = a, self._seconds
+        self._loop_points_moved()
+
+    def reset_loop(self) -> None:
+        """No A, no B, loop off (another match)."""
+        self.loop_a = self.loop_b = None
+        self._loop_points_moved()
+
+    def loop_region(self) -> tuple[float, float] | None:
+        if self.loop_button.isChecked() and self.loop_a is not None and self.loop_b is not None:
+            return self.loop_a, self.loop_b
+        return None
+
+    def _loop_points_moved(self) -> None:
+        both = self.loop_a is not None and self.loop_b is not None
+        if not both and self.loop_button.isChecked():
+            self.loop_button.setChecked(False)  # emits loop_changed(None)
+        self.loop_button.setEnabled(both and self.set_a_button.isEnabled())
+        a = "–" if self.loop_a is None else f"{self.loop_a:.1f} s"
+        b = "–" if self.loop_b is None else f"{self.loop_b:.1f} s"
+        self.loop_label.setText("" if self.loop_a is None and self.loop_b is None
+                                else f"A {a}  B {b}")
+        if self.loop_button.isChecked():
+            self.loop_changed.emit(self.loop_region())
+
+    def _loop_toggled(self, _on: bool) -> None:
+        self.loop_changed.emit(self.loop_region())
 
     def _source_toggled(self, on: bool, key: str) -> None:
         if on:
@@ -139,13 +203,15 @@ class PreviewPanel(QGroupBox):
             b.setEnabled(ready and playback_ok)
         w: QWidget
         for w in (*self.source_buttons.values(), self.vocal_gain, self.acc_gain, self.key_match,
-                  self.export_button):
+                  self.export_button, self.set_a_button, self.set_b_button):
             w.setEnabled(ready)
+        self.loop_button.setEnabled(ready and self.loop_a is not None and self.loop_b is not None)
 
     def clear(self) -> None:
         """Nothing previewed: no waves, heading or report of an earlier match."""
         self.heading.setText(self.IDLE_HEADING)
         self.report.setText("")
+        self.reset_loop()
         self.show_message("")
         self.set_ready(False)
 
@@ -158,6 +224,7 @@ class PreviewPanel(QGroupBox):
             self.waves[key].set_envelope(env)
 
     def set_position(self, seconds: float, duration: float, source: str) -> None:
+        self._seconds = seconds
         self.position.setText(f"{fmt_duration(seconds)} / {fmt_duration(duration)}")
         for key, w in self.waves.items():
             w.playhead.setVisible(key == source and w.env is not None)

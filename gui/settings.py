@@ -120,6 +120,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("search/k", int, 10, "Results shown (k)", minimum=1, maximum=200),
     Option("search/duplicate_threshold", float, 0.95, "Near-duplicate threshold",
            minimum=0.5, maximum=1.0),
+    # The Search tab's filters (as the CLI's `library match --tempo LO:HI --key KEY`).
+    Option("search/tempo_filter", bool, False, "Filter the matches by tempo"),
+    Option("search/tempo_min", float, 90.0, "Slowest tempo kept (BPM)", minimum=20.0,
+           maximum=300.0),
+    Option("search/tempo_max", float, 130.0, "Fastest tempo kept (BPM)", minimum=20.0,
+           maximum=300.0),
+    Option("search/key", str, "", "Key kept (empty: any key), e.g. 'A minor'"),
     Option("remix/preview_seconds", float, 30.0, "Preview length (s)", minimum=5.0, maximum=300.0),
     Option("remix/key_match", bool, False, "Match the key by default"),
     Option("remix/max_shift", int, 3, "Largest key shift (semitones)", minimum=0, maximum=6),

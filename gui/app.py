@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
+#: The app's GUI-thread garbage collector (gui/gc_policy.py), kept alive with the process.
+_GC_COLLECTORS: list[Any] = []
 
 
 def choose_device(name: str) -> tuple[object, str]:
@@ -175,6 +177,9 @@ def main(files: list[str], *, milestones: Any = None) -> int:
     app = existing if isinstance(existing, QApplication) else QApplication(sys.argv[:1])
     app.setApplicationName("Crossmix")
     app.setOrganizationName("Crossmix")
+    from gui.gc_policy import GuiThreadCollector
+
+    _GC_COLLECTORS.append(GuiThreadCollector(app))  # kept for the life of the process
     from gui.splash import Splash
 
     splash = Splash()

@@ -23,6 +23,25 @@ from gui.refcount_guard import keep_none_alive  # noqa: E402
 keep_none_alive()
 
 
+@pytest.fixture(autouse=True)
+def _cycles_collected_on_the_main_thread(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """As the app does (gui/gc_policy.py): no automatic cycle collection while a Qt test runs,
+    so garbage holding Qt objects is never collected (destroyed) in a worker thread."""
+    import gc
+
+    uses_qt = bool({"qtbot", "qapp"} & set(request.fixturenames))
+    if not uses_qt:
+        yield
+        return
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.collect()
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)

@@ -773,9 +773,12 @@ class Session:
 
     def export(self, query: QueryResult, preview: PreviewResult, *, path: Path, fmt: str,
                bitrate: str, full: bool, options: Any, overwrite: bool = False,
+               stems: bool = False,
                progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> Path:
-        """Write the cross-mix (re-rendered over the whole song when ``full``) to ``path``."""
-        from core.export import cross_mix_tags, export_audio
+        """Write the cross-mix (re-rendered over the whole song when ``full``) to ``path``;
+        with ``stems`` also its vocal and accompaniment beside it (as ``crossmix remix
+        --stems``: ``<name>_vocals.<ext>``, ``<name>_accompaniment.<ext>``)."""
+        from core.export import cross_mix_tags, export_cross_mix
         from core.remix import render_cross_mix
 
         opts = dataclasses.replace(options, preview=not full)
@@ -800,11 +803,12 @@ class Session:
         tags = cross_mix_tags(query_title=query.title, match_title=preview.row.title,
                               artist=artists or "Crossmix", query_source=Path(query.path).name,
                               match_source=Path(preview.row.path).name)
-        out = export_audio(path, cm.mix, format=fmt, bitrate=bitrate, tags=tags,
-                           overwrite=overwrite)
+        written = export_cross_mix(path, cm.mix, vocals=cm.vocals if stems else None,
+                                   accompaniment=cm.accompaniment if stems else None,
+                                   format=fmt, bitrate=bitrate, tags=tags, overwrite=overwrite)
         if progress is not None:
             progress(Progress("export", 2, 2, "steps"))
-        return Path(out)
+        return Path(written[0])
 
 
 def encoders_factory_for(checkpoint: str) -> Callable[[torch.device], Any]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from PySide6.QtWidgets import (
     QButtonGroup,
+    QCheckBox,
     QComboBox,
     QDialog,
     QDialogButtonBox,
@@ -20,7 +21,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.export import export_file_name, safe_file_stem
+from core.export import export_file_name, safe_file_stem, stem_paths
 from gui.settings import BITRATES, EXPORT_FORMATS, Settings
 
 LOSSY = ("mp3", "ogg")
@@ -33,6 +34,11 @@ class ExportChoice:
     bitrate: str
     full: bool
     overwrite: bool = False
+    stems: bool = False  # also <name>_vocals and <name>_accompaniment beside it
+
+    def targets(self) -> list[Path]:
+        """Every file the export writes."""
+        return [self.path, *stem_paths(self.path)] if self.stems else [self.path]
 
 
 def safe_filename(text: str) -> str:
@@ -62,6 +68,9 @@ class ExportDialog(QDialog):
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse)
         self.name = QLineEdit()
+        self.stems = QCheckBox("Also the stems (vocal and accompaniment files beside it)")
+        self.stems.setToolTip("As `crossmix remix --stems`: <name>_vocals and "
+                              "<name>_accompaniment in the same format")
 
         form = QFormLayout(self)
         form.addRow("Format", self.format)
@@ -73,6 +82,7 @@ class ExportDialog(QDialog):
         row.addWidget(browse)
         form.addRow("Folder", row)
         form.addRow("File name", self.name)
+        form.addRow("", self.stems)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save
                                    | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self._accept)
@@ -82,6 +92,7 @@ class ExportDialog(QDialog):
         self.format.setCurrentText(settings.get("export/format"))
         self.bitrate.setCurrentText(settings.get("export/bitrate"))
         (self.full if settings.get("export/full") else self.preview).setChecked(True)
+        self.stems.setChecked(bool(settings.get("export/stems")))
         folder = settings.get("export/directory") or str(Path.home())
         self.folder.setText(folder)
         self.name.setText(self.suggested_name)
@@ -101,7 +112,8 @@ class ExportDialog(QDialog):
         name = export_file_name(self.name.text().strip() or self.suggested_name, fmt)
         return ExportChoice(path=Path(self.folder.text()).expanduser() / name,
                             format=fmt, bitrate=self.bitrate.currentText(),
-                            full=self.full.isChecked(), overwrite=self.overwrite)
+                            full=self.full.isChecked(), overwrite=self.overwrite,
+                            stems=self.stems.isChecked())
 
     def remember(self) -> None:
         c = self.choice()
@@ -109,13 +121,16 @@ class ExportDialog(QDialog):
         self.settings.set("export/bitrate", c.bitrate)
         self.settings.set("export/full", c.full)
         self.settings.set("export/directory", str(c.path.parent))
+        self.settings.set("export/stems", c.stems)
 
     def _accept(self) -> None:
         self.overwrite = False
-        path = self.choice().path
-        if path.exists():
+        existing = [p for p in self.choice().targets() if p.exists()]
+        if existing:
+            names = "\n".join(str(p) for p in existing)
             answer = QMessageBox.question(
-                self, "Replace file?", f"{path} exists. Replace it?",
+                self, "Replace file?", f"{names} exists. Replace it?" if len(existing) == 1
+                else f"These files exist:\n{names}\nReplace them?",
                 QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No)
             if answer != QMessageBox.StandardButton.Yes:
                 return

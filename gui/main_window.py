@@ -1076,7 +1076,7 @@ class MainWindow(QMainWindow):
             return None
         task = Task(self.session.export, self.result, self.preview, path=choice.path,
                     fmt=choice.format, bitrate=choice.bitrate, full=choice.full,
-                    overwrite=choice.overwrite,
+                    overwrite=choice.overwrite, stems=choice.stems,
                     options=self.remix_options(full=choice.full), name="the export")
         # A progress window with Cancel; shown only if the export takes over half a second.
         dlg = QProgressDialog(f"Exporting {choice.path.name}…", "Cancel", 0, 100, self)
@@ -1098,7 +1098,8 @@ class MainWindow(QMainWindow):
                 dlg.setLabelText(f"Exporting {choice.path.name}: {p.message}…")
 
         task.signals.progress.connect(progress)
-        task.signals.finished.connect(self._export_done)
+        task.signals.finished.connect(
+            lambda path: self._export_done(path, stems=choice.stems))
         task.signals.failed.connect(self._export_failed)
         task.signals.cancelled.connect(lambda: self._export_cancelled(choice.path, started))
         task.signals.done.connect(dlg.close)
@@ -1109,8 +1110,9 @@ class MainWindow(QMainWindow):
         self.show_error(msg)
         self.export_finished.emit(None)
 
-    def _export_done(self, path: Path) -> None:
-        self.show_info(f"Exported {path}")
+    def _export_done(self, path: Path, *, stems: bool = False) -> None:
+        self.show_info(f"Exported {path}" + (" and its stems (_vocals, _accompaniment)"
+                                             if stems else ""))
         self.export_finished.emit(path)
 
     def _export_cancelled(self, path: Path, started: float) -> None:

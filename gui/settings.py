@@ -143,6 +143,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("export/bitrate", str, "192k", "Export bitrate", choices=BITRATES),
     Option("export/full", bool, False, "Export the full song (not the preview)"),
     Option("export/directory", str, "", "Export folder"),
+    Option("export/stems", bool, False, "Also export the vocal and accompaniment stems"),
     Option("ui/first_run_done", bool, False, "First-run hint dismissed"),
     Option("library/demo_added", bool, False, "Demo songs added to the library once"),
     Option("ui/last_open_dir", str, "", "Last folder used in Open..."),

@@ -185,3 +185,42 @@ def test_preview_a_b_loop_repeats_until_switched_off(qtbot, window, query_song):
     with qtbot.waitSignal(window.preview_finished, timeout=120_000):
         window.table.selectRow(other)
     assert player.loop is None and panel.loop_a is None and not panel.loop_button.isChecked()
+
+
+def test_export_with_stems_writes_the_mix_and_its_parts(qtbot, window, query_song, tmp_path):
+    from core.audio import load_audio
+    from gui.export_dialog import ExportChoice, ExportDialog
+
+    with qtbot.waitSignal(window.preview_finished, timeout=120_000) as sig:
+        window.enqueue([str(query_song)])
+    p = sig.args[0]
+    assert p is not None, window.errors
+    # the dialog's checkbox, remembered like its other choices
+    dlg = ExportDialog(window.settings, suggested_name="Q x M")
+    qtbot.addWidget(dlg)
+    assert not dlg.stems.isChecked()
+    dlg.folder.setText(str(tmp_path / "exports"))
+    dlg.stems.setChecked(True)
+    choice = dlg.choice()
+    assert choice.stems and [t.name for t in choice.targets()] == [
+        "Q x M.wav", "Q x M_vocals.wav", "Q x M_accompaniment.wav"]
+    dlg.remember()
+    assert ExportDialog(window.settings, suggested_name="x").stems.isChecked()
+
+    out = tmp_path / "exports" / "cross.flac"
+    with qtbot.waitSignal(window.export_finished, timeout=60_000) as sig:
+        window.export_to(ExportChoice(path=out, format="flac", bitrate="192k", full=False,
+                                      stems=True))
+    assert sig.args[0] == out, window.errors
+    assert "stems" in window.statusBar().currentMessage()
+    files = [out, out.with_name("cross_vocals.flac"), out.with_name("cross_accompaniment.flac")]
+    assert all(f.exists() for f in files), sorted(x.name for x in out.parent.iterdir())
+    mix, voc, acc = (load_audio(f) for f in files)
+    assert voc.duration == pytest.approx(mix.duration, abs=0.05)
+    assert acc.duration == pytest.approx(mix.duration, abs=0.05)
+    assert voc.samples.std() > 1e-4 and acc.samples.std() > 1e-4
+    # without stems: the mix only
+    plain = tmp_path / "exports" / "plain.flac"
+    with qtbot.waitSignal(window.export_finished, timeout=60_000) as sig:
+        window.export_to(ExportChoice(path=plain, format="flac", bitrate="192k", full=False))
+    assert sig.args[0] == plain and not plain.with_name("plain_vocals.flac").exists()

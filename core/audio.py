@@ -270,18 +270,23 @@ def check_regular_file(path: str | Path) -> os.stat_result:
     p = Path(path)
     try:
         st = os.stat(p)
-    except FileNotFoundError:
-        raise UnreadableFileError(p, "no such file.") from None
-    except PermissionError:
-        raise UnreadableFileError(p, "permission denied.") from None
     except OSError as exc:
-        raise UnreadableFileError(p, f"cannot read it ({exc.strerror or exc}).") from None
+        raise _unreadable(p, exc) from None
     if stat.S_ISDIR(st.st_mode):
         raise UnreadableFileError(p, "this is a folder, not a file.")
     if not stat.S_ISREG(st.st_mode):
         what = next((name for test, name in _SPECIAL_FILES if test(st.st_mode)), "a special file")
         raise NotRegularFileError(p, f"this is {what}, not a regular file.")
     return st
+
+
+def _unreadable(p: Path, exc: OSError) -> UnreadableFileError:
+    """The user's message for an OS error on opening or reading ``p``."""
+    if isinstance(exc, FileNotFoundError):
+        return UnreadableFileError(p, "no such file.")
+    if isinstance(exc, PermissionError):
+        return UnreadableFileError(p, "permission denied.")
+    return UnreadableFileError(p, f"cannot read it ({exc.strerror or exc}).")
 
 
 def _read_head(p: Path) -> bytes:
@@ -291,12 +296,8 @@ def _read_head(p: Path) -> bytes:
             return fh.read(4096)
     except AudioError:
         raise
-    except FileNotFoundError:
-        raise UnreadableFileError(p, "no such file.") from None
-    except PermissionError:
-        raise UnreadableFileError(p, "permission denied.") from None
     except OSError as exc:
-        raise UnreadableFileError(p, f"cannot read it ({exc.strerror or exc}).") from None
+        raise _unreadable(p, exc) from None
 
 
 #: What libsndfile reports as the frame count of a file whose length it does not know.

@@ -56,9 +56,8 @@ def test_quality_comes_from_the_shipped_table_or_beside_a_checkpoint(tmp_path: P
     assert quality_for(model_id="m1", checkpoint=run / "best.safetensors") is None
 
 
-def test_cli_match_auto_space_and_status_report_the_measurements(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    from core.cli import main
+def _songs_and_tiny_quality(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Three little songs, and a quality table in which the tiny test encoders have SID's figures."""
     from tests.test_library import write_song
 
     songs = tmp_path / "music"
@@ -69,6 +68,13 @@ def test_cli_match_auto_space_and_status_report_the_measurements(tmp_path: Path,
     (tmp_path / "assets" / "encoders" / "quality.json").write_text(json.dumps(
         {tiny: {"name": "tiny test encoders", "report": _report(tiny, SID)}}))
     monkeypatch.setattr(quality_mod, "assets_dir", lambda: tmp_path / "assets")
+    return songs
+
+
+def test_cli_match_auto_space_and_status_report_the_measurements(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from core.cli import main
+    songs = _songs_and_tiny_quality(tmp_path, monkeypatch)
     models = ["--encoders", "tiny", "--separator", "tiny", "--device", "cpu"]
     lib = str(tmp_path / "lib")
     for mode, want in (("fast", "vocal->mix"), ("full", "vocal->vocal")):
@@ -128,16 +134,7 @@ def test_the_app_searches_the_best_measured_space_and_says_why(qapp: object, tmp
     from core.library import Library
     from core.separation import Separator, StemCache
     from gui.engine import Session
-    from tests.test_library import write_song
-
-    songs = tmp_path / "music"
-    for i in range(3):
-        write_song(songs / f"song{i}.wav", seed=i)
-    tiny = EncoderPair.tiny().model_id
-    (tmp_path / "assets" / "encoders").mkdir(parents=True)
-    (tmp_path / "assets" / "encoders" / "quality.json").write_text(json.dumps(
-        {tiny: {"name": "tiny test encoders", "report": _report(tiny, SID)}}))
-    monkeypatch.setattr(quality_mod, "assets_dir", lambda: tmp_path / "assets")
+    songs = _songs_and_tiny_quality(tmp_path, monkeypatch)
     session = Session(separator_factory=lambda d: Separator.tiny(device=d),
                       encoders_factory=lambda d: EncoderPair.tiny(),
                       library_factory=lambda: Library.open(tmp_path / "lib"),

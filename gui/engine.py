@@ -109,6 +109,7 @@ class QueryResult:
     audio_key: str | None = None  # hash of the decoded audio
     fingerprint: Any | None = None  # core.fingerprint of the audio (to leave out other versions)
     message: str = ""  # why there are no results (no encoders, empty library...)
+    space_note: str = ""  # which space "Best measured (auto)" searched, and why
     timings: dict[str, float] = field(default_factory=dict)
     #: the query's tempo/key analysis, started beside its separation (see :meth:`Session.query`)
     pending_analysis: BackgroundAnalysis | None = field(default=None, repr=False)
@@ -574,6 +575,7 @@ class Session:
                             content_hash=result.content_hash, audio_key=result.audio_key,
                             fingerprint=result.fingerprint, duration=result.duration)
         why = ""
+        result.space_note = ""
         if space == "auto":
             space, why = self.auto_space(lib)
         try:
@@ -597,7 +599,7 @@ class Session:
                               "analysed are left out: scan the library in full mode to analyse "
                               "them all).")
         if why:
-            result.message = f"Searched {space}: {why}." + (" " + result.message if result.message else "")
+            result.space_note = f"Search space: {why}."
         if dups:
             result.message = (result.message + " " if result.message else "") + (
                 f"{dups} near-duplicate{'s' if dups > 1 else ''} of the query left out.")

@@ -697,7 +697,7 @@ class MainWindow(QMainWindow):
 
     def _show_rows(self, r: QueryResult) -> None:
         self.results_model.set_rows(r.rows)
-        self.results_note.setText(r.message)
+        self.results_note.setText(" ".join(t for t in (r.message, r.space_note) if t))
         if r.message:
             self.banner.show_text(r.message, "warning")
         if r.rows:

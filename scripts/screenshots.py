@@ -115,6 +115,10 @@ def main() -> int:
         print(f"saved {path}", file=sys.stderr)
 
     w = build_window([])
+    # The engine loads in the background; the Library and Retrain tabs exist once it is imported.
+    t_end = time.monotonic() + args.timeout
+    while (w.library_panel is None or w.training_panel is None) and time.monotonic() < t_end:
+        pause(100)
     lib = w.library_panel
     train = w.training_panel
     assert lib is not None and train is not None

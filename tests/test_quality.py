@@ -86,7 +86,7 @@ def test_cli_match_auto_space_and_status_report_the_measurements(tmp_path: Path,
         assert f"default space {want}" in out
         assert main(["match", str(songs / "song0.wav"), "--library", lib, "-k", "2", *models]) == 0
         out = capsys.readouterr().out
-        assert out.startswith(f"space {want}: {want} measured best for tiny test encoders")
+        assert out.startswith(f"space: {want} measured best for tiny test encoders")
         assert f"space {want}" in out
         assert main(["match", str(songs / "song0.wav"), "--library", lib, "-k", "2", "--json", *models]) == 0
         doc = json.loads(capsys.readouterr().out)
@@ -146,10 +146,11 @@ def test_the_app_searches_the_best_measured_space_and_says_why(qapp: object, tmp
             assert session.auto_space()[0] == want
             res = session.query(songs / "song0.wav", space="auto", k=2)
             assert res.search is not None and res.search.space == want
-            assert res.message.startswith(f"Searched {want}: {want} measured best for tiny test encoders")
+            assert res.space_note.startswith(f"Search space: {want} measured best for tiny test encoders")
+            assert "measured best" not in res.message  # a note, not a warning
             again = session.query(songs / "song0.wav", space="mix->mix", k=2)
             assert again.search is not None and again.search.space == "mix->mix"
-            assert "measured best" not in again.message
+            assert again.space_note == ""
     finally:
         session.close()
 

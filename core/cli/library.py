@@ -423,7 +423,7 @@ def cmd_match(args: argparse.Namespace) -> int:
                 separator=_separator(args), encoders=encoders, cancel=token,
             )
     if why and not args.json:
-        print(f"space {space}: {why}")
+        print(f"space: {why}")
     if args.json:
         doc = res.to_json()
         if why:

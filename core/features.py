@@ -261,16 +261,16 @@ def _ge2e_segments(mix: Audio, vocals: Audio | None, starts: IntArray, found: bo
     return mels(mix), (mels(vocals) if vocals is not None else None), found
 
 
-def segment_rms_db(audio: Audio, vocals: Audio | None, *,
-                   max_segments: int = DEFAULT_MAX_SEGMENTS) -> npt.NDArray[np.float64]:
-    """RMS level (dBFS) of ``audio`` in each segment :func:`song_segments` chooses from ``vocals``.
+def stems_levels_db(stems: list[Audio], vocals: Audio, *,
+                    max_segments: int = DEFAULT_MAX_SEGMENTS) -> npt.NDArray[np.float64]:
+    """RMS level (dBFS) ``(count, len(stems))`` of each of ``stems`` in the segments that
+    :func:`song_segments` chooses from ``vocals``.
 
     Used to rebuild artificial mixtures at the stems' true levels from level-normalised segments.
+    The vocal is brought to the feature rate and the segments chosen once for all the stems.
     """
-    x = to_feature_rate(audio)
-    voc = to_feature_rate(vocals) if vocals is not None else None
-    if voc is not None and len(voc) != len(x):
-        n = min(len(voc), len(x))
-        x, voc = x[:n], voc[:n]
-    starts, _ = select_segments(n_frames=1 + len(x) // HOP, vocal=voc, max_segments=max_segments)
-    return segment_levels_db(x, starts)
+    voc = to_feature_rate(vocals)
+    signals = [to_feature_rate(a) for a in stems]
+    n = min([len(voc), *(len(x) for x in signals)])
+    starts, _ = select_segments(n_frames=1 + n // HOP, vocal=voc[:n], max_segments=max_segments)
+    return np.stack([segment_levels_db(x[:n], starts) for x in signals], axis=1)

@@ -117,6 +117,34 @@ def quality_for(*, model_id: str | None, checkpoint: str | Path | None = None) -
     return None
 
 
+#: Encoder choices that are names, not checkpoint paths (see core.encoders.resolve_encoders).
+_NAMED = frozenset({"", "shipped", "default", "resemblyzer", "tiny"})
+
+
+def _checkpoint_of(choice: str | Path | None) -> str | None:
+    """The checkpoint path a user's encoder choice names, or ``None`` for a named model."""
+    from core.encoders import shipped_encoder_names
+
+    text = str(choice).strip() if choice is not None else ""
+    return None if text in _NAMED or text in shipped_encoder_names() else text
+
+
+def library_has_vocals(status: Any) -> bool:
+    """Whether every searchable song of a library (its ``status()``) has its vocal embedded (full mode)."""
+    return bool(status.full > 0 and status.full >= status.current)
+
+
+def auto_space(status: Any, *, model_id: str | None, choice: str | Path | None = None) -> tuple[str, str]:
+    """The space "Best measured (auto)" searches in a library (its ``status()``), and why.
+
+    ``choice`` is the user's encoder choice (a checkpoint's ``evaluation.json`` is read beside it).
+    """
+    q = quality_for(model_id=model_id, checkpoint=_checkpoint_of(choice))
+    if q is None:
+        return "vocal->mix", "no measured quality for these encoders, so the paper's vocal->mix"
+    return q.best_space(has_vocals=library_has_vocals(status))
+
+
 def quality_for_choice(choice: str | Path | None) -> Quality | None:
     """The measured quality of the encoders a user chose, without loading them.
 
@@ -126,20 +154,17 @@ def quality_for_choice(choice: str | Path | None) -> Quality | None:
     from core.encoders import default_encoders_path, shipped_encoder_names
 
     text = str(choice).strip() if choice is not None else ""
+    aliases = {e["alias"]: model_id for model_id, e in _known().items() if isinstance(e, dict) and "alias" in e}
+    if text in aliases:
+        return quality_for(model_id=aliases[text])
     if text in ("", "shipped", "default"):
         meta = default_encoders_path().with_suffix(".json")
     elif text in shipped_encoder_names():
         meta = assets_dir() / "encoders" / f"{text}.json"
-    elif text in {e.get("alias") for e in _known().values() if isinstance(e, dict)}:
-        for model_id, entry in _known().items():
-            if isinstance(entry, dict) and entry.get("alias") == text:
-                return quality_for(model_id=model_id)
-        return None
     else:
         meta = Path(text).expanduser().with_suffix(".json")
     try:
         model_id = str(json.loads(meta.read_text(encoding="utf-8")).get("model_id", ""))
     except (OSError, ValueError, AttributeError):
         return None
-    shipped = text in ("", "shipped", "default") or text in shipped_encoder_names()
-    return quality_for(model_id=model_id or None, checkpoint=None if shipped else text)
+    return quality_for(model_id=model_id or None, checkpoint=_checkpoint_of(text))

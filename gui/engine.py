@@ -606,18 +606,12 @@ class Session:
 
     def auto_space(self, lib: Any | None = None) -> tuple[str, str]:
         """The best measured search space for the current encoders that the library can serve."""
-        from core.quality import quality_for
+        from core.quality import auto_space
 
         lib = lib if lib is not None else self.library()
         if lib is None or lib.catalog.model_id is None:
             return "vocal->mix", "the paper's default (no indexed library yet)"
-        st = lib.status()
-        choice = self.encoders_choice
-        checkpoint = choice if choice not in ("", "shipped", "resemblyzer") else None
-        q = quality_for(model_id=lib.catalog.model_id, checkpoint=checkpoint)
-        if q is None:
-            return "vocal->mix", "no measured quality for these encoders, so the paper's vocal->mix"
-        return q.best_space(has_vocals=st.full > 0 and st.full >= st.current)
+        return auto_space(lib.status(), model_id=lib.catalog.model_id, choice=self.encoders_choice)
 
     # --- library ----------------------------------------------------------------------------
 

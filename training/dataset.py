@@ -35,7 +35,7 @@ import torch
 from core.atomic import atomic_write
 from core.audio import AUDIO_EXTENSIONS, Audio, file_hash, load_audio
 from core.errors import AudioError, CrossmixError, TrainingError
-from core.features import segment_rms_db, song_segments
+from core.features import song_segments, stems_levels_db
 from core.paths import cache_dir
 from core.progress import CancelToken, EtaClock, Progress, ProgressFn, check_cancel
 
@@ -355,8 +355,7 @@ class FeatureStore:
             a, _, _ = song_segments(mix=acc, vocals=voc, max_segments=self.max_segments,
                                     frontend=self.frontend)
         assert v is not None
-        levels = np.stack([segment_rms_db(x, voc, max_segments=self.max_segments) for x in (mix, voc, acc)],
-                          axis=1).astype(np.float32)
+        levels = stems_levels_db([mix, voc, acc], voc, max_segments=self.max_segments).astype(np.float32)
         return SongFeatures(mix=_f16(m), vocal=_f16(v), vocal_found=found, acc=_f16(a), levels=levels)
 
     def load_many(self, songs: list[SongEntry], *, progress: ProgressFn | None = None,

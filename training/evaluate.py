@@ -184,6 +184,11 @@ def own_song_retrieval(queries: F32, items: F32) -> dict[str, float]:
     return {"top1": float(hit[:, :1].any(axis=1).mean()), "top5": float(hit[:, :5].any(axis=1).mean())}
 
 
+def _own_songs(vecs: dict[str, F32]) -> dict[str, dict[str, float]]:
+    """Own-song retrieval across the domains, both ways."""
+    return {"V->M": own_song_retrieval(vecs["V"], vecs["M"]), "M->V": own_song_retrieval(vecs["M"], vecs["V"])}
+
+
 def _protocol(vecs: dict[str, F32], labels: list[str], model_idx: list[int], query_idx: list[int]) -> tuple[dict[str, Any], dict[str, Any]]:
     q_labels = [labels[i] for i in query_idx]
     m_labels = [labels[i] for i in model_idx]
@@ -226,7 +231,7 @@ def evaluate_songs(encoders: EncoderPair, songs: list[SongEntry],
         raise ValueError(f"no {encoders.frontend} features for the songs")
     vecs = song_vectors(encoders, own, cancel=cancel)
     sid, qbs = _protocol(vecs, labels, model_idx, query_idx)
-    songs_vm = {"V->M": own_song_retrieval(vecs["V"], vecs["M"]), "M->V": own_song_retrieval(vecs["M"], vecs["V"])}
+    songs_vm = _own_songs(vecs)
     peers: dict[str, Any] = {}
     if baselines:
         logmel = feats_for("logmel")
@@ -245,8 +250,7 @@ def evaluate_songs(encoders: EncoderPair, songs: list[SongEntry],
                 r_vecs = song_vectors(peer, ge2e, cancel=cancel)
                 r_sid, r_qbs = _protocol(r_vecs, labels, model_idx, query_idx)
                 peers["resemblyzer"] = {"singer_id": r_sid, "query_by_singer": r_qbs, "model": peer.model_id,
-                                        "own_song": {"V->M": own_song_retrieval(r_vecs["V"], r_vecs["M"]),
-                                                     "M->V": own_song_retrieval(r_vecs["M"], r_vecs["V"])}}
+                                        "own_song": _own_songs(r_vecs)}
     report: dict[str, Any] = {
         "model": encoders.model_id,
         "n_singers": len(set(labels)),

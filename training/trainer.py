@@ -193,36 +193,23 @@ class Prepared:
 
 
 @torch.no_grad()
-def backbone_outputs(segments: torch.Tensor, *, device: torch.device, batch: int = 64,
+def backbone_outputs(net: Any, segments: torch.Tensor, *, batch: int = 64,
                      cancel: CancelToken | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """GE2E embeddings and hidden states of ``(N, 40, frames)`` mel segments (float32, CPU)."""
-    from core.ge2e import GE2E
+    """GE2E embeddings and hidden states (float32, CPU) of ``(N, 40, frames)`` mel segments.
 
-    net = _ge2e_backbone(device)
-    embs, hids = [], []
+    ``net`` is a :class:`core.ge2e.GE2E` on the device the segments should run on.
+    """
+    from core.ge2e import EMBEDDING, FEATURE_DIM
+
+    device = next(net.parameters()).device
+    embs, hids = [torch.zeros(0, EMBEDDING)], [torch.zeros(0, FEATURE_DIM)]
     for a in range(0, segments.shape[0], batch):
         if cancel is not None:
             cancel.check("preparing the training data")
         e, h = net.segment_features(segments[a:a + batch].to(device).float())
         embs.append(e.float().cpu())
         hids.append(h.float().cpu())
-    if not embs:
-        from core.ge2e import EMBEDDING, FEATURE_DIM
-        return torch.zeros(0, EMBEDDING), torch.zeros(0, FEATURE_DIM)
-    del GE2E
     return torch.cat(embs), torch.cat(hids)
-
-
-_BACKBONES: dict[str, Any] = {}
-
-
-def _ge2e_backbone(device: torch.device) -> Any:
-    from core.ge2e import GE2E
-
-    key = str(device)
-    if key not in _BACKBONES:
-        _BACKBONES[key] = GE2E.pretrained().to(device)
-    return _BACKBONES[key]
 
 
 def make_separator(name: str, device: torch.device) -> Any:
@@ -286,22 +273,28 @@ def prepare(cfg: TrainConfig, *, emit: EmitFn, device: torch.device,
         raise TrainingError("Artificial mixtures need accompaniment segments, which this feature cache lacks; "
                             "clear the feature cache (--cache) and train again.")
 
+    backbone = None
+    if cfg.frontend == "ge2e" or cfg.teacher > 0:
+        from core.ge2e import GE2E
+
+        backbone = GE2E.pretrained().to(device)
+
     def ge2e_cache(pool: SegmentPool | None, pool_songs: list[Any]) -> BackboneCache | None:
-        if pool is None:
+        if pool is None or backbone is None:
             return None
         if cfg.frontend == "ge2e":
             emit({"event": "prepare", "stage": "backbone", "done": 0, "total": 1, "unit": "pools",
                   "message": "GE2E outputs of the segments", "eta_s": None})
-            me, mh = backbone_outputs(pool.mix, device=device, cancel=cancel)
-            ve, vh = backbone_outputs(pool.vocal, device=device, cancel=cancel)
+            me, mh = backbone_outputs(backbone, pool.mix, cancel=cancel)
+            ve, vh = backbone_outputs(backbone, pool.vocal, cancel=cancel)
             emit({"event": "prepare", "stage": "backbone", "done": 1, "total": 1, "unit": "pools",
                   "message": "GE2E outputs of the segments", "eta_s": None})
             return BackboneCache(me, mh, ve, vh)
-        if cfg.teacher > 0:
+        if cfg.teacher > 0:  # the CNN's teacher: only the vocal's GE2E embedding
             voc = [torch.from_numpy(teacher_feats[s.path].vocal) for s in pool_songs]
             if sum(int(v.shape[0]) for v in voc) != pool.n_segments:
                 raise TrainingError("The teacher's segments do not line up with the encoders'; clear the feature cache.")
-            ve, _ = backbone_outputs(torch.cat(voc), device=device, cancel=cancel)
+            ve, _ = backbone_outputs(backbone, torch.cat(voc), cancel=cancel)
             return BackboneCache(None, None, ve, None)
         return None
 
@@ -323,7 +316,6 @@ class _Views:
         self.model, self.pool, self.cache, self.rng = model, pool, cache, rng
         self.share, self.device, self.amp = mixture_share, device, amp
         self.ge2e = model.config.arch == "ge2e"
-        self.gains: list[tuple[float, float]] = []
 
     def _ctx(self) -> Any:
         if self.amp and self.device.type == "cuda":
@@ -344,15 +336,13 @@ class _Views:
         t = torch.from_numpy(idx)
         fake = self.rng.random(len(idx)) < self.share if self.share > 0 else np.zeros(len(idx), dtype=bool)
         mixtures = make_mixtures(self.pool, idx[fake], self.rng) if fake.any() else None
-        if mixtures is not None:
-            self.gains += list(zip(mixtures.vocal_gain_db.tolist(), mixtures.acc_gain_db.tolist(), strict=True))
         head = self.model.f_m
         if self.ge2e:
             assert self.cache is not None and self.cache.mix_emb is not None and self.cache.mix_hid is not None
             emb = self.cache.mix_emb[t].clone()
             hid = self.cache.mix_hid[t].clone()
             if mixtures is not None:
-                e, h = backbone_outputs(mixtures.mix, device=self.device)
+                e, h = backbone_outputs(self.model.backbone, mixtures.mix)
                 emb[torch.from_numpy(fake)] = e
                 hid[torch.from_numpy(fake)] = h
             return head.project(emb.to(self.device), hid.to(self.device)).float()  # type: ignore[operator]

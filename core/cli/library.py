@@ -163,18 +163,6 @@ def _existing(folder: Path) -> Path:
     return catalog
 
 
-def _auto_space(lib: Library, model_id: str, checkpoint: str | None) -> tuple[str, str]:
-    """The best measured space for these encoders that ``lib`` can serve, and why."""
-    from core.quality import quality_for
-
-    st = lib.status()
-    has_vocals = st.full > 0 and st.full >= st.current
-    q = quality_for(model_id=model_id, checkpoint=checkpoint if checkpoint not in (None, "shipped", "resemblyzer", "tiny") else None)
-    if q is None:
-        return "vocal->mix", "no measured quality for these encoders, so the paper's vocal->mix"
-    return q.best_space(has_vocals=has_vocals)
-
-
 def _device(args: argparse.Namespace) -> Any:
     from core.device import resolve_device
 
@@ -340,17 +328,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     with _open(args) as lib:
         st = lib.status()
         failures = lib.failures()
+        from core.quality import library_has_vocals, quality_for
+
+        q = quality_for(model_id=st.model_id) if st.model_id else None
+        space, why = q.best_space(has_vocals=library_has_vocals(st)) if q is not None else ("", "")
         if args.json:
             d = st.to_dict()
-            if st.model_id:
-                from core.quality import quality_for
-
-                q = quality_for(model_id=st.model_id)
-                if q is not None:
-                    space, why = q.best_space(has_vocals=st.full > 0 and st.full >= st.current)
-                    d["quality"] = {"protocol": q.protocol, "name": q.name,
-                                    "spaces": {k: {"top1": v.top1, "top5": v.top5} for k, v in q.spaces.items()},
-                                    "default_space": space, "default_space_reason": why}
+            if q is not None:
+                d["quality"] = {"protocol": q.protocol, "name": q.name,
+                                "spaces": {k: {"top1": v.top1, "top5": v.top5} for k, v in q.spaces.items()},
+                                "default_space": space, "default_space_reason": why}
             d["failure_list"] = [
                 {"path": f.path, "stage": f.stage, "error": f.error, "reason": f.reason}
                 for f in failures
@@ -361,16 +348,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         for r in st.roots:
             print(f"folder    {r}")
         print(f"model     {st.model_id or '(none yet)'}")
-        if st.model_id:
-            from core.quality import quality_for
-
-            q = quality_for(model_id=st.model_id)
-            if q is None:
-                print("quality   not measured for these encoders (crossmix evaluate measures it)")
-            else:
-                print(f"quality   {q.summary()}")
-                space, why = q.best_space(has_vocals=st.full > 0 and st.full >= st.current)
-                print(f"search    default space {space}: {why}")
+        if st.model_id and q is None:
+            print("quality   not measured for these encoders (crossmix evaluate measures it)")
+        elif q is not None:
+            print(f"quality   {q.summary()}")
+            print(f"search    default space {space}: {why}")
         print(f"songs     {st.songs} ({st.files} files; {st.current} searchable, "
               f"{st.full} with vocals, {st.analysed} analysed)")
         if st.stale:
@@ -415,7 +397,9 @@ def cmd_match(args: argparse.Namespace) -> int:
         encoders = _encoders(args)
         space, why = args.space, ""
         if space == "auto":
-            space, why = _auto_space(lib, encoders.model_id, args.encoders)
+            from core.quality import auto_space
+
+            space, why = auto_space(lib.status(), model_id=encoders.model_id, choice=args.encoders)
         with _ctrl_c_cancels(token):
             res = lib.search(
                 args.song, space=space, k=args.k, include_duplicates=args.include_duplicates,

@@ -20,6 +20,7 @@ APT_PACKAGES=(
   ffmpeg libsndfile1 libportaudio2
   festival festvox-czech-dita festvox-czech-krb festvox-czech-machac festvox-czech-ph
   festvox-suopuhe-lj festvox-suopuhe-mv festvox-kallpc16k festvox-kdlpc16k festvox-italp16k festvox-itapc16k
+  flite festvox-ca-ona-hts
   fluidsynth fluid-soundfont-gm rubberband-cli sox
   xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-xinerama0
   libxcb-xkb1 libxkbcommon-x11-0 libxcb-cursor0 libegl1 libgl1 libfontconfig1 libdbus-1-3

@@ -309,3 +309,49 @@ def test_every_extra_voice_sings_in_time_and_band_limited(tmp_path: Path) -> Non
         v = song.vocals.samples
         assert np.sqrt(np.mean(v ** 2)) > 1e-3, voice  # it sang
         assert _band_energy_ratio(v, 44100, VOCAL_BANDWIDTH_HZ + 1000.0) < 1e-5, voice
+
+
+def test_speech_voice_sets_are_real_speakers_and_never_espeak() -> None:
+    from training.corpus_singers import SPEECH_VOICES, VOICE_SETS
+
+    drawn = {draw_singer(seed=3, index=i, voices="speech").voice for i in range(60)}
+    assert drawn == {v.name for v in SPEECH_VOICES}
+    assert all(v.engine in ("flite", "festival-speech") for v in SPEECH_VOICES)
+    assert {v.name for v in VOICE_SETS["wide"]} == {v.name for s in ("extended", "speech") for v in VOICE_SETS[s]}
+    every = [v.name.lower() for s in VOICE_SETS.values() for v in s]
+    assert not [n for n in every if "espeak" in n or n.startswith("mb-")]
+
+
+@pytest.mark.slow
+def test_speech_voices_say_each_syllable_on_its_note(tmp_path: Path) -> None:
+    """A speech-only voice is stretched onto the notes: sound inside the notes, silence
+    between them, and each speech voice renders a whole band-limited song."""
+    from training.corpus_melody import Note
+    from training.corpus_render import speech_sing
+    from training.corpus_singers import SPEECH_VOICES, WORLD_SR
+
+    notes = [Note(0.5, 0.6, 60, "la", 0, False), Note(1.6, 0.9, 62, "mo", 0, False),
+             Note(3.0, 0.5, 64, "ki", 0, False)]
+    for voice in SPEECH_VOICES:
+        work = tmp_path / voice.name
+        work.mkdir()
+        x = speech_sing(notes, voice=voice, workdir=work, seconds=4.0)
+        assert abs(len(x) / WORLD_SR - 4.0) < 0.05, voice.name
+
+        def rms(a: float, b: float, x: np.ndarray = x) -> float:
+            return float(np.sqrt(np.mean(x[int(a * WORLD_SR):int(b * WORLD_SR)] ** 2)))
+
+        inside = min(rms(0.55, 1.05), rms(1.7, 2.4), rms(3.05, 3.45))
+        outside = max(rms(0.0, 0.45), rms(2.55, 2.95), rms(3.55, 4.0))
+        assert inside > 30 * outside, (voice.name, inside, outside)
+    found: dict[str, int] = {}
+    i = 0
+    while len(found) < len(SPEECH_VOICES):
+        found.setdefault(draw_singer(seed=3, index=i, voices="speech").voice, i)
+        i += 1
+    for voice, idx in found.items():
+        song = render_song(seed=3, singer=idx, song=0, seconds=4.0, voices="speech")
+        assert song.truth["singer"]["voice"] == voice
+        v = song.vocals.samples
+        assert np.sqrt(np.mean(v ** 2)) > 1e-3, voice
+        assert _band_energy_ratio(v, 44100, VOCAL_BANDWIDTH_HZ + 1000.0) < 1e-5, voice

@@ -1,4 +1,5 @@
-"""Rendering a song plan to audio: Festival singing, re-voicing, vocal effects, the mix.
+"""Rendering a song plan to audio: Festival singing (or speech voices stretched onto the
+notes), re-voicing, vocal effects, the mix.
 
 Every vocal goes through the same chain whatever its base voice: Festival's output (22.05,
 32 or 44.1 kHz) is resampled to 16 kHz for WORLD, re-synthesised, resampled to 44.1 kHz and
@@ -23,10 +24,12 @@ from training.corpus_melody import Note, SongPlan
 from training.corpus_singers import (
     FRAME_MS,
     WORLD_SR,
+    BaseVoice,
     Singer,
     base_voice,
     design_f0,
     midi_to_hz,
+    pyworld,
     revoice,
 )
 
@@ -87,6 +90,98 @@ def festival_sing(notes: list[Note], *, voice: str, workdir: Path) -> F64:
     return np.asarray(resample(np.ascontiguousarray(mono), int(sr), WORLD_SR)[0], dtype=np.float64)
 
 
+# --- speech-only voices -------------------------------------------------------------------
+
+
+def speak_syllables(lyrics: list[str], *, voice: BaseVoice, workdir: Path) -> dict[str, F64]:
+    """Each of ``lyrics`` said once by speech-only ``voice`` (flite or Festival's plain text
+    mode), trimmed of silence: mono float64 at :data:`WORLD_SR` by syllable."""
+    wavs = {syl: workdir / f"syllable_{i:03d}.wav" for i, syl in enumerate(lyrics)}
+    if voice.engine == "flite":
+        exe = shutil.which("flite")
+        if exe is None:
+            raise TrainingError("flite is not installed; install it with: sudo apt-get install flite")
+        for syl, wav in wavs.items():
+            proc = subprocess.run([exe, "-voice", voice.name.removeprefix("flite_"), "-t", syl, "-o", str(wav)],
+                                  capture_output=True, check=False, timeout=120, cwd=workdir)
+            if proc.returncode != 0:
+                raise TrainingError(f"flite could not say {syl!r} with voice {voice.name} "
+                                    f"({proc.stderr.decode('utf-8', 'replace').strip()[-300:]}).")
+    else:
+        exe = shutil.which("festival")
+        if exe is None:
+            raise TrainingError("Festival is not installed; install it with: sudo apt-get install festival")
+        script = [f"(voice_{voice.name})"]
+        for syl, wav in wavs.items():
+            script.append(f'(utt.save.wave (SynthText "{syl}") "{wav}" \'riff)')
+        (workdir / "speak.scm").write_text("\n".join(script) + "\n", encoding="utf-8")
+        proc = subprocess.run([exe, "-b", str(workdir / "speak.scm")], capture_output=True, check=False,
+                              timeout=600, cwd=workdir)
+        if proc.returncode != 0:
+            raise TrainingError(f"Festival could not speak with voice {voice.name} "
+                                f"({proc.stderr.decode('utf-8', 'replace').strip()[-300:]}).")
+    out: dict[str, F64] = {}
+    for syl, wav in wavs.items():
+        if not wav.is_file():
+            raise TrainingError(f"{voice.name} wrote no audio for {syl!r}; check that its package is installed.")
+        data, sr = sf.read(str(wav), dtype="float32", always_2d=True)
+        x = resample(np.ascontiguousarray(data.mean(axis=1, keepdims=True).T), int(sr), WORLD_SR)[0]
+        out[syl] = _trim_silence(np.asarray(x, dtype=np.float64))
+    return out
+
+
+def _trim_silence(x: F64, *, floor_db: float = -25.0) -> F64:
+    """``x`` without the leading and trailing 10-ms frames quieter than ``floor_db`` below its peak."""
+    hop = int(WORLD_SR * FRAME_MS / 1000.0)
+    n = len(x) // hop
+    if n == 0:
+        return x
+    rms = np.sqrt(np.mean(x[: n * hop].reshape(n, hop) ** 2, axis=1) + 1e-20)
+    loud = np.flatnonzero(20.0 * np.log10(rms / (rms.max() + 1e-20)) > floor_db)
+    if loud.size == 0:
+        return x
+    return x[loud[0] * hop : (loud[-1] + 1) * hop]
+
+
+def speech_sing(notes: list[Note], *, voice: BaseVoice, workdir: Path, seconds: float) -> F64:
+    """``notes`` "sung" by a speech-only voice, for :func:`revoice` to pitch: mono float64 at
+    :data:`WORLD_SR`, ``seconds`` long.
+
+    Each distinct syllable is said once and analysed with WORLD; on each note its frames are
+    laid out so that the unvoiced start (the consonant) keeps its spoken speed, up to 30 % of
+    the note, and the voiced rest (the vowel) is stretched over the remaining frames. The
+    result is synthesised at the voice's natural pitch: the tune is imposed later, as for the
+    voices that sing.
+    """
+    spoken = speak_syllables(sorted({n.lyric for n in notes}), voice=voice, workdir=workdir)
+    frames: dict[str, tuple[npt.NDArray[np.bool_], F64, F64]] = {}
+    for syl, x in spoken.items():
+        # harvest, not dio: dio misses most voicing of the HTS voice's short syllables.
+        f0, t = pyworld.harvest(x, WORLD_SR, frame_period=FRAME_MS, f0_floor=60.0, f0_ceil=800.0)
+        frames[syl] = (f0 > 0, pyworld.cheaptrick(x, f0, t, WORLD_SR), pyworld.d4c(x, f0, t, WORLD_SR))
+    frame_s = FRAME_MS / 1000.0
+    n_frames = int(np.ceil(seconds / frame_s)) + 1
+    bins = next(iter(frames.values()))[1].shape[1]
+    sp = np.full((n_frames, bins), 1e-12)
+    ap = np.ones((n_frames, bins))
+    f0_out = np.zeros(n_frames)
+    for note in notes:
+        a = int(round(note.onset / frame_s))
+        b = min(int(round((note.onset + note.duration) / frame_s)), n_frames)
+        if b - a < 2:
+            continue
+        voiced, s_sp, s_ap = frames[note.lyric]
+        m = len(voiced)
+        first = int(np.argmax(voiced)) if voiced.any() else 0
+        head = min(first, int(0.3 * (b - a)))
+        idx = np.concatenate([np.arange(head), np.round(np.linspace(first, m - 1, b - a - head))]).astype(np.int64)
+        sp[a:b], ap[a:b] = s_sp[idx], s_ap[idx]
+        f0_out[a:b] = np.where(voiced[idx], voice.natural_f0, 0.0)
+    y = pyworld.synthesize(f0_out, np.ascontiguousarray(sp), np.ascontiguousarray(ap), WORLD_SR,
+                           frame_period=FRAME_MS)
+    return np.asarray(y, dtype=np.float64)
+
+
 def sing(plan: SongPlan, *, singer: Singer, rng: np.random.Generator, workdir: Path,
          timings: dict[str, float] | None = None) -> F64:
     """The dry vocal of ``plan`` sung by ``singer``: mono float64, 44.1 kHz, band-limited.
@@ -97,7 +192,11 @@ def sing(plan: SongPlan, *, singer: Singer, rng: np.random.Generator, workdir: P
     if not plan.notes:
         return np.zeros(n_out)
     t0 = time.perf_counter()
-    x = festival_sing(plan.notes, voice=singer.voice, workdir=workdir)
+    voice = base_voice(singer.voice)
+    if voice.engine == "festival-singing":
+        x = festival_sing(plan.notes, voice=singer.voice, workdir=workdir)
+    else:
+        x = speech_sing(plan.notes, voice=voice, workdir=workdir, seconds=plan.seconds)
     t1 = time.perf_counter()
     need = int(round(plan.seconds * WORLD_SR))
     x = np.pad(x, (0, max(0, need - len(x))))[:need]

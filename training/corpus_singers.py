@@ -1,4 +1,4 @@
-"""Synthetic singers: a Festival diphone voice re-voiced with WORLD (pyworld).
+"""Synthetic singers: a Festival or flite voice re-voiced with WORLD (pyworld).
 
 A singer is a base voice plus a handful of continuous voice parameters, all drawn from
 ``(seed, singer index)`` alone, so the same singer sounds the same in every song and across
@@ -32,12 +32,19 @@ FRAME_MS = 10.0
 
 @dataclass(frozen=True)
 class BaseVoice:
-    """An installed Festival diphone voice and its natural speaking pitch (Hz)."""
+    """An installed voice and its natural speaking pitch (Hz).
+
+    ``engine`` says how it is made to sing: ``"festival-singing"`` (a Festival diphone voice
+    sings the notes itself, ``text2wave -mode singing``), ``"flite"`` or ``"festival-speech"``
+    (a speech-only voice says each syllable once, and the syllables are stretched onto the
+    notes with WORLD: :func:`training.corpus_render.speech_sing`).
+    """
 
     name: str
     language: str
     natural_f0: float
     female: bool
+    engine: str = "festival-singing"
 
 
 #: The six Festival diphone voices of the first corpora (festvox-czech-*, festvox-suopuhe-*):
@@ -66,10 +73,27 @@ EXTRA_VOICES: tuple[BaseVoice, ...] = (
     BaseVoice("pc_diphone", "italian", 108.0, False),
 )
 
+#: Speech-only voices that Festival's singing mode cannot use, made to sing syllable by
+#: syllable (:func:`training.corpus_render.speech_sing`): flite's awb, rms and slt (three real
+#: speakers of the CMU ARCTIC recordings: a Scottish male, an American male and an American
+#: female; package flite) and Festival's HTS voice upc_ca_ona (a Catalan female speaker;
+#: festvox-ca-ona-hts). Natural f0 measured on a spoken sentence with WORLD's harvest.
+#: Festival's us-slt HTS voice is the same speaker as flite's slt, flite's kal16 the same as
+#: kal_diphone, and the Russian clunits voice does not read the Latin syllables, so they are not
+#: used.
+SPEECH_VOICES: tuple[BaseVoice, ...] = (
+    BaseVoice("flite_awb", "english", 130.0, False, "flite"),
+    BaseVoice("flite_rms", "english", 102.0, False, "flite"),
+    BaseVoice("flite_slt", "english", 168.0, True, "flite"),
+    BaseVoice("upc_ca_ona_hts", "catalan", 182.0, True, "festival-speech"),
+)
+
 #: Named voice sets a corpus draws its singers' base voices from.
 VOICE_SETS: dict[str, tuple[BaseVoice, ...]] = {
     "classic": BASE_VOICES,
     "extended": BASE_VOICES + EXTRA_VOICES,
+    "speech": SPEECH_VOICES,
+    "wide": BASE_VOICES + EXTRA_VOICES + SPEECH_VOICES,
 }
 
 # Entropy tags that keep the singer and song random streams independent.
@@ -160,7 +184,7 @@ def draw_singer(*, seed: int, index: int, voices: str = "classic") -> Singer:
 
 
 def base_voice(name: str) -> BaseVoice:
-    for v in VOICE_SETS["extended"]:
+    for v in VOICE_SETS["wide"]:
         if v.name == name:
             return v
     raise KeyError(name)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QModelIndex, QPoint, Qt, QTimer, Signal
-from PySide6.QtGui import QGuiApplication
+from PySide6.QtGui import QGuiApplication, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -184,6 +184,7 @@ class LibraryPanel(QWidget):
         self.songs_view.setDragDropMode(QAbstractItemView.DragDropMode.DragOnly)
         self.songs_view.setDefaultDropAction(Qt.DropAction.CopyAction)
         self.songs_view.setWordWrap(False)
+        self.songs_view.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # a path's both ends
         self.songs_view.verticalHeader().hide()
         header = self.songs_view.horizontalHeader()
         # Interactive widths (not ResizeToContents, which measures every row of a big list)
@@ -212,6 +213,13 @@ class LibraryPanel(QWidget):
         return box
 
     # --- song list --------------------------------------------------------------------------
+
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802
+        """Read the catalog again whenever the tab is shown: songs analysed since (by the
+        previews of a query) show their tempo and key."""
+        super().showEvent(event)
+        if self.overview is not None and self.scan_task is None and not self._closing:
+            self.refresh()
 
     def _filter_songs(self, text: str) -> None:
         self.songs_proxy.set_filter_text(text)

@@ -516,3 +516,29 @@ def test_use_as_query_on_the_library_tab_queries_on_the_search_tab(qtbot, tmp_pa
     assert w.tabs.currentIndex() == 0
     assert sig.args[0] is not None and str(sig.args[0].path) == str(songs[1]), w.errors
     w.close()
+
+
+def test_song_list_shows_tempo_and_key_learned_since_when_the_tab_is_shown(qtbot, tmp_path):
+    from gui.library_songs import COLUMNS, ENTRY_ROLE
+
+    folder = tmp_path / "music"
+    songs = _songs(folder, 2)
+    session = _session(tmp_path)
+    panel = LibraryPanel(session, Settings(tmp_path / "s.ini"), TaskRunner())
+    qtbot.addWidget(panel)
+    panel.show()
+    with qtbot.waitSignal(panel.scan_finished, timeout=120_000):
+        panel.add_folder(str(folder))
+    qtbot.waitUntil(lambda: panel.songs_model.rowCount() == 2, timeout=10_000)
+    assert all(panel.songs_model.entry(i).tempo is None for i in range(2))
+    panel.hide()
+    lib = session.library()
+    analysis = lib.analysis_for(lib.catalog.song_by_path(str(songs[1])).id)  # as a preview does
+    with qtbot.waitSignal(panel.overview_updated, timeout=10_000):
+        panel.show()  # the user comes back to the tab
+    proxy = panel.songs_proxy
+    col = [f for f, _ in COLUMNS]
+    row = next(r for r in range(proxy.rowCount())
+               if proxy.index(r, 0).data(ENTRY_ROLE).path == str(songs[1]))
+    assert proxy.index(row, col.index("tempo")).data() == f"{analysis.tempo:.1f} BPM"
+    assert proxy.index(row, col.index("key")).data() == analysis.key

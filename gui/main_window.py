@@ -1086,13 +1086,13 @@ class MainWindow(QMainWindow):
         if dlg.exec():
             self.export_to(dlg.choice())
 
-    def export_selected_dialog(self) -> None:
+    def export_selected_dialog(self) -> ExportDialog | None:
         """Export the selected matches (one file each) in one go."""
-        self.batch_export.dialog(self.table.selected_result_rows())
+        return self.batch_export.dialog(self.table.selected_result_rows())
 
-    def export_all_dialog(self) -> None:
+    def export_all_dialog(self) -> ExportDialog | None:
         """Export every match shown, in the order shown."""
-        self.batch_export.dialog(self.shown_rows())
+        return self.batch_export.dialog(self.shown_rows())
 
     def shown_rows(self) -> list[ResultRow]:
         """The matches in the table, in the order shown."""

@@ -144,11 +144,19 @@ def test_batch_export_writes_every_match_once_with_unique_names(qtbot, window, q
     assert "Exported 4 cross-mixes" in w.banner.text()
     assert not w.batch_export.progress_dialog.isVisible()
 
-    # "Export all shown" exports every row, in the order shown; names stay unique
-    with qtbot.waitSignal(w.batch_export.finished, timeout=180_000) as sig:
-        w.batch_export.start(w.shown_rows(), choice)
-    assert len(sig.args[0].written) == 4
-    assert len(list(out.glob("*.wav"))) == 9  # 4 + 4 + the user's own
+    # "Export all shown": every row, in the order shown, whatever is selected
+    w.table.selectRow(0)
+    dlg = w.export_all_dialog()
+    assert dlg is not None and dlg.windowTitle() == "Export 4 cross-mixes"
+    dlg.reject()
+    assert [r.title for r in w.shown_rows()] == [
+        w.results_proxy.index(i, 1).data() for i in range(4)]
+    # names stay unique against the files of the first batch
+    again = w.session.export_batch(w.result, rows[:2], folder=out, fmt="wav", bitrate="192k",
+                                   full=False, options=w.remix_options(),
+                                   previews=w.rendered_previews())
+    assert all(" (2)" in p.name or " (3)" in p.name for p in again.written), again.written
+    assert len(list(out.glob("*.wav"))) == 7  # 4 + 2 + the user's own
 
 
 def test_batch_export_failures_are_reported_and_lose_nothing(qtbot, tmp_path, query_song):
@@ -220,14 +228,14 @@ def test_batch_export_on_a_disk_that_fills_keeps_the_files_written(qtbot, window
     size = one.stat().st_size
     disk = tmpfs(int(1.6 * size / 1024))  # room for one file, not two
     with qtbot.waitSignal(w.batch_export.finished, timeout=180_000) as sig:
-        w.batch_export.start(rows, ExportChoice(path=disk / "x.wav", format="wav",
-                                                bitrate="192k", full=False))
+        w.batch_export.start(rows[:3], ExportChoice(path=disk / "x.wav", format="wav",
+                                                    bitrate="192k", full=False))
     report = sig.args[0]
-    assert len(report.written) == 1 and len(report.failed) == 3, report
+    assert len(report.written) == 1 and len(report.failed) == 2, report
     assert all("disk full" in reason for _n, reason in report.failed)
     assert load_audio(report.written[0]).duration == pytest.approx(load_audio(one).duration)
     assert sorted(p.name for p in disk.iterdir()) == [report.written[0].name]  # nothing half
-    assert "Exported 1 of 4" in w.errors[-1] and "disk full" in w.errors[-1]
+    assert "Exported 1 of 3" in w.errors[-1] and "disk full" in w.errors[-1]
     w.batch_export.report_box.close()
 
 

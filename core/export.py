@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import tempfile
 import uuid
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +188,54 @@ def export_file_name(name: str, format: str) -> str:
     if dot and base and f".{ext.lower()}" in (*AUDIO_EXTENSIONS, *(f".{f}" for f in FORMATS)):
         text = base
     return f"{safe_file_stem(text)}.{format.lower()}"
+
+
+def unique_export_paths(names: Sequence[str], folder: str | Path, format: str, *,
+                        stems: bool = False) -> list[Path]:
+    """One new file in ``folder`` per name of ``names``, as :func:`export_file_name` names it.
+
+    A name already taken, by a file in ``folder`` (or, with ``stems``, by one of its stem
+    files) or by an earlier name of the list, gets a number: ``"A x B (2).wav"``, ``(3)``...
+    So a batch export never replaces a file and two matches with the same title never
+    overwrite each other.
+    """
+    d = Path(folder)
+    taken: set[str] = set()  # case-folded: the same file on a case-insensitive disk
+    out: list[Path] = []
+    for name in names:
+        first = Path(export_file_name(name, format))
+        n = 1
+        while True:
+            p = d / (first.name if n == 1 else f"{first.stem} ({n}){first.suffix}")
+            files = [p, *stem_paths(p)] if stems else [p]
+            if not any(f.name.casefold() in taken or f.exists() for f in files):
+                break
+            n += 1
+        taken.update(f.name.casefold() for f in files)
+        out.append(p)
+    return out
+
+
+def check_export_folder(folder: str | Path) -> Path:
+    """Make sure files can be written in ``folder`` (created when missing), before any work.
+
+    Raises
+    ------
+    ExportError
+        It is a file, cannot be created, or cannot be written (read-only, no permission,
+        disk full); the message says which and what to do.
+    """
+    d = Path(folder).expanduser()
+    if d.exists() and not d.is_dir():
+        raise ExportError(f"{d}: this is a file, not a folder; choose a folder to export to.")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=d, prefix=".crossmix-write-test-"):
+            pass
+    except OSError as exc:
+        raise ExportError(f"{d}: cannot write in this folder ({exc.strerror or exc}); "
+                          "choose another folder.") from None
+    return d
 
 
 def stem_paths(path: str | Path) -> tuple[Path, Path]:

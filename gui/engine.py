@@ -201,13 +201,74 @@ class Removal:
     stem_bytes: int
 
 
+@dataclass(frozen=True)
+class SongEntry:
+    """One file of the library as the Library tab's song list shows it: an indexed song's
+    file (``song_id`` set) or a file that could not be indexed (``failed`` set)."""
+
+    path: str
+    title: str
+    artist: str
+    duration: float | None
+    tempo: float | None
+    key: str
+    status: str
+    song_id: int | None = None
+    failed: bool = False
+
+    @property
+    def file_name(self) -> str:
+        return os.path.basename(self.path)
+
+    @property
+    def folder(self) -> str:
+        return os.path.dirname(self.path)
+
+
 @dataclass
 class LibraryOverview:
-    """What the Library tab shows: status, per-folder counts, failures."""
+    """What the Library tab shows: status, per-folder counts, failures, the song list."""
 
     status: Any  # core.library.LibraryStatus
     folders: list[tuple[str, int, int]]  # (folder, files, songs)
     failures: list[Any]  # core.catalog.Failure
+    songs: list[SongEntry] = field(default_factory=list)
+
+
+def song_entries(lib: Any, *, damaged: set[int] | None = None) -> list[SongEntry]:
+    """Every file of ``lib`` (a :class:`core.library.Library`) with its song's tags, length,
+    tempo/key (when analysed) and status, then every file that could not be indexed."""
+    model = lib.catalog.model_id
+    damaged = damaged if damaged is not None else set()
+    out = []
+    for s in lib.catalog.songs(with_analysis=False):
+        if s.id in damaged:
+            status = "Damaged embedding: re-embedded by the next Rescan"
+        elif model is not None and s.model_id == model:
+            status = "Searchable" + (", vocal separated" if s.mode == "full" else "")
+        else:
+            status = "Waiting to be re-embedded (Rescan)"
+        for path in s.paths:
+            out.append(SongEntry(path=path, title=s.title or Path(path).stem,
+                                 artist=s.artist or "", duration=s.duration, tempo=s.tempo,
+                                 key=s.key or "", status=status, song_id=s.id))
+    for f in lib.failures():
+        out.append(SongEntry(path=f.path, title=Path(f.path).stem, artist="", duration=None,
+                             tempo=None, key="", status=f"Not indexed ({f.stage}): {f.reason}",
+                             failed=True))
+    return out
+
+
+@dataclass
+class BatchExport:
+    """What :meth:`Session.export_batch` did: files written, matches that failed and why."""
+
+    folder: Path
+    total: int
+    written: list[Path] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (file name, reason)
+    cancelled: bool = False
+    exported: dict[int, Path] = field(default_factory=dict)  # song id -> its file written
 
 
 def _default_separator(device: torch.device) -> Any:
@@ -638,7 +699,8 @@ class Session:
 
     def library_overview(self, *, progress: ProgressFn | None = None,
                          cancel: CancelToken | None = None) -> LibraryOverview:
-        """Status, per-folder file/song counts and failures (reads the catalog only)."""
+        """Status, per-folder file/song counts, failures and the song list (reads the catalog
+        only)."""
         lib = self._require_library()
         status = lib.status()
         rows = lib.catalog.file_rows()
@@ -647,7 +709,10 @@ class Session:
             prefix = root.rstrip("/") + "/"
             under = [r for p, r in rows.items() if p == root or p.startswith(prefix)]
             folders.append((root, len(under), len({r.song_id for r in under})))
-        return LibraryOverview(status=status, folders=folders, failures=lib.failures())
+        return LibraryOverview(status=status, folders=folders, failures=lib.failures(),
+                               songs=song_entries(lib,
+                                                  damaged=lib.catalog.damaged_vector_songs()
+                                                  if status.damaged else set()))
 
     def add_demo_if_empty(self, songs_dir: str | Path, *, progress: ProgressFn | None = None,
                           cancel: CancelToken | None = None) -> bool:
@@ -737,6 +802,24 @@ class Session:
                 progress: ProgressFn | None = None,
                 cancel: CancelToken | None = None) -> PreviewResult:
         """Render the cross-mix of ``query``'s vocal over ``row``'s accompaniment."""
+        cm, stems = self._render(query, row, options=options, progress=progress, cancel=cancel)
+        if progress is not None:
+            progress(Progress("preview", 2, 3, "steps", "drawing"))
+        acc = stems.full_band_accompaniment
+        envs = {"mix": envelope(stems.mix), "accompaniment": envelope(acc),
+                "crossmix": envelope(cm.mix)}
+        layers = {"mix": [playable(stems.mix)], "accompaniment": [playable(acc)],
+                  "crossmix": [playable(cm.vocals), playable(cm.accompaniment)]}
+        srs = {"mix": stems.mix.sr, "accompaniment": acc.sr, "crossmix": cm.mix.sr}
+        if progress is not None:
+            progress(Progress("preview", 3, 3, "steps"))
+        return PreviewResult(row=row, crossmix=cm, match_stems=stems, envs=envs, layers=layers,
+                             sr=srs, options=options)
+
+    def _render(self, query: QueryResult, row: ResultRow, *, options: Any,
+                progress: ProgressFn | None = None,
+                cancel: CancelToken | None = None) -> tuple[Any, Any]:
+        """The match's stems (separated first if needed) and the rendered cross-mix."""
         from core.remix import render_cross_mix
 
         lib = self.library()
@@ -767,18 +850,7 @@ class Session:
                               match_analysis=match_analysis, options=options,
                               similarity=row.similarity, progress=rendering, cancel=cancel)
         check_cancel(cancel, "the preview")
-        if progress is not None:
-            progress(Progress("preview", 2, 3, "steps", "drawing"))
-        acc = stems.full_band_accompaniment
-        envs = {"mix": envelope(stems.mix), "accompaniment": envelope(acc),
-                "crossmix": envelope(cm.mix)}
-        layers = {"mix": [playable(stems.mix)], "accompaniment": [playable(acc)],
-                  "crossmix": [playable(cm.vocals), playable(cm.accompaniment)]}
-        srs = {"mix": stems.mix.sr, "accompaniment": acc.sr, "crossmix": cm.mix.sr}
-        if progress is not None:
-            progress(Progress("preview", 3, 3, "steps"))
-        return PreviewResult(row=row, crossmix=cm, match_stems=stems, envs=envs, layers=layers,
-                             sr=srs, options=options)
+        return cm, stems
 
     def export(self, query: QueryResult, preview: PreviewResult, *, path: Path, fmt: str,
                bitrate: str, full: bool, options: Any, overwrite: bool = False,
@@ -787,6 +859,20 @@ class Session:
         """Write the cross-mix (re-rendered over the whole song when ``full``) to ``path``;
         with ``stems`` also its vocal and accompaniment beside it (as ``crossmix remix
         --stems``: ``<name>_vocals.<ext>``, ``<name>_accompaniment.<ext>``)."""
+        return self.export_match(query, preview.row, preview=preview, path=path, fmt=fmt,
+                                 bitrate=bitrate, full=full, options=options,
+                                 overwrite=overwrite, stems=stems, progress=progress,
+                                 cancel=cancel)
+
+    def export_match(self, query: QueryResult, row: ResultRow, *, path: Path, fmt: str,
+                     bitrate: str, full: bool, options: Any, preview: PreviewResult | None = None,
+                     overwrite: bool = False, stems: bool = False,
+                     progress: ProgressFn | None = None,
+                     cancel: CancelToken | None = None) -> Path:
+        """Write the cross-mix of ``row`` to ``path``: the rendered ``preview`` when its
+        options are the export's, else rendered now (from its stems when there is a preview,
+        separating the match first when it has none yet). Cancel is checked up to the
+        encoding; the files are written together or not at all (:func:`export_cross_mix`)."""
         from core.export import cross_mix_tags, export_cross_mix
         from core.remix import render_cross_mix
 
@@ -795,29 +881,93 @@ class Session:
             raise CrossmixError(f"{query.path}: the query has no tempo analysis to align to.")
         if progress is not None:
             progress(Progress("export", 0, 2, "steps", "rendering"))
-        if opts == preview.options:
+        if preview is not None and opts == preview.options:
             cm = preview.crossmix
-        else:
+        elif preview is not None:
             lib = self.library()
             assert lib is not None
             cm = render_cross_mix(
                 query_vocals=query.stems.vocals, query_analysis=query.analysis,
                 match_accompaniment=preview.match_stems.full_band_accompaniment,
-                match_analysis=lib.analysis_for(preview.row.match.song_id), options=opts,
-                similarity=preview.row.similarity, cancel=cancel)
+                match_analysis=lib.analysis_for(row.match.song_id), options=opts,
+                similarity=row.similarity, cancel=cancel)
+        else:
+            cm, _stems = self._render(query, row, options=opts, progress=progress,
+                                      cancel=cancel)
         check_cancel(cancel, "the export")
         if progress is not None:
             progress(Progress("export", 1, 2, "steps", "encoding"))
-        artists = ", ".join(a for a in (query.artist, preview.row.artist) if a)
-        tags = cross_mix_tags(query_title=query.title, match_title=preview.row.title,
+        artists = ", ".join(a for a in (query.artist, row.artist) if a)
+        tags = cross_mix_tags(query_title=query.title, match_title=row.title,
                               artist=artists or "Crossmix", query_source=Path(query.path).name,
-                              match_source=Path(preview.row.path).name)
+                              match_source=Path(row.path).name)
         written = export_cross_mix(path, cm.mix, vocals=cm.vocals if stems else None,
                                    accompaniment=cm.accompaniment if stems else None,
                                    format=fmt, bitrate=bitrate, tags=tags, overwrite=overwrite)
         if progress is not None:
             progress(Progress("export", 2, 2, "steps"))
         return Path(written[0])
+
+    def export_batch(self, query: QueryResult, rows: list[ResultRow], *, folder: Path, fmt: str,
+                     bitrate: str, full: bool, options: Any, stems: bool = False,
+                     previews: dict[int, PreviewResult] | None = None,
+                     progress: ProgressFn | None = None,
+                     cancel: CancelToken | None = None) -> BatchExport:
+        """Export the cross-mix of every row of ``rows`` into ``folder``, one after another.
+
+        Files are named as a single export names them (``"<query> x <match>.<fmt>"``, dots
+        kept), numbered when a name is taken, so nothing is replaced. A match that fails
+        (a moved file, a full disk) is recorded with its reason and the others go on; after
+        Cancel the match being rendered is not written and the files already written stay.
+        ``previews`` (rendered cross-mixes by song id) are used instead of rendering again.
+
+        Raises
+        ------
+        core.errors.ExportError
+            The folder cannot be written or the format is unknown: checked before any work.
+        """
+        from core.export import check_export_folder, export_format, unique_export_paths
+
+        fmt = export_format(f"x.{fmt}")
+        folder = check_export_folder(folder)
+        names = [f"{query.title} x {row.title}" for row in rows]
+        paths = unique_export_paths(names, folder, fmt, stems=stems)
+        report = BatchExport(folder=folder, total=len(rows))
+        n = len(rows)
+        for i, (row, path) in enumerate(zip(rows, paths, strict=True)):
+            if cancel is not None and cancel.cancelled:
+                report.cancelled = True
+                break
+            if progress is not None:
+                progress(Progress("export", i, n, "matches", f"{i + 1} of {n}: {path.name}"))
+
+            def step(p: Progress, i: int = i, name: str = path.name) -> None:
+                if progress is not None and p.total:
+                    progress(Progress("export", i + min(p.done / p.total, 1.0) * 0.99, n,
+                                      "matches", f"{i + 1} of {n}: {name}"))
+
+            sid = getattr(row.match, "song_id", None)
+            try:
+                self.export_match(query, row, path=path, fmt=fmt, bitrate=bitrate, full=full,
+                                  options=options, stems=stems,
+                                  preview=(previews or {}).get(sid) if sid is not None else None,
+                                  progress=step, cancel=cancel)
+            except Cancelled:
+                report.cancelled = True
+                break
+            except CrossmixError as exc:
+                report.failed.append((path.name, str(exc)))
+            except Exception as exc:  # noqa: BLE001 - one match must not lose the others
+                log.exception("exporting %s", path)
+                report.failed.append((path.name, f"unexpected error ({type(exc).__name__}: "
+                                                  f"{exc})"))
+            else:
+                report.written.append(path)
+                if sid is not None:
+                    report.exported[int(sid)] = path
+        if progress is not None and not report.cancelled:
+            progress(Progress("export", n, n, "matches"))
+        return report
 
 
 def encoders_factory_for(checkpoint: str) -> Callable[[torch.device], Any]:

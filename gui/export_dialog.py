@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
+    QLabel,
     QLineEdit,
     QMessageBox,
     QPushButton,
@@ -47,10 +48,14 @@ def safe_filename(text: str) -> str:
 
 
 class ExportDialog(QDialog):
-    def __init__(self, settings: Settings, *, suggested_name: str,
+    """Where and how to export; with ``batch`` (a number of matches) there is no file name:
+    each file is named ``"<query> x <match>"`` as a single export is, numbered when taken."""
+
+    def __init__(self, settings: Settings, *, suggested_name: str, batch: int | None = None,
                  parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.setWindowTitle("Export cross-mix")
+        self.batch = batch
+        self.setWindowTitle(f"Export {batch} cross-mixes" if batch else "Export cross-mix")
         self.settings = settings
         self.overwrite = False
         self.suggested_name = safe_filename(suggested_name)
@@ -81,7 +86,14 @@ class ExportDialog(QDialog):
         row.addWidget(self.folder, 1)
         row.addWidget(browse)
         form.addRow("Folder", row)
-        form.addRow("File name", self.name)
+        if batch:
+            self.names_note = QLabel(
+                f"Each file is named “query x match”, e.g. “{self.suggested_name}”; a name "
+                "already taken gets a number, so no file is replaced.")
+            self.names_note.setWordWrap(True)
+            form.addRow("File names", self.names_note)
+        else:
+            form.addRow("File name", self.name)
         form.addRow("", self.stems)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save
                                    | QDialogButtonBox.StandardButton.Cancel)
@@ -125,6 +137,13 @@ class ExportDialog(QDialog):
 
     def _accept(self) -> None:
         self.overwrite = False
+        if not self.folder.text().strip():
+            QMessageBox.warning(self, "No folder", "Choose the folder to export to.")
+            return
+        if self.batch:  # numbered names: nothing to replace
+            self.remember()
+            self.accept()
+            return
         existing = [p for p in self.choice().targets() if p.exists()]
         if existing:
             names = "\n".join(str(p) for p in existing)

@@ -1,5 +1,6 @@
-"""Library tab: folders with counts, failures with reasons, add / rescan / remove, and the
-indexing progress with ETA and Cancel.
+"""Library tab: the song list (sortable, filtered by words, a song used as the query, shown
+in its folder or dragged out), folders with counts, failures with reasons, add / rescan /
+remove, and the indexing progress with ETA and Cancel.
 
 Removing a folder asks first and can be undone for :data:`UNDO_SECONDS`; the separated stems
 of its songs are deleted when the undo is no longer offered (so an undo does not separate
@@ -10,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QModelIndex, QPoint, Qt, QTimer, Signal
+from PySide6.QtGui import QGuiApplication, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -19,10 +21,13 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QLineEdit,
+    QMenu,
     QMessageBox,
     QProgressBar,
     QPushButton,
     QSplitter,
+    QTableView,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -30,7 +35,9 @@ from PySide6.QtWidgets import (
 )
 
 from core.progress import Progress
-from gui.engine import LibraryOverview, Removal, Session
+from gui import desktop
+from gui.engine import LibraryOverview, Removal, Session, SongEntry
+from gui.library_songs import ENTRY_ROLE, SongsModel, SongsProxy
 from gui.settings import Settings
 from gui.workers import Task, TaskRunner
 
@@ -69,6 +76,7 @@ class LibraryPanel(QWidget):
     scan_finished = Signal(object)  # ScanReport | None
     overview_updated = Signal(object)  # LibraryOverview | None
     error = Signal(str)
+    query_requested = Signal(list)  # [path]: "Use as query" on a song of the list
 
     def __init__(self, session: Session, settings: Settings, runner: TaskRunner,
                  parent: QWidget | None = None) -> None:
@@ -139,13 +147,18 @@ class LibraryPanel(QWidget):
         prog.addWidget(self.cancel_button)
         self._set_scanning(False)
 
+        sbox = self._build_song_list()
         fbox = QGroupBox("Folders")
         QVBoxLayout(fbox).addWidget(self.folders)
         xbox = QGroupBox("Files that could not be indexed")
         QVBoxLayout(xbox).addWidget(self.failures)
         split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(sbox)
         split.addWidget(fbox)
         split.addWidget(xbox)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 1)
+        split.setStretchFactor(2, 1)
 
         lay = QVBoxLayout(self)
         lay.addWidget(self.summary)
@@ -153,6 +166,131 @@ class LibraryPanel(QWidget):
         lay.addLayout(buttons)
         lay.addLayout(prog)
         lay.addWidget(split, 1)
+
+    def _build_song_list(self) -> QGroupBox:
+        """The library's files in a model/view table (no widget per row: thousands of songs
+        stay quick), sortable by any column, filtered by the words typed above it."""
+        self.songs_model = SongsModel(self)
+        self.songs_proxy = SongsProxy(self)
+        self.songs_proxy.setSourceModel(self.songs_model)
+        self.songs_view = QTableView()
+        self.songs_view.setModel(self.songs_proxy)
+        self.songs_view.setSortingEnabled(True)
+        self.songs_view.sortByColumn(0, Qt.SortOrder.AscendingOrder)
+        self.songs_view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.songs_view.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.songs_view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.songs_view.setDragEnabled(True)  # the files themselves, to a file manager
+        self.songs_view.setDragDropMode(QAbstractItemView.DragDropMode.DragOnly)
+        self.songs_view.setDefaultDropAction(Qt.DropAction.CopyAction)
+        self.songs_view.setWordWrap(False)
+        self.songs_view.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # a path's both ends
+        self.songs_view.verticalHeader().hide()
+        header = self.songs_view.horizontalHeader()
+        # Interactive widths (not ResizeToContents, which measures every row of a big list)
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        header.setStretchLastSection(True)
+        for col, width in enumerate((220, 140, 180, 60, 80, 80, 240)):
+            self.songs_view.setColumnWidth(col, width)
+        self.songs_view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.songs_view.customContextMenuRequested.connect(self._songs_menu_requested)
+        self.songs_view.doubleClicked.connect(self._song_double_clicked)
+        self.song_filter = QLineEdit()
+        self.song_filter.setPlaceholderText("Filter: words of the title, artist, file, folder, "
+                                            "key or status")
+        self.song_filter.setClearButtonEnabled(True)
+        self.song_filter.textChanged.connect(self._filter_songs)
+        self.songs_count = QLabel("")
+        row = QHBoxLayout()
+        row.addWidget(self.song_filter, 1)
+        row.addWidget(self.songs_count)
+        box = QGroupBox("Songs")
+        box.setToolTip("Double-click a song to search with it; right-click for more; drag "
+                       "songs out to copy the files")
+        lay = QVBoxLayout(box)
+        lay.addLayout(row)
+        lay.addWidget(self.songs_view, 1)
+        return box
+
+    # --- song list --------------------------------------------------------------------------
+
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802
+        """Read the catalog again whenever the tab is shown: songs analysed since (by the
+        previews of a query) show their tempo and key."""
+        super().showEvent(event)
+        if self.overview is not None and self.scan_task is None and not self._closing:
+            self.refresh()
+
+    def _filter_songs(self, text: str) -> None:
+        self.songs_proxy.set_filter_text(text)
+        self._update_songs_count()
+
+    def _update_songs_count(self) -> None:
+        total, shown = self.songs_model.rowCount(), self.songs_proxy.rowCount()
+        words = self.song_filter.text().strip()
+        if not total:
+            self.songs_count.setText("No songs yet: add a folder")
+        elif words and not shown:
+            self.songs_count.setText(f"No file matches “{words}” ({total} in all)")
+        elif shown < total:
+            self.songs_count.setText(f"{shown} of {total} files")
+        else:
+            self.songs_count.setText(f"{total} files")
+
+    def selected_songs(self) -> list[SongEntry]:
+        """The songs selected in the list, in the order shown."""
+        rows = sorted({i.row() for i in self.songs_view.selectionModel().selectedRows()})
+        out = []
+        for r in rows:
+            e = self.songs_proxy.data(self.songs_proxy.index(r, 0), ENTRY_ROLE)
+            if isinstance(e, SongEntry):
+                out.append(e)
+        return out
+
+    def songs_menu(self, entries: list[SongEntry]) -> QMenu:
+        """The right-click menu of the selected songs."""
+        menu = QMenu(self)
+        paths = [e.path for e in entries]
+        many = len(paths) > 1
+        menu.addAction(f"Use as queries ({len(paths)})" if many else "Use as query",
+                       lambda: self.use_as_query(paths))
+        show = menu.addAction("Show in folder", lambda: self.show_in_folder(paths[0]))
+        show.setEnabled(not many)
+        menu.addAction("Copy file paths" if many else "Copy file path",
+                       lambda: QGuiApplication.clipboard().setText("\n".join(paths)))
+        return menu
+
+    def _songs_menu_requested(self, pos: QPoint) -> None:
+        idx = self.songs_view.indexAt(pos)
+        if not idx.isValid():
+            return
+        if not self.songs_view.selectionModel().isRowSelected(idx.row(), idx.parent()):
+            self.songs_view.selectRow(idx.row())
+        entries = self.selected_songs()
+        if entries:
+            self.songs_menu(entries).popup(self.songs_view.viewport().mapToGlobal(pos))
+
+    def _song_double_clicked(self, idx: QModelIndex) -> None:
+        e = self.songs_proxy.data(idx, ENTRY_ROLE)
+        if isinstance(e, SongEntry):
+            self.use_as_query([e.path])
+
+    def use_as_query(self, paths: list[str]) -> None:
+        """Search with these songs, as if they were dropped on the Search tab."""
+        missing = [p for p in paths if not Path(p).is_file()]
+        if missing:
+            self.show_message(f"{missing[0]}: the file is not there any more (moved, renamed "
+                              "or on a disconnected drive?); Rescan to update the list.",
+                              "error")
+            paths = [p for p in paths if p not in missing]
+        if paths:
+            self.query_requested.emit(paths)
+
+    def show_in_folder(self, path: str) -> bool:
+        why = desktop.show_in_folder(path)
+        if why is not None:
+            self.show_message(why, "error")
+        return why is None
 
     # --- state ------------------------------------------------------------------------------
 
@@ -223,6 +361,8 @@ class LibraryPanel(QWidget):
             reason = QTableWidgetItem(f.reason)
             reason.setToolTip(f.reason)
             self.failures.setItem(i, 2, reason)
+        self.songs_model.set_entries(ov.songs)
+        self._update_songs_count()
         self.overview_updated.emit(ov)
 
     # --- actions ----------------------------------------------------------------------------

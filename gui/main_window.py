@@ -14,11 +14,10 @@ from collections import OrderedDict, deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QEvent, QModelIndex, QObject, QPoint, Qt, QTimer, QUrl, Signal
+from PySide6.QtCore import QEvent, QModelIndex, QObject, QPoint, Qt, QTimer, Signal
 from PySide6.QtGui import (
     QAction,
     QCloseEvent,
-    QDesktopServices,
     QGuiApplication,
     QKeyEvent,
     QKeySequence,
@@ -42,7 +41,6 @@ from PySide6.QtWidgets import (
     QSpinBox,
     QSplitter,
     QStackedWidget,
-    QTableView,
     QTabWidget,
     QVBoxLayout,
     QWidget,
@@ -50,6 +48,9 @@ from PySide6.QtWidgets import (
 
 from core.audio import AUDIO_EXTENSIONS
 from core.progress import Progress
+from gui import desktop
+from gui.batch_export import BatchExporter
+from gui.drag_out import DragOut, ResultsTable
 from gui.drop_zone import DropZone
 from gui.engine import PreviewResult, QueryResult, Session
 from gui.export_dialog import ExportChoice, ExportDialog
@@ -324,12 +325,16 @@ class MainWindow(QMainWindow):
         self.results_model = ResultsModel(self)
         self.results_proxy = ResultsProxy(self)
         self.results_proxy.setSourceModel(self.results_model)
-        self.table = QTableView()
+        # Several rows can be selected (batch export, dragging out); the current row is
+        # the one previewed.
+        self.table = ResultsTable()
         self.table.setModel(self.results_proxy)
         self.table.setSortingEnabled(True)
         self.table.sortByColumn(0, Qt.SortOrder.AscendingOrder)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.table.setToolTip("Click a match to hear its cross-mix; Ctrl/Shift+click selects "
+                              "several to export; drag matches out to get their files")
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().hide()
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
@@ -337,6 +342,9 @@ class MainWindow(QMainWindow):
         self.table.selectionModel().currentRowChanged.connect(self._row_selected)
         self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.table.customContextMenuRequested.connect(self._results_menu_requested)
+        self.drag_out = DragOut(self)
+        self.table.drag_started.connect(self.drag_out.start)
+        self.batch_export = BatchExporter(self)
         results = QWidget()
         rl = QVBoxLayout(results)
         rl.setContentsMargins(0, 0, 0, 0)
@@ -445,6 +453,11 @@ class MainWindow(QMainWindow):
         self.export_action = m.addAction("&Export cross-mix…", QKeySequence("Ctrl+E"),
                                          self.export_dialog)
         self.export_action.setEnabled(False)
+        self.export_selected_action = m.addAction(
+            "Export &selected matches…", QKeySequence("Ctrl+Shift+E"),
+            self.export_selected_dialog)
+        self.export_all_action = m.addAction("Export &all shown matches…",
+                                             self.export_all_dialog)
         m.addSeparator()
         m.addAction("&Quit", QKeySequence.StandardKey.Quit, self.close)
         h = self.menuBar().addMenu("&Help")
@@ -481,8 +494,9 @@ class MainWindow(QMainWindow):
             "suits it (Kim et al. 2021, cross-domain vocal/mix embeddings); click a match to hear "
             "the tempo-aligned cross-mix.\n\n"
             "Keys: Space plays and pauses, Ctrl+O opens songs, Ctrl+E exports the cross-mix, "
-            "Delete takes a song out of the queue. Right-click a match to show it in its folder "
-            "or to search with it.\n\n"
+            "Ctrl+Shift+E exports the selected matches, Delete takes a song out of the queue. "
+            "Right-click a match to show it in its folder, to search with it or to export "
+            "several at once; drag matches out to a file manager to get their files.\n\n"
             "Everything is also on the command line: crossmix --help.")
         box.setModal(False)
         box.show()
@@ -498,6 +512,12 @@ class MainWindow(QMainWindow):
         menu.addAction("Show in folder", lambda: self.show_in_folder(row.path))
         menu.addAction("Copy file path",
                        lambda: QGuiApplication.clipboard().setText(row.path))
+        menu.addSeparator()
+        n = len(self.table.selected_result_rows())
+        menu.addAction(f"Export selected ({n})…" if n > 1 else "Export selected…",
+                       self.export_selected_dialog)
+        menu.addAction(f"Export all shown ({self.results_model.rowCount()})…",
+                       self.export_all_dialog)
         return menu
 
     def _results_menu_requested(self, pos: QPoint) -> None:
@@ -508,15 +528,10 @@ class MainWindow(QMainWindow):
 
     def show_in_folder(self, path: str) -> bool:
         """Open the file manager on the folder holding ``path``."""
-        folder = Path(path).parent
-        if not folder.is_dir():
-            self.show_error(f"{folder}: the folder is not there any more (moved or on a "
-                            "disconnected drive?).")
-            return False
-        if not QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder))):
-            self.show_error(f"{folder}: no file manager could be opened here.")
-            return False
-        return True
+        why = desktop.show_in_folder(path)
+        if why is not None:
+            self.show_error(why)
+        return why is None
 
     # --- messages ---------------------------------------------------------------------------
 
@@ -1071,9 +1086,32 @@ class MainWindow(QMainWindow):
         if dlg.exec():
             self.export_to(dlg.choice())
 
+    def export_selected_dialog(self) -> ExportDialog | None:
+        """Export the selected matches (one file each) in one go."""
+        return self.batch_export.dialog(self.table.selected_result_rows())
+
+    def export_all_dialog(self) -> ExportDialog | None:
+        """Export every match shown, in the order shown."""
+        return self.batch_export.dialog(self.shown_rows())
+
+    def shown_rows(self) -> list[ResultRow]:
+        """The matches in the table, in the order shown."""
+        p = self.results_proxy
+        rows = [p.data(p.index(i, 0), ROW_ROLE) for i in range(p.rowCount())]
+        return [r for r in rows if isinstance(r, ResultRow)]
+
+    def rendered_previews(self) -> dict[int, PreviewResult]:
+        """The cross-mixes of the current query rendered so far, by song id (reused by the
+        batch export and dragging out instead of rendering again)."""
+        out = dict(self._previews)
+        if self.preview is not None and (sid := self._song_id(self.preview.row)) is not None:
+            out[sid] = self.preview
+        return out
+
     def export_to(self, choice: ExportChoice) -> Task | None:
         if self.preview is None or self.result is None:
             return None
+        row = self.preview.row
         task = Task(self.session.export, self.result, self.preview, path=choice.path,
                     fmt=choice.format, bitrate=choice.bitrate, full=choice.full,
                     overwrite=choice.overwrite, stems=choice.stems,
@@ -1099,7 +1137,7 @@ class MainWindow(QMainWindow):
 
         task.signals.progress.connect(progress)
         task.signals.finished.connect(
-            lambda path: self._export_done(path, stems=choice.stems))
+            lambda path: self._export_done(path, stems=choice.stems, row=row))
         task.signals.failed.connect(self._export_failed)
         task.signals.cancelled.connect(lambda: self._export_cancelled(choice.path, started))
         task.signals.done.connect(dlg.close)
@@ -1110,7 +1148,10 @@ class MainWindow(QMainWindow):
         self.show_error(msg)
         self.export_finished.emit(None)
 
-    def _export_done(self, path: Path, *, stems: bool = False) -> None:
+    def _export_done(self, path: Path, *, stems: bool = False,
+                     row: ResultRow | None = None) -> None:
+        if row is not None:  # a drag of that match carries this file from now on
+            self.drag_out.remember_song_export(self._song_id(row), path)
         self.show_info(f"Exported {path}" + (" and its stems (_vocals, _accompaniment)"
                                              if stems else ""))
         self.export_finished.emit(path)

@@ -115,6 +115,10 @@ class ResultsModel(QAbstractTableModel):
             return COLUMNS[section][1]
         return None
 
+    def flags(self, index: _Index) -> Qt.ItemFlag:
+        f = super().flags(index)  # a match can be dragged out (gui.drag_out)
+        return f | Qt.ItemFlag.ItemIsDragEnabled if index.isValid() else f
+
     def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():
             return None

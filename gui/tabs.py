@@ -44,6 +44,12 @@ def build_tabs(window: MainWindow) -> None:
 
     lib = LibraryPanel(window.session, window.settings, window.runner)
     lib.error.connect(window.show_error)
+
+    def use_as_query(paths: list[str]) -> None:  # a song of the Library tab's list
+        window.tabs.setCurrentIndex(0)
+        window.enqueue(paths)
+
+    lib.query_requested.connect(use_as_query)
     window.library_panel = lib
     _put_tab(window, lib, "Library")
     lib.refresh()

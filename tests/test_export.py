@@ -16,7 +16,14 @@ from synth_songs import SR, make_song
 
 from core.audio import Audio, load_audio
 from core.errors import ExportError
-from core.export import cross_mix_tags, export_audio, export_cross_mix, stem_paths
+from core.export import (
+    check_export_folder,
+    cross_mix_tags,
+    export_audio,
+    export_cross_mix,
+    stem_paths,
+    unique_export_paths,
+)
 
 TAGS = {"title": "Query x Match", "artist": "Crossmix", "comment": "vocal of query.wav over match.mp3"}
 
@@ -120,3 +127,28 @@ def test_cross_mix_stems_are_sample_aligned_and_all_or_nothing(tmp_path: Path) -
     lengths = {sf.info(str(p)).frames for p in written}
     assert lengths == {mix.n}
     assert ffprobe_tags(v_path)["title"] == "Query x Match (vocals)"
+
+
+def test_unique_export_paths_keep_dots_and_never_reuse_a_name(tmp_path: Path) -> None:
+    (tmp_path / "Q v1.0 x Bravo.wav").write_bytes(b"taken")
+    (tmp_path / "Q v1.0 x Delta_vocals.wav").write_bytes(b"a stem of an older export")
+    names = ["Q v1.0 x Alpha", "Q v1.0 x Alpha", "Q v1.0 x Bravo", "Q v1.0 x alpha",
+             "Q v1.0 x Delta"]
+    got = [p.name for p in unique_export_paths(names, tmp_path, "wav")]
+    assert got == ["Q v1.0 x Alpha.wav", "Q v1.0 x Alpha (2).wav", "Q v1.0 x Bravo (2).wav",
+                   "Q v1.0 x alpha (3).wav", "Q v1.0 x Delta.wav"]
+    # with stems, a name whose stem file exists is taken too
+    with_stems = unique_export_paths(["Q v1.0 x Delta"], tmp_path, "wav", stems=True)
+    assert [p.name for p in with_stems] == ["Q v1.0 x Delta (2).wav"]
+    assert all(p.parent == tmp_path for p in with_stems)
+
+
+def test_check_export_folder_says_what_is_wrong(tmp_path: Path) -> None:
+    new = check_export_folder(tmp_path / "new" / "folder")
+    assert new.is_dir() and not list(new.iterdir())  # created; the write test left nothing
+    f = tmp_path / "a file"
+    f.write_text("x")
+    with pytest.raises(ExportError, match="this is a file, not a folder"):
+        check_export_folder(f)
+    with pytest.raises(ExportError, match="cannot write in this folder"):
+        check_export_folder(f / "below")

@@ -367,3 +367,178 @@ def test_switching_to_full_mode_says_what_it_costs_and_indexes_in_view(qtbot, tm
         assert panel.scan_task is not None  # started at once, with its progress shown
     assert sig.args[0] is not None and settings.get("library/scan_mode") == "full"
     assert session.library().status().full == 2
+
+
+def test_song_list_sorts_filters_and_acts_on_a_song(qtbot, tmp_path, monkeypatch):
+    from PySide6.QtGui import QDesktopServices
+    from PySide6.QtWidgets import QApplication
+
+    from gui.library_songs import COLUMNS, ENTRY_ROLE
+
+    folder = tmp_path / "music"
+    songs = _songs(folder, 3, seconds=6.0)
+    (folder / "broken.flac").write_bytes(b"fLaC" + b"\0" * 100)
+    session = _session(tmp_path)
+    panel = LibraryPanel(session, Settings(tmp_path / "s.ini"), TaskRunner())
+    qtbot.addWidget(panel)
+    panel.show()
+    with qtbot.waitSignal(panel.scan_finished, timeout=120_000):
+        panel.add_folder(str(folder))
+    qtbot.waitUntil(lambda: panel.songs_model.rowCount() == 4, timeout=10_000)
+    # one song analysed (as a preview does): its tempo and key show after a refresh
+    lib = session.library()
+    first = lib.catalog.song_by_path(str(songs[0]))
+    analysis = lib.analysis_for(first.id)
+    with qtbot.waitSignal(panel.overview_updated, timeout=10_000):
+        panel.refresh()
+    view, proxy = panel.songs_view, panel.songs_proxy
+    col = {field: i for i, (field, _) in enumerate(COLUMNS)}
+
+    def shown(field: str) -> list[str]:
+        return [proxy.index(r, col[field]).data() for r in range(proxy.rowCount())]
+
+    assert sorted(shown("file_name")) == ["broken.flac", "song0.wav", "song1.wav", "song2.wav"]
+    by_file = {proxy.index(r, col["file_name"]).data(): proxy.index(r, 0).data(ENTRY_ROLE)
+               for r in range(proxy.rowCount())}
+    assert by_file["song1.wav"].status == "Searchable"
+    assert by_file["song1.wav"].folder == str(folder)
+    assert by_file["broken.flac"].failed
+    assert by_file["broken.flac"].status.startswith("Not indexed (")
+    assert "broken.flac" in by_file["broken.flac"].status  # the reason names the file
+    r0 = next(r for r in range(proxy.rowCount())
+              if proxy.index(r, col["file_name"]).data() == "song0.wav")
+    assert proxy.index(r0, col["duration"]).data() == "0:06"
+    assert proxy.index(r0, col["tempo"]).data() == f"{analysis.tempo:.1f} BPM"
+    assert proxy.index(r0, col["key"]).data() == analysis.key
+    assert panel.songs_count.text() == "4 files"
+
+    # sorted by value: the analysed song first by tempo, descending
+    view.sortByColumn(col["tempo"], Qt.SortOrder.DescendingOrder)
+    assert shown("file_name")[0] == "song0.wav"
+    view.sortByColumn(col["file_name"], Qt.SortOrder.DescendingOrder)
+    assert shown("file_name") == ["song2.wav", "song1.wav", "song0.wav", "broken.flac"]
+
+    # the filter keeps the rows holding every word, in any column and case
+    qtbot.keyClicks(panel.song_filter, "SONG1 searchable")
+    assert shown("file_name") == ["song1.wav"] and panel.songs_count.text() == "1 of 4 files"
+    panel.song_filter.setText("decode broken")
+    assert shown("file_name") == ["broken.flac"]
+    panel.song_filter.setText("nothing like this")
+    assert proxy.rowCount() == 0 and "No file matches" in panel.songs_count.text()
+    panel.song_filter.clear()
+    assert proxy.rowCount() == 4
+
+    # use as query (double-click and menu), show in folder, copy, drag the files out
+    asked = []
+    panel.query_requested.connect(asked.append)
+    row1 = shown("file_name").index("song1.wav")
+    view.doubleClicked.emit(proxy.index(row1, 0))
+    assert asked == [[str(songs[1])]]
+    view.selectRow(row1)
+    menu = panel.songs_menu(panel.selected_songs())
+    assert [a.text() for a in menu.actions()] == ["Use as query", "Show in folder",
+                                                  "Copy file path"]
+    opened = []
+    monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: opened.append(url) or True)
+    menu.actions()[1].trigger()
+    assert [u.toLocalFile() for u in opened] == [str(folder)]
+    menu.actions()[2].trigger()
+    assert QApplication.clipboard().text() == str(songs[1])
+    mime = proxy.mimeData([proxy.index(row1, 0), proxy.index(row1, 3)])
+    assert [u.toLocalFile() for u in mime.urls()] == [str(songs[1])]
+    # two songs selected: one query each; a song moved away says so and is not queried
+    songs[2].rename(tmp_path / "moved.wav")
+    view.selectAll()
+    entries = panel.selected_songs()
+    assert len(entries) == 4
+    menu = panel.songs_menu(entries[1:3])
+    assert menu.actions()[0].text() == "Use as queries (2)" and not menu.actions()[1].isEnabled()
+    asked.clear()
+    panel.use_as_query([str(songs[1]), str(songs[2])])
+    assert asked == [[str(songs[1])]]
+    assert "song2.wav: the file is not there any more" in panel.message.text()
+
+    # removing the folder empties the list (refreshed after the removal)
+    panel.folders.selectRow(0)
+    with qtbot.waitSignal(panel.overview_updated, timeout=10_000):
+        panel.remove_button.click()
+        _click(panel.confirm_box, "Remove")
+    assert panel.songs_model.rowCount() == 0
+    assert panel.songs_count.text() == "No songs yet: add a folder"
+
+
+def test_song_list_stays_quick_with_twenty_thousand_songs(qtbot, tmp_path):
+    from gui.engine import LibraryOverview, SongEntry
+    from gui.library_songs import COLUMNS, ENTRY_ROLE
+
+    n = 20_000
+    entries = [SongEntry(path=f"/music/artist{i % 300}/album{i % 37}/track {i}.flac",
+                         title=f"Track {i}", artist=f"Artist {i % 300}", duration=120.0 + i % 200,
+                         tempo=60.0 + i % 120, key="A minor" if i % 2 else "C major",
+                         status="Searchable", song_id=i) for i in range(n)]
+    status = Library.open(tmp_path / "lib").status()
+    panel = LibraryPanel(_session(tmp_path), Settings(tmp_path / "s.ini"), TaskRunner())
+    qtbot.addWidget(panel)
+    panel.resize(1200, 800)
+    panel.show()
+    t = time.perf_counter()
+    panel._show_overview(LibraryOverview(status=status, folders=[], failures=[], songs=entries))
+    qtbot.wait(1)  # painted
+    panel.songs_view.sortByColumn([f for f, _ in COLUMNS].index("tempo"),
+                                  Qt.SortOrder.DescendingOrder)
+    panel.song_filter.setText("ALBUM36 minor")  # a folder's word and a key's
+    elapsed = time.perf_counter() - t
+    proxy = panel.songs_proxy
+    expected = sum(1 for i in range(n) if i % 37 == 36 and i % 2)
+    assert proxy.rowCount() == expected > 0
+    tempos = [proxy.index(r, 0).data(ENTRY_ROLE).tempo for r in range(proxy.rowCount())]
+    assert tempos == sorted(tempos, reverse=True)
+    # a model over the entries, not a widget per row: filling, sorting and filtering
+    # twenty thousand songs takes a moment, not the seconds a QTableWidget would
+    assert elapsed < 3.0, f"{elapsed:.2f} s for {n} songs"
+
+
+def test_use_as_query_on_the_library_tab_queries_on_the_search_tab(qtbot, tmp_path):
+    from gui.tabs import build_tabs
+
+    folder = tmp_path / "music"
+    songs = _songs(folder, 2)
+    session = _session(tmp_path)
+    w = MainWindow(settings=Settings(tmp_path / "s.ini"), session=session)
+    qtbot.addWidget(w)
+    build_tabs(w)  # as the app does once the engine is imported
+    panel = w.library_panel
+    with qtbot.waitSignal(panel.scan_finished, timeout=120_000):
+        panel.add_folder(str(folder))
+    w.tabs.setCurrentWidget(panel)
+    with qtbot.waitSignal(w.query_finished, timeout=120_000) as sig:
+        panel.use_as_query([str(songs[1])])
+    assert w.tabs.currentIndex() == 0
+    assert sig.args[0] is not None and str(sig.args[0].path) == str(songs[1]), w.errors
+    w.close()
+
+
+def test_song_list_shows_tempo_and_key_learned_since_when_the_tab_is_shown(qtbot, tmp_path):
+    from gui.library_songs import COLUMNS, ENTRY_ROLE
+
+    folder = tmp_path / "music"
+    songs = _songs(folder, 2)
+    session = _session(tmp_path)
+    panel = LibraryPanel(session, Settings(tmp_path / "s.ini"), TaskRunner())
+    qtbot.addWidget(panel)
+    panel.show()
+    with qtbot.waitSignal(panel.scan_finished, timeout=120_000):
+        panel.add_folder(str(folder))
+    qtbot.waitUntil(lambda: panel.songs_model.rowCount() == 2, timeout=10_000)
+    assert all(panel.songs_model.entry(i).tempo is None for i in range(2))
+    panel.hide()
+    lib = session.library()
+    analysis = lib.analysis_for(lib.catalog.song_by_path(str(songs[1])).id)  # as a preview does
+    with qtbot.waitSignal(panel.overview_updated, timeout=10_000):
+        panel.show()  # the user comes back to the tab
+    proxy = panel.songs_proxy
+    col = [f for f, _ in COLUMNS]
+    row = next(r for r in range(proxy.rowCount())
+               if proxy.index(r, 0).data(ENTRY_ROLE).path == str(songs[1]))
+    assert proxy.index(row, col.index("tempo")).data() == f"{analysis.tempo:.1f} BPM"
+    assert proxy.index(row, col.index("key")).data() == analysis.key

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,14 @@ from core.recording import Metronome, RecordingError, RingBuffer, TakeWriter, fr
 
 log = logging.getLogger(__name__)
 
+#: Frames per callback (as playback's): about 23 ms at 44.1 kHz.
+BLOCKSIZE = 1024
 #: Seconds of audio the ring holds: the writer may fall that far behind before a block is lost.
 RING_SECONDS = 20.0
+#: Longest the GUI thread waits for a stream to close: a device that hangs (stops delivering
+#: without an error) blocks PortAudio's abort until it wakes; the close then goes on in the
+#: background.
+CLOSE_WAIT_S = 1.0
 #: A take needs at least this much free disk to start (about 6 min of 48 kHz mono 24-bit).
 MIN_FREE_BYTES = 50 * 1024 * 1024
 
@@ -59,6 +66,15 @@ def list_input_devices() -> list[str]:
         return [str(d["name"]) for d in sd.query_devices() if d["max_input_channels"] > 0]
     except Exception:  # noqa: BLE001 - no PortAudio means no devices
         return []
+
+
+def _close(streams: list[Any]) -> None:
+    for stream in streams:
+        try:
+            stream.abort()
+            stream.close()
+        except Exception as exc:  # noqa: BLE001 - closing a dead stream must not raise
+            log.warning("closing the audio stream: %s", exc)
 
 
 @dataclasses.dataclass
@@ -175,7 +191,7 @@ class Recorder(QObject):
                 self._open_metronome(sd, float(bpm or 0), count_in_bars * beats_per_bar,
                                      keep_going=metronome, beats_per_bar=beats_per_bar)
             self._in = sd.InputStream(samplerate=sr, channels=1, dtype="float32", device=dev_in,
-                                      callback=self._in_callback)
+                                      blocksize=BLOCKSIZE, callback=self._in_callback)
             if self._out is not None:
                 # Heard after the output latency, sung into the input's: skipped with the count-in.
                 self._latency_s = float(self._in.latency) + float(self._out.latency)
@@ -206,7 +222,8 @@ class Recorder(QObject):
         self._metronome = Metronome(sr, bpm, beats_per_bar=beats_per_bar,
                                     count_in_beats=count_in_beats, keep_going=keep_going)
         self._out = sd.OutputStream(samplerate=sr, channels=channels, dtype="float32",
-                                    device=dev_out, callback=self._out_callback)
+                                    device=dev_out, blocksize=BLOCKSIZE,
+                                    callback=self._out_callback)
 
     def stop(self, error: str = "") -> RecordingStats | None:
         """Stop the take: the streams close, the writer empties the ring and closes the file
@@ -237,16 +254,18 @@ class Recorder(QObject):
         self._metronome = None
 
     def _close_streams(self) -> None:
-        for name in ("_in", "_out"):
-            stream = getattr(self, name)
-            if stream is None:
-                continue
-            try:
-                stream.abort()
-                stream.close()
-            except Exception as exc:  # noqa: BLE001 - closing a dead stream must not raise
-                log.warning("closing the audio stream: %s", exc)
-            setattr(self, name, None)
+        streams = [s for s in (self._in, self._out) if s is not None]
+        self._in = self._out = None
+        self._ring = None  # a callback still running from here on writes nothing
+        if not streams:
+            return
+        closer = threading.Thread(target=_close, args=(streams,), name="crossmix-close-streams",
+                                  daemon=True)
+        closer.start()
+        closer.join(CLOSE_WAIT_S)
+        if closer.is_alive():
+            log.warning("the audio device did not close within %.1f s; closing it in the "
+                        "background", CLOSE_WAIT_S)
 
     # --- callbacks (PortAudio's threads) ----------------------------------------------------
 

@@ -23,6 +23,7 @@ from core.library import Library
 from core.separation import Separator, StemCache
 from gui.engine import Session
 from gui.main_window import MainWindow
+from gui.recorder import CLOSE_WAIT_S
 from gui.settings import Settings
 
 pytestmark = [pytest.mark.gui, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -300,3 +301,79 @@ def test_the_history_survives_a_new_window_and_says_when_a_file_is_gone(
     assert hp.forget_missing() == 1
     assert [e.title for e in hp.entries()] == ["query0"]
     w2.close()
+
+
+def test_a_microphone_that_stops_delivering_ends_the_take_and_keeps_it(
+        qtbot, tmp_path, tiny_library, data_dir, monkeypatch):
+    """The microphone reads a named pipe fed at the audio rate for 1.5 s, then starved (as a
+    device that hangs or was unplugged): the take stops itself, says why, keeps what came in,
+    and the window is not held up by the stuck device."""
+    import signal
+    import threading
+    import time
+
+    from gui.stall import StallMonitor
+
+    fifo = tmp_path / "mic.fifo"
+    os.mkfifo(fifo)
+    monkeypatch.setenv("CROSSMIX_TEST_CAPTURE", str(fifo))
+    voice = _voice(1.5)
+    release = threading.Event()
+    old = signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+
+    def feed() -> None:
+        while not release.is_set():
+            fd = os.open(fifo, os.O_WRONLY)  # PortAudio may open it to probe it first
+            try:
+                t0 = time.perf_counter()
+                for i in range(0, len(voice), 1024):
+                    os.write(fd, voice[i:i + 1024].astype("<f4").tobytes().ljust(4096, b"\0"))
+                    time.sleep(max(0.0, t0 + (i + 1024) / SR - time.perf_counter()))
+                release.wait(30)  # open, silent: reads block
+            except BrokenPipeError:
+                continue
+            finally:
+                os.close(fd)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    try:
+        w = _window(qtbot, tmp_path, tiny_library)
+        rp = w.record_panel
+        mon = StallMonitor()
+        mon.start()
+        with qtbot.waitSignal(rp.take_finished, timeout=30_000) as fin:
+            assert rp.start_recording(), w.errors
+        mon.stop()
+        take = fin.args[0]
+        assert not rp.recorder.recording
+        assert "stopped delivering audio" in w.errors[-1] and "kept" in w.errors[-1]
+        assert take is not None and take.path.is_file()
+        assert "stopped delivering audio" in take.note
+        x, _ = sf.read(take.path, dtype="float32")
+        lag, corr = _best_lag(x, voice)
+        assert corr > 0.999 and len(x) < len(voice) + 0.5 * SR
+        assert w.query_task is None and not w.queue  # not queried: the user decides
+        # closing the stuck stream waits at most CLOSE_WAIT_S on the GUI thread
+        assert mon.max_stall_ms < 1000 * CLOSE_WAIT_S + 500
+        w.close()
+    finally:
+        release.set()
+        signal.signal(signal.SIGPIPE, old)
+        try:  # unblock the feeder's open() if no reader came
+            os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+        feeder.join(5)
+
+
+def test_a_data_folder_that_cannot_be_written_refuses_the_take_with_a_reason(
+        qtbot, tmp_path, tiny_library, monkeypatch):
+    blocker = tmp_path / "not a folder"
+    blocker.write_text("x")
+    monkeypatch.setenv("CROSSMIX_DATA_DIR", str(blocker))
+    w = _window(qtbot, tmp_path, tiny_library)
+    assert not w.record_panel.start_recording()
+    assert "cannot be written" in w.errors[-1] and str(blocker) in w.errors[-1]
+    assert not w.record_panel.recorder.recording
+    w.close()

@@ -257,6 +257,11 @@ def test_a_take_is_renamed_and_deleted_and_the_history_follows(
     assert e.path == str(new.path) and e.title == "Chorus idea" and e.exists
 
     rp.takes_list.setCurrentRow(0)
+    # played back on the output device (the null device of tests/asound.conf)
+    assert rp.play_button.isEnabled()
+    qtbot.mouseClick(rp.play_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: rp.player.frames_written > SR, timeout=10_000)
+    assert rp.player.peak_written > 0.1
     assert rp.delete_button.isEnabled()
     assert rp.delete_take(new, confirm=False)
     assert not new.path.exists() and not new.path.with_suffix(".json").exists()
@@ -376,4 +381,34 @@ def test_a_data_folder_that_cannot_be_written_refuses_the_take_with_a_reason(
     assert not w.record_panel.start_recording()
     assert "cannot be written" in w.errors[-1] and str(blocker) in w.errors[-1]
     assert not w.record_panel.recorder.recording
+    w.close()
+
+
+def test_a_take_cut_short_by_a_crash_is_recovered_when_the_app_starts(
+        qtbot, tmp_path, tiny_library, data_dir):
+    """As a kill leaves it: the sidecar says "recording" and the WAV header counts no data."""
+    from core.takes import TakeStore
+
+    store = TakeStore()
+    take = store.new_take(tempo_bpm=None)
+    voice = _voice(2.0)
+    sf.write(take.path, np.concatenate([np.zeros(SR, np.float32), voice]), SR,
+             subtype="PCM_24")
+    with open(take.path, "r+b") as fh:
+        head = fh.read(200)
+        fh.seek(head.index(b"data") + 4)
+        fh.write(bytes(4))
+    assert sf.info(str(take.path)).frames == 0  # as it is, the voice cannot be read
+    settings = Settings(tmp_path / "settings.ini")
+    settings.set("audio/input_device", DEVICE)
+    w = MainWindow(settings=settings, session=_session(tmp_path, tiny_library))
+    qtbot.addWidget(w)
+    rp = w.record_panel
+    qtbot.waitUntil(lambda: rp.takes_list.count() == 1, timeout=20_000)
+    t = rp.takes()[0]
+    assert t.state == "recovered" and t.path == take.path
+    assert "Recovered" in w.banner.text() and take.name in w.banner.text()
+    x, _ = sf.read(t.path, dtype="float32")
+    lag, corr = _best_lag(x, voice)
+    assert corr > 0.999 and lag == pytest.approx(0.15 * SR, abs=0.03 * SR)  # and trimmed
     w.close()

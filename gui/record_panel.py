@@ -218,6 +218,11 @@ class RecordPanel(QGroupBox):
         self.update_devices()
         return False
 
+    @property
+    def recording_path(self) -> Path | None:
+        """The WAV of the take being recorded (``None`` when not recording)."""
+        return self._take.path if self._take is not None else None
+
     def stop_recording(self) -> RecordingStats | None:
         return self.recorder.stop()
 

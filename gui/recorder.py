@@ -92,6 +92,7 @@ class RecordingStats:
     output_underflows: int  # metronome blocks the output device played late
     max_backlog_s: float  # longest the writer fell behind, seconds
     latency_s: float  # input + output latency skipped after the count-in
+    clicks: int = 0  # metronome clicks played (count-in included)
     error: str = ""  # why it stopped early ("" when stopped by the user)
 
     @property
@@ -241,6 +242,7 @@ class Recorder(QObject):
             input_overflows=self._input_overflows, ring_overflows=ring.overflows,
             ring_overflow_frames=ring.overflow_frames, output_underflows=self._output_underflows,
             max_backlog_s=writer.max_backlog / self.samplerate, latency_s=self._latency_s,
+            clicks=self._metronome.clicks if self._metronome is not None else 0,
             error=error or (writer.error or ""))
         self.stopped.emit(stats)
         return stats

@@ -132,6 +132,8 @@ def test_a_take_recorded_from_the_microphone_becomes_the_vocal_only_query(
     rp = w.record_panel
     levels: list[float] = []
     rp.recorder.level_changed.connect(levels.append)
+    stats = []
+    rp.recorder.stopped.connect(stats.append)
     _record(qtbot, w, total)
     qtbot.waitUntil(lambda: bool(levels), timeout=5000)  # the meter is polled every 50 ms
     with qtbot.waitSignal(w.query_finished, timeout=120_000) as sig:
@@ -155,6 +157,9 @@ def test_a_take_recorded_from_the_microphone_becomes_the_vocal_only_query(
     # cut whole 2-s bars of the silence before it (one), and all but 0.15 s after it.
     lat = 4.0 - 2.0 - lag / SR
     assert 0.0 <= lat < 0.5, lat
+    # the metronome played (a bar of count-in, then on) and none of it is in the take
+    assert stats[0].clicks >= 4
+    assert np.abs(x[: lag - int(0.01 * SR)]).max() < 1e-4
     assert len(x) == pytest.approx(lag + len(voice) + 0.15 * SR, abs=0.03 * SR)
     assert rp.takes()[0].path == take.path  # listed first
 
@@ -185,6 +190,10 @@ def test_closing_the_window_mid_take_keeps_a_valid_trimmed_wav(
     voice, total = _feed(tmp_path, monkeypatch, before_s=1.0, voice_s=2.0)
     w = _window(qtbot, tmp_path, tiny_library)
     _record(qtbot, w, total)
+    # on disk as it is recorded: the header counts the frames written by the last flush (1 s)
+    path = w.record_panel.recording_path
+    assert path is not None
+    qtbot.waitUntil(lambda: sf.info(str(path)).frames > 0, timeout=5000)
     w.close()  # still recording
     takes = sorted((data_dir / "takes").glob("*.wav"))
     assert len(takes) == 1

@@ -114,6 +114,11 @@ class QueryResult:
     timings: dict[str, float] = field(default_factory=dict)
     #: the query's tempo/key analysis, started beside its separation (see :meth:`Session.query`)
     pending_analysis: BackgroundAnalysis | None = field(default=None, repr=False)
+    #: the file is known to hold only a voice (a microphone take)
+    vocal_only: bool = False
+    #: the query's tempo when known exactly (a take recorded to the metronome): its analysis
+    #: gets this tempo and a beat grid from 0 s, which the cross-mix aligns to
+    tempo_bpm: float | None = None
 
 
 def _lower_this_threads_priority(niceness: int = 10) -> None:
@@ -438,9 +443,15 @@ class Session:
 
     def query(self, path: str | Path, *, space: str = "vocal->mix", k: int = 10,
               tempo_range: tuple[float, float] | None = None, key: str | None = None,
+              vocal_only: bool = False, tempo_bpm: float | None = None,
               progress: ProgressFn | None = None,
               cancel: CancelToken | None = None) -> QueryResult:
         """Decode, separate, embed and search one song file: the ranked matches.
+
+        ``vocal_only`` marks a file known to hold only a voice (a microphone take); for now it
+        is recorded on the result and the file still goes through the separator. ``tempo_bpm``
+        is the query's exact tempo (a take recorded to the metronome): the analysis takes it
+        and a beat grid from 0 s instead of the tracked beats (see :meth:`analyze`).
 
         The rows carry the similarity (and the tempo/key the catalog already knows); the
         compatibility columns and the query's own tempo and key come from :meth:`analyze`,
@@ -475,11 +486,14 @@ class Session:
         with self._lock:
             self._analyses = [a for a in self._analyses if not a.done] + [pending]
         try:
-            return self._query_rest(p, audio, pending, title=title, artist=artist,
-                                    content_hash=content_hash, audio_key=audio_key, fp=fp,
-                                    space=space, k=k, tempo_range=tempo_range, key=key,
-                                    timings=timings, report=report,
-                                    progress=progress, cancel=cancel)
+            result = self._query_rest(p, audio, pending, title=title, artist=artist,
+                                      content_hash=content_hash, audio_key=audio_key, fp=fp,
+                                      space=space, k=k, tempo_range=tempo_range, key=key,
+                                      timings=timings, report=report,
+                                      progress=progress, cancel=cancel)
+            result.vocal_only = vocal_only
+            result.tempo_bpm = tempo_bpm
+            return result
         except BaseException:
             pending.cancel.cancel()
             raise
@@ -538,6 +552,10 @@ class Session:
         n = len(result.rows)
         if result.analysis is None:
             result.analysis = self._query_analysis(result, n, progress=progress, cancel=cancel)
+            if result.tempo_bpm:
+                from core.recording import with_metronome_tempo
+
+                result.analysis = with_metronome_tempo(result.analysis, result.tempo_bpm)
         check_cancel(cancel, "the analysis")
         rows = []
         lib = self.library()

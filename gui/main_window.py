@@ -54,9 +54,11 @@ from gui.drag_out import DragOut, ResultsTable
 from gui.drop_zone import DropZone
 from gui.engine import PreviewResult, QueryResult, Session
 from gui.export_dialog import ExportChoice, ExportDialog
+from gui.history import HistoryPanel
 from gui.playback import Player
 from gui.preview_panel import PreviewPanel
 from gui.query_panel import QueryPanel
+from gui.record_panel import RecordPanel
 from gui.results_model import ROW_ROLE, ResultRow, ResultsModel, ResultsProxy
 from gui.settings import SPACES, Settings, choice_label
 from gui.workers import Task, TaskRunner
@@ -156,11 +158,15 @@ class MainWindow(QMainWindow):
     search_finished = Signal(object)  # QueryResult: a new space, k or filter searched again
     queries_ready = Signal()  # the engine is imported: queries run, every tab is there
     engine_ready = Signal(object)  # str | None: the models loaded (why there are no encoders)
+    result_reopened = Signal(object)  # QueryResult: a query of the history shown again
 
     #: Top matches rendered ahead in the background, so a click on one shows it at once.
     RENDER_AHEAD = 4
     #: Rendered previews kept (each holds its match's stems: tens of MB per minute of song).
     PREVIEWS_KEPT = 6
+    #: Query results kept in memory, so the history reopens them at once (each holds the
+    #: query's stems: tens of MB per minute of song); older ones are queried again.
+    RESULTS_KEPT = 3
 
     def __init__(self, *, settings: Settings, session: Session, player: Player | None = None,
                  example_path: Path | None = None, extra_tabs: list[tuple[str, QWidget]] | None = None,
@@ -175,6 +181,10 @@ class MainWindow(QMainWindow):
             self, device=settings.get("audio/output_device") or None)
         self.example_path = example_path
         self.queue: deque[str] = deque()
+        #: keyword arguments of Session.query for a queued file (a take: vocal_only, tempo_bpm)
+        self._query_options: dict[str, dict[str, Any]] = {}
+        #: the last results by their history key, newest last (see RESULTS_KEPT)
+        self._recent: OrderedDict[tuple[str, str], QueryResult] = OrderedDict()
         self.query_task: Task | None = None
         self.analysis_task: Task | None = None
         self.preview_task: Task | None = None
@@ -246,6 +256,9 @@ class MainWindow(QMainWindow):
         elif key == "audio/output_device":
             self.player.set_device(str(value) or None)
             self._update_playback_reason()
+            self.record_panel.update_devices()
+        elif key == "audio/input_device":
+            self.record_panel.update_devices()
         elif key == "search/space":
             i = SPACES.index(str(value))
             if self.space_combo.currentIndex() != i:
@@ -296,6 +309,9 @@ class MainWindow(QMainWindow):
 
         self.query_panel = QueryPanel()
         self.query_panel.stages.cancel_requested.connect(self.cancel_query)
+        self.record_panel = RecordPanel(self.settings, self.runner)
+        self.history_panel = HistoryPanel()
+        self._wire_record_and_history()
 
         self.space_combo = QComboBox()
         for s in SPACES:
@@ -367,11 +383,16 @@ class MainWindow(QMainWindow):
         self.preview_panel.set_gains_db(self.settings.get("remix/vocal_gain_db"),
                                         self.settings.get("remix/accompaniment_gain_db"))
 
+        side = QSplitter(Qt.Orientation.Vertical)
+        side.addWidget(self.record_panel)
+        side.addWidget(self.history_panel)
         lower = QSplitter(Qt.Orientation.Horizontal)
+        lower.addWidget(side)
         lower.addWidget(results)
         lower.addWidget(self.preview_panel)
-        lower.setStretchFactor(0, 3)
-        lower.setStretchFactor(1, 2)
+        lower.setStretchFactor(0, 1)
+        lower.setStretchFactor(1, 3)
+        lower.setStretchFactor(2, 2)
         upper = QSplitter(Qt.Orientation.Vertical)
         upper.addWidget(self.query_panel)
         upper.addWidget(lower)
@@ -667,9 +688,13 @@ class MainWindow(QMainWindow):
         self.query_panel.mix_wave.show_message("decoding…")
         self.query_panel.stages.start()
         self.statusBar().showMessage(f"Querying {path}")
+        options = self._query_options.pop(path, {})
         task = Task(self.session.query, path, space=self.current_space(), k=self.k_spin.value(),
-                    **self.search_filters(), name=f"the query for {Path(path).name}")
+                    **self.search_filters(), **options, name=f"the query for {Path(path).name}")
+        task.query_options = options  # type: ignore[attr-defined]  # for the history
         task.signals.progress.connect(self._query_progress)
+        # remembered first: the history lists it by the time query_finished is emitted
+        task.signals.finished.connect(lambda r, t=task: self._remember(r, t.query_options))
         task.signals.finished.connect(self._query_done)
         task.signals.failed.connect(self._query_failed)
         task.signals.cancelled.connect(self._query_cancelled)
@@ -808,6 +833,106 @@ class MainWindow(QMainWindow):
         if self.query_task is task:
             self.query_task = None
             QTimer.singleShot(0, self._start_next_query)
+
+    # --- takes and history -------------------------------------------------------------------
+
+    def _wire_record_and_history(self) -> None:
+        rp, hp = self.record_panel, self.history_panel
+        rp.take_ready.connect(self.query_take)
+        rp.message.connect(self._panel_message)
+        rp.take_renamed.connect(lambda old, new: hp.rename_path(old, new, Path(new).stem))
+        rp.take_deleted.connect(lambda _p: hp.refresh())
+        hp.reopen_requested.connect(self.reopen)
+        hp.message.connect(self._panel_message)
+        if hp.history.note:
+            QTimer.singleShot(0, lambda: self.show_info(hp.history.note))
+        # one sound at a time: a take played stops the preview, and the other way round
+        rp.player.state_changed.connect(
+            lambda s: self.player.stop() if s == "playing" and self.player.playing else None)
+        self.player.state_changed.connect(
+            lambda s: rp.player.stop() if s == "playing" and rp.player.playing else None)
+
+    def _panel_message(self, text: str, kind: str) -> None:
+        if kind == "error":
+            self.show_error(text)
+        else:
+            self.banner.show_text(text, kind)
+            self.statusBar().showMessage(text[:200], 10000)
+
+    def query_take(self, path: str, tempo_bpm: float | None) -> None:
+        """A microphone take becomes the query, as a drop would make it, but known to be a
+        voice alone (``vocal_only``) and with the metronome's tempo when one was heard.
+
+        The one place a take's options reach the engine: ``Session.query(vocal_only=,
+        tempo_bpm=)``."""
+        self.enqueue_with_options(path, vocal_only=True, tempo_bpm=tempo_bpm)
+
+    def enqueue_with_options(self, path: str, **options: Any) -> None:
+        """Queue ``path`` with keyword arguments of ``Session.query`` (the history reruns a
+        query with the options it had)."""
+        self._query_options[str(path)] = {k: v for k, v in options.items() if v is not None}
+        self.enqueue([str(path)])
+
+    def _remember(self, r: QueryResult, options: dict[str, Any]) -> None:
+        """A finished query: first in the history, and kept in memory to reopen at once."""
+        from core.history import HistoryEntry
+
+        kind = "take" if Path(r.path).parent == self.record_panel.store.root else "file"
+        best = min(r.rows, key=lambda row: row.rank).title if r.rows else ""
+        entry = HistoryEntry(path=str(r.path), title=r.title, kind=kind, options=dict(options),
+                             matches=len(r.rows), best=best)
+        self.history_panel.record(entry)
+        self._recent[entry.key] = r
+        self._recent.move_to_end(entry.key)
+        while len(self._recent) > self.RESULTS_KEPT:
+            self._recent.popitem(last=False)
+
+    def reopen(self, entry: Any) -> None:
+        """Show a query of the history again: at once when its results are still in memory,
+        else by querying its file again (the stem cache spares the separation)."""
+        kept = self._recent.get(entry.key)
+        if kept is not None and not self.querying:
+            self._recent.move_to_end(entry.key)
+            self.show_result(kept)
+            if not entry.exists:
+                self.show_info(f"{entry.path}: the file is not there any more; these are the "
+                               "results kept from before.")
+            return
+        if not entry.exists:
+            self.show_error(f"{entry.path}: this query's file is not there any more (moved, "
+                            "renamed or deleted), so it cannot be run again. Forget missing "
+                            "removes it from the list.")
+            self.history_panel.refresh()
+            return
+        self.enqueue_with_options(entry.path, **entry.options)
+
+    def show_result(self, r: QueryResult) -> None:
+        """Show a finished query's results (from the history) without running it again."""
+        for task in (self.preview_task, self.search_task, self.ahead_task):
+            if task is not None:
+                task.cancel()
+        self.preview_task = self.search_task = self.ahead_task = None
+        self._forget_previews()
+        self.player.stop()
+        self.player.clear_sources()
+        self.result, self.preview, self._previous = r, None, None
+        self.preview_panel.clear()
+        self._update_playback_reason()
+        self.export_action.setEnabled(False)
+        self.banner.show_text("", "info")
+        self.query_panel.clear()
+        self.query_panel.show_file(title=r.title, artist=r.artist, duration=r.duration)
+        self.query_panel.show_waves(r.mix_env, r.vocal_env)
+        self.table.setEnabled(True)
+        self._show_rows(r)
+        if r.analysis is not None:
+            self.query_panel.show_analysis(tempo=r.analysis.tempo, key=r.analysis.key)
+            self.query_panel.stages.finish("done")
+        else:
+            self._start_analysis(r)
+        self.statusBar().showMessage(f"{r.title}: {len(r.rows)} matches (from the history)",
+                                     10000)
+        self.result_reopened.emit(r)
 
     # --- search options ---------------------------------------------------------------------
 
@@ -1189,6 +1314,7 @@ class MainWindow(QMainWindow):
         self._closing = True
         self.queue.clear()
         self.player.close()
+        self.record_panel.shutdown()  # a take being recorded is stopped and kept
         for i in range(self.tabs.count()):
             stop = getattr(self.tabs.widget(i), "shutdown", None)
             if callable(stop):

@@ -134,6 +134,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("remix/accompaniment_gain_db", float, 0.0, "Accompaniment gain (dB)",
            minimum=-24.0, maximum=12.0),
     Option("audio/output_device", str, "", "Audio output device (empty: system default)"),
+    Option("audio/input_device", str, "", "Audio input device for recording (empty: system "
+           "default)"),
+    Option("record/metronome", bool, False, "Metronome while recording"),
+    Option("record/bpm", int, 100, "Metronome tempo (BPM)", minimum=40, maximum=240),
+    Option("record/count_in_bars", int, 1, "Count-in (bars)", minimum=0, maximum=4),
     Option("library/location", str, "", "Library folder (empty: default)"),
     Option("cache/stem_cache_gb", float, 10.0, "Stem cache of dropped songs, limit (GB)",
            minimum=0.5, maximum=100000.0),

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 
 from core.paths import models_dir
 from gui.playback import list_output_devices, output_device_status
+from gui.recorder import input_device_status, list_input_devices
 from gui.settings import Option, Settings, choice_label
 
 if TYPE_CHECKING:
@@ -35,7 +36,8 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Search", ("search/space", "search/k", "search/duplicate_threshold")),
     ("Cross-mix defaults", ("remix/preview_seconds", "remix/key_match", "remix/max_shift",
                             "remix/vocal_gain_db", "remix/accompaniment_gain_db")),
-    ("Audio and library", ("audio/output_device", "library/location", "library/scan_mode",
+    ("Audio and library", ("audio/output_device", "audio/input_device", "library/location",
+                           "library/scan_mode",
                            "cache/stem_cache_gb")),
 )
 
@@ -74,6 +76,11 @@ class SettingsPanel(QScrollArea):
                     self.audio_status.setWordWrap(True)
                     form.addRow("", self.audio_status)
                     self._update_audio_status()
+                if key == "audio/input_device":
+                    self.input_status = QLabel("")
+                    self.input_status.setWordWrap(True)
+                    form.addRow("", self.input_status)
+                    self._update_input_status()
                 if key == "cache/stem_cache_gb" and stem_cache is not None:
                     form.addRow("", self._cache_row())
                 if key == "model/encoder_checkpoint":
@@ -94,10 +101,11 @@ class SettingsPanel(QScrollArea):
         w: QWidget
         if key == "model/encoder_checkpoint":
             w = self._checkpoint_editor(value)
-        elif key == "audio/output_device":
+        elif key in ("audio/output_device", "audio/input_device"):
             combo = QComboBox()
             combo.addItem("System default", "")
-            for name in list_output_devices():
+            names = list_output_devices() if key == "audio/output_device" else list_input_devices()
+            for name in names:
                 combo.addItem(name, name)
             if value and combo.findData(value) < 0:
                 combo.addItem(f"{value} (not found)", value)
@@ -246,12 +254,18 @@ class SettingsPanel(QScrollArea):
         self.settings.set(key, value)
         if key == "audio/output_device":
             self._update_audio_status()
+        elif key == "audio/input_device":
+            self._update_input_status()
         elif key == "cache/stem_cache_gb":
             self.update_cache_usage()
 
     def _update_audio_status(self) -> None:
         ok, text = output_device_status(self.settings.get("audio/output_device") or None)
         self.audio_status.setText(f"Found: {text}" if ok else text)
+
+    def _update_input_status(self) -> None:
+        ok, text = input_device_status(self.settings.get("audio/input_device") or None)
+        self.input_status.setText(f"Found: {text}" if ok else text)
 
     def _update_quality(self) -> None:
         """Per-space quality of the chosen encoders, as measured (``core.quality``)."""

@@ -429,3 +429,29 @@ def test_none_outlives_pyside_paint_overrides(qtbot):
     lost = before - sys.getrefcount(None)
     # Whatever PySide takes, it is a vanishing share of what the guard added.
     assert not guarded or sys.getrefcount(None) - lost * 10**6 > 0
+
+
+def test_true_outlives_pyside_signal_emits(qtbot):
+    """PySide6 6.12 takes a reference from True at each Python slot a signal calls (the
+    recorder's level meter: 60 a second); the guard keeps True from ever reaching zero."""
+    import sys
+
+    from PySide6.QtCore import QObject, Signal
+
+    from gui.refcount_guard import keep_none_alive
+
+    class Emitter(QObject):
+        level = Signal(float)
+
+    e = Emitter()
+    got: list[float] = []
+    e.level.connect(got.append)
+    guarded = keep_none_alive()
+    before = sys.getrefcount(True)
+    for _ in range(1000):
+        e.level.emit(-12.0)
+    lost = before - sys.getrefcount(True)
+    assert len(got) == 1000
+    if guarded:
+        assert sys.getrefcount(True) > 1 << 39 and sys.getrefcount(False) > 1 << 39
+        assert sys.getrefcount(True) - lost * 10**6 > 0

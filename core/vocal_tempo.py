@@ -56,13 +56,21 @@ class TempoEstimate:
     confidence: float
 
 
-def onset_envelope(audio: Audio) -> FloatArray:
-    """The onset strength of ``audio`` (librosa, mono at 22 050 Hz, hop 256: 11.6 ms)."""
+def onset_envelope(audio: Audio, *, sharp: bool = False) -> FloatArray:
+    """The onset strength of ``audio`` (librosa, mono at 22 050 Hz, hop 256: 11.6 ms).
+
+    The spectral flux is the median over mel bands, not the mean: a sung note's onset rises
+    in most bands at once, while a voice's vibrato and glides move a few (on generated vocal
+    stems the median found the tempo of 36 of 60 songs, the mean of 9). ``sharp``: a 512-point
+    window instead of 2048, whose peaks lag the attacks less (for placing the grid, as
+    :func:`core.analysis.analyze` places beats); the tempo is found on the smoother one.
+    """
     import librosa
 
     y = audio.mono().resampled(SR_ANALYSIS).samples[0].astype(np.float32)
-    return np.asarray(librosa.onset.onset_strength(y=y, sr=SR_ANALYSIS, hop_length=HOP),
-                      dtype=np.float64)
+    return np.asarray(librosa.onset.onset_strength(y=y, sr=SR_ANALYSIS, hop_length=HOP,
+                                                   n_fft=512 if sharp else 2048,
+                                                   aggregate=np.median), dtype=np.float64)
 
 
 def check_bpm(bpm: float) -> float:
@@ -140,7 +148,7 @@ def grid_confidence(env: FloatArray, bpm: float, first_beat: float, *,
     return float(np.clip((share - 0.25) / 0.75, 0.0, 1.0))
 
 
-def estimate_vocal_tempo(audio: Audio, *, env: FloatArray | None = None) -> TempoEstimate:
+def estimate_vocal_tempo(audio: Audio) -> TempoEstimate:
     """Tempo, first beat and confidence of a voice from its onsets.
 
     The tempo is chosen from the onset envelope's tempogram with half/double resolution
@@ -154,13 +162,27 @@ def estimate_vocal_tempo(audio: Audio, *, env: FloatArray | None = None) -> Temp
     if audio.duration < 2.0:
         raise RemixError(f"{audio.source or 'the voice'}: it is {audio.duration:.1f} s long; "
                          "at least 2 s are needed to estimate a tempo.")
-    e = onset_envelope(audio) if env is None else env
-    bpm, _ = _resolve_tempo(e)
+    smooth = onset_envelope(audio)
+    bpm, _ = _resolve_tempo(smooth)
     bpm = float(np.clip(bpm, MIN_BPM, MAX_BPM))
-    peaks = onset_times(e)
-    bpm, first = refine_grid(peaks, bpm, fit_first_beat(e, bpm))
-    return TempoEstimate(bpm=bpm, first_beat=first,
-                         confidence=grid_confidence(e, bpm, first, peaks=peaks))
+    # Tempo, phase and confidence from the smooth envelope's onsets (its confidence told right
+    # tempi from wrong ones better: bench/vocal_tempo.py), then the phase from the sharp one's.
+    peaks = onset_times(smooth)
+    bpm, first = refine_grid(peaks, bpm, fit_first_beat(smooth, bpm))
+    conf = grid_confidence(smooth, bpm, first, peaks=peaks)
+    first = sharpen_phase(onset_times(onset_envelope(audio, sharp=True)), bpm, first)
+    return TempoEstimate(bpm=bpm, first_beat=first, confidence=conf)
+
+
+def sharpen_phase(peaks: FloatArray, bpm: float, first_beat: float) -> float:
+    """``first_beat`` moved by the median offset of the onsets near the grid's eighth notes
+    (onsets of a sharper envelope: the smooth one's peaks come late by about 10 ms)."""
+    eighth = 30.0 / bpm
+    res = peaks - first_beat - np.round((peaks - first_beat) / eighth) * eighth
+    near = np.abs(res) < eighth / 4
+    if np.count_nonzero(near) >= 4:
+        first_beat += float(np.median(res[near]))
+    return first_beat % (60.0 / bpm)
 
 
 def beat_grid(bpm: float, first_beat: float, duration: float) -> FloatArray:
@@ -244,7 +266,6 @@ def given_grid(base: Analysis, audio: Audio, *, bpm: float,
     value = check_bpm(bpm)
     if first_beat is not None:
         return grid_analysis(base, bpm=value, first_beat=float(first_beat), confidence=1.0)
-    env = onset_envelope(audio)
-    first = fit_first_beat(env, value)
+    first = fit_first_beat(onset_envelope(audio, sharp=True), value)
     return grid_analysis(base, bpm=value, first_beat=first,
-                         confidence=grid_confidence(env, value, first))
+                         confidence=grid_confidence(onset_envelope(audio), value, first))

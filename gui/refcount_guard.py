@@ -7,6 +7,11 @@ overrides, among them ``QGraphicsItem.paint`` (measured: 10 items repainted 100 
 waveform repaints it reaches zero and the interpreter aborts ("none_dealloc: deallocating
 None"). Python 3.12 made ``None`` immortal, which is what :func:`keep_none_alive` does here:
 it adds 2^40 references, which no session can use up.
+
+``True`` gets the same treatment (and ``False`` with it): every call of a Python slot by a
+signal emitted on the GUI thread releases one reference to ``True`` too many (measured: 10
+emits, 10 references; a recording's level meter emits 60 times a second, so a take of a few
+minutes used up all of ``True``'s and the app aborted with "bool_dealloc" at exit).
 """
 
 from __future__ import annotations
@@ -15,12 +20,13 @@ import sys
 
 
 def keep_none_alive() -> bool:
-    """Make ``None``'s reference count unreachable from zero (CPython < 3.12); ``True`` if done."""
+    """Make the reference counts of ``None``, ``True`` and ``False`` unreachable from zero
+    (CPython < 3.12); ``True`` if done."""
     if sys.implementation.name != "cpython" or sys.version_info >= (3, 12):
         return False
-    if sys.getrefcount(None) > 1 << 39:  # done already
-        return True
     import ctypes
 
-    ctypes.c_ssize_t.from_address(id(None)).value += 1 << 40
+    for obj in (None, True, False):
+        if sys.getrefcount(obj) <= 1 << 39:  # not done already
+            ctypes.c_ssize_t.from_address(id(obj)).value += 1 << 40
     return True

@@ -306,7 +306,8 @@ class MainWindow(QMainWindow):
         voice.whole_song_requested.connect(lambda: self.search_region(None))
         self.tap_shortcut = QShortcut(QKeySequence(Qt.Key.Key_T), self)
         self.tap_shortcut.setContext(Qt.ShortcutContext.WindowShortcut)
-        self.tap_shortcut.activated.connect(lambda: voice.tap())
+        self.tap_shortcut.activated.connect(  # the query's beat, on the Search tab
+            lambda: voice.tap() if self.tabs.currentIndex() == 0 else None)
 
         self.space_combo = QComboBox()
         for s in SPACES:
@@ -494,8 +495,8 @@ class MainWindow(QMainWindow):
             "suits it (Kim et al. 2021, cross-domain vocal/mix embeddings); click a match to hear "
             "the tempo-aligned cross-mix.\n\n"
             "Keys: Space plays and pauses, Ctrl+O opens songs, Ctrl+E exports the cross-mix, "
-            "Delete takes a song out of the queue. Right-click a match to show it in its folder "
-            "or to search with it.\n\n"
+            "T taps the query's tempo, Delete takes a song out of the queue. Right-click a match "
+            "to show it in its folder or to search with it.\n\n"
             "Everything is also on the command line: crossmix --help.")
         box.setModal(False)
         box.show()
@@ -658,6 +659,7 @@ class MainWindow(QMainWindow):
             "are ready." if self._previous is not None and self.results_model.rowCount()
             else "")
         self.preview_panel.clear()
+        self.preview_panel.phase.reset()  # another voice: its bar lines are found afresh
         self._update_playback_reason()
         self.export_action.setEnabled(False)
         self.banner.show_text("", "info")

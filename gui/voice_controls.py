@@ -7,6 +7,7 @@ Widgets only: they say what the user asked for with signals; the window runs the
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -261,11 +262,14 @@ def show_voice(panel: Any, r: Any) -> None:
     result (``gui.engine.QueryResult``)."""
     voice: VoiceControls = panel.voice
     check = r.vocal_check
-    if r.vocal_only:
-        note = check.describe() if check is not None else "A voice alone: not separated."
+    if check is None:
+        note = "A voice alone, as asked: not separated." if r.vocal_only else "Separated, as asked."
     else:
-        note = check.describe() if check is not None else "Separated, as asked."
+        level = (f"accompaniment {check.accompaniment_db:.0f} dB"
+                 if math.isfinite(check.accompaniment_db) else "no accompaniment")
+        note = f"Recognised as {'a voice alone' if r.vocal_only else 'a mix'} ({level})."
     voice.show_vocal(bool(r.vocal_only), note)
+    voice.vocal_note.setToolTip(check.describe() if check is not None else note)
     panel.vocal_wave.set_title("Vocal (the file itself)" if r.vocal_only else "Separated vocal")
     analysed = r.analysis is not None and r.auto_analysis is not None
     voice.set_enabled(query=True, tempo=analysed)

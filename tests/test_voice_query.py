@@ -105,6 +105,24 @@ def test_a_real_mix_is_separated_and_its_vocal_is_recognised_as_a_voice(example_
     assert len(spans) == 3 and sum(b - a for a, b in spans) < 11.8
 
 
+@pytest.mark.slow
+def test_a_generated_song_its_vocal_and_its_accompaniment(tmp_path) -> None:
+    """The corpus generator's first demo song (Festival + WORLD voice over General MIDI):
+    its vocal stem is a voice alone, its mix and its accompaniment are not."""
+    from training.corpus import generate_corpus, song_dir
+    from training.demo import DEMO_FIRST_SINGER, DEMO_SECONDS, DEMO_SEED
+
+    generate_corpus(out_dir=tmp_path, seed=DEMO_SEED, singers=1, songs=1, seconds=DEMO_SECONDS,
+                    first_singer=DEMO_FIRST_SINGER, jobs=1)
+    folder = song_dir(tmp_path, DEMO_FIRST_SINGER, 0)
+    sep = Separator.spleeter_2stems()
+    found = {k: detect_vocal_only(load_audio(folder / f"{k}.flac"), sep)
+             for k in ("vocals", "mix", "accompaniment")}
+    assert found["vocals"].vocal_only, found
+    assert not found["mix"].vocal_only and not found["accompaniment"].vocal_only, found
+    assert found["mix"].accompaniment_db > VOCAL_ONLY_THRESHOLD_DB + 2
+
+
 def test_vocal_only_stems_are_the_file_itself(song) -> None:
     stems = vocal_only_stems(song.vocals)
     assert stems.mix.sr == 44100 and stems.vocals.channels == 2

@@ -1119,6 +1119,9 @@ class MainWindow(QMainWindow):
 
     def _region_searched(self, r: QueryResult) -> None:
         self.query_panel.voice.show_searched_region(r.region)
+        part = (f"{r.region[0]:.1f}–{r.region[1]:.1f} s of {r.title}" if r.region is not None
+                else f"the whole of {r.title}")
+        self.statusBar().showMessage(f"Searched with {part}: {len(r.rows)} matches", 10000)
         self._searched(r)
 
     def _offsets_changed(self, beats: int, ms: float) -> None:

@@ -1,7 +1,7 @@
 """The last queries (song files, microphone takes), kept in ``data_dir()/history.json``.
 
 Each entry holds what is needed to run the query again: the file and the query's options
-(``vocal_only``, ``tempo_bpm``, and whatever later options a query takes), with what it found
+(``vocal_only``, ``tempo``, ``first_beat``, and whatever later options a query takes), with what it found
 (matches, the best one) for the list. The file is written atomically; an unreadable one is
 set aside as ``history.json.bad`` and the history starts empty, so it never stops the app.
 """
@@ -34,7 +34,7 @@ def history_path() -> Path:
 @dataclasses.dataclass
 class HistoryEntry:
     """One query. ``kind`` is ``"file"`` or ``"take"``; ``options`` are keyword arguments of
-    the query (``vocal_only``, ``tempo_bpm``...), so running it again gives the same query."""
+    the query (``vocal_only``, ``tempo``, ``first_beat``...), so running it again gives the same query."""
 
     path: str
     title: str

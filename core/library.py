@@ -42,6 +42,7 @@ are returned separately in ``SearchResult.excluded_duplicates`` and can be kept 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -143,13 +144,27 @@ class SearchResult:
     model: str
     matches: list[Match]
     excluded_duplicates: list[Match] = field(default_factory=list)
+    #: the query was a voice alone, embedded unseparated
+    query_vocal_only: bool = False
+    #: what the a-cappella detector found about the query (``VocalOnlyCheck``), if asked
+    query_vocal_check: Any | None = None
+    #: ``(start, end)`` seconds of the query that were embedded, when only a region was
+    query_region: tuple[float, float] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The ``crossmix match --json`` document."""
+        check = self.query_vocal_check
         return {
             "query": self.query,
             "space": self.space,
             "model": self.model,
+            "query_vocal_only": self.query_vocal_only,
+            "query_vocal_check": None if check is None else {
+                "accompaniment_db": (check.accompaniment_db
+                                     if math.isfinite(check.accompaniment_db) else None),
+                "threshold_db": check.threshold_db,
+                "probe_s": check.probe_s},
+            "query_region": None if self.query_region is None else list(self.query_region),
             "matches": [m.to_dict() for m in self.matches],
             "excluded_duplicates": [m.to_dict() for m in self.excluded_duplicates],
         }
@@ -167,6 +182,12 @@ class QueryEmbedding:
     fingerprint: npt.NDArray[np.uint32] | None = None
     #: length of the query's audio in seconds, when known (a query under one segment is refused)
     duration: float | None = None
+    #: the query is a voice alone, embedded unseparated (:mod:`core.vocal_only`)
+    vocal_only: bool = False
+    #: what the a-cappella detector found, when it was asked (``VocalOnlyCheck``)
+    vocal_check: Any | None = None
+    #: ``(start, end)`` seconds of the song that were embedded, when only a region was
+    region: tuple[float, float] | None = None
 
 
 @dataclass
@@ -460,19 +481,29 @@ class Library:
         *,
         separator: Separator | None = None,
         encoders: EncoderPair | None = None,
+        vocal_only: bool | None = None,
+        region: tuple[float | None, float | None] | None = None,
         progress: ProgressFn | None = None,
         cancel: CancelToken | None = None,
     ) -> QueryEmbedding:
         """Embed a query song (separated, so every space is available).
 
         A song already in the library in full mode with the current checkpoint is not
-        recomputed: its stored vectors are used.
+        recomputed: its stored vectors are used (unless a region or ``vocal_only`` is given).
+
+        ``vocal_only``: ``True``, the file is a voice alone and is embedded as it is (no
+        separation); ``False``, always separated; ``None``, :mod:`core.vocal_only` decides.
+        ``region``: ``(start, end)`` seconds (``None`` for the song's start or end) embeds only
+        that part; :class:`core.region.RegionError` says what is wrong with a bad range.
         """
+        from core.region import check_region, crop_stems
+        from core.vocal_only import query_stems
+
         p = _abspath(path)
         chash = file_hash(p)
         model = self.catalog.model_id
         sid = self.catalog.song_id_by_hash(chash)
-        if sid is not None and model is not None:
+        if sid is not None and model is not None and region is None and vocal_only is None:
             vecs = self.catalog.song_vectors(sid, model)
             if "V" in vecs and "[M,V]" in vecs:
                 song = self.song(sid)
@@ -482,17 +513,20 @@ class Library:
                 fp = fp_from_blob(fps[sid]) if sid in fps else None
                 return QueryEmbedding(emb, p, chash, song.audio_key, fp, song.duration)
         enc = self._get_encoders(encoders)
-        sep = self._get_separator(separator)
         audio = load_audio(p)
+        span = (check_region(region[0], region[1], audio.duration, name=Path(p).name)
+                if region is not None else None)
         key = audio_hash(audio)
-        stems = self.stem_cache.get(key, sep.model_id)
-        if stems is None:
-            stems = sep.separate(audio, progress=progress, cancel=cancel)
-            self.stem_cache.put(key, sep.model_id, stems)
+        sep = None if vocal_only else self._get_separator(separator)
+        qs = query_stems(audio, key, separator=sep, cache=self.stem_cache,  # type: ignore[arg-type]
+                         vocal_only=vocal_only, progress=progress, cancel=cancel)
+        stems = qs.stems if span is None else crop_stems(qs.stems, *span)
         check_cancel(cancel, "the search")
         emb = embed_song(mix=stems.mix, vocals=stems.vocals, encoders=enc, device=self.device,
                          cancel=cancel)
-        return QueryEmbedding(emb, p, chash, key, fingerprint(audio), audio.duration)
+        return QueryEmbedding(emb, p, chash, key, fingerprint(audio),
+                              stems.mix.duration if span is not None else audio.duration,
+                              vocal_only=qs.vocal_only, vocal_check=qs.check, region=span)
 
     def search(
         self,
@@ -507,6 +541,8 @@ class Library:
         key: str | Sequence[str] | None = None,
         separator: Separator | None = None,
         encoders: EncoderPair | None = None,
+        vocal_only: bool | None = None,
+        region: tuple[float | None, float | None] | None = None,
         progress: ProgressFn | None = None,
         cancel: CancelToken | None = None,
     ) -> SearchResult:
@@ -551,6 +587,7 @@ class Library:
             )
         if isinstance(query, (str, Path)):
             qe = self.embed_query(query, separator=separator, encoders=encoders,
+                                  vocal_only=vocal_only, region=region,
                                   progress=progress, cancel=cancel)
         elif isinstance(query, SongEmbedding):
             qe = QueryEmbedding(query)
@@ -630,7 +667,9 @@ class Library:
             fetch = min(fetch * 4, available)
         ranked = [replace(m, rank=r) for r, m in enumerate(matches, start=1)]
         return SearchResult(query=qe.path, space=space, model=model, matches=ranked,
-                            excluded_duplicates=[] if include_duplicates else dups)
+                            excluded_duplicates=[] if include_duplicates else dups,
+                            query_vocal_only=qe.vocal_only, query_vocal_check=qe.vocal_check,
+                            query_region=qe.region)
 
     def _mean_vector(self, space: str, model: str) -> npt.NDArray[np.float32]:
         """Mean of the library's vectors of ``space`` (cached until the catalog changes);

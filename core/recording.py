@@ -6,7 +6,7 @@ it every second, so the header is valid up to the last second written. A take cu
 crash or a kill is repaired at the next start (:func:`repair_wav_header` sets the RIFF and
 data sizes from the file's length). Once stopped, the take is trimmed of its leading and
 trailing silence (:func:`trim_take`), in whole bars when it was recorded to a metronome, so
-its beat grid stays at 0 and its tempo is exact (:func:`metronome_grid`).
+its beat grid stays at 0 and its tempo is exact (the query gets ``tempo`` and ``first_beat=0``).
 
 The :class:`Metronome` renders clicks into an output block from two preallocated clicks.
 """
@@ -336,16 +336,6 @@ def trim_take(path: str | Path, *, grid_s: float | None = None) -> Trim:
 # --- the metronome ----------------------------------------------------------------------------
 
 
-def metronome_grid(bpm: float, duration: float, *, beats_per_bar: int = 4
-                   ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Beat and downbeat times (s) of a take recorded to a metronome at ``bpm``, which starts
-    on a downbeat (the count-in ends there, and trimming keeps whole bars)."""
-    if bpm <= 0:
-        raise ValueError("a tempo must be positive")
-    beats = np.arange(0.0, max(duration, 0.0), 60.0 / bpm)
-    return beats, beats[::beats_per_bar]
-
-
 def click(sr: int, *, freq: float, seconds: float = 0.03, amp: float = 0.5) -> FloatArray:
     """A short decaying sine: one metronome click."""
     t = np.arange(int(sr * seconds)) / sr
@@ -413,12 +403,3 @@ def can_write(folder: str | Path) -> bool:
     except OSError:
         return False
     return os.access(folder, os.W_OK | os.X_OK)
-
-
-def with_metronome_tempo(analysis: Any, bpm: float, *, beats_per_bar: int = 4) -> Any:
-    """``analysis`` (a :class:`core.analysis.Analysis`) with the exact tempo of a take
-    recorded to a metronome at ``bpm`` and its beat grid (:func:`metronome_grid`) in place
-    of the tracked beats; key and loudness are kept."""
-    beats, downbeats = metronome_grid(bpm, float(analysis.duration), beats_per_bar=beats_per_bar)
-    return dataclasses.replace(analysis, tempo=float(bpm), beats=beats, downbeats=downbeats,
-                               tempo_confidence=1.0)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import shutil
 import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -74,6 +74,12 @@ class RemixOptions:
         Also put the accompaniment's bar lines on the query's when both have downbeats.
     use_rubberband : bool
         Use Rubber Band (``False`` or missing binary: librosa phase-vocoder fallback).
+    bar_offset_beats : int
+        Moves the accompaniment's bar lines this many query beats later (earlier when
+        negative) against the query's grid: the downbeat phase, nudged by the user.
+    offset_ms : float
+        Moves the accompaniment this many milliseconds later (earlier when negative) after
+        beat alignment: a fine adjustment of the phase.
     """
 
     preview: bool = True
@@ -91,6 +97,8 @@ class RemixOptions:
     align_beats: bool = True
     align_downbeats: bool = True
     use_rubberband: bool = True
+    bar_offset_beats: int = 0
+    offset_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -462,6 +470,11 @@ def render_cross_mix(
             progress(Progress(stage=stage, done=done, total=2, unit="steps"))
 
     plan = plan_beats(query_analysis, match_analysis, use_downbeats=opts.align_downbeats)
+    if opts.bar_offset_beats:
+        # Query beat i then hears accompaniment beat k + (i - d) / m: d beats later.
+        plan = replace(plan, match_beat_offset=plan.match_beat_offset
+                       - opts.bar_offset_beats / plan.multiplier)
+    delay = opts.offset_ms / 1000.0
     report = _report(query_analysis, match_analysis, plan, similarity=similarity,
                      max_shift=opts.max_shift, key_match=opts.key_match)
     shift = report.semitone_shift if opts.key_match else 0
@@ -477,12 +490,12 @@ def render_cross_mix(
         qb = query_analysis.beats
         inner = qb[(qb > start - pad) & (qb < end + pad)]
         q_times = np.concatenate([[start - pad], inner, [end + pad]])
-        m_times = query_to_match_time(query_analysis, match_analysis, plan, q_times)
+        m_times = query_to_match_time(query_analysis, match_analysis, plan, q_times - delay)
     else:
         q_first = float(query_analysis.beats[0]) if query_analysis.beats.size else 0.0
         m_first = float(query_to_match_time(query_analysis, match_analysis, plan, np.array([q_first]))[0])
         q_times = np.array([start - pad, end + pad])
-        m_times = m_first + (q_times - q_first) * report.stretch_ratio
+        m_times = m_first + (q_times - delay - q_first) * report.stretch_ratio
     stretched, stretcher = _stretch_to_map(
         acc, q_times - (start - pad), m_times, shift=shift, use_rubberband=opts.use_rubberband
     )

@@ -114,10 +114,21 @@ class QueryResult:
     timings: dict[str, float] = field(default_factory=dict)
     #: the query's tempo/key analysis, started beside its separation (see :meth:`Session.query`)
     pending_analysis: BackgroundAnalysis | None = field(default=None, repr=False)
-    #: the file is known to hold only a voice (a microphone take)
+    #: the file is a voice alone: its stems are the file itself (nothing was separated)
     vocal_only: bool = False
-    #: the query's tempo when known exactly (a take recorded to the metronome): its analysis
-    #: gets this tempo and a beat grid from 0 s, which the cross-mix aligns to
+    #: what the a-cappella detector found (``None`` when the caller decided)
+    vocal_check: Any | None = None  # core.vocal_only.VocalOnlyCheck
+    #: where the tempo of ``analysis`` came from: "mix" (tracked beats), "onsets" (a voice's
+    #: onsets), "given" (the caller: a metronome), "typed" or "tapped" (the user)
+    tempo_source: str = "mix"
+    #: the analysis as first estimated, to go back to after a typed or tapped tempo
+    auto_analysis: Any | None = None
+    #: ``(start, end)`` seconds when only that region of the song was embedded and searched
+    region: tuple[float, float] | None = None
+    #: the whole song's embedding, kept while a region's is searched
+    song_embedding: Any | None = None
+    #: the query's exact tempo when the caller gave it with its first beat (a take recorded to
+    #: the metronome), else ``None``
     tempo_bpm: float | None = None
 
 
@@ -140,10 +151,14 @@ class BackgroundAnalysis:
     start at once. It has its own cancel token, set when the query fails or is cancelled.
     """
 
-    def __init__(self, audio: Audio) -> None:
+    def __init__(self, audio: Audio, *, voice: bool = False, bpm: float | None = None,
+                 first_beat: float | None = None) -> None:
         self.cancel = CancelToken()
         self.latest: Progress | None = None
         self.result: Any = None
+        self.source = "mix"  # where the tempo came from (core.vocal_tempo.analyze_query)
+        #: what to analyse: (a voice alone?, given BPM, given first beat)
+        self.how = (voice, bpm, first_beat)
         self.error: BaseException | None = None
         self.started = time.perf_counter()
         self.seconds = 0.0
@@ -155,9 +170,12 @@ class BackgroundAnalysis:
     def _run(self, audio: Audio) -> None:
         _lower_this_threads_priority()
         try:
-            from core.analysis import analyze
+            from core.vocal_tempo import analyze_query
 
-            self.result = analyze(audio, progress=self._progress, cancel=self.cancel)
+            voice, bpm, first_beat = self.how
+            self.result, self.source = analyze_query(audio, voice=voice, bpm=bpm,
+                                                     first_beat=first_beat,
+                                                     progress=self._progress, cancel=self.cancel)
         except BaseException as exc:  # noqa: BLE001 - handed to whoever waits for it
             self.error = exc
         finally:
@@ -443,20 +461,23 @@ class Session:
 
     def query(self, path: str | Path, *, space: str = "vocal->mix", k: int = 10,
               tempo_range: tuple[float, float] | None = None, key: str | None = None,
-              vocal_only: bool = False, tempo_bpm: float | None = None,
+              vocal_only: bool | None = None, tempo: float | None = None,
+              first_beat: float | None = None, region: tuple[float, float] | None = None,
               progress: ProgressFn | None = None,
               cancel: CancelToken | None = None) -> QueryResult:
         """Decode, separate, embed and search one song file: the ranked matches.
-
-        ``vocal_only`` marks a file known to hold only a voice (a microphone take); for now it
-        is recorded on the result and the file still goes through the separator. ``tempo_bpm``
-        is the query's exact tempo (a take recorded to the metronome): the analysis takes it
-        and a beat grid from 0 s instead of the tracked beats (see :meth:`analyze`).
 
         The rows carry the similarity (and the tempo/key the catalog already knows); the
         compatibility columns and the query's own tempo and key come from :meth:`analyze`,
         run next, so the matches appear as soon as the search is done. ``tempo_range`` (BPM)
         and ``key`` filter the matches as in :meth:`core.library.Library.search`.
+
+        ``vocal_only``: ``True`` when the file is known to be a voice alone (a recorded take,
+        the user's choice): it is not separated and its vocal embedding comes from the file
+        itself; ``False`` always separates; ``None`` (default) lets
+        :func:`core.vocal_only.detect_vocal_only` decide. ``tempo`` (BPM) and ``first_beat``
+        (s) give the query's beat grid when it is known (a metronome): cross-mixes align to
+        it instead of an estimate. ``region`` (s) embeds and searches only that part.
 
         Raises
         ------
@@ -481,41 +502,70 @@ class Session:
         timings["decode"] = time.perf_counter() - t
         check_cancel(cancel, "the query")
 
-        # Tempo and key need the mix only: analysed beside the separation, on its own thread.
-        pending = BackgroundAnalysis(audio)
-        with self._lock:
-            self._analyses = [a for a in self._analyses if not a.done] + [pending]
+        if region is not None:
+            from core.region import check_region
+
+            region = check_region(region[0], region[1], audio.duration, name=p.name)
+        if tempo is not None:
+            from core.vocal_tempo import check_bpm
+
+            tempo = check_bpm(tempo)
+        pending: BackgroundAnalysis | None = None
+
+        def analyse(voice: bool) -> BackgroundAnalysis:
+            # Tempo and key need the file only: analysed beside the separation, on its thread.
+            nonlocal pending
+            pending = BackgroundAnalysis(audio, voice=voice, bpm=tempo, first_beat=first_beat)
+            with self._lock:
+                self._analyses = [a for a in self._analyses if not a.done] + [pending]
+            return pending
+
+        # known now: the analysis starts before the separation (else after the detection)
+        early = analyse(vocal_only) if vocal_only is not None else None
         try:
-            result = self._query_rest(p, audio, pending, title=title, artist=artist,
-                                      content_hash=content_hash, audio_key=audio_key, fp=fp,
-                                      space=space, k=k, tempo_range=tempo_range, key=key,
-                                      timings=timings, report=report,
-                                      progress=progress, cancel=cancel)
-            result.vocal_only = vocal_only
-            result.tempo_bpm = tempo_bpm
+            result = self._query_rest(p, audio, early, analyse, title=title, artist=artist,
+                                    content_hash=content_hash, audio_key=audio_key, fp=fp,
+                                    space=space, k=k, tempo_range=tempo_range, key=key,
+                                    vocal_only=vocal_only, region=region,
+                                    timings=timings, report=report,
+                                    progress=progress, cancel=cancel)
+            result.tempo_bpm = tempo if (tempo is not None and first_beat is not None) else None
             return result
         except BaseException:
-            pending.cancel.cancel()
+            if pending is not None:
+                pending.cancel.cancel()
             raise
 
-    def _query_rest(self, p: Path, audio: Audio, pending: BackgroundAnalysis, *, title: str,
+    def _query_rest(self, p: Path, audio: Audio, pending: BackgroundAnalysis | None,
+                    analyse: Callable[[bool], BackgroundAnalysis], *, title: str,
                     artist: str, content_hash: str, audio_key: str, fp: Any, space: str, k: int,
                     tempo_range: tuple[float, float] | None, key: str | None,
+                    vocal_only: bool | None, region: tuple[float, float] | None,
                     timings: dict[str, float], report: Callable[..., None],
                     progress: ProgressFn | None, cancel: CancelToken | None) -> QueryResult:
+        from core.vocal_only import query_stems
+
         t = time.perf_counter()
-        report("separate", 0, max(audio.duration, 1e-6), "loading the separator")
-        stems = self._separate(audio, audio_key, progress=_relabel(progress, "separate"), cancel=cancel)
+        report("separate", 0, max(audio.duration, 1e-6),
+               "reading the voice" if vocal_only else "loading the separator")
+        sep = None if vocal_only else self.separator()
+        qs = query_stems(audio, audio_key, separator=sep, cache=self.stem_cache,  # type: ignore[arg-type]
+                         vocal_only=vocal_only, progress=_relabel(progress, "separate"),
+                         cancel=cancel)
+        if pending is None:
+            pending = analyse(qs.vocal_only)
+        stems = qs.stems
         timings["separate"] = time.perf_counter() - t
         check_cancel(cancel, "the query")
         mix_env = envelope(stems.mix)
-        vocal_env = envelope(stems.vocals)
+        vocal_env = mix_env if qs.vocal_only else envelope(stems.vocals)
 
         result = QueryResult(path=p, title=title, artist=artist, duration=audio.duration,
                              stems=stems, analysis=None, embedding=None, rows=[],
                              mix_env=mix_env, vocal_env=vocal_env, timings=timings,
                              content_hash=content_hash, audio_key=audio_key, fingerprint=fp,
-                             pending_analysis=pending)
+                             pending_analysis=pending, vocal_only=qs.vocal_only,
+                             vocal_check=qs.check)
 
         t = time.perf_counter()
         report("embed", 0, 2)
@@ -527,10 +577,8 @@ class Session:
                               f"model on the Retrain tab or choose a checkpoint in Settings.")
             report("search", 1, 1, "no encoders")
             return result
-        from core.embedding import embed_song
-
-        result.embedding = embed_song(mix=stems.mix, vocals=stems.vocals, encoders=encoders,
-                                      progress=_relabel(progress, "embed"), cancel=cancel)
+        result.embedding = self._embed(result, region, encoders=encoders, progress=progress,
+                                       cancel=cancel)
         timings["embed"] = time.perf_counter() - t
         check_cancel(cancel, "the query")
 
@@ -542,6 +590,88 @@ class Session:
         report("search", 1, 1)
         return result
 
+    def _embed(self, result: QueryResult, region: tuple[float, float] | None, *,
+               encoders: Any, progress: ProgressFn | None,
+               cancel: CancelToken | None) -> Any:
+        """Embed the query (or only ``region`` of it); the whole song's embedding is kept in
+        ``result.song_embedding`` for going back from a region."""
+        from core.embedding import embed_song
+        from core.region import crop_stems
+
+        stems = result.stems
+        if region is None:
+            emb = embed_song(mix=stems.mix, vocals=stems.vocals, encoders=encoders,
+                             progress=_relabel(progress, "embed"), cancel=cancel)
+            result.song_embedding = emb
+        else:
+            part = crop_stems(stems, *region)
+            emb = embed_song(mix=part.mix, vocals=part.vocals, encoders=encoders,
+                             progress=_relabel(progress, "embed"), cancel=cancel)
+        result.region = region
+        return emb
+
+    def search_region(self, result: QueryResult, region: tuple[float, float] | None, *,
+                      space: str, k: int, tempo_range: tuple[float, float] | None = None,
+                      key: str | None = None, progress: ProgressFn | None = None,
+                      cancel: CancelToken | None = None) -> QueryResult:
+        """Search again with only ``region`` (start, end seconds) of the query embedded; the
+        cross-mix previews then start at the region. ``None`` goes back to the whole song.
+
+        Raises
+        ------
+        core.region.RegionError
+            The region is reversed, outside the song or shorter than one segment.
+        """
+        from core.region import check_region
+
+        if region is not None:
+            region = check_region(region[0], region[1], result.duration,
+                                  name=Path(result.path).name)
+        encoders = self.encoders()
+        if progress is not None:
+            progress(Progress("embed", 0, 2))
+        if region is None and result.song_embedding is not None:
+            result.embedding, result.region = result.song_embedding, None
+        else:
+            result.embedding = self._embed(result, region, encoders=encoders,
+                                           progress=progress, cancel=cancel)
+        check_cancel(cancel, "the search")
+        if progress is not None:
+            progress(Progress("search", 0, 1))
+        self._search_into(result, space=space, k=k, tempo_range=tempo_range, key=key,
+                          cancel=cancel)
+        return result
+
+    def set_tempo(self, result: QueryResult, bpm: float | None, *, source: str = "typed",
+                  first_beat: float | None = None, key_match: bool = True, max_shift: int = 3,
+                  progress: ProgressFn | None = None,
+                  cancel: CancelToken | None = None) -> QueryResult:
+        """Put the query on a beat grid at ``bpm`` (typed, tapped: ``source``), its phase
+        fitted to the query's onsets unless ``first_beat`` is given; ``None`` goes back to the
+        estimated tempo. The matches' compatibility is computed again (:meth:`analyze`).
+
+        Raises
+        ------
+        core.errors.RemixError
+            ``bpm`` is out of range (30-300), or the query has no analysis yet.
+        """
+        from core.errors import RemixError
+        from core.vocal_tempo import given_grid
+
+        if result.auto_analysis is None:
+            raise RemixError(f"{Path(result.path).name}: its tempo is still being analysed; "
+                             "set the tempo once the analysis is done.")
+        if bpm is None:
+            result.analysis = result.auto_analysis
+            result.tempo_source = "onsets" if result.vocal_only else "mix"
+        else:
+            result.analysis = given_grid(result.auto_analysis, result.stems.mix, bpm=bpm,
+                                         first_beat=first_beat)
+            result.tempo_source = source
+        check_cancel(cancel, "the tempo")
+        return self.analyze(result, key_match=key_match, max_shift=max_shift,
+                            progress=progress, cancel=cancel)
+
     def analyze(self, result: QueryResult, *, key_match: bool = True, max_shift: int = 3,
                 progress: ProgressFn | None = None,
                 cancel: CancelToken | None = None) -> QueryResult:
@@ -552,10 +682,6 @@ class Session:
         n = len(result.rows)
         if result.analysis is None:
             result.analysis = self._query_analysis(result, n, progress=progress, cancel=cancel)
-            if result.tempo_bpm:
-                from core.recording import with_metronome_tempo
-
-                result.analysis = with_metronome_tempo(result.analysis, result.tempo_bpm)
         check_cancel(cancel, "the analysis")
         rows = []
         lib = self.library()
@@ -591,8 +717,6 @@ class Session:
                         cancel: CancelToken | None) -> Any:
         """The query's analysis: the one started beside the separation when it is there (its
         progress forwarded at least every 0.5 s while waiting), else computed now."""
-        from core.analysis import analyze
-
         pending, result.pending_analysis = result.pending_analysis, None
         if pending is not None:
             while not pending.wait(0.5):
@@ -607,30 +731,22 @@ class Session:
                                       f"({time.perf_counter() - pending.started:.0f} s)"))
             if pending.error is None:
                 result.timings["analyze_query"] = pending.seconds
+                result.tempo_source = pending.source
+                result.auto_analysis = pending.result
                 return pending.result
             if not isinstance(pending.error, Cancelled):
                 raise pending.error
             # cancelled (an earlier analysis step was): analyse again below
         if progress is not None:
             progress(Progress("analyze", 0, n + 1, "steps", "tempo and key of the query"))
-        return analyze(result.stems.mix, cancel=cancel)
+        from core.vocal_tempo import analyze_query
 
-    def _separate(self, audio: Audio, key: str, *, progress: ProgressFn | None,
-                  cancel: CancelToken | None) -> Any:
-        sep = self.separator()
-        if self.stem_cache is not None:
-            hit = self.stem_cache.get(key, sep.model_id)
-            if hit is not None:
-                if progress is not None:
-                    progress(Progress("separate", 1, 1, "s", "from the stem cache"))
-                return hit
-        stems = sep.separate(audio, progress=progress, cancel=cancel)
-        if self.stem_cache is not None:
-            try:
-                self.stem_cache.put(key, sep.model_id, stems)
-            except CrossmixError as exc:  # a full disk must not lose the query
-                log.warning("%s", exc)
-        return stems
+        voice, bpm, first_beat = (pending.how if pending is not None
+                                  else (result.vocal_only, None, None))
+        an, result.tempo_source = analyze_query(result.stems.mix, voice=voice, bpm=bpm,
+                                                first_beat=first_beat, cancel=cancel)
+        result.auto_analysis = an
+        return an
 
     def search(self, result: QueryResult, *, space: str, k: int,
                tempo_range: tuple[float, float] | None = None, key: str | None = None,
@@ -853,6 +969,7 @@ class Session:
                 progress(Progress("preview", min(p.done / p.total, 1.0), 3, "steps",
                                   f"separating the match, {100 * p.done / p.total:.0f} %"))
 
+        render_opts = region_options(query, options)
         stems = lib.stems_for(row.match.song_id, separator=self.separator(), progress=separating,
                               cancel=cancel)
         check_cancel(cancel, "the preview")
@@ -865,7 +982,7 @@ class Session:
 
         cm = render_cross_mix(query_vocals=query.stems.vocals, query_analysis=query.analysis,
                               match_accompaniment=stems.full_band_accompaniment,
-                              match_analysis=match_analysis, options=options,
+                              match_analysis=match_analysis, options=render_opts,
                               similarity=row.similarity, progress=rendering, cancel=cancel)
         check_cancel(cancel, "the preview")
         return cm, stems
@@ -894,12 +1011,12 @@ class Session:
         from core.export import cross_mix_tags, export_cross_mix
         from core.remix import render_cross_mix
 
-        opts = dataclasses.replace(options, preview=not full)
+        opts = region_options(query, dataclasses.replace(options, preview=not full))
         if query.analysis is None:
             raise CrossmixError(f"{query.path}: the query has no tempo analysis to align to.")
         if progress is not None:
             progress(Progress("export", 0, 2, "steps", "rendering"))
-        if preview is not None and opts == preview.options:
+        if preview is not None and opts == region_options(query, preview.options):
             cm = preview.crossmix
         elif preview is not None:
             lib = self.library()
@@ -986,6 +1103,16 @@ class Session:
         if progress is not None and not report.cancelled:
             progress(Progress("export", n, n, "matches"))
         return report
+
+
+def region_options(query: QueryResult, options: Any) -> Any:
+    """``options`` for a query searched by a region: a preview starts at the region and lasts
+    as long as it (at most the preview length asked for)."""
+    if query.region is None or not options.preview or options.preview_start is not None:
+        return options
+    start, end = query.region
+    return dataclasses.replace(options, preview_start=start,
+                               preview_seconds=min(options.preview_seconds, end - start))
 
 
 def encoders_factory_for(checkpoint: str) -> Callable[[torch.device], Any]:

@@ -61,6 +61,7 @@ from gui.query_panel import QueryPanel
 from gui.record_panel import RecordPanel
 from gui.results_model import ROW_ROLE, ResultRow, ResultsModel, ResultsProxy
 from gui.settings import SPACES, Settings, choice_label
+from gui.voice_controls import show_voice
 from gui.workers import Task, TaskRunner
 
 if TYPE_CHECKING:
@@ -181,7 +182,8 @@ class MainWindow(QMainWindow):
             self, device=settings.get("audio/output_device") or None)
         self.example_path = example_path
         self.queue: deque[str] = deque()
-        #: keyword arguments of Session.query for a queued file (a take: vocal_only, tempo_bpm)
+        #: keyword arguments of Session.query for a queued file (vocal_only, tempo, first_beat,
+        #: region: see query_file; a take: vocal_only and its metronome's tempo)
         self._query_options: dict[str, dict[str, Any]] = {}
         #: the last results by their history key, newest last (see RESULTS_KEPT)
         self._recent: OrderedDict[tuple[str, str], QueryResult] = OrderedDict()
@@ -312,6 +314,16 @@ class MainWindow(QMainWindow):
         self.record_panel = RecordPanel(self.settings, self.runner)
         self.history_panel = HistoryPanel()
         self._wire_record_and_history()
+        voice = self.query_panel.voice  # a voice alone, its tempo, a part of the song
+        voice.vocal_only_toggled.connect(self._vocal_only_toggled)
+        voice.tempo_requested.connect(self.set_query_tempo)
+        voice.estimate_requested.connect(lambda: self.set_query_tempo(None))
+        voice.region_search_requested.connect(self.search_region)
+        voice.whole_song_requested.connect(lambda: self.search_region(None))
+        self.tap_shortcut = QShortcut(QKeySequence(Qt.Key.Key_T), self)
+        self.tap_shortcut.setContext(Qt.ShortcutContext.WindowShortcut)
+        self.tap_shortcut.activated.connect(  # the query's beat, on the Search tab
+            lambda: voice.tap() if self.tabs.currentIndex() == 0 else None)
 
         self.space_combo = QComboBox()
         for s in SPACES:
@@ -375,6 +387,7 @@ class MainWindow(QMainWindow):
         self.preview_panel.key_match_changed.connect(self._key_match_changed)
         self.preview_panel.export_requested.connect(self.export_dialog)
         self.preview_panel.loop_changed.connect(self._loop_changed)
+        self.preview_panel.phase.offsets_changed.connect(self._offsets_changed)
         self.preview_panel.play_button.clicked.connect(self.toggle_play)
         self.preview_panel.stop_button.clicked.connect(self.player.stop)
         for key, w in self.preview_panel.waves.items():
@@ -515,9 +528,10 @@ class MainWindow(QMainWindow):
             "suits it (Kim et al. 2021, cross-domain vocal/mix embeddings); click a match to hear "
             "the tempo-aligned cross-mix.\n\n"
             "Keys: Space plays and pauses, Ctrl+O opens songs, Ctrl+E exports the cross-mix, "
-            "Ctrl+Shift+E exports the selected matches, Delete takes a song out of the queue. "
-            "Right-click a match to show it in its folder, to search with it or to export "
-            "several at once; drag matches out to a file manager to get their files.\n\n"
+            "Ctrl+Shift+E exports the selected matches, T taps the query's tempo, Delete takes "
+            "a song out of the queue. Right-click a match to show it in its folder, to search "
+            "with it or to export several at once; drag matches out to a file manager to get "
+            "their files.\n\n"
             "Everything is also on the command line: crossmix --help.")
         box.setModal(False)
         box.show()
@@ -660,6 +674,7 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage("The query starts as soon as the engine is loaded…")
             return
         path = self.queue.popleft()
+        options = self._query_options.pop(path, {})
         self._update_queue_label()
         for task in (self.preview_task, self.search_task, self.ahead_task):
             if task is not None:
@@ -680,6 +695,7 @@ class MainWindow(QMainWindow):
             "are ready." if self._previous is not None and self.results_model.rowCount()
             else "")
         self.preview_panel.clear()
+        self.preview_panel.phase.reset()  # another voice: its bar lines are found afresh
         self._update_playback_reason()
         self.export_action.setEnabled(False)
         self.banner.show_text("", "info")
@@ -727,6 +743,7 @@ class MainWindow(QMainWindow):
         self.table.setEnabled(True)
         self.query_panel.show_file(title=r.title, artist=r.artist, duration=r.duration)
         self.query_panel.show_waves(r.mix_env, r.vocal_env)
+        show_voice(self.query_panel, r)
         self.query_panel.tempo_label.setText("analysing…")
         self.query_panel.key_label.setText("analysing…")
         self._show_rows(r)
@@ -747,14 +764,19 @@ class MainWindow(QMainWindow):
             self.table.selectRow(idx.row())
             self.table.scrollTo(idx)
 
-    def _start_analysis(self, r: QueryResult) -> None:
-        """Tempo and key of the query, then each match's compatibility (after the results)."""
+    def _start_analysis(self, r: QueryResult, *, tempo: tuple[float | None, str] | None = None) -> None:
+        """Tempo and key of the query, then each match's compatibility (after the results);
+        with ``tempo`` (BPM or ``None`` for the estimate, and where it came from) the query is
+        put on that beat grid first."""
         if self._closing:
             return
         if self.analysis_task is not None:
             self.analysis_task.cancel()
-        task = Task(self.session.analyze, r, key_match=self.preview_panel.key_match.isChecked(),
-                    max_shift=int(self.settings.get("remix/max_shift")), name="the analysis")
+        common = {"key_match": self.preview_panel.key_match.isChecked(),
+                  "max_shift": int(self.settings.get("remix/max_shift"))}
+        task = (Task(self.session.analyze, r, **common, name="the analysis") if tempo is None
+                else Task(self.session.set_tempo, r, tempo[0], source=tempo[1], **common,
+                          name="the new tempo"))
         task.signals.progress.connect(self.query_panel.stages.update_progress)
         task.signals.finished.connect(lambda res, t=task: self._analysis_done(t, res))
         task.signals.failed.connect(lambda msg, _e, t=task: self._analysis_failed(t, msg))
@@ -769,6 +791,7 @@ class MainWindow(QMainWindow):
             return
         if r.analysis is not None:
             self.query_panel.show_analysis(tempo=r.analysis.tempo, key=r.analysis.key)
+        show_voice(self.query_panel, r)
         self.results_model.update_rows(r.rows)
         self.query_panel.stages.finish("done")
         self.analysis_finished.emit(r)
@@ -823,6 +846,7 @@ class MainWindow(QMainWindow):
         self.query_panel.show_waves(r.mix_env, r.vocal_env)
         if r.analysis is not None:
             self.query_panel.show_analysis(tempo=r.analysis.tempo, key=r.analysis.key)
+        show_voice(self.query_panel, r)
         self.results_note.setText(f"Showing the results for “{r.title}” ({why}).")
         if p is not None:
             self._show_preview(p)
@@ -861,15 +885,14 @@ class MainWindow(QMainWindow):
 
     def query_take(self, path: str, tempo_bpm: float | None) -> None:
         """A microphone take becomes the query, as a drop would make it, but known to be a
-        voice alone (``vocal_only``) and with the metronome's tempo when one was heard.
-
-        The one place a take's options reach the engine: ``Session.query(vocal_only=,
-        tempo_bpm=)``."""
-        self.enqueue_with_options(path, vocal_only=True, tempo_bpm=tempo_bpm)
+        voice alone (not separated) and, when a metronome was heard, with its exact tempo and
+        a first beat at 0 s (the take is trimmed in whole bars)."""
+        self.query_file(path, vocal_only=True, tempo=tempo_bpm,
+                        first_beat=0.0 if tempo_bpm else None)
 
     def enqueue_with_options(self, path: str, **options: Any) -> None:
         """Queue ``path`` with keyword arguments of ``Session.query`` (the history reruns a
-        query with the options it had)."""
+        query with the options it had; :meth:`query_file` names them)."""
         self._query_options[str(path)] = {k: v for k, v in options.items() if v is not None}
         self.enqueue([str(path)])
 
@@ -985,7 +1008,9 @@ class MainWindow(QMainWindow):
             preview_seconds=float(self.settings.get("remix/preview_seconds")),
             key_match=self.preview_panel.key_match.isChecked(),
             max_shift=int(self.settings.get("remix/max_shift")),
-            vocal_gain_db=v, accompaniment_gain_db=a)
+            vocal_gain_db=v, accompaniment_gain_db=a,
+            bar_offset_beats=self.preview_panel.phase.offsets()[0],
+            offset_ms=self.preview_panel.phase.offsets()[1])
 
     def _row_selected(self, current: QModelIndex, _prev: QModelIndex) -> None:
         if current.isValid():
@@ -1033,9 +1058,10 @@ class MainWindow(QMainWindow):
         self.preview_task = self._start_render(r, row, opts)
 
     def _render_options(self) -> Any:
-        # Gains act live in the player; the render uses unit gains so sliders never re-render.
+        # Gains and offsets act live in the player; the render has none, so moving them never
+        # re-renders (an export renders them).
         return dataclasses.replace(self.remix_options(), vocal_gain_db=0.0,
-                                   accompaniment_gain_db=0.0)
+                                   accompaniment_gain_db=0.0, bar_offset_beats=0, offset_ms=0.0)
 
     @staticmethod
     def _song_id(row: ResultRow) -> int | None:
@@ -1120,6 +1146,7 @@ class MainWindow(QMainWindow):
             gains = [10 ** (v / 20), 10 ** (a / 20)] if key == "crossmix" else None
             self.player.set_source(key, layers, p.sr[key], gains)
         self.player.select(self.preview_panel.current_source())
+        self._offsets_changed(*self.preview_panel.phase.offsets())
         self.preview_panel.set_waves(p.envs)
         rep = p.crossmix.report
         shift = rep.key_advice(applied=int(p.crossmix.semitones_applied),
@@ -1172,6 +1199,74 @@ class MainWindow(QMainWindow):
             self._start_analysis(r)  # the shift and mashability columns follow the toggle
         if self.preview is not None or self.preview_task is not None:
             self.render_preview()
+
+    # --- a voice as the query ----------------------------------------------------------------
+
+    def query_file(self, path: str | Path, *, vocal_only: bool | None = None,
+                   tempo: float | None = None, first_beat: float | None = None) -> None:
+        """Query ``path`` (queued like a drop) with what is known about it: a recorded take is
+        ``vocal_only`` (not separated) with its metronome's ``tempo`` (BPM) and ``first_beat``
+        (s). See :meth:`gui.engine.Session.query`."""
+        self.enqueue_with_options(str(path), vocal_only=vocal_only, tempo=tempo, first_beat=first_beat)
+
+    def _vocal_only_toggled(self, on: bool) -> None:
+        """The user says the query is (or is not) a voice alone: it runs again so."""
+        r = self.result
+        if r is None or self.query_task is not None:
+            self.query_panel.voice.vocal_only.setChecked(bool(r is not None and r.vocal_only))
+            return
+        self.query_file(r.path, vocal_only=on)
+
+    def set_query_tempo(self, bpm: float | None, source: str = "typed") -> None:
+        """Align the cross-mixes to a typed or tapped tempo (``None``: the estimated one)."""
+        r = self.result
+        if r is None or r.auto_analysis is None or self.query_task is not None:
+            return
+        for task in (self.preview_task, self.ahead_task):
+            if task is not None:
+                task.cancel()
+        self.preview_task = self.ahead_task = None
+        self._forget_previews()
+        self.player.stop()
+        self.preview = None
+        self.preview_panel.set_ready(False)
+        self.preview_panel.show_message("aligning to the new tempo…")
+        self._start_analysis(r, tempo=(bpm, source))
+
+    def search_region(self, region: tuple[float, float] | None) -> Task | None:
+        """Embed only ``region`` (s) of the query and search again (``None``: the whole song)."""
+        r = self.result
+        if r is None or self.query_task is not None or self._closing:
+            return None
+        if r.embedding is None:
+            self.show_error(r.message or "The query was not embedded, so it cannot be searched.")
+            return None
+        if self.search_task is not None:
+            self.search_task.cancel()
+        self.statusBar().showMessage("Searching with the selected part…" if region
+                                     else "Searching with the whole song…")
+        task = Task(self.session.search_region, r, region, space=self.current_space(),
+                    k=self.k_spin.value(), **self.search_filters(), name="the search")
+        task.signals.finished.connect(self._region_searched)
+        task.signals.failed.connect(lambda msg, _e: self.show_error(msg))
+        self.search_task = task
+        self.runner.start(task)
+        return task
+
+    def _region_searched(self, r: QueryResult) -> None:
+        self.query_panel.voice.show_searched_region(r.region)
+        part = (f"{r.region[0]:.1f}–{r.region[1]:.1f} s of {r.title}" if r.region is not None
+                else f"the whole of {r.title}")
+        self.statusBar().showMessage(f"Searched with {part}: {len(r.rows)} matches", 10000)
+        self._searched(r)
+
+    def _offsets_changed(self, beats: int, ms: float) -> None:
+        """Move the cross-mix's accompaniment against the vocal, live (the export renders it)."""
+        p = self.preview
+        if p is None:
+            return
+        period = 60.0 / float(p.crossmix.report.query_tempo)
+        self.player.set_offsets("crossmix", [0.0, beats * period + ms / 1000.0])
 
     # --- transport --------------------------------------------------------------------------
 

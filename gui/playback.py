@@ -73,6 +73,7 @@ class _Source:
     gains: tuple[float, ...]
     sr: int
     frames: int
+    offsets: tuple[int, ...] = ()  # frames each layer is delayed by (negative: advanced)
 
 
 class Player(QObject):
@@ -118,7 +119,8 @@ class Player(QObject):
         """Register ``name`` as the sum of ``layers`` (each ``(frames, 2)`` float32)."""
         frames = min(int(a.shape[0]) for a in layers)
         g = tuple(gains) if gains is not None else tuple(1.0 for _ in layers)
-        self._sources[name] = _Source(tuple(layers), g, int(sr), frames)
+        self._sources[name] = _Source(tuple(layers), g, int(sr), frames,
+                                      tuple(0 for _ in layers))
         if name == self._current:
             self._src = self._sources[name]
             self._pos = min(self._pos, frames)
@@ -199,6 +201,14 @@ class Player(QObject):
         if src is None:
             return
         src.gains = tuple(gains)  # one attribute store: the callback sees old or new
+
+    def set_offsets(self, name: str, seconds: list[float]) -> None:
+        """Delay each layer of ``name`` by ``seconds`` (negative: earlier), live: the cross-mix's
+        accompaniment is moved against the vocal while it plays (silence where it runs out)."""
+        src = self._sources.get(name)
+        if src is None:
+            return
+        src.offsets = tuple(int(round(s * src.sr)) for s in seconds)  # one store, as gains
 
     # --- transport --------------------------------------------------------------------------
 
@@ -325,13 +335,19 @@ class Player(QObject):
             raise self._callback_stop  # PortAudio plays this last block, then stops
 
     def _mix_into(self, src: _Source, start: int, end: int, out: np.ndarray) -> None:
-        gains = src.gains
+        gains, offsets = src.gains, src.offsets
         n = end - start
-        np.multiply(src.layers[0][start:end], gains[0], out=out)
-        if len(src.layers) > 1:
-            scratch = self._scratch[:n] if n <= self._scratch.shape[0] else np.empty((n, 2), np.float32)
-            for layer, g in zip(src.layers[1:], gains[1:], strict=True):
-                np.multiply(layer[start:end], g, out=scratch)
+        scratch = self._scratch[:n] if n <= self._scratch.shape[0] else np.empty((n, 2), np.float32)
+        for i, (layer, g) in enumerate(zip(src.layers, gains, strict=True)):
+            target = out if i == 0 else scratch
+            o = offsets[i] if i < len(offsets) else 0
+            a = start - o  # the layer's frames that sound here: [a, a + n)
+            lo, hi = max(a, 0), min(a + n, layer.shape[0])
+            if lo != a or hi != a + n:  # moved past its start or end: silence there
+                target.fill(0)
+            if hi > lo:
+                np.multiply(layer[lo:hi], g, out=target[lo - a : hi - a])
+            if i:
                 out += scratch
 
     def _poll(self) -> None:

@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
 
 from gui.playback import MIN_LOOP_S
 from gui.query_panel import fmt_duration
+from gui.voice_controls import PhaseControls
 from gui.waveform import Envelope, WaveformView
 
 SOURCES: tuple[tuple[str, str], ...] = (
@@ -112,6 +113,8 @@ class PreviewPanel(QGroupBox):
         gains.addWidget(self.acc_gain, 1, 1)
         gains.addWidget(self.acc_gain_label, 1, 2)
         gains.addWidget(self.key_match, 2, 0, 1, 3)
+        # where the accompaniment's bar lines sit under the voice, heard at once
+        self.phase = PhaseControls()
         self.report = QLabel("")
         self.report.setWordWrap(True)
 
@@ -123,6 +126,7 @@ class PreviewPanel(QGroupBox):
         lay.addLayout(transport)
         lay.addWidget(self.playback_reason)
         lay.addLayout(gains)
+        lay.addWidget(self.phase)
         lay.addWidget(self.report)
         self.set_ready(False)
 
@@ -203,7 +207,7 @@ class PreviewPanel(QGroupBox):
             b.setEnabled(ready and playback_ok)
         w: QWidget
         for w in (*self.source_buttons.values(), self.vocal_gain, self.acc_gain, self.key_match,
-                  self.export_button, self.set_a_button, self.set_b_button):
+                  self.export_button, self.set_a_button, self.set_b_button, self.phase):
             w.setEnabled(ready)
         self.loop_button.setEnabled(ready and self.loop_a is not None and self.loop_b is not None)
 

@@ -16,6 +16,8 @@ from PySide6.QtWidgets import (
 )
 
 from core.progress import Progress
+from gui.region_select import RegionWaveformView
+from gui.voice_controls import VoiceControls
 from gui.waveform import Envelope, WaveformView
 
 #: The stages of a query, in order, with the label shown.
@@ -137,9 +139,17 @@ class QueryPanel(QGroupBox):
         form.addRow("Tempo", self.tempo_label)
         form.addRow("Key", self.key_label)
         info = QWidget()
-        info.setLayout(form)
+        info_lay = QVBoxLayout(info)
+        info_lay.setContentsMargins(0, 0, 0, 0)
+        info_lay.addLayout(form)
+        # a voice alone, its tempo, the part searched (gui/voice_controls.py)
+        self.voice = VoiceControls()
+        info_lay.addWidget(self.voice)
+        info_lay.addStretch(1)
         info.setMinimumWidth(220)
-        self.mix_wave = WaveformView("Mix", color="#4aa3df")
+        self.mix_wave = RegionWaveformView("Mix (drag across it to search with a part)",
+                                           color="#4aa3df")
+        self.mix_wave.region_changed.connect(self.voice.set_selection)
         self.vocal_wave = WaveformView("Separated vocal", color="#e39c3c")
         waves = QVBoxLayout()
         waves.addWidget(self.mix_wave)
@@ -158,6 +168,7 @@ class QueryPanel(QGroupBox):
             lab.setText("–")
         self.mix_wave.show_message("")
         self.vocal_wave.show_message("")
+        self.voice.clear()
 
     def show_file(self, *, title: str, artist: str, duration: float | None) -> None:
         self.title_label.setText(title or "–")

@@ -95,8 +95,8 @@ class WaveformView(pg.PlotWidget):  # type: ignore[misc]  # pyqtgraph is untyped
     seek_requested = Signal(float)
 
     def __init__(self, title: str = "", *, color: str = "#4aa3df",
-                 parent: QWidget | None = None) -> None:
-        super().__init__(parent=parent)
+                 parent: QWidget | None = None, view_box: pg.ViewBox | None = None) -> None:
+        super().__init__(parent=parent, viewBox=view_box)
         self.setBackground(None)
         self.setMinimumHeight(70)
         self._color = color

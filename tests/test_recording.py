@@ -24,7 +24,6 @@ from core.recording import (
     RingBuffer,
     TakeWriter,
     find_voice,
-    metronome_grid,
     repair_wav_header,
     trim_take,
 )
@@ -267,12 +266,6 @@ def test_metronome_stops_after_the_count_in_unless_kept_going():
     m.fill(out)
     assert m.clicks == 4
     assert not np.abs(out[16000:]).any()
-
-
-def test_metronome_grid():
-    beats, down = metronome_grid(120.0, 4.1)
-    np.testing.assert_allclose(beats, np.arange(9) * 0.5)
-    np.testing.assert_allclose(down, [0.0, 2.0, 4.0])
 
 
 # --- the take store ---------------------------------------------------------------------------

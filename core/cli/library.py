@@ -133,6 +133,17 @@ def register(subparsers: Any) -> None:
                    help="only songs whose tempo (BPM) is in this range, e.g. 100:130")
     m.add_argument("--key", action="append", default=None, metavar="KEY",
                    help="only songs in this key, e.g. 'A minor' (repeatable)")
+    voice = m.add_mutually_exclusive_group()
+    voice.add_argument("--vocal-only", dest="vocal_only", action="store_const", const=True,
+                       default=None,
+                       help="SONG is a voice alone (an a-cappella): embed it as it is, without "
+                       "separating it (default: Crossmix recognises a voice alone itself)")
+    voice.add_argument("--separate", dest="vocal_only", action="store_const", const=False,
+                       help="always separate SONG, even if it sounds like a voice alone")
+    m.add_argument("--start", type=float, default=None, metavar="S",
+                   help="search with only the part of SONG from S seconds (default: its start)")
+    m.add_argument("--end", type=float, default=None, metavar="E",
+                   help="... to E seconds (default: its end); at least 3 s in all")
     _common(m)
     m.set_defaults(func=cmd_match)
 
@@ -401,13 +412,22 @@ def cmd_match(args: argparse.Namespace) -> int:
 
             space, why = auto_space(lib.status(), model_id=encoders.model_id, choice=args.encoders)
         with _ctrl_c_cancels(token):
+            region = None if args.start is None and args.end is None else (args.start, args.end)
             res = lib.search(
                 args.song, space=space, k=args.k, include_duplicates=args.include_duplicates,
                 tempo_range=_parse_tempo(args.tempo), key=args.key,
-                separator=_separator(args), encoders=encoders, cancel=token,
+                separator=None if args.vocal_only else _separator(args), encoders=encoders,
+                vocal_only=args.vocal_only, region=region, cancel=token,
             )
     if why and not args.json:
         print(f"space: {why}")
+    if not args.json:
+        if res.query_vocal_check is not None:
+            print(f"query: {res.query_vocal_check.describe()}")
+        elif res.query_vocal_only:
+            print("query: a voice alone (--vocal-only): not separated")
+        if res.query_region is not None:
+            print(f"query: only {res.query_region[0]:.1f}-{res.query_region[1]:.1f} s embedded")
     if args.json:
         doc = res.to_json()
         if why:

@@ -49,6 +49,24 @@ def register(subparsers: Any) -> None:
                    help="accompaniment level relative to the balance, dB (default 0)")
     p.add_argument("--balance", type=float, default=0.0, metavar="LU",
                    help="target loudness of the vocal above the accompaniment, LU (default 0)")
+    voice = p.add_mutually_exclusive_group()
+    voice.add_argument("--vocal-only", dest="vocal_only", action="store_const", const=True,
+                       default=None,
+                       help="QUERY is a voice alone: use it as it is, without separating it "
+                       "(default: Crossmix recognises a voice alone itself)")
+    voice.add_argument("--separate", dest="vocal_only", action="store_const", const=False,
+                       help="always separate QUERY")
+    p.add_argument("--bpm", type=float, default=None, metavar="BPM",
+                   help="QUERY's tempo: its beats become a grid at BPM (default: the mix's "
+                   "tracked beats, or for a voice alone a tempo estimated from its onsets)")
+    p.add_argument("--first-beat", type=float, default=None, metavar="S",
+                   help="with --bpm: time of QUERY's first beat, s (default: fitted to its onsets)")
+    p.add_argument("--bar-offset", type=int, default=0, metavar="N",
+                   help="move MATCH's bar lines N beats later (negative: earlier) against "
+                   "QUERY's beats (default 0)")
+    p.add_argument("--offset-ms", type=float, default=0.0, metavar="MS",
+                   help="move MATCH's accompaniment MS milliseconds later (negative: earlier) "
+                   "after beat alignment (default 0)")
     p.add_argument("--spleeter-accompaniment", action="store_true",
                    help="use Spleeter's band-limited accompaniment instead of mix minus vocals")
     p.add_argument("--stems", action="store_true",
@@ -74,13 +92,20 @@ def _say(args: argparse.Namespace, text: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from core.analysis import analyze
+    from core.audio import audio_hash, load_audio
     from core.device import resolve_device
     from core.export import cross_mix_tags, export_cross_mix, export_format, stem_paths
     from core.remix import RemixOptions, render_cross_mix
     from core.separation import Separator, default_stem_cache, separate_file
+    from core.vocal_only import query_stems
+    from core.vocal_tempo import analyze_query, check_bpm
 
     out: Path = args.output
     export_format(out)  # an unknown extension is refused now, not after the separation
+    if args.bpm is not None:
+        check_bpm(args.bpm)
+    elif args.first_beat is not None:
+        raise CrossmixError("--first-beat places the beat grid of --bpm: give --bpm too.")
     targets = [out, *stem_paths(out)] if args.stems else [out]
     if not args.overwrite:
         for t in targets:
@@ -91,10 +116,16 @@ def run(args: argparse.Namespace) -> int:
     cache = None if args.no_cache else default_stem_cache()
 
     _say(args, f"separating {args.query.name} and {args.match.name}...")
-    q_stems = separate_file(args.query, separator=separator, cache=cache)
+    q_audio = load_audio(args.query)
+    qs = query_stems(q_audio, audio_hash(q_audio), separator=separator, cache=cache,
+                     vocal_only=args.vocal_only)
+    if qs.check is not None and qs.vocal_only:
+        _say(args, f"{args.query.name}: {qs.check.describe()}")
+    q_stems = qs.stems
     m_stems = separate_file(args.match, separator=separator, cache=cache)
     _say(args, "analysing tempo, beats and key...")
-    q_an = analyze(q_stems.mix)
+    q_an, tempo_source = analyze_query(q_stems.mix, voice=qs.vocal_only, bpm=args.bpm,
+                                       first_beat=args.first_beat)
     m_an = analyze(m_stems.mix)
 
     similarity: float | None = None
@@ -112,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
         vocal_to_accompaniment_db=args.balance,
         vocal_gain_db=args.vocal_gain,
         accompaniment_gain_db=args.accompaniment_gain,
+        bar_offset_beats=args.bar_offset,
+        offset_ms=args.offset_ms,
     )
     accompaniment = m_stems.accompaniment if args.spleeter_accompaniment else m_stems.full_band_accompaniment
     _say(args, "rendering the cross-mix...")
@@ -135,7 +168,8 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.json:
         doc = {
-            "query": {"path": str(args.query), "analysis": q_an.to_dict()},
+            "query": {"path": str(args.query), "analysis": q_an.to_dict(),
+                      "vocal_only": qs.vocal_only, "tempo_source": tempo_source},
             "match": {"path": str(args.match), "analysis": m_an.to_dict()},
             "report": {**cm.report.to_dict(), "similarity": similarity},
             "similarity_computed": similarity is not None,

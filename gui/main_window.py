@@ -704,7 +704,6 @@ class MainWindow(QMainWindow):
         self.query_panel.mix_wave.show_message("decoding…")
         self.query_panel.stages.start()
         self.statusBar().showMessage(f"Querying {path}")
-        options = self._query_options.pop(path, {})
         task = Task(self.session.query, path, space=self.current_space(), k=self.k_spin.value(),
                     **self.search_filters(), **options, name=f"the query for {Path(path).name}")
         task.query_options = options  # type: ignore[attr-defined]  # for the history

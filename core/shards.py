@@ -136,7 +136,8 @@ def shard_filesystem(location: str) -> tuple[pafs.FileSystem, str]:
     """
     if "://" in location:
         try:
-            return pafs.FileSystem.from_uri(location)
+            fs, path = pafs.FileSystem.from_uri(location)
+            return fs, str(path)
         except (pa.ArrowException, ValueError, OSError) as exc:
             raise ClusterError(f"{location}: cannot open this shard location ({exc}); give a "
                                "folder every node can reach, or a URI pyarrow can open.") from None

@@ -54,21 +54,21 @@ def _scan_opts(p: argparse.ArgumentParser) -> None:
                    help="threads decoding ahead of the embedding (default 2)")
     p.add_argument("--retry-failed", action="store_true",
                    help="try again files that failed before and did not change")
-    g = p.add_argument_group("distributed indexing (needs the scale extra: pip install -e '.[scale]')")
-    g.add_argument("--engine", choices=("local", "ray"), default="local",
+    r = p.add_argument_group("distributed indexing (needs the scale extra: pip install -e '.[scale]')")
+    r.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="local (default): this process; ray: a Ray Data job writing Parquet "
                    "shards that the catalog then ingests (resumable)")
-    g.add_argument("--address", default=None, metavar="auto|HOST:PORT",
+    r.add_argument("--address", default=None, metavar="auto|HOST:PORT",
                    help="the Ray cluster to join (auto: the one 'ray start' began on this "
                    "machine); default: a local cluster for this job")
-    g.add_argument("--shards", default=None, metavar="DIR|URI",
+    r.add_argument("--shards", default=None, metavar="DIR|URI",
                    help="where the job writes its shards (a folder every node can reach, or an "
                    "object-store URI); default LIBRARY/shards")
-    g.add_argument("--actors", type=_positive_int, default=None, metavar="N",
+    r.add_argument("--actors", type=_positive_int, default=None, metavar="N",
                    help="actors holding the models (default: one per CPU, or per GPU)")
-    g.add_argument("--gpus-per-actor", type=float, default=None, metavar="G",
+    r.add_argument("--gpus-per-actor", type=float, default=None, metavar="G",
                    help="GPUs per actor (default 1 when the cluster has GPUs, else 0)")
-    g.add_argument("--rows-per-shard", type=_positive_int, default=256, metavar="N",
+    r.add_argument("--rows-per-shard", type=_positive_int, default=256, metavar="N",
                    help="songs per shard file (default 256): what a killed job redoes at most "
                    "per writer")
 

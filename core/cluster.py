@@ -291,7 +291,7 @@ def run_scan(
     report.audio_s += earlier.audio_s
     check_cancel(cancel, "the library scan")
     if items:
-        before = set(_safe_shards(location))
+        before = set(_shard_names(location))
         started = connect(ray, options)
         try:
             _run_job(ray, items, location, mode=mode, spec=spec, analyze=analyze,
@@ -302,7 +302,7 @@ def run_scan(
         finally:
             if started:
                 ray.shutdown()
-        new = sorted(set(_safe_shards(location)) - before)
+        new = sorted(set(_shard_names(location)) - before)
         got = ingest_shards(catalog, location, model_id=model_id, only=new)
         reembed = {i.path for i in items if i.kind == "reembed"}
         known_now = catalog.file_rows_for(reembed)
@@ -330,7 +330,7 @@ def run_scan(
     return report
 
 
-def _safe_shards(location: str) -> list[str]:
+def _shard_names(location: str) -> list[str]:
     from core.shards import shard_files
 
     return shard_files(location)

@@ -57,7 +57,7 @@ from core.audio import DEFAULT_MAX_DURATION, audio_hash, file_hash, load_audio
 from core.catalog import Catalog, Failure, SongRecord
 from core.embedding import SongEmbedding, embed_song
 from core.encoders import EncoderPair
-from core.errors import CrossmixError, LibraryError, NoVocalError
+from core.errors import CrossmixError, LibraryError, LibraryReadOnlyError, NoVocalError
 from core.features import SEGMENT_SECONDS
 from core.fingerprint import fingerprint, same_recording
 from core.fingerprint import from_blob as fp_from_blob
@@ -437,6 +437,11 @@ class Library:
         """
         if mode not in MODES:
             raise LibraryError(f"Unknown scan mode {mode!r}: use fast or full.")
+        if self.read_only:
+            raise LibraryReadOnlyError(
+                f"{self.root}: this library is open read-only (a catalogue built with "
+                "'--engine ray', or a folder you may not write), so it cannot be scanned here; "
+                f"run 'crossmix library scan --library {self.root}' where it may be written.")
         enc = self._get_encoders(encoders)
         sep: Separator | None = separator or self._separator
         if mode == "full":

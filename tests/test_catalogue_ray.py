@@ -225,6 +225,9 @@ def test_match_opens_the_approximate_index_read_only(built: dict[str, Path], tmp
         assert lib.read_only and lib.indexes.get("M", lib.catalog.model_id or "").kind == "ivfpq"
         with pytest.raises(LibraryReadOnlyError, match="read-only"):
             lib.add_paths([built["music"]])
+        with pytest.raises(LibraryReadOnlyError, match="cannot be scanned here"):
+            lib.scan(encoders=EncoderPair.tiny())
+    assert snapshot() == before
 
 
 def test_user_errors_are_messages_not_tracebacks(
@@ -245,3 +248,7 @@ def test_user_errors_are_messages_not_tracebacks(
     assert main(["library", "scan", "--library", lib, "--engine", "ray", *TINY]) == 1
     err = capsys.readouterr().err
     assert "pip install -e '.[scale]'" in err and "Traceback" not in err
+    fresh = tmp_path / "fresh"
+    assert main(["library", "add", music, "--library", str(fresh), "--engine", "ray", *TINY]) == 1
+    assert "pip install -e '.[scale]'" in capsys.readouterr().err
+    assert not fresh.exists()  # refused before anything was made

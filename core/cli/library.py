@@ -270,9 +270,8 @@ def _run_scan(lib: Library, args: argparse.Namespace) -> ScanReport:
 
 def _run_ray_scan(lib: Library, args: argparse.Namespace, encoders: EncoderPair,
                   on_progress: Any, token: CancelToken) -> ScanReport:
-    from core.cluster import RayOptions, require_ray, run_scan
+    from core.cluster import RayOptions, run_scan
 
-    require_ray()  # says how to install it before any work
     options = RayOptions(address=args.address, actors=args.actors,
                          gpus_per_actor=args.gpus_per_actor, shards=args.shards,
                          rows_per_shard=args.rows_per_shard)
@@ -325,7 +324,16 @@ def _size(n: int) -> str:
 # --- commands ------------------------------------------------------------------------------
 
 
+def _check_engine(args: argparse.Namespace) -> None:
+    """``--engine ray`` without Ray installed is refused before anything is changed."""
+    if args.engine == "ray":
+        from core.cluster import require_ray
+
+        require_ray()
+
+
 def cmd_add(args: argparse.Namespace) -> int:
+    _check_engine(args)
     with _open(args, create=True) as lib:
         added = lib.add_paths(args.paths)
         for p in added:
@@ -348,6 +356,7 @@ def _scan_status(r: ScanReport) -> int:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
+    _check_engine(args)
     with _open(args) as lib:
         if not lib.roots():
             print(f"crossmix: the library {lib.root} has no folders; add some with "
@@ -390,7 +399,7 @@ def cmd_repair(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    with _open(args) as lib:
+    with _open(args, read_only=None) as lib:  # only reads: a catalogue stays untouched
         st = lib.status()
         failures = lib.failures()
         from core.quality import library_has_vocals, quality_for

@@ -443,6 +443,9 @@ class Library:
                 "'--engine ray', or a folder you may not write), so it cannot be scanned here; "
                 f"run 'crossmix library scan --library {self.root}' where it may be written.")
         enc = self._get_encoders(encoders)
+        if self.catalog.get_meta(ENGINE_META) == "ray":
+            # scanned on this machine: a desktop library again, opened writable by the app
+            self.catalog.set_meta(ENGINE_META, "local")
         sep: Separator | None = separator or self._separator
         if mode == "full":
             sep = self._get_separator(separator)

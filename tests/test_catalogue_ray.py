@@ -110,6 +110,18 @@ def test_ray_and_local_paths_give_identical_catalogs(built: dict[str, Path]) -> 
     copies = [s for s in songs if len(s["paths"]) == 2]
     assert len(copies) == 1  # the byte copy was linked to its song
     assert is_catalogue(built["ray"]) and not is_catalogue(built["local"])
+    # still a catalogue after a second Ray scan; a local scan makes it a desktop library
+    resumed = built["ray"].parent / "rescanned"
+    shutil.copytree(built["ray"], resumed)
+    assert main(["library", "scan", "--library", str(resumed), "--mode", "full", "--engine",
+                 "ray", *TINY]) == 0
+    assert is_catalogue(resumed)
+    with Library.open(resumed) as lib:
+        report = lib.scan(mode="full", separator=Separator.tiny(), encoders=EncoderPair.tiny())
+    assert report.unchanged == SONGS + 1 and report.processed == 0
+    assert not is_catalogue(resumed)
+    with Library.open(resumed, read_only=None) as lib:
+        assert not lib.read_only
 
 
 def test_search_results_are_identical(built: dict[str, Path]) -> None:

@@ -197,24 +197,32 @@ def _intact(blob: bytes, checksum: str | None) -> bool:
 class Catalog:
     """The SQLite catalog of one library. Use :meth:`open`; close with :meth:`close`."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path, *, read_only: bool = False) -> None:
         self._conn = conn
         self.path = path
+        self.read_only = read_only
         self._lock = threading.RLock()
+        self._depth = 0  # nesting of transaction(): inner ones join the outer one
 
     # --- opening ----------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | Path) -> Catalog:
-        """Open (creating if needed) the catalog file at ``path``.
+    def open(cls, path: str | Path, *, read_only: bool = False) -> Catalog:
+        """Open (creating if needed, unless ``read_only``) the catalog file at ``path``.
+
+        ``read_only`` opens it with SQLite's ``mode=ro`` (``immutable`` when even that cannot
+        be done, e.g. a read-only share without the WAL's index file): nothing is ever
+        written, every write raises :class:`LibraryReadOnlyError`.
 
         Raises
         ------
         LibraryError
             The file is not a Crossmix catalog (damaged, another program's database) or was
-            written by a newer Crossmix.
+            written by a newer Crossmix; read-only: there is no catalog at ``path``.
         """
         p = Path(path)
+        if read_only:
+            return cls._open_read_only(p)
         try:
             p.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(
@@ -237,6 +245,38 @@ class Catalog:
             conn.close()
             raise
         return cat
+
+    @classmethod
+    def _open_read_only(cls, p: Path) -> Catalog:
+        if not p.is_file():
+            raise LibraryError(f"{p}: there is no library catalog here; check the folder.")
+        last: sqlite3.Error | None = None
+        for flags in ("mode=ro", "mode=ro&immutable=1"):
+            try:
+                conn = sqlite3.connect(f"{p.resolve().as_uri()}?{flags}", uri=True, timeout=30.0,
+                                       isolation_level=None, check_same_thread=False)
+            except sqlite3.Error as exc:
+                last = exc
+                continue
+            try:
+                row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            except sqlite3.Error as exc:
+                conn.close()
+                last = exc
+                continue
+            if row is None or int(row[0]) > SCHEMA_VERSION:
+                conn.close()
+                raise LibraryError(
+                    f"{p}: this catalog was written by a newer Crossmix (or is not one); "
+                    "update Crossmix to open it.")
+            if int(row[0]) < SCHEMA_VERSION:
+                conn.close()
+                raise LibraryReadOnlyError(
+                    f"{p}: this catalog needs an upgrade that a read-only library cannot get; "
+                    "open it once where its folder may be written.")
+            return cls(conn, p, read_only=True)
+        assert last is not None
+        raise storage_error(p, last) from None
 
     def _init_schema(self) -> None:
         with self._lock:
@@ -261,12 +301,27 @@ class Catalog:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on error)."""
+        """A write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on error).
+        Nested in another one (same thread), it is part of the outer transaction."""
         with self._lock:
+            if self.read_only:
+                raise LibraryReadOnlyError(
+                    f"{self.path.parent}: this library is open read-only (a catalogue built "
+                    "with '--engine ray', or a folder you may not write); nothing was changed. "
+                    "Change it with 'crossmix library ... --library "
+                    f"{self.path.parent}' where it may be written.")
+            if self._depth:  # inside another transaction: part of it
+                self._depth += 1
+                try:
+                    yield self._conn
+                finally:
+                    self._depth -= 1
+                return
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise storage_error(self.path, exc) from None
+            self._depth = 1
             try:
                 yield self._conn
                 self._conn.execute("COMMIT")
@@ -279,6 +334,8 @@ class Catalog:
                 if isinstance(exc, sqlite3.Error):
                     raise storage_error(self.path, exc) from None
                 raise
+            finally:
+                self._depth = 0
 
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -336,6 +393,19 @@ class Catalog:
     def file_rows(self) -> dict[str, FileRow]:
         rows = self._query("SELECT path, song_id, size, mtime_ns FROM files")
         return {str(r[0]): FileRow(str(r[0]), int(r[1]), int(r[2]), int(r[3])) for r in rows}
+
+    def file_rows_for(self, paths: Iterable[str]) -> dict[str, FileRow]:
+        """The rows of :meth:`file_rows` for ``paths`` only (those the catalog knows)."""
+        out: dict[str, FileRow] = {}
+        plist = [str(p) for p in paths]
+        for i in range(0, len(plist), 900):
+            chunk = plist[i:i + 900]
+            marks = ",".join("?" * len(chunk))
+            for r in self._query(
+                    f"SELECT path, song_id, size, mtime_ns FROM files WHERE path IN ({marks})",
+                    chunk):
+                out[str(r[0])] = FileRow(str(r[0]), int(r[1]), int(r[2]), int(r[3]))
+        return out
 
     def song_id_by_hash(self, content_hash: str) -> int | None:
         rows = self._query("SELECT id FROM songs WHERE content_hash=?", (content_hash,))
@@ -565,6 +635,43 @@ class Catalog:
             (space, model_id),
         )
         return _stack([r for r in rows if _intact(r[1], r[2])])
+
+    def count_vectors(self, space: str, model_id: str) -> int:
+        """How many vectors of ``space`` ``model_id`` made."""
+        rows = self._query("SELECT COUNT(*) FROM embeddings WHERE space=? AND model_id=?",
+                           (space, model_id))
+        return int(rows[0][0])
+
+    def iter_vectors(
+        self, space: str, model_id: str, *, batch: int = 50_000
+    ) -> Iterator[tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]]:
+        """The vectors of :meth:`vectors` in chunks of ``batch`` (ids ascending), so a catalog
+        of millions of songs is read in bounded memory."""
+        last = -1
+        while True:
+            rows = self._query(
+                "SELECT song_id, vector, checksum FROM embeddings WHERE space=? AND model_id=? "
+                "AND song_id>? ORDER BY song_id LIMIT ?", (space, model_id, last, batch))
+            if not rows:
+                return
+            last = int(rows[-1][0])
+            ids, mat = _stack([r for r in rows if _intact(r[1], r[2])])
+            if len(ids):
+                yield ids, mat
+
+    def sample_vectors(self, space: str, model_id: str, size: int, *,
+                       seed: int = 0) -> npt.NDArray[np.float32]:
+        """About ``size`` vectors of ``space`` drawn at random (to train an approximate
+        index), ``(m, d)``."""
+        ids = np.fromiter((int(r[0]) for r in self._query(
+            "SELECT song_id FROM embeddings WHERE space=? AND model_id=?", (space, model_id))),
+            dtype=np.int64)
+        if len(ids) > size:
+            ids = np.sort(np.random.default_rng(seed).choice(ids, size=size, replace=False))
+        got = self.vectors_for(ids.tolist(), space, model_id)
+        if not got:
+            return np.zeros((0, 0), np.float32)
+        return np.stack([got[int(i)] for i in ids if int(i) in got]).astype(np.float32)
 
     def vectors_for(
         self, ids: Iterable[int], space: str, model_id: str

@@ -99,6 +99,11 @@ class NoVocalError(LibraryError):
     """A query has no singing voice (or too little audio) to be matched by its vocal."""
 
 
+class ClusterError(CrossmixError):
+    """Distributed indexing (Ray) is not installed, its cluster cannot be reached, or its
+    shard folder cannot be used."""
+
+
 class RemixError(CrossmixError):
     """A cross-mix could not be rendered."""
 

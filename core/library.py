@@ -58,7 +58,7 @@ from core.audio import DEFAULT_MAX_DURATION, audio_hash, file_hash, load_audio
 from core.catalog import Catalog, Failure, SongRecord
 from core.embedding import SongEmbedding, embed_song
 from core.encoders import EncoderPair
-from core.errors import CrossmixError, LibraryError, NoVocalError
+from core.errors import CrossmixError, LibraryError, LibraryReadOnlyError, NoVocalError
 from core.features import SEGMENT_SECONDS
 from core.fingerprint import fingerprint, same_recording
 from core.fingerprint import from_blob as fp_from_blob
@@ -246,6 +246,11 @@ class Library:
 
     ``separator`` and ``encoders`` given here are the defaults of the methods that need them;
     when neither is given, the shipped models are loaded on first use (on ``device``).
+
+    A library opened ``read_only`` (a catalogue built on a cluster, or a folder the user may
+    not write) is searched without writing anything to it: a query's stems go to the user's
+    stem cache, analyses of matches are not stored, and every change raises
+    :class:`core.errors.LibraryReadOnlyError`.
     """
 
     def __init__(
@@ -255,15 +260,24 @@ class Library:
         separator: Separator | None = None,
         encoders: EncoderPair | None = None,
         device: torch.device | None = None,
+        read_only: bool = False,
     ) -> None:
         self.root = Path(root).expanduser()
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise LibraryError(f"{self.root}: cannot create the library folder ({exc}).") from None
-        self.catalog = Catalog.open(self.root / CATALOG_NAME)
+        self.read_only = read_only
+        if read_only:
+            self.catalog = Catalog.open(self.root / CATALOG_NAME, read_only=True)
+            from core.separation import default_stem_cache
+
+            self.stem_cache = default_stem_cache()
+        else:
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise LibraryError(
+                    f"{self.root}: cannot create the library folder ({exc}).") from None
+            self.catalog = Catalog.open(self.root / CATALOG_NAME)
+            self.stem_cache = StemCache(self.root / STEMS_DIR)
         self.indexes = IndexStore(self.root / INDEX_DIR, self.catalog)
-        self.stem_cache = StemCache(self.root / STEMS_DIR)
         self.device = device
         self._separator = separator
         self._encoders = encoders
@@ -277,16 +291,23 @@ class Library:
         separator: Separator | None = None,
         encoders: EncoderPair | None = None,
         device: torch.device | None = None,
+        read_only: bool | None = False,
     ) -> Library:
         """Open (creating if needed) the library at ``root`` (default: the user's library).
+
+        ``read_only=None`` decides by the library: a catalogue (built with ``--engine ray``,
+        see :func:`is_catalogue`) or a folder that may not be written opens read-only.
 
         Raises
         ------
         LibraryError
             The folder cannot be created or its catalog is damaged.
         """
-        return cls(root if root is not None else default_library_dir(), separator=separator,
-                   encoders=encoders, device=device)
+        folder = Path(root if root is not None else default_library_dir()).expanduser()
+        if read_only is None:
+            read_only = opens_read_only(folder)
+        return cls(folder, separator=separator, encoders=encoders, device=device,
+                   read_only=read_only)
 
     def close(self) -> None:
         self.catalog.close()
@@ -387,7 +408,9 @@ class Library:
             vectors={k.split(":", 1)[1]: v for k, v in c.items() if k.startswith("space:")},
             catalog_bytes=cat_bytes, index_bytes=_dir_bytes(self.root / INDEX_DIR),
             stems_bytes=_dir_bytes(self.root / STEMS_DIR),
-            damaged=len(self.catalog.damaged_vector_songs()),
+            # a read-only catalogue is not re-embedded from here, and checking every stored
+            # vector of millions of songs would take minutes
+            damaged=0 if self.read_only else len(self.catalog.damaged_vector_songs()),
         )
 
     # --- indexing ---------------------------------------------------------------------------
@@ -435,7 +458,15 @@ class Library:
         """
         if mode not in MODES:
             raise LibraryError(f"Unknown scan mode {mode!r}: use fast or full.")
+        if self.read_only:
+            raise LibraryReadOnlyError(
+                f"{self.root}: this library is open read-only (a catalogue built with "
+                "'--engine ray', or a folder you may not write), so it cannot be scanned here; "
+                f"run 'crossmix library scan --library {self.root}' where it may be written.")
         enc = self._get_encoders(encoders)
+        if self.catalog.get_meta(ENGINE_META) == "ray":
+            # scanned on this machine: a desktop library again, opened writable by the app
+            self.catalog.set_meta(ENGINE_META, "local")
         sep: Separator | None = separator or self._separator
         if mode == "full":
             sep = self._get_separator(separator)
@@ -631,13 +662,17 @@ class Library:
                 floor.append(max(duplicate_similarity, avg + duplicate_margin))
             return floor[0]
 
+        def exact(ids: npt.NDArray[np.int64]) -> dict[int, npt.NDArray[np.float32]]:
+            # an approximate (compressed) index re-ranks its candidates by the stored vectors
+            return self.catalog.vectors_for(ids.tolist(), lib_space, model)
+
         matches: list[Match] = []
         dups: list[Match] = []
         seen: set[int] = set()
         fetch = min(max(k * 2, k + 8), max(available, 1))
         while available > 0:
             check_cancel(cancel, "the search")
-            sims, ids = index.search(qvec[None, :], fetch, allowed=allowed)
+            sims, ids = index.search(qvec[None, :], fetch, allowed=allowed, exact=exact)
             cand = [(int(i), float(s)) for i, s in zip(ids[0], sims[0], strict=True)
                     if i >= 0 and int(i) not in seen]
             seen.update(i for i, _ in cand)
@@ -712,7 +747,8 @@ class Library:
         key = audio_hash(audio)
         stems = sep.separate(audio, progress=progress, cancel=cancel)
         self.stem_cache.put(key, sep.model_id, stems)
-        self.catalog.set_stems(rec.id, audio_key=key, stems_model=sep.model_id)
+        if not self.read_only:
+            self.catalog.set_stems(rec.id, audio_key=key, stems_model=sep.model_id)
         return stems
 
     def analysis_for(
@@ -741,7 +777,8 @@ class Library:
                 log.info("song %d: stored analysis unreadable; analysing again", rec.id)
         audio = self._load_song_audio(rec)
         result = analyze(audio, progress=progress, cancel=cancel)
-        self.catalog.set_analysis(rec.id, result.to_dict())
+        if not self.read_only:
+            self.catalog.set_analysis(rec.id, result.to_dict())
         return result
 
     def _load_song_audio(self, rec: SongRecord) -> Any:
@@ -756,6 +793,38 @@ class Library:
             f"Song {rec.id} ({_display_title(rec)}): none of its files can be read{detail}; "
             "re-scan the library ('crossmix library scan')."
         )
+
+
+#: Catalog meta key set when a library was indexed by the Ray engine (a catalogue).
+ENGINE_META = "engine"
+
+
+def is_catalogue(folder: str | Path) -> bool:
+    """Whether the library at ``folder`` is a catalogue (indexed with ``--engine ray``)."""
+    path = Path(folder).expanduser() / CATALOG_NAME
+    if not path.is_file():
+        return False
+    try:
+        cat = Catalog.open(path, read_only=True)
+    except LibraryError:
+        return False
+    try:
+        return cat.get_meta(ENGINE_META) == "ray"
+    except LibraryError:
+        return False
+    finally:
+        cat.close()
+
+
+def opens_read_only(folder: str | Path) -> bool:
+    """How the app and ``crossmix match`` open ``folder``: read-only for a catalogue, or for
+    an existing library whose folder or catalog may not be written."""
+    root = Path(folder).expanduser()
+    catalog = root / CATALOG_NAME
+    if not catalog.is_file():
+        return False
+    writable = os.access(root, os.W_OK) and os.access(catalog, os.W_OK)
+    return not writable or is_catalogue(root)
 
 
 # --- search helpers --------------------------------------------------------------------------
@@ -856,5 +925,6 @@ def build_demo_library(
 __all__ = [
     "DEFAULT_SPACE", "DUPLICATE_MARGIN", "DUPLICATE_SIMILARITY", "SEARCH_SPACES", "Failure", "Library",
     "LibraryStatus", "Match", "QueryEmbedding", "ScanReport", "SearchResult", "SongRecord",
-    "build_demo_library", "embedding_vectors", "resolve_space",
+    "build_demo_library", "embedding_vectors", "is_catalogue", "opens_read_only",
+    "resolve_space",
 ]

@@ -28,12 +28,14 @@ import os
 import stat
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import torch
 
 from core.audio import (
@@ -141,7 +143,9 @@ def read_tags(path: str) -> dict[str, str]:
 
 
 @dataclass
-class _Item:
+class ScanItem:
+    """One file to index: its path, size and mtime as planned."""
+
     path: str
     kind: str                       # "new" | "reembed"
     size: int
@@ -150,8 +154,10 @@ class _Item:
 
 
 @dataclass
-class _Prepared:
-    item: _Item
+class PreparedSong:
+    """A file hashed, tagged, decoded, fingerprinted and analysed (:func:`prepare_song`)."""
+
+    item: ScanItem
     content_hash: str = ""
     audio: Audio | None = None
     audio_key: str | None = None
@@ -180,6 +186,223 @@ def _failure(path: str, stage: str, exc: BaseException, size: int | None = None,
                    mtime_ns=mtime_ns, at=time.time())
 
 
+@dataclass
+class IndexedSong:
+    """Everything indexing one file produced: what :func:`commit_song` writes to a catalog
+    (and a Parquet shard row holds). ``status`` is ``indexed`` (embedded), ``linked`` (its
+    content is already a complete song of the catalog: only the path is recorded) or
+    ``failed`` (``failure`` says at which stage and why)."""
+
+    item: ScanItem
+    status: str
+    content_hash: str = ""
+    info: SongInfo | None = None
+    vectors: dict[str, npt.NDArray[np.float32]] = field(default_factory=dict)
+    mode: str | None = None
+    analysis: dict[str, Any] | None = None
+    fingerprint: bytes | None = None
+    failure: Failure | None = None
+    audio_s: float = 0.0
+
+
+def prepare_song(
+    item: ScanItem,
+    *,
+    known_hashes: Container[str],
+    max_duration: float | None = DEFAULT_MAX_DURATION,
+    analyze: bool = False,
+    needs_audio: bool = True,
+    needs_fingerprint: bool = True,
+) -> PreparedSong:
+    """Hash, tag, decode, fingerprint and (``analyze``) analyse one file; the CPU half of
+    indexing a song, shared by the local scan (worker threads) and the Ray job (actors).
+
+    A content hash in ``known_hashes`` (a complete song of the catalog) stops after hashing:
+    the file is only linked. A failure is returned in ``PreparedSong.error``, never raised
+    (except :class:`Cancelled`).
+    """
+    prep = PreparedSong(item)
+    stage = "hash"
+    try:
+        if item.kind == "reembed" and item.song is not None:
+            prep.content_hash = item.song.content_hash
+        else:
+            prep.content_hash = file_hash(item.path)
+            if prep.content_hash in known_hashes:
+                return prep  # moved / duplicate: only linked
+        stage = "decode"
+        if needs_audio:
+            prep.tags = read_tags(item.path)
+            prep.audio = load_audio(item.path, max_duration=max_duration)
+            prep.audio_key = audio_hash(prep.audio)
+            if needs_fingerprint:
+                prep.fingerprint = _fingerprint(prep.audio, item.path)
+            stage = "analyse"
+            if analyze:
+                prep.analysis = _analysis(prep.audio, item.path)
+        elif item.song is not None:
+            prep.tags = {k: v for k, v in (("artist", item.song.artist),
+                                           ("title", item.song.title),
+                                           ("album", item.song.album)) if v}
+    except (Cancelled, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # any failure of one file is recorded, never fatal
+        prep.error = _failure(item.path, stage, exc, item.size, item.mtime_ns)
+    return prep
+
+
+def song_stems(
+    prep: PreparedSong,
+    *,
+    mode: str,
+    separator: Separator | None,
+    cache: StemCache | None,
+    stem_ids: Sequence[str] = (),
+    max_duration: float | None = DEFAULT_MAX_DURATION,
+    cancel: CancelToken | None = None,
+) -> tuple[Stems | None, str | None, str | None]:
+    """Stems to embed from (``None``: mix only), the decoded-audio key and the id of the
+    separator that made the stems.
+
+    Full-mode songs (and songs embedded in full mode before) use cached stems (``stem_ids``
+    in ``cache``) when they exist; only a full scan separates, and caches what it separated
+    when there is a ``cache``.
+    """
+    song = prep.item.song
+    audio_key = prep.audio_key or (song.audio_key if song is not None else None)
+    want_full = mode == "full" or (song is not None and song.mode == "full")
+    if want_full and audio_key is not None and cache is not None:
+        for sid in stem_ids:
+            stems = cache.get(audio_key, sid)
+            if stems is not None:
+                return stems, audio_key, sid
+    if prep.audio is None:  # cached stems vanished after planning: decode after all
+        prep.audio = load_audio(prep.item.path, max_duration=max_duration)
+        audio_key = prep.audio_key = audio_hash(prep.audio)
+    if mode != "full" or separator is None or audio_key is None:
+        return None, audio_key, None
+    stems = separator.separate(prep.audio, cancel=cancel)
+    if cache is None:
+        return stems, audio_key, None  # not kept: stems_for separates again when needed
+    cache.put(audio_key, separator.model_id, stems)
+    return stems, audio_key, separator.model_id
+
+
+def embed_prepared(
+    prep: PreparedSong,
+    *,
+    mode: str,
+    encoders: EncoderPair,
+    separator: Separator | None,
+    cache: StemCache | None,
+    stem_ids: Sequence[str] = (),
+    device: torch.device | None = None,
+    max_duration: float | None = DEFAULT_MAX_DURATION,
+    needs_fingerprint: bool = True,
+    cancel: CancelToken | None = None,
+) -> IndexedSong:
+    """Separate (full mode) and embed a prepared song: the model half of indexing a song,
+    shared by the local scan and the Ray job. A failure is returned, never raised (except
+    :class:`Cancelled`)."""
+    item = prep.item
+    if prep.error is not None:
+        return IndexedSong(item, "failed", prep.content_hash, failure=prep.error)
+    stage = "separate"
+    try:
+        stems, audio_key, stems_model = song_stems(
+            prep, mode=mode, separator=separator, cache=cache, stem_ids=stem_ids,
+            max_duration=max_duration, cancel=cancel)
+        stage = "embed"
+        if stems is not None:
+            emb = embed_song(mix=stems.mix, vocals=stems.vocals, encoders=encoders,
+                             device=device, cancel=cancel)
+            done_mode = "full"
+        else:
+            assert prep.audio is not None
+            emb = embed_song(mix=prep.audio, vocals=None, encoders=encoders,
+                             device=device, cancel=cancel)
+            done_mode = "fast"
+    except (Cancelled, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        return IndexedSong(item, "failed", prep.content_hash,
+                           failure=_failure(item.path, stage, exc, item.size, item.mtime_ns))
+    audio = prep.audio if prep.audio is not None else (stems.mix if stems else None)
+    if prep.audio is None and stems is not None and needs_fingerprint:
+        prep.fingerprint = _fingerprint(stems.mix, item.path)  # re-embedded from the stems
+    info = SongInfo(
+        content_hash=prep.content_hash, size=item.size,
+        duration=audio.duration if audio is not None else None,
+        artist=prep.tags.get("artist"), title=prep.tags.get("title"),
+        album=prep.tags.get("album"), audio_key=audio_key, stems_model=stems_model,
+    )
+    return IndexedSong(item, "indexed", prep.content_hash, info=info,
+                       vectors=embedding_vectors(emb), mode=done_mode, analysis=prep.analysis,
+                       fingerprint=prep.fingerprint,
+                       audio_s=audio.duration if audio is not None else 0.0)
+
+
+def index_song(
+    item: ScanItem,
+    *,
+    mode: str,
+    encoders: EncoderPair,
+    separator: Separator | None,
+    known_hashes: Container[str] = (),
+    analyze: bool = False,
+    cache: StemCache | None = None,
+    device: torch.device | None = None,
+    max_duration: float | None = DEFAULT_MAX_DURATION,
+    cancel: CancelToken | None = None,
+) -> IndexedSong:
+    """Index one new file from start to end: :func:`prepare_song` then
+    :func:`embed_prepared` (what each Ray actor runs per row)."""
+    prep = prepare_song(item, known_hashes=known_hashes, max_duration=max_duration,
+                        analyze=analyze)
+    if prep.error is None and prep.content_hash in known_hashes:
+        return IndexedSong(item, "linked", prep.content_hash)
+    stem_ids = [separator.model_id] if separator is not None else []
+    return embed_prepared(prep, mode=mode, encoders=encoders, separator=separator, cache=cache,
+                          stem_ids=stem_ids, device=device, max_duration=max_duration,
+                          cancel=cancel)
+
+
+def commit_song(catalog: Catalog, song: IndexedSong, *, model_id: str,
+                link_to: int | None = None) -> int | None:
+    """Write one :class:`IndexedSong` to ``catalog`` (one transaction, or part of the
+    caller's): the song with its vectors, a link of the path to song ``link_to`` (or to the
+    song of its content hash), or the failure. Returns the song id (``None`` for a failure)."""
+    item = song.item
+    if song.status == "failed":
+        assert song.failure is not None
+        log.info("%s: skipped (%s: %s)", song.failure.path, song.failure.stage,
+                 song.failure.reason)
+        catalog.record_failure(song.failure)
+        return None
+    if song.status == "linked":
+        sid = link_to if link_to is not None else catalog.song_id_by_hash(song.content_hash)
+        if sid is None:
+            raise CrossmixError(f"{item.path}: no song with its content to link it to.")
+        catalog.link_file(path=item.path, song_id=sid, size=item.size, mtime_ns=item.mtime_ns)
+        return sid
+    assert song.info is not None and song.mode is not None
+    return catalog.put_song(path=item.path, size=item.size, mtime_ns=item.mtime_ns,
+                            info=song.info, vectors=song.vectors, model_id=model_id,
+                            mode=song.mode, analysis=song.analysis,
+                            fingerprint=song.fingerprint)
+
+
+def _analysis(audio: Audio, path: str) -> dict[str, Any] | None:
+    """Tempo/beats/key of the decoded mix, or ``None`` when it cannot be analysed."""
+    from core.analysis import analyze
+
+    try:
+        return analyze(audio).to_dict()
+    except Exception as exc:  # e.g. too short for a tempo: still searchable without one
+        log.info("%s: not analysed (%s)", path, exc)
+        return None
+
+
 class Scanner:
     """Runs one scan of ``catalog`` (see the module docstring). Used by :class:`Library`."""
 
@@ -200,8 +423,6 @@ class Scanner:
     ) -> None:
         if mode not in MODES:
             raise CrossmixError(f"Unknown scan mode {mode!r}: use fast or full.")
-        if mode == "full" and separator is None:
-            raise CrossmixError("A full scan separates vocals and needs a separator.")
         self.catalog = catalog
         self.cache = stem_cache
         self.encoders = encoders
@@ -219,11 +440,12 @@ class Scanner:
 
     # --- planning ---------------------------------------------------------------------------
 
-    def _complete(self, song: SongRecord | None) -> bool:
+    def complete(self, song: SongRecord | None) -> bool:
+        """Whether ``song`` is embedded by this scan's checkpoint in (at least) its mode."""
         return (song is not None and song.model_id == self.model_id
                 and (self.mode == "fast" or song.mode == "full"))
 
-    def plan(self, report: ScanReport) -> tuple[list[_Item], list[str]]:
+    def plan(self, report: ScanReport) -> tuple[list[ScanItem], list[str]]:
         """Work items (in path order) and paths to forget at the end."""
         # never index the library's own files (its stem cache is FLAC)
         own = os.path.abspath(Path(self.catalog.path).parent)
@@ -241,7 +463,7 @@ class Scanner:
         missing = [m for m in missing
                    if not ((m in known or m in failed) and os.path.isdir(os.path.dirname(m)))]
         report.missing_roots = missing
-        items: list[_Item] = []
+        items: list[ScanItem] = []
         for p in paths:
             try:
                 st = os.stat(p)
@@ -265,17 +487,17 @@ class Scanner:
             row = known.get(p)
             if row is not None and row.size == st.st_size and row.mtime_ns == st.st_mtime_ns:
                 song = songs.get(row.song_id)
-                if self._complete(song) and row.song_id not in self._damaged:
+                if self.complete(song) and row.song_id not in self._damaged:
                     report.unchanged += 1
                 else:
-                    items.append(_Item(p, "reembed", st.st_size, st.st_mtime_ns, song))
+                    items.append(ScanItem(p, "reembed", st.st_size, st.st_mtime_ns, song))
                 continue
             f = failed.get(p)
             if (f is not None and not self.retry_failed and f.size == st.st_size
                     and f.mtime_ns == st.st_mtime_ns):
                 report.skipped_failed += 1
                 continue
-            items.append(_Item(p, "new", st.st_size, st.st_mtime_ns))
+            items.append(ScanItem(p, "new", st.st_size, st.st_mtime_ns))
         present = set(paths)
         under_missing = tuple(m.rstrip("/") + "/" for m in missing)
         gone = [p for p in list(known) + list(failed)
@@ -292,7 +514,7 @@ class Scanner:
             ids.append(song.stems_model)
         return ids
 
-    def _needs_audio(self, item: _Item) -> bool:
+    def _needs_audio(self, item: ScanItem) -> bool:
         """A re-embed whose stems are cached needs no decoding (full mode songs)."""
         s = item.song
         if item.kind != "reembed" or s is None or s.mode != "full" or not s.audio_key:
@@ -300,36 +522,16 @@ class Scanner:
         key = s.audio_key
         return not any(self.cache.path_for(key, i).is_file() for i in self._stem_ids(s))
 
-    def _prepare(self, item: _Item, known_hashes: dict[str, int]) -> _Prepared:
-        prep = _Prepared(item)
-        stage = "hash"
-        try:
-            if item.kind == "reembed" and item.song is not None:
-                prep.content_hash = item.song.content_hash
-            else:
-                prep.content_hash = file_hash(item.path)
-                if prep.content_hash in known_hashes:
-                    return prep  # moved / duplicate: the main thread links it
-            stage = "decode"
-            if self._needs_audio(item):
-                prep.tags = read_tags(item.path)
-                prep.audio = load_audio(item.path, max_duration=self.max_duration)
-                prep.audio_key = audio_hash(prep.audio)
-                if self._needs_fingerprint(item):
-                    prep.fingerprint = _fingerprint(prep.audio, item.path)
-                stage = "analyse"
-                prep.analysis = self._analysis(prep)
-            elif item.song is not None:
-                prep.tags = {k: v for k, v in (("artist", item.song.artist),
-                                               ("title", item.song.title),
-                                               ("album", item.song.album)) if v}
-        except (Cancelled, KeyboardInterrupt):
-            raise
-        except Exception as exc:  # any failure of one file is recorded, never fatal
-            prep.error = _failure(item.path, stage, exc, item.size, item.mtime_ns)
-        return prep
+    def _prepare(self, item: ScanItem, known_hashes: dict[str, int]) -> PreparedSong:
+        song = item.song
+        keep_analysis = (item.kind == "reembed" and song is not None
+                         and song.analysis is not None)  # keep the stored one
+        return prepare_song(item, known_hashes=known_hashes, max_duration=self.max_duration,
+                            analyze=self.analyze and not keep_analysis,
+                            needs_audio=self._needs_audio(item),
+                            needs_fingerprint=self._needs_fingerprint(item))
 
-    def _needs_fingerprint(self, item: _Item) -> bool:
+    def _needs_fingerprint(self, item: ScanItem) -> bool:
         """Whether to make a fingerprint: a fingerprint depends on the content alone, so a
         song re-embedded with one stored keeps it."""
         return not (item.kind == "reembed" and item.song is not None
@@ -339,6 +541,8 @@ class Scanner:
 
     def run(self, *, progress: ProgressFn | None = None,
             cancel: CancelToken | None = None) -> ScanReport:
+        if self.mode == "full" and self.separator is None:
+            raise CrossmixError("A full scan separates vocals and needs a separator.")
         t0 = time.monotonic()
         report = ScanReport()
         if self.catalog.model_id != self.model_id:
@@ -353,10 +557,10 @@ class Scanner:
         check_cancel(cancel, "the library scan")
         # hashes of songs already complete: a new path with one of these is only linked
         complete = {s.content_hash: s.id for s in self.catalog.songs()
-                    if self._complete(s) and s.id not in self._damaged}
+                    if self.complete(s) and s.id not in self._damaged}
         total = len(items)
         clock = EtaClock()
-        pending: deque[Future[_Prepared]] = deque()
+        pending: deque[Future[PreparedSong]] = deque()
         it = iter(items)
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="crossmix-scan")
         try:
@@ -390,7 +594,7 @@ class Scanner:
         report.elapsed_s = time.monotonic() - t0
         return report
 
-    def _process(self, prep: _Prepared, complete: dict[str, int], report: ScanReport,
+    def _process(self, prep: PreparedSong, complete: dict[str, int], report: ScanReport,
                  cancel: CancelToken | None) -> None:
         item = prep.item
         if prep.error is not None:
@@ -405,86 +609,23 @@ class Scanner:
             else:  # another path of the same song was re-embedded earlier in this scan
                 report.unchanged += 1
             return
-        stage = "separate"
-        try:
-            stems, audio_key, stems_model = self._stems(prep, cancel)
-            stage = "embed"
-            if stems is not None:
-                emb = embed_song(mix=stems.mix, vocals=stems.vocals, encoders=self.encoders,
-                                 device=self.device, cancel=cancel)
-                mode = "full"
-            else:
-                assert prep.audio is not None
-                emb = embed_song(mix=prep.audio, vocals=None, encoders=self.encoders,
-                                 device=self.device, cancel=cancel)
-                mode = "fast"
-        except (Cancelled, KeyboardInterrupt):
-            raise
-        except Exception as exc:
-            self._fail(_failure(item.path, stage, exc, item.size, item.mtime_ns), report)
+        done = embed_prepared(prep, mode=self.mode, encoders=self.encoders,
+                              separator=self.separator, cache=self.cache,
+                              stem_ids=self._stem_ids(item.song), device=self.device,
+                              max_duration=self.max_duration,
+                              needs_fingerprint=self._needs_fingerprint(item), cancel=cancel)
+        if done.status == "failed":
+            assert done.failure is not None
+            self._fail(done.failure, report)
             return
-        audio = prep.audio if prep.audio is not None else (stems.mix if stems else None)
-        if prep.audio is None and stems is not None and self._needs_fingerprint(item):
-            prep.fingerprint = _fingerprint(stems.mix, item.path)  # re-embedded from the stems
-        info = SongInfo(
-            content_hash=prep.content_hash, size=item.size,
-            duration=audio.duration if audio is not None else None,
-            artist=prep.tags.get("artist"), title=prep.tags.get("title"),
-            album=prep.tags.get("album"), audio_key=audio_key,
-            stems_model=stems_model,
-        )
-        sid = self.catalog.put_song(path=item.path, size=item.size, mtime_ns=item.mtime_ns,
-                                    info=info, vectors=embedding_vectors(emb),
-                                    model_id=self.model_id, mode=mode, analysis=prep.analysis,
-                                    fingerprint=prep.fingerprint)
+        sid = commit_song(self.catalog, done, model_id=self.model_id)
+        assert sid is not None
         complete[prep.content_hash] = sid
         if item.kind == "reembed":
             report.reembedded += 1
         else:
             report.indexed += 1
-        if audio is not None:
-            report.audio_s += audio.duration
-
-    def _stems(self, prep: _Prepared,
-               cancel: CancelToken | None) -> tuple[Stems | None, str | None, str | None]:
-        """Stems to embed from (``None``: mix only), the decoded-audio key and the id of the
-        separator that made the stems.
-
-        Full-mode songs (and songs embedded in full mode before) use cached stems when they
-        exist; only a full scan separates.
-        """
-        song = prep.item.song
-        audio_key = prep.audio_key or (song.audio_key if song is not None else None)
-        want_full = self.mode == "full" or (song is not None and song.mode == "full")
-        if want_full and audio_key is not None:
-            for sid in self._stem_ids(song):
-                stems = self.cache.get(audio_key, sid)
-                if stems is not None:
-                    return stems, audio_key, sid
-        if prep.audio is None:  # cached stems vanished after planning: decode after all
-            prep.audio = load_audio(prep.item.path, max_duration=self.max_duration)
-            audio_key = prep.audio_key = audio_hash(prep.audio)
-        if self.mode != "full" or self.separator is None or audio_key is None:
-            return None, audio_key, None
-        stems = self.separator.separate(prep.audio, cancel=cancel)
-        self.cache.put(audio_key, self.separator.model_id, stems)
-        return stems, audio_key, self.separator.model_id
-
-    def _analysis(self, prep: _Prepared) -> dict[str, Any] | None:
-        """Tempo/beats/key of the decoded mix (run in the worker thread, overlapping the main
-        thread's separation and embedding); ``None`` when not wanted or not possible."""
-        song = prep.item.song
-        if not self.analyze or prep.audio is None:
-            return None
-        if song is not None and song.analysis is not None and prep.item.kind == "reembed":
-            return None  # keep the stored one
-        from core.analysis import analyze
-
-        try:
-            return analyze(prep.audio).to_dict()
-        except Exception as exc:  # e.g. too short for a tempo: still searchable without one
-            log.info("%s: not analysed (%s)", prep.item.path, exc)
-            return None
+        report.audio_s += done.audio_s
 
     def _fail(self, failure: Failure, report: ScanReport) -> None:
         log.info("%s: skipped (%s: %s)", failure.path, failure.stage, failure.reason)

@@ -1131,6 +1131,7 @@ def library_factory_for(location: str) -> Callable[[], Any]:
     def make() -> Any:
         from core.library import Library
 
-        return Library.open(Path(location) if location else None)
+        # a catalogue built on a cluster (or a folder that may not be written) opens read-only
+        return Library.open(Path(location) if location else None, read_only=None)
 
     return make

@@ -48,12 +48,16 @@ if [ ! -x .venv/bin/python ]; then
 fi
 VPY="$ROOT/.venv/bin/python"
 STAMP=.venv/.crossmix-installed
-WANT=$( (cat pyproject.toml scripts/constraints.txt; grep -n 'pip install' scripts/setup.sh) | sha256sum | cut -d' ' -f1)
+# The tests also need the scale extra (Ray Data, pyarrow: 'library add --engine ray'); the
+# app does not, so the desktop install stays without it.
+EXTRAS="dev"
+if [ "$MODE" = "test" ]; then EXTRAS="dev,scale"; fi
+WANT=$( (cat pyproject.toml scripts/constraints.txt; grep -n 'pip install' scripts/setup.sh; echo "$EXTRAS") | sha256sum | cut -d' ' -f1)
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   # torch first, pinned: an unpinned torch would pull several GB of CUDA packages.
   log "installing torch (pinned) and the Python packages"
   "$VPY" -m pip install -q --disable-pip-version-check "$(grep '^torch==' scripts/constraints.txt)"
-  "$VPY" -m pip install -q --disable-pip-version-check -c scripts/constraints.txt -e ".[dev]"
+  "$VPY" -m pip install -q --disable-pip-version-check -c scripts/constraints.txt -e ".[$EXTRAS]"
   # resemblyzer only for the GE2E weights inside its wheel (core/ge2e.py reads pretrained.pt
   # without importing the package): --no-deps, since its declared 'webrtcvad' builds from
   # source and its 'typing' is an obsolete backport. The tests compare with resemblyzer's

@@ -504,7 +504,7 @@ def test_old_temporary_files_are_swept(tmp_path: Path, encoders: EncoderPair) ->
 
 def test_search_through_an_approximate_index(tmp_path: Path, encoders: EncoderPair,
                                              rng: np.random.Generator) -> None:
-    # a catalog of synthetic songs, with the flat limit lowered so an IVF index is built
+    # a catalog of synthetic songs, with the flat limit lowered so an IVF-PQ index is built
     with _lib(tmp_path, encoders) as lib:
         lib.catalog.set_model_id(encoders.model_id)
         vecs = rng.standard_normal((300, 256)).astype(np.float32)
@@ -516,11 +516,12 @@ def test_search_through_an_approximate_index(tmp_path: Path, encoders: EncoderPa
             if i % 3 == 0:
                 lib.catalog.set_analysis(i + 1, {"tempo": 100.0 + i % 7, "key": "D major"})
         lib.indexes.flat_limit = 100
-        assert lib.indexes.get("M", encoders.model_id).kind == "ivf"
+        assert lib.indexes.get("M", encoders.model_id).kind == "ivfpq"
         q = _query(lib, rng)
         ids, mat = lib.catalog.vectors("M", encoders.model_id)
         res = lib.search(q, space="mix->mix", k=5)
-        # 128 probes cover every list of this small index: the result is the exact one
+        # the probes cover every list of this small index and the candidates are re-ranked
+        # by their stored vectors: the result is the exact one
         assert [m.song_id for m in res.matches] == ids[np.argsort(-(mat @ q.M))[:5]].tolist()
         got = lib.search(q, space="mix->mix", k=50, tempo_range=(100, 101))
         assert {m.song_id for m in got.matches} == {

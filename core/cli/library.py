@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from core.progress import CancelToken, Progress
 
 if TYPE_CHECKING:
+    from core.cluster import ModelSpec
     from core.encoders import EncoderPair
     from core.library import Library
     from core.scan import ScanReport
@@ -53,6 +54,23 @@ def _scan_opts(p: argparse.ArgumentParser) -> None:
                    help="threads decoding ahead of the embedding (default 2)")
     p.add_argument("--retry-failed", action="store_true",
                    help="try again files that failed before and did not change")
+    r = p.add_argument_group("distributed indexing (needs the scale extra: pip install -e '.[scale]')")
+    r.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local (default): this process; ray: a Ray Data job writing Parquet "
+                   "shards that the catalog then ingests (resumable)")
+    r.add_argument("--address", default=None, metavar="auto|HOST:PORT",
+                   help="the Ray cluster to join (auto: the one 'ray start' began on this "
+                   "machine); default: a local cluster for this job")
+    r.add_argument("--shards", default=None, metavar="DIR|URI",
+                   help="where the job writes its shards (a folder every node can reach, or an "
+                   "object-store URI); default LIBRARY/shards")
+    r.add_argument("--actors", type=_positive_int, default=None, metavar="N",
+                   help="actors holding the models (default: one per CPU, or per GPU)")
+    r.add_argument("--gpus-per-actor", type=float, default=None, metavar="G",
+                   help="GPUs per actor (default 1 when the cluster has GPUs, else 0)")
+    r.add_argument("--rows-per-shard", type=_positive_int, default=256, metavar="N",
+                   help="songs per shard file (default 256): what a killed job redoes at most "
+                   "per writer")
 
 
 def _positive_int(text: str) -> int:
@@ -92,6 +110,16 @@ def register(subparsers: Any) -> None:
     _common(p)
     _scan_opts(p)
     p.set_defaults(func=cmd_scan)
+
+    p = sub.add_parser("index", help="build the search indexes now (choose exact or approximate)",
+                       description="Build the library's search indexes from its catalog. "
+                       "--kind auto (default) searches exactly up to 200 000 songs and builds a "
+                       "compressed approximate index (IVF-PQ, re-ranked by the exact vectors) "
+                       "above; the choice is kept for later scans.")
+    p.add_argument("--kind", choices=("auto", "flat", "ivfpq"), default=None,
+                   help="index kind (default: keep the library's choice, auto at first)")
+    _common(p, models=False)
+    p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("status", help="counts, failures, model id, size on disk")
     _common(p, models=False)
@@ -151,14 +179,17 @@ def register(subparsers: Any) -> None:
 # --- helpers -------------------------------------------------------------------------------
 
 
-def _open(args: argparse.Namespace, *, create: bool = False) -> Library:
+def _open(args: argparse.Namespace, *, create: bool = False,
+          read_only: bool | None = False) -> Library:
     """The library of ``--library`` (the default one when not given). Only ``add`` creates a
-    library: elsewhere a mistyped folder is an error, not a new empty library."""
+    library: elsewhere a mistyped folder is an error, not a new empty library.
+    ``read_only=None``: as the library asks (a catalogue, or a folder that may not be
+    written, opens read-only)."""
     from core.library import Library
 
     if args.library is not None and not create:
         _existing(args.library)
-    return Library.open(args.library)
+    return Library.open(args.library, read_only=read_only)
 
 
 def _existing(folder: Path) -> Path:
@@ -180,22 +211,20 @@ def _device(args: argparse.Namespace) -> Any:
     return resolve_device(getattr(args, "device", "auto"))
 
 
-def _encoders(args: argparse.Namespace) -> EncoderPair:
-    from core.encoders import EncoderPair, resolve_encoders
+def _models(args: argparse.Namespace) -> ModelSpec:
+    """The models the flags name (resolved here, or by each Ray actor on its node)."""
+    from core.cluster import ModelSpec
 
-    dev = _device(args)
-    if args.encoders == "tiny":
-        return EncoderPair.tiny().to(dev)
-    return resolve_encoders(args.encoders, device=dev)
+    return ModelSpec(encoders=args.encoders, separator=args.separator,
+                     device=getattr(args, "device", "auto"))
+
+
+def _encoders(args: argparse.Namespace) -> EncoderPair:
+    return _models(args).load_encoders()
 
 
 def _separator(args: argparse.Namespace) -> Separator:
-    from core.separation import Separator
-
-    dev = _device(args)
-    if args.separator == "tiny":
-        return Separator.tiny(device=dev)
-    return Separator.spleeter_2stems(device=dev)
+    return _models(args).load_separator()
 
 
 @contextmanager
@@ -241,11 +270,46 @@ def _run_scan(lib: Library, args: argparse.Namespace) -> ScanReport:
 
     try:
         with _ctrl_c_cancels(token):
+            if args.engine == "ray":
+                return _run_ray_scan(lib, args, encoders, on_progress, token)
             return lib.scan(mode=args.mode, separator=separator, encoders=encoders,
                             analyze=args.analyze, workers=args.workers,
                             retry_failed=args.retry_failed, progress=on_progress, cancel=token)
     finally:
         bar.close()
+
+
+def _run_ray_scan(lib: Library, args: argparse.Namespace, encoders: EncoderPair,
+                  on_progress: Any, token: CancelToken) -> ScanReport:
+    from core.cluster import RayOptions, run_scan
+
+    options = RayOptions(address=args.address, actors=args.actors,
+                         gpus_per_actor=args.gpus_per_actor, shards=args.shards,
+                         rows_per_shard=args.rows_per_shard)
+    analyze = args.analyze if args.analyze is not None else args.mode == "full"
+    return run_scan(lib, mode=args.mode, spec=_models(args), encoders=encoders,
+                    analyze=analyze, options=options, retry_failed=args.retry_failed,
+                    progress=on_progress, cancel=token)
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from core.index import INDEX_KIND_META
+    from core.library import INDEXED_SPACES
+
+    with _open(args) as lib:
+        model = lib.catalog.model_id
+        if model is None:
+            print(f"crossmix: the library {lib.root} is empty; add folders with "
+                  "'crossmix library add DIR'.", file=sys.stderr)
+            return 1
+        if args.kind is not None:
+            lib.catalog.set_meta(INDEX_KIND_META, args.kind)
+        lib.indexes.rebuild_all(list(INDEXED_SPACES), model, force=True)
+        for space in INDEXED_SPACES:
+            idx = lib.indexes.get(space, model)
+            if idx.ntotal:
+                print(f"{space}: {idx.kind} index of {idx.ntotal} songs")
+    return 0
 
 
 def _print_report(r: ScanReport) -> None:
@@ -271,7 +335,16 @@ def _size(n: int) -> str:
 # --- commands ------------------------------------------------------------------------------
 
 
+def _check_engine(args: argparse.Namespace) -> None:
+    """``--engine ray`` without Ray installed is refused before anything is changed."""
+    if args.engine == "ray":
+        from core.cluster import require_ray
+
+        require_ray()
+
+
 def cmd_add(args: argparse.Namespace) -> int:
+    _check_engine(args)
     with _open(args, create=True) as lib:
         added = lib.add_paths(args.paths)
         for p in added:
@@ -294,6 +367,7 @@ def _scan_status(r: ScanReport) -> int:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
+    _check_engine(args)
     with _open(args) as lib:
         if not lib.roots():
             print(f"crossmix: the library {lib.root} has no folders; add some with "
@@ -336,7 +410,7 @@ def cmd_repair(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    with _open(args) as lib:
+    with _open(args, read_only=None) as lib:  # only reads: a catalogue stays untouched
         st = lib.status()
         failures = lib.failures()
         from core.quality import library_has_vocals, quality_for
@@ -403,7 +477,9 @@ def _parse_tempo(text: str | None) -> tuple[float, float] | None:
 
 
 def cmd_match(args: argparse.Namespace) -> int:
-    with _open(args) as lib:
+    # a query never changes the library; a catalogue (or a folder that may not be written)
+    # is opened read-only, and the query's stems go to the user's cache
+    with _open(args, read_only=None) as lib:
         token = CancelToken()
         encoders = _encoders(args)
         space, why = args.space, ""

@@ -525,3 +525,41 @@ def separate_with_query(model: QuerySeparator, song: Audio, *, query: Audio | No
     source = apply_mask(song, mask, mask_sr=c.sr, mask_hop=c.hop, mask_n_fft=c.n_fft)
     rest = Audio((song.samples - source.samples).astype(np.float32), song.sr, song.source)
     return QueryResult(source, rest, time.perf_counter() - t0)
+
+
+# --- a choice made in the app: "remove (or keep only) a sound like this one" ------------------
+
+
+@dataclass(frozen=True)
+class SourceChoice:
+    """The stretch ``start``-``end`` (s) of ``origin`` (``"mix"``/``"accompaniment"`` of a match,
+    or ``"file"`` at ``path``) is an example of the sound to ``mode`` (``"remove"``/``"keep"``)."""
+
+    mode: str
+    origin: str
+    start: float
+    end: float
+    path: str = ""
+
+    def describe(self) -> str:
+        where = {"mix": "the match's mix", "accompaniment": "the match's accompaniment"}.get(
+            self.origin, Path(self.path).name or "a file")
+        verb = "without" if self.mode == "remove" else "only"
+        return f"accompaniment {verb} the sound at {self.start:.1f}-{self.end:.1f} s of {where}"
+
+
+def crop(audio: Audio, start: float, end: float) -> Audio:
+    """``audio`` between ``start`` and ``end`` seconds (clamped to it)."""
+    a = int(round(max(0.0, start) * audio.sr))
+    b = int(round(min(end, audio.duration) * audio.sr))
+    return Audio(np.ascontiguousarray(audio.samples[:, a:max(a, b)]), audio.sr, audio.source)
+
+
+def apply_source_choice(model: QuerySeparator, accompaniment: Audio, query: Audio, *, mode: str,
+                        progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> Audio:
+    """``accompaniment`` without (``mode="remove"``) or with only (``"keep"``) the sound that
+    ``query`` is an example of; same rate, channels and length."""
+    if mode not in ("remove", "keep"):
+        raise ModelError(f"Unknown choice {mode!r}: use remove or keep.")
+    res = separate_with_query(model, accompaniment, query=query, progress=progress, cancel=cancel)
+    return res.rest if mode == "remove" else res.source

@@ -361,3 +361,4 @@ def test_shipped_weights_separate_a_held_out_clip_better_than_the_mixture() -> N
     res = separate_with_query(model, Audio(mix[None], sr), query=Audio(query[None], sr))
     gain = si_sdr(target, res.source.samples[0]) - si_sdr(target, mix)
     assert gain > 2.0, gain
+

@@ -182,8 +182,8 @@ class MainWindow(QMainWindow):
         #: rendered previews of self.result by song id, for the options in _previews_options
         self._previews: OrderedDict[int, PreviewResult] = OrderedDict()
         #: remove / keep choices by (query path, song id), and the one a Cancel restores
-        self._source_choices: dict[tuple[str, int | None], Any] = {}
-        self._choice_undo: tuple[tuple[str, int | None], Any] | None = None
+        self._source_choices: dict[tuple[Path, int | None], Any] = {}
+        self._choice_undo: tuple[tuple[Path, int | None], Any] | None = None
         self._previews_options: Any = None
         self._ahead_failed: set[int] = set()
         self._loop_song: int | None = None  # the match whose A-B loop the preview panel holds

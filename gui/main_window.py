@@ -194,6 +194,9 @@ class MainWindow(QMainWindow):
         self.ahead_task: Task | None = None  # a preview rendered ahead (not the selected row)
         #: rendered previews of self.result by song id, for the options in _previews_options
         self._previews: OrderedDict[int, PreviewResult] = OrderedDict()
+        #: remove / keep choices by (query path, song id), and the one a Cancel restores
+        self._source_choices: dict[tuple[Path, int | None], Any] = {}
+        self._choice_undo: tuple[tuple[Path, int | None], Any] | None = None
         self._previews_options: Any = None
         self._ahead_failed: set[int] = set()
         self._loop_song: int | None = None  # the match whose A-B loop the preview panel holds
@@ -388,6 +391,11 @@ class MainWindow(QMainWindow):
         self.preview_panel.export_requested.connect(self.export_dialog)
         self.preview_panel.loop_changed.connect(self._loop_changed)
         self.preview_panel.phase.offsets_changed.connect(self._offsets_changed)
+        bar = self.preview_panel.choice_bar
+        bar.runner = self.runner
+        bar.choice_made.connect(self._source_choice_made)
+        bar.choice_cleared.connect(lambda: self._source_choice_made(None))
+        bar.cancel_requested.connect(self._source_choice_cancelled)
         self.preview_panel.play_button.clicked.connect(self.toggle_play)
         self.preview_panel.stop_button.clicked.connect(self.player.stop)
         for key, w in self.preview_panel.waves.items():
@@ -1037,6 +1045,8 @@ class MainWindow(QMainWindow):
             self._previews_options = opts
         sid = self._song_id(row)
         cached = self._previews.get(sid) if sid is not None else None
+        if cached is not None and cached.choice != self._source_choice(row):
+            cached = None  # rendered before another remove / keep choice
         if cached is not None:  # rendered ahead (or earlier): shown at once
             self._previews.move_to_end(sid)  # type: ignore[arg-type]
             self.preview_task = None
@@ -1068,7 +1078,8 @@ class MainWindow(QMainWindow):
         return int(sid) if sid is not None else None
 
     def _start_render(self, r: QueryResult, row: ResultRow, opts: Any) -> Task:
-        task = Task(self.session.preview, r, row, options=opts, name=f"the preview of {row.title}")
+        task = Task(self.session.preview, r, row, options=opts, choice=self._source_choice(row),
+                    name=f"the preview of {row.title}")
         task.song_id = self._song_id(row)  # type: ignore[attr-defined]
         task.for_result = r  # type: ignore[attr-defined]
         task.signals.progress.connect(lambda p, t=task: self._preview_progress(t, p))
@@ -1081,6 +1092,46 @@ class MainWindow(QMainWindow):
     def _preview_progress(self, task: Task, p: Progress) -> None:
         if task is self.preview_task and p.message:
             self.preview_panel.show_message(f"rendering… ({p.message})")
+            if self._source_choice(None) is not None:
+                self.preview_panel.choice_bar.set_progress(p.fraction, p.message)
+
+    # --- remove / keep a sound like this one (gui/source_choice.py) ----------------------------
+
+    def _source_choice(self, row: ResultRow | None) -> Any:
+        """The remove / keep choice made for ``row`` (the selected row when ``None``)."""
+        row = row if row is not None else self.selected_row()
+        if row is None or self.result is None:
+            return None
+        return self._source_choices.get((self.result.path, self._song_id(row)))
+
+    def _source_choice_made(self, choice: Any) -> None:
+        """Kept with the match until another choice (``None``: Undo) is made."""
+        row = self.selected_row()
+        if row is None or self.result is None or self.preview_task is not None:
+            return
+        key = (self.result.path, self._song_id(row))
+        self._choice_undo = (key, self._source_choices.get(key))
+        if choice is None:
+            self._source_choices.pop(key, None)
+        else:
+            self._source_choices[key] = choice
+        self.render_preview()
+        self.preview_panel.choice_bar.set_busy(self.preview_task is not None)
+
+    def _source_choice_cancelled(self) -> None:
+        """Stop applying a choice: the previous one comes back (re-rendered unless kept)."""
+        if self.preview_task is not None:
+            self.preview_task.cancel()
+            self.preview_task = None
+        self.preview_panel.choice_bar.set_busy(False)
+        if self._choice_undo is not None:
+            key, previous = self._choice_undo
+            self._choice_undo = None
+            if previous is None:
+                self._source_choices.pop(key, None)
+            else:
+                self._source_choices[key] = previous
+        self.render_preview()
 
     def _forget_previews(self, *, keep_task: bool = False) -> None:
         """Drop the rendered previews (another query, search or options)."""
@@ -1137,6 +1188,8 @@ class MainWindow(QMainWindow):
             self._loop_song = self._song_id(p.row)
         self.preview = p
         row = p.row
+        self.preview_panel.choice_bar.set_busy(False)
+        self.preview_panel.choice_bar.set_choice(p.choice, p.envs.get("before"))
         self.preview_panel.heading.setText(f"{row.title} — {row.artist}" if row.artist
                                            else row.title)
         self.player.clear_sources()
@@ -1171,6 +1224,7 @@ class MainWindow(QMainWindow):
             return
         self.preview_task = None
         self.preview_panel.show_message("")
+        self.preview_panel.choice_bar.set_busy(False)
         self.show_error(msg)
         self.preview_finished.emit(None)
 

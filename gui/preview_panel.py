@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
 
 from gui.playback import MIN_LOOP_S
 from gui.query_panel import fmt_duration
+from gui.source_choice import SourceChoiceBar
 from gui.voice_controls import PhaseControls
 from gui.waveform import Envelope, WaveformView
 
@@ -117,6 +118,9 @@ class PreviewPanel(QGroupBox):
         self.phase = PhaseControls()
         self.report = QLabel("")
         self.report.setWordWrap(True)
+        # "Remove (or keep only) a sound like this one" on the match's accompaniment.
+        self.choice_bar = SourceChoiceBar(
+            {k: self.waves[k] for k in ("mix", "accompaniment")})
 
         lay = QVBoxLayout(self)
         lay.addWidget(self.heading)
@@ -127,6 +131,7 @@ class PreviewPanel(QGroupBox):
         lay.addWidget(self.playback_reason)
         lay.addLayout(gains)
         lay.addWidget(self.phase)
+        lay.addWidget(self.choice_bar)
         lay.addWidget(self.report)
         self.set_ready(False)
 
@@ -210,6 +215,7 @@ class PreviewPanel(QGroupBox):
                   self.export_button, self.set_a_button, self.set_b_button, self.phase):
             w.setEnabled(ready)
         self.loop_button.setEnabled(ready and self.loop_a is not None and self.loop_b is not None)
+        self.choice_bar.set_ready(ready)
 
     def clear(self) -> None:
         """Nothing previewed: no waves, heading or report of an earlier match."""
@@ -225,7 +231,8 @@ class PreviewPanel(QGroupBox):
 
     def set_waves(self, envs: dict[str, Envelope]) -> None:
         for key, env in envs.items():
-            self.waves[key].set_envelope(env)
+            if key in self.waves:
+                self.waves[key].set_envelope(env)
 
     def set_position(self, seconds: float, duration: float, source: str) -> None:
         self._seconds = seconds

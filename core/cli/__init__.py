@@ -24,6 +24,7 @@ COMMAND_MODULES: list[str] = [
     "core.cli.separate",
     "core.cli.remix",
     "training.corpus_cli",
+    "training.aqss_cli",
 ]
 
 #: Every subcommand, the module that registers it and its one-line help, in ``--help`` order.
@@ -42,6 +43,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
               "tempo- and beat-aligned"),
     "corpus": ("training.corpus_cli",
                "generate a synthetic singing corpus (singers x songs, stems and ground truth)"),
+    "multitracks": ("training.aqss_cli",
+                    "generate multitrack songs (one stem per part) for the query-based separator"),
+    "train-qsep": ("training.aqss_cli",
+                   "train the query-based separator on multitracks from 'crossmix multitracks'"),
 }
 
 

@@ -42,6 +42,9 @@ def register(subparsers: Any) -> None:
                    help="spleeter-2stems (Deezer's weights, default) or tiny (random weights; for tests)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor fill the stem cache")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    from core.cli.query_separate import add_arguments
+
+    add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -55,8 +58,13 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from core.audio import DEFAULT_MAX_DURATION, audio_hash, load_audio, probe_duration, save_audio
+    from core.cli import query_separate
     from core.separation import default_stem_cache
 
+    if query_separate.wants_query(args):
+        return query_separate.run(args)
+    if args.keep or args.remove:
+        raise CrossmixError("--keep and --remove need --query CLIP or --class NAME.")
     if args.output.exists() and not args.output.is_dir():  # said before any separation
         raise CrossmixError(f"{args.output}: -o must be a folder, and this is a file; choose "
                             "a folder (it is created if missing).")

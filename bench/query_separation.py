@@ -1,0 +1,256 @@
+"""Measure the query-based separator like the paper's table (Lee, Choi & Lee).
+
+On the held-out ``test`` split of ``crossmix multitracks`` (singers, songs and accompaniments
+never used in training or validation), every stem of every song is separated from the full
+mixture (all six stems at their rendered levels, the whole 10-s song):
+
+- with the **ground-truth query** (a 2-s stretch of the target stem itself, as the paper's
+  "GT" row), the **class-mean** latent, and the class mean **after one iterative re-query**;
+- median SDR per class (drums, bass, vocals, other; BSS-eval SDR from ``fast_bss_eval``) and the
+  SI-SDR improvement over the unprocessed mixture;
+- **zero-shot**: the ``zeroshot`` split, whose target parts are played by General MIDI programs
+  held out of training entirely, separated with a ground-truth query;
+- the **vocal SDR against Spleeter 2-stems** (Crossmix's own port) on the same mixtures;
+- the **time to remove a source from a 3-minute accompaniment** (44.1 kHz stereo, CPU).
+
+    python bench/query_separation.py --data /work/data/aqss --json docs/aqss-results.json
+    python bench/query_separation.py --data /work/data/aqss --curves RUN/log.jsonl --plot docs/aqss-curves.png
+    python bench/query_separation.py --data /work/data/aqss --write-test-clip tests/data/aqss
+
+Needs ``fast_bss_eval`` (``pip install fast-bss-eval``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from core.audio import Audio, resample  # noqa: E402
+from core.query_separation import (  # noqa: E402
+    QuerySeparator,
+    load_query_separator,
+    separate_with_query,
+    si_sdr,
+)
+from training.aqss_data import CLASS_OF, CLASSES, STEMS, Multitrack, load_split  # noqa: E402
+
+QUERY_SECONDS = 2.0
+
+
+def bss_sdr(refs: list[np.ndarray], ests: list[np.ndarray]) -> list[float]:
+    """BSS-eval SDR (512-tap distortion filter) of each estimate against its reference."""
+    import fast_bss_eval
+
+    r = np.stack(refs)[:, None, :].astype(np.float64)
+    e = np.stack(ests)[:, None, :].astype(np.float64)
+    return [float(v) for v in np.asarray(fast_bss_eval.sdr(r, e, clamp_db=100.0)).ravel()]
+
+
+def query_of(stem: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray:
+    """A 2-s stretch of ``stem`` where it plays (the loudest of 8 random tries)."""
+    n = int(QUERY_SECONDS * sr)
+    starts = rng.integers(0, len(stem) - n + 1, size=8)
+    best = max(starts, key=lambda s: float(np.mean(stem[s:s + n] ** 2)))
+    return stem[int(best):int(best) + n]
+
+
+def separate(model: QuerySeparator, mix: np.ndarray, sr: int, *, query: np.ndarray | None = None,
+             source_class: str | None = None, iterations: int = 0) -> np.ndarray:
+    res = separate_with_query(model, Audio(mix[None].astype(np.float32), sr),
+                              query=None if query is None else Audio(query[None].astype(np.float32), sr),
+                              source_class=source_class, iterations=iterations)
+    return res.source.samples[0]
+
+
+def evaluate_songs(model: QuerySeparator, songs: list[Multitrack], *, targets: str = "all",
+                   modes: tuple[str, ...] = ("gt", "class", "iterative"), seed: int = 0) -> list[dict[str, Any]]:
+    """One row per (song, target stem): SDR and SI-SDR of the mixture and of each mode."""
+    rows = []
+    rng = np.random.default_rng([seed, 0xBE4C])
+    for song in songs:
+        sr = int(song.meta["sr"])
+        present = song.present()
+        mix = np.sum([song.stems[s] for s in present], axis=0)
+        names = present if targets == "all" else [song.meta["held_out_part"]]
+        for name in names:
+            target = song.stems[name]
+            cls = CLASS_OF[name]
+            ests = {}
+            q = query_of(target, sr, rng)
+            if "gt" in modes:
+                ests["gt"] = separate(model, mix, sr, query=q)
+            if "class" in modes:
+                ests["class"] = separate(model, mix, sr, source_class=cls)
+            if "iterative" in modes:
+                ests["iterative"] = separate(model, mix, sr, source_class=cls, iterations=1)
+            keys = ["mix", *ests]
+            sdrs = bss_sdr([target] * len(keys), [mix, *ests.values()])
+            row = {"song": song.folder.name, "target": name, "class": cls,
+                   "program": song.meta["programs"].get(name)}
+            for k, v in zip(keys, sdrs, strict=True):
+                row[f"sdr_{k}"] = v
+                row[f"si_sdr_{k}"] = si_sdr(target, mix if k == "mix" else ests[k])
+            rows.append(row)
+    return rows
+
+
+def spleeter_vocals(songs: list[Multitrack]) -> list[dict[str, Any]]:
+    """Spleeter 2-stems' vocal SDR on the same full mixtures (run at 44.1 kHz stereo)."""
+    from core.separation import Separator
+
+    sep = Separator.spleeter_2stems(device=torch.device("cpu"))
+    rows = []
+    for song in songs:
+        sr = int(song.meta["sr"])
+        mix = np.sum([song.stems[s] for s in song.present()], axis=0).astype(np.float32)
+        big = resample(np.stack([mix, mix]), sr, 44100)
+        stems = sep.separate(Audio(big, 44100))
+        voc = resample(stems.vocals.samples.mean(axis=0, keepdims=True), 44100, sr)[0][: len(mix)]
+        voc = np.pad(voc, (0, len(mix) - len(voc)))
+        target = song.stems["vocals"]
+        sdr_v, sdr_m = bss_sdr([target, target], [voc, mix])
+        rows.append({"song": song.folder.name, "sdr_spleeter": sdr_v, "sdr_mix": sdr_m,
+                     "si_sdr_spleeter": si_sdr(target, voc)})
+    return rows
+
+
+def time_three_minutes(model: QuerySeparator, songs: list[Multitrack], *, threads: int) -> float:
+    """Seconds to remove the drums (class mean) from a 3-minute 44.1 kHz stereo accompaniment."""
+    parts = []
+    for song in songs:
+        sr = int(song.meta["sr"])
+        acc = np.sum([song.stems[s] for s in song.present() if s != "vocals"], axis=0).astype(np.float32)
+        parts.append(resample(acc[None], sr, 44100)[0])
+    acc = np.concatenate(parts)
+    acc = np.tile(acc, int(np.ceil(180 * 44100 / len(acc))))[: 180 * 44100]
+    audio = Audio(np.stack([acc, acc * 0.9]), 44100)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        separate_with_query(model, Audio(audio.samples[:, : 44100 * 5], 44100), source_class="drums")  # warm
+        t0 = time.perf_counter()
+        separate_with_query(model, audio, source_class="drums")
+        return time.perf_counter() - t0
+    finally:
+        torch.set_num_threads(old)
+
+
+def summarise(rows: list[dict[str, Any]], modes: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for cls in (*CLASSES, "all"):
+        rs = [r for r in rows if cls == "all" or r["class"] == cls]
+        if not rs:
+            continue
+        d: dict[str, Any] = {"n": len(rs), "median_sdr_mix": float(np.median([r["sdr_mix"] for r in rs]))}
+        for m in modes:
+            d[f"median_sdr_{m}"] = float(np.median([r[f"sdr_{m}"] for r in rs]))
+            d[f"median_sdri_{m}"] = float(np.median([r[f"sdr_{m}"] - r["sdr_mix"] for r in rs]))
+            d[f"median_si_sdri_{m}"] = float(np.median([r[f"si_sdr_{m}"] - r["si_sdr_mix"] for r in rs]))
+        out[cls] = d
+    return out
+
+
+def plot_curves(log: Path, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [json.loads(x) for x in log.read_text().splitlines() if '"train"' in x]
+    val = [json.loads(x) for x in log.read_text().splitlines() if '"val"' in x]
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
+    t = [r["elapsed_s"] / 60 for r in train]
+    ax[0].plot(t, [r["rec"] for r in train], label="L1 reconstruction", lw=0.8)
+    ax[0].plot(t, [r["latent"] * 0.1 for r in train], label="0.1 x latent regressor", lw=0.8)
+    ax[0].plot(t, [r["kl"] * 1e-3 for r in train], label="0.001 x KL", lw=0.8)
+    ax[0].set_xlabel("training minutes (1 CPU thread)")
+    ax[0].set_title("training losses (means of 10 batches)")
+    ax[0].legend(fontsize=8)
+    ax[1].plot([r["elapsed_s"] / 60 for r in val], [r["val_sisdri_mean"] for r in val], "o-")
+    ax[1].set_xlabel("training minutes (1 CPU thread)")
+    ax[1].set_ylabel("dB")
+    ax[1].set_title("validation SI-SDR improvement (mean, 96 mixtures)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
+def write_test_clip(data: Path, out: Path) -> None:
+    """The shipped-weights test clip: song 0 of the test split, its drums in the full mixture
+    (first 5 s) and a query from a later stretch of the same drum stem (5-7 s), 16 kHz mono."""
+    song = load_split(data, "test", limit=1)[0]
+    sr = int(song.meta["sr"])
+    mix = np.sum([song.stems[s] for s in song.present()], axis=0)[: 5 * sr]
+    out.mkdir(parents=True, exist_ok=True)
+    sf.write(out / "mix.flac", mix, sr, subtype="PCM_24")
+    sf.write(out / "target.flac", song.stems["drums"][: 5 * sr], sr, subtype="PCM_24")
+    sf.write(out / "query.flac", song.stems["drums"][5 * sr: 7 * sr], sr, subtype="PCM_24")
+    (out / "clip.json").write_text(json.dumps({
+        "split": "test", "song": song.folder.name, "target": "drums", "mix": "all six stems, 0-5 s",
+        "query": "the drum stem, 5-7 s", "programs": song.meta["programs"],
+        "made_by": "python bench/query_separation.py --data DATA --write-test-clip tests/data/aqss"}, indent=1) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, required=True, help="folder made by 'crossmix multitracks'")
+    ap.add_argument("--model", default="shipped", help="shipped (default) or a .safetensors path")
+    ap.add_argument("--split", default="test", help="test (default) or val")
+    ap.add_argument("--songs", type=int, default=None, help="use the first N songs of each split")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-spleeter", action="store_true")
+    ap.add_argument("--json", type=Path, help="write the rows and summary here")
+    ap.add_argument("--curves", type=Path, help="a training log.jsonl to plot (with --plot)")
+    ap.add_argument("--plot", type=Path)
+    ap.add_argument("--write-test-clip", type=Path, help="write the shipped-weights test clip to this folder")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.write_test_clip:
+        write_test_clip(args.data, args.write_test_clip)
+        return 0
+    if args.curves:
+        plot_curves(args.curves, args.plot)
+        return 0
+    model = load_query_separator(args.model, device=torch.device("cpu"))
+    modes = ("gt", "class", "iterative")
+    t0 = time.process_time()
+    test = load_split(args.data, args.split, limit=args.songs)
+    rows = evaluate_songs(model, test, modes=modes)
+    summary = {"split": args.split, "songs": len(test), "per_class": summarise(rows, modes)}
+    if args.split == "test":
+        zs = load_split(args.data, "zeroshot", limit=args.songs)
+        zrows = evaluate_songs(model, zs, targets="held_out", modes=("gt", "class"))
+        summary["zeroshot"] = summarise(zrows, ("gt", "class"))
+        summary["zeroshot_by_part"] = {
+            p: {"n": len(rs), "median_sdri_gt": float(np.median([r["sdr_gt"] - r["sdr_mix"] for r in rs]))}
+            for p in STEMS if (rs := [r for r in zrows if r["target"] == p])}
+        rows += [{**r, "zeroshot": True} for r in zrows]
+        if not args.no_spleeter:
+            srows = spleeter_vocals(test)
+            voc = [r for r in rows if r["target"] == "vocals" and not r.get("zeroshot")]
+            summary["vocals_vs_spleeter"] = {
+                "n": len(srows), "median_sdr_spleeter": float(np.median([r["sdr_spleeter"] for r in srows])),
+                "median_sdr_gt": float(np.median([r["sdr_gt"] for r in voc])),
+                "median_sdr_class": float(np.median([r["sdr_class"] for r in voc])),
+                "median_sdr_mix": float(np.median([r["sdr_mix"] for r in srows]))}
+        summary["seconds_3min_remove_1thread"] = time_three_minutes(model, test, threads=1)
+        summary["seconds_3min_remove_2threads"] = time_three_minutes(model, test, threads=2)
+    summary["cpu_seconds"] = time.process_time() - t0
+    print(json.dumps(summary, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps({"summary": summary, "rows": rows}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

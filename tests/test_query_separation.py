@@ -1,0 +1,364 @@
+"""Audio-query-based separation (core/query_separation.py, training/aqss_*.py, crossmix separate --query).
+
+Tiny random-weight models where the weights do not matter; the shipped weights where they do.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from core.audio import Audio
+from core.errors import CrossmixError, ModelError
+from core.query_separation import (
+    BadQueryError,
+    QSepConfig,
+    QuerySeparator,
+    kl_loss,
+    latent_loss,
+    losses,
+    reconstruction_loss,
+    separate_with_query,
+    si_sdr,
+    slerp,
+)
+
+TINY = QSepConfig(width=4, z_dim=4, depth=3, query_channels=(4, 4, 4, 4, 4, 4), gru_hidden=8,
+                  segment_frames=16, query_frames=32, name="tiny")
+DATA = Path(__file__).parent / "data" / "aqss"
+
+
+def tiny_model(seed: int = 0) -> QuerySeparator:
+    torch.manual_seed(seed)
+    return QuerySeparator(TINY).eval()
+
+
+# --- model ------------------------------------------------------------------------------------
+
+
+def test_shapes_and_conditioning() -> None:
+    m = tiny_model()
+    mag = torch.rand(3, 1, TINY.bins, 32)
+    mu, logvar = m.encode(torch.rand(3, 1, TINY.bins, 20))  # any query length (the GRU reads it)
+    assert mu.shape == logvar.shape == (3, TINY.z_dim)
+    mask = m.mask(mag, mu)
+    assert mask.shape == mag.shape
+    assert float(mask.detach().min()) >= 0.0 and float(mask.detach().max()) <= 1.0
+    # z enters twice: concatenated to the input channels, and through AdaIN in the decoder.
+    assert m.separator.down[0][0].in_channels == 1 + TINY.z_dim
+    assert len(m.separator.adain) == TINY.depth
+    z1, z2 = torch.zeros(1, TINY.z_dim), torch.ones(1, TINY.z_dim)
+    assert not torch.allclose(m.mask(mag[:1], z1), m.mask(mag[:1], z2))
+    # AdaIN alone changes the output too (the concatenated copy of z zeroed out).
+    with torch.no_grad():
+        m.separator.down[0][0].weight[:, 1:] = 0
+    assert not torch.allclose(m.mask(mag[:1], z1), m.mask(mag[:1], z2))
+    # The query net is a 6-conv stack and a GRU.
+    convs = [x for x in m.query_net.convs if isinstance(x, torch.nn.Conv2d)]
+    assert len(convs) == 6 and isinstance(m.query_net.gru, torch.nn.GRU)
+
+
+def test_adain_scales_and_shifts_the_normalised_input() -> None:
+    from core.query_separation import AdaIN
+
+    ada = AdaIN(2, 3)
+    with torch.no_grad():
+        ada.style.weight.zero_()
+        ada.style.bias.copy_(torch.tensor([1.0, 0.0, 0.5, -2.0]))  # gains 1, 0; shifts 0.5, -2
+    x = torch.randn(1, 2, 4, 5) * 3 + 7
+    y = ada(x, torch.zeros(1, 3))
+    norm = (x - x.mean(dim=(2, 3), keepdim=True)) / torch.sqrt(x.var(dim=(2, 3), unbiased=False, keepdim=True) + 1e-5)
+    assert torch.allclose(y[0, 0], 2.0 * norm[0, 0] + 0.5, atol=1e-4)
+    assert torch.allclose(y[0, 1], norm[0, 1] - 2.0, atol=1e-4)
+
+
+def test_each_loss_against_a_hand_computed_case() -> None:
+    est = torch.tensor([[1.0, 2.0], [3.0, 0.0]])
+    tgt = torch.tensor([[0.0, 4.0], [3.0, 1.0]])
+    assert float(reconstruction_loss(est, tgt)) == pytest.approx((1 + 2 + 0 + 1) / 4)
+    mu = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    logvar = torch.tensor([[0.0, math.log(2.0)], [0.0, 0.0]])
+    # row 0: 0.5 (1 + 1 - 1 - 0) + 0.5 (0 + 2 - 1 - ln 2); row 1: 0
+    expected = (0.5 + 0.5 * (1.0 - math.log(2.0))) / 2
+    assert float(kl_loss(mu, logvar)) == pytest.approx(expected, rel=1e-6)
+    assert float(kl_loss(torch.zeros(4, 3), torch.zeros(4, 3))) == 0.0
+    z = torch.tensor([[1.0, -1.0, 0.5]])
+    assert float(latent_loss(z, torch.tensor([[0.0, 1.0, 0.5]]))) == pytest.approx(3.0 / 3)
+
+
+def test_total_loss_combines_the_three_terms_with_their_weights() -> None:
+    m = tiny_model().train()
+    mag = torch.rand(2, 1, TINY.bins, 16)
+    g = torch.Generator().manual_seed(1)
+    out = losses(m, mag, mag * 0.5, mag, kl_weight=0.25, latent_weight=2.0, generator=g)
+    parts = out.reconstruction + 0.25 * out.kl + 2.0 * out.latent
+    assert float(out.total.detach()) == pytest.approx(float(parts.detach()), rel=1e-5)
+    out.total.backward()
+    assert m.query_net.head.weight.grad is not None and m.separator.out.weight.grad is not None
+
+
+def test_slerp_endpoints_and_midpoint() -> None:
+    a, b = torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 2.0, 0.0])
+    assert torch.allclose(slerp(a, b, 0.0), a, atol=1e-6)
+    assert torch.allclose(slerp(a, b, 1.0), b, atol=1e-6)
+    mid = slerp(a, b, 0.5)  # 90 degrees apart: sin(45)/sin(90) of each
+    assert torch.allclose(mid, torch.tensor([math.sqrt(0.5), 2 * math.sqrt(0.5), 0.0]), atol=1e-6)
+    assert torch.allclose(slerp(a, 3 * a, 0.5), 2 * a)  # parallel: linear
+
+
+def test_save_load_round_trip_and_checksum(tmp_path: Path) -> None:
+    m = tiny_model(3)
+    m.class_latents.normal_()
+    m.save(tmp_path / "tiny")
+    back = QuerySeparator.load(tmp_path / "tiny.safetensors")
+    mag = torch.rand(1, 1, TINY.bins, 16)
+    z = torch.randn(1, TINY.z_dim)
+    assert torch.equal(m.mask(mag, z), back.mask(mag, z))
+    assert torch.equal(back.class_latent("drums"), m.class_latents[0])
+    with pytest.raises(ModelError, match="Unknown source class"):
+        back.class_latent("kazoo")
+    data = bytearray((tmp_path / "tiny.safetensors").read_bytes())
+    data[-1] ^= 1
+    (tmp_path / "tiny.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="checksum"):
+        QuerySeparator.load(tmp_path / "tiny")
+
+
+def test_tiny_model_overfits_one_mixture() -> None:
+    """A few dozen steps on one mixture raise the separated source's SDR well above the start."""
+    torch.manual_seed(0)
+    sr = TINY.sr
+    n = (TINY.segment_frames - 1) * TINY.hop
+    t = np.arange(n) / sr
+    target = (0.3 * np.sin(2 * np.pi * 220 * t) + 0.15 * np.sin(2 * np.pi * 660 * t)).astype(np.float32)
+    other = (0.3 * np.random.default_rng(0).standard_normal(n)).astype(np.float32)
+    m = QuerySeparator(TINY)
+    spec = m.stft(torch.from_numpy(target + other)[None])
+    mix_mag, tgt_mag = spec.abs()[:, None], m.stft(torch.from_numpy(target)[None]).abs()[:, None]
+
+    def score() -> float:
+        m.eval()
+        with torch.no_grad():
+            z, _ = m.encode(tgt_mag)
+            est = m.istft(spec * m.mask(mix_mag, z)[:, 0], n)[0].numpy()
+        m.train()
+        return si_sdr(target, est)
+
+    before = score()
+    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    for _ in range(80):
+        out = losses(m, mix_mag, tgt_mag, tgt_mag, kl_weight=1e-3, latent_weight=0.1)
+        opt.zero_grad()
+        out.total.backward()
+        opt.step()
+    after = score()
+    assert after > before + 3.0, (before, after)
+
+
+def test_song_outputs_keep_rate_channels_and_sum_to_the_song() -> None:
+    m = tiny_model()
+    m.class_latents.normal_()
+    rng = np.random.default_rng(0)
+    song = Audio((0.2 * rng.standard_normal((2, 44100 * 2))).astype(np.float32), 44100)
+    res = separate_with_query(m, song, source_class="bass")
+    assert res.source.samples.shape == song.samples.shape == res.rest.samples.shape
+    assert res.source.sr == 44100
+    assert np.allclose(res.source.samples + res.rest.samples, song.samples, atol=1e-6)
+    query = Audio((0.2 * rng.standard_normal((1, 22050))).astype(np.float32), 22050)
+    a = separate_with_query(m, song, query=query)
+    b = separate_with_query(m, song, query=query, iterations=1)  # the re-query refinement runs
+    assert a.source.samples.shape == b.source.samples.shape
+    assert not np.allclose(a.source.samples, b.source.samples)
+    with pytest.raises(BadQueryError, match="silent"):
+        separate_with_query(m, song, query=Audio(np.zeros((1, 22050), np.float32), 22050))
+    with pytest.raises(BadQueryError, match="long"):
+        separate_with_query(m, song, query=Audio(query.samples[:, :2000], 22050))
+
+
+def test_si_sdr_of_known_signals() -> None:
+    s = np.sin(np.linspace(0, 40, 1000))
+    assert si_sdr(s, 3.0 * s) > 100  # scale does not matter
+    noise = np.cos(np.linspace(0, 40, 1000) * 7.3)
+    noise -= s * np.dot(noise, s) / np.dot(s, s)  # orthogonal to s
+    noise *= np.linalg.norm(s) / np.linalg.norm(noise) / 10.0  # 20 dB below
+    assert si_sdr(s, s + noise) == pytest.approx(20.0, abs=1e-6)
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+
+def _fake_vocal_corpus(root: Path, *, seconds: float = 4.0) -> Path:
+    """A one-song 'crossmix corpus' folder: a real song plan (truth.json) and a hummed vocal."""
+    from training.corpus_melody import draw_plan
+    from training.corpus_singers import draw_singer
+
+    plan = draw_plan(singer=draw_singer(seed=5, index=0), rng=np.random.default_rng(5), seconds=seconds)
+    folder = root / "singer_000" / "song_00"
+    folder.mkdir(parents=True)
+    truth = plan.to_json()
+    (folder / "truth.json").write_text(json.dumps(truth))
+    sr = 44100
+    t = np.arange(int(seconds * sr)) / sr
+    vocal = np.zeros_like(t)
+    for note in plan.notes:
+        on = (t >= note.onset) & (t < note.onset + note.duration)
+        vocal[on] = 0.2 * np.sin(2 * np.pi * 440 * 2 ** ((note.pitch - 69) / 12) * t[on])
+    sf.write(folder / "vocals.flac", np.stack([vocal, vocal], axis=1), sr, subtype="PCM_24")
+    songs = [{"singer": 0, "song": 0, "truth": "singer_000/song_00/truth.json",
+              "vocals": "singer_000/song_00/vocals.flac"}]
+    (root / "corpus.json").write_text(json.dumps({"songs": songs}))
+    return root
+
+
+def test_multitrack_generator_is_deterministic_and_stems_sum_to_the_mixture(tmp_path: Path) -> None:
+    from training.aqss_data import (
+        HELD_OUT,
+        PROGRAMS,
+        STEMS,
+        draw_mixture,
+        generate_multitracks,
+        load_multitrack,
+        song_folder,
+    )
+
+    vocals = _fake_vocal_corpus(tmp_path / "vocals")
+    for out in ("a", "b"):
+        r = generate_multitracks(vocals_dir=vocals, out_dir=tmp_path / out, seed=3, split="train", count=1)
+        assert r.written == 1
+    again = generate_multitracks(vocals_dir=vocals, out_dir=tmp_path / "a", seed=3, split="train", count=1)
+    assert again.written == 0 and again.skipped == 1  # resumes: a finished song is kept
+    fa, fb = song_folder(tmp_path / "a", "train", 0), song_folder(tmp_path / "b", "train", 0)
+    for name in (*STEMS, "mix"):
+        assert (fa / f"{name}.flac").read_bytes() == (fb / f"{name}.flac").read_bytes(), name
+    song = load_multitrack(fa)
+    meta = song.meta
+    assert meta["held_out_part"] is None
+    for part, program in meta["programs"].items():
+        assert program in PROGRAMS[part] and program not in HELD_OUT[part]
+    mix = sf.read(str(fa / "mix.flac"), dtype="float64")[0]
+    assert np.allclose(mix, sum(song.stems[s].astype(np.float64) for s in STEMS), atol=1e-5)
+    # Every part is its own stem (all audible here), and they differ.
+    assert all(float(np.abs(song.stems[s]).max()) > 1e-3 for s in STEMS)
+    ex = draw_mixture(song, np.random.default_rng(0), samples=8000, query_samples=16000)
+    assert ex.target_name not in ex.others and len(ex.others) >= 1
+    assert ex.query.shape == (16000,) and ex.mix.shape == ex.target.shape == (8000,)
+    others = ex.mix - ex.target
+    assert float(np.abs(others).max()) > 0
+    ex2 = draw_mixture(song, np.random.default_rng(0), samples=8000, query_samples=16000)
+    assert np.array_equal(ex.mix, ex2.mix) and ex.others == ex2.others
+
+
+def test_zeroshot_split_uses_a_held_out_program() -> None:
+    from training.aqss_data import HELD_OUT, draw_programs, song_rng
+
+    for i in range(20):
+        programs, held = draw_programs(song_rng(1, "zeroshot", i, "programs"), zeroshot=True)
+        assert held is not None and programs[held] in HELD_OUT[held]
+        programs, held = draw_programs(song_rng(1, "train", i, "programs"), zeroshot=False)
+        assert held is None and all(programs[p] not in HELD_OUT[p] for p in programs)
+
+
+# --- CLI ---------------------------------------------------------------------------------------
+
+
+def test_query_parsing() -> None:
+    from core.cli.query_separate import parse_query
+
+    assert parse_query("a.wav").path == Path("a.wav")
+    q = parse_query("dir/a.wav@12.5-18")
+    assert (q.path, q.start, q.end) == (Path("dir/a.wav"), 12.5, 18.0)
+    q = parse_query("a.wav@1:05-1:12")
+    assert (q.start, q.end) == (65.0, 72.0)
+    assert parse_query("a.wav@3-").end is None and parse_query("a.wav@-3").start == 0.0
+    for bad in ("a.wav@x-y", "a.wav@-", "a.wav@5-2", "@1-2"):
+        with pytest.raises(CrossmixError):
+            parse_query(bad)
+
+
+@pytest.fixture
+def tiny_weights(tmp_path: Path) -> Path:
+    m = tiny_model(1)
+    m.class_latents.normal_()
+    return m.save(tmp_path / "tiny-qsep")
+
+
+def _song(tmp_path: Path, seconds: float = 3.0) -> Path:
+    rng = np.random.default_rng(2)
+    x = (0.2 * rng.standard_normal((int(44100 * seconds), 2))).astype(np.float32)
+    path = tmp_path / "song.wav"
+    sf.write(path, x, 44100)
+    return path
+
+
+def test_cli_remove_and_keep_write_what_they_say(tmp_path: Path, tiny_weights: Path) -> None:
+    from core.cli import main
+
+    song = _song(tmp_path)
+    out = tmp_path / "out"
+    assert main(["separate", str(song), "--class", "drums", "--qsep-model", str(tiny_weights),
+                 "-o", str(out), "--device", "cpu"]) == 0
+    src, _ = sf.read(out / "song_drums.wav", dtype="float32")
+    rest, _ = sf.read(out / "song_without_drums.wav", dtype="float32")
+    x, _ = sf.read(song, dtype="float32")
+    assert src.shape == rest.shape == x.shape
+    assert np.allclose(src + rest, x, atol=1e-5)
+    assert main(["separate", str(song), "--query", f"{song}@0.5-2", "--remove", "--qsep-model",
+                 str(tiny_weights), "-o", str(tmp_path / "o2"), "--device", "cpu"]) == 0
+    assert [p.name for p in (tmp_path / "o2").iterdir()] == ["song_without_query.wav"]
+
+
+def test_cli_errors_for_bad_queries(tmp_path: Path, tiny_weights: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from core.cli import main
+
+    song = _song(tmp_path)
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros((44100, 2), np.float32), 44100)
+    short = tmp_path / "short.wav"
+    sf.write(short, (0.3 * np.random.default_rng(0).standard_normal((4410, 2))).astype(np.float32), 44100)
+    text = tmp_path / "notes.wav"
+    text.write_text("these are my notes, not audio\n" * 20)
+    base = ["separate", str(song), "--qsep-model", str(tiny_weights), "-o", str(tmp_path / "o"), "--device", "cpu"]
+    cases = {
+        str(silent): "silent",
+        str(short): "0.10 s long",
+        str(text): "not",
+        f"{song}@1-0.5": "before it starts",
+        f"{song}@9-12": "only 3.00 s long",
+        f"{song}@0-0.2": "0.20 s long",
+        str(tmp_path / "missing.wav"): "missing.wav",
+    }
+    for query, words in cases.items():
+        assert main([*base, "--query", query]) == 1, query
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and words in err, (query, err)
+        assert err.startswith("crossmix: error: ")
+    assert main(["separate", str(song), "--keep", "-o", str(tmp_path / "o")]) == 1
+    assert "--keep and --remove need --query" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+# --- the shipped weights ---------------------------------------------------------------------
+
+
+def test_shipped_weights_separate_a_held_out_clip_better_than_the_mixture() -> None:
+    """A held-out test mixture (test split: singers and songs never used in training or
+    validation): the shipped model, queried with another stretch of the same source, beats the
+    unprocessed mixture by a margin."""
+    from core.query_separation import load_query_separator
+
+    model = load_query_separator("shipped", device=torch.device("cpu"))
+    meta = json.loads((DATA / "clip.json").read_text())
+    mix, sr = sf.read(DATA / "mix.flac", dtype="float32")
+    target, _ = sf.read(DATA / "target.flac", dtype="float32")
+    query, _ = sf.read(DATA / "query.flac", dtype="float32")
+    assert sr == model.config.sr and meta["split"] == "test"
+    res = separate_with_query(model, Audio(mix[None], sr), query=Audio(query[None], sr))
+    gain = si_sdr(target, res.source.samples[0]) - si_sdr(target, mix)
+    assert gain > 2.0, gain
+

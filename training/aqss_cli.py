@@ -1,0 +1,80 @@
+"""``crossmix multitracks`` and ``crossmix train-qsep``: data and training of the query-based
+separator (Lee, Choi & Lee)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from core.progress import Progress
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "multitracks",
+        help="generate multitrack songs (one stem per part) for the query-based separator",
+        description=(
+            "Generate deterministic multitrack songs for query-based separation: the vocals of a "
+            "'crossmix corpus' folder with drums, bass, chords, pad and lead written for each song "
+            "and rendered one part at a time by a fresh fluidsynth, from many General MIDI programs "
+            "and drum kits; some programs are held out for the 'zeroshot' split. 16 kHz mono. "
+            "Songs already there are kept (an interrupted run resumes)."),
+    )
+    p.add_argument("--vocals", type=Path, required=True, help="a 'crossmix corpus' folder (its vocals.flac)")
+    p.add_argument("--split", choices=("train", "val", "test", "zeroshot"), required=True)
+    p.add_argument("--count", type=int, required=True, help="songs to generate in the split")
+    p.add_argument("--seed", type=int, default=1, help="seed (default 1)")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    p.set_defaults(func=data_handler)
+
+    t = subparsers.add_parser(
+        "train-qsep",
+        help="train the query-based separator on multitracks from 'crossmix multitracks'",
+        description=(
+            "Train the audio-query-based separator (Query-net + conditioned U-Net) on the 'train' "
+            "split, checkpointing every few minutes and keeping the checkpoint that is best on the "
+            "'val' split (never the test splits). --resume continues an interrupted run."),
+    )
+    t.add_argument("--data", type=Path, required=True, help="folder made by 'crossmix multitracks'")
+    t.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, log)")
+    t.add_argument("--minutes", type=float, default=55.0, help="wall-time budget (default 55)")
+    t.add_argument("--batch-size", type=int, default=12)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--width", type=int, default=12, help="channels of the first U-Net layer (default 12)")
+    t.add_argument("--z-dim", type=int, default=16)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    t.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
+    t.add_argument("--checkpoint-minutes", type=float, default=4.0)
+    t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    t.set_defaults(func=train_handler)
+
+
+def data_handler(args: argparse.Namespace) -> int:
+    from training.aqss_data import generate_multitracks
+
+    def show(p: Progress) -> None:
+        eta = f", about {p.eta_s / 60:.1f} min left" if p.eta_s is not None else ""
+        print(f"\r{int(p.done)}/{int(p.total)} songs{eta}   ", end="", file=sys.stderr, flush=True)
+
+    r = generate_multitracks(vocals_dir=args.vocals, out_dir=args.out, seed=args.seed, split=args.split,
+                             count=args.count, progress=show)
+    print(file=sys.stderr)
+    print(f"{r.written} songs generated, {r.skipped} already there, in {r.elapsed_s:.1f} s -> "
+          f"{Path(args.out) / args.split}")
+    return 0
+
+
+def train_handler(args: argparse.Namespace) -> int:
+    from training.aqss_train import TrainConfig, train
+
+    cfg = TrainConfig(batch_size=args.batch_size, lr=args.lr, width=args.width, z_dim=args.z_dim,
+                      seed=args.seed, minutes=args.minutes, checkpoint_minutes=args.checkpoint_minutes)
+    result = train(data_dir=args.data, out_dir=args.out, config=cfg, resume=args.resume,
+                   threads=args.threads, device_name=args.device,
+                   log=lambda line: print(line, flush=True))
+    print(f"best validation SI-SDR improvement {result['best_val_sisdri']:.2f} dB at step "
+          f"{result['best_step']} -> {result['best_path']}")
+    return 0

@@ -1,0 +1,239 @@
+"""Training the query-based separator (:mod:`core.query_separation`) on multitracks.
+
+``train(data_dir=..., out_dir=...)`` trains on the ``train`` split of
+:mod:`training.aqss_data` (mixtures drawn on the fly) for a wall-time budget and writes to
+``out_dir``:
+
+- ``state.pt``: everything to resume (model, optimiser, step, random streams, time spent),
+  rewritten every ``checkpoint_minutes``; ``resume=True`` continues from it;
+- ``best.safetensors`` + ``best.json``: the model with the best mean SI-SDR improvement on a
+  fixed set of ``val`` mixtures (the test splits are never read here), with class-mean latents
+  computed on training queries;
+- ``log.jsonl``: one JSON line per logged step and per validation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from core.errors import TrainingError
+from core.query_separation import QSepConfig, QuerySeparator, losses, si_sdr
+from training.aqss_data import CLASS_OF, CLASSES, Example, Multitrack, draw_mixture, load_split
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 12
+    lr: float = 1e-3
+    width: int = 12
+    z_dim: int = 16
+    seed: int = 0
+    minutes: float = 55.0
+    checkpoint_minutes: float = 4.0
+    kl_weight: float = 1e-3
+    latent_weight: float = 0.1
+    val_examples: int = 96
+    class_queries: int = 48
+    log_every: int = 10
+
+    def identity(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k not in ("minutes", "checkpoint_minutes")}
+
+
+def excerpt_samples(cfg: QSepConfig, frames: int | None = None) -> int:
+    """Samples that give exactly ``frames`` (default ``segment_frames``) centred STFT frames."""
+    return ((frames or cfg.segment_frames) - 1) * cfg.hop
+
+
+def fixed_examples(songs: list[Multitrack], n: int, *, seed: int, samples: int, query_samples: int,
+                   targets: list[str] | None = None) -> list[Example]:
+    """``n`` mixtures drawn with a fixed seed (the same every time): validation and test sets."""
+    rng = np.random.default_rng([seed, 0x7E57])
+    out = []
+    for i in range(n):
+        song = songs[i % len(songs)]
+        target = targets[i % len(targets)] if targets else None
+        if target is not None and target not in song.present():
+            target = None
+        out.append(draw_mixture(song, rng, samples=samples, query_samples=query_samples, target=target))
+    return out
+
+
+def magnitudes(model: QuerySeparator, waves: np.ndarray) -> torch.Tensor:
+    """``(B, n)`` -> ``(B, 1, bins, frames)`` magnitudes."""
+    dev = model.device
+    return model.stft(torch.from_numpy(np.ascontiguousarray(waves)).to(dev)).abs()[:, None]
+
+
+@torch.no_grad()
+def evaluate_examples(model: QuerySeparator, examples: list[Example], *, mode: str = "query",
+                      iterations: int = 0, batch: int = 16) -> list[dict[str, Any]]:
+    """Separate each example and score it: SI-SDR and SDR of the estimate and of the mixture.
+
+    ``mode``: ``"query"`` (the example's own query clip, the paper's ground-truth query) or
+    ``"class"`` (the class-mean latent of the target's class).
+    """
+    model.eval()
+    rows = []
+    for i in range(0, len(examples), batch):
+        chunk = examples[i:i + batch]
+        mix = np.stack([e.mix for e in chunk])
+        dev = model.device
+        spec = model.stft(torch.from_numpy(mix).to(dev))
+        mag = spec.abs()[:, None]
+        if mode == "query":
+            z, _ = model.encode(magnitudes(model, np.stack([e.query for e in chunk])))
+        else:
+            z = torch.stack([model.class_latent(CLASS_OF[e.target_name]) for e in chunk])
+        m = model.separate_magnitude(mag, z, iterations=iterations)[:, 0]
+        est = model.istft(spec * m, mix.shape[1]).cpu().numpy()
+        for e, y in zip(chunk, est, strict=True):
+            rows.append({"target": e.target_name, "class": CLASS_OF[e.target_name],
+                         "si_sdr": si_sdr(e.target, y), "si_sdr_mix": si_sdr(e.target, e.mix),
+                         "sdr_est": _sdr(e.target, y), "sdr_mix": _sdr(e.target, e.mix)})
+    return rows
+
+
+def _sdr(s: np.ndarray, e: np.ndarray) -> float:
+    from core.query_separation import sdr
+
+    return sdr(s, e)
+
+
+@torch.no_grad()
+def class_means(model: QuerySeparator, songs: list[Multitrack], *, per_class: int, seed: int,
+                samples: int) -> torch.Tensor:
+    """Mean posterior latent per class (:data:`CLASSES`) over ``per_class`` training queries."""
+    model.eval()
+    rng = np.random.default_rng([seed, 0xC1A5])
+    out = []
+    for cls in CLASSES:
+        queries: list[np.ndarray] = []
+        while len(queries) < per_class:
+            song = songs[int(rng.integers(len(songs)))]
+            names = [s for s in song.present() if CLASS_OF[s] == cls]
+            if not names:
+                continue
+            stem = song.stems[str(rng.choice(names))]
+            start = int(rng.integers(0, len(stem) - samples + 1))
+            q = stem[start:start + samples]
+            if float(np.sqrt(np.mean(q.astype(np.float64) ** 2))) > 1e-3:
+                queries.append(q)
+        mu, _ = model.encode(magnitudes(model, np.stack(queries)))
+        out.append(mu.mean(dim=0))
+    return torch.stack(out)
+
+
+def train(*, data_dir: Path, out_dir: Path, config: TrainConfig | None = None, resume: bool = False,
+          threads: int = 1, device_name: str = "cpu",
+          log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Train for ``config.minutes`` of wall time (in total, across resumes); see the module doc."""
+    from core.device import resolve_device
+
+    cfg = config or TrainConfig()
+    torch.set_num_threads(max(1, threads))
+    device = resolve_device(device_name)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state_path = out_dir / "state.pt"
+    if state_path.exists() and not resume:
+        raise TrainingError(f"{out_dir}: holds a run already; pass --resume to continue it or choose another --out.")
+    say = log or (lambda _line: None)
+    train_songs = load_split(data_dir, "train")
+    val_songs = load_split(data_dir, "val")
+    mcfg = QSepConfig(width=cfg.width, z_dim=cfg.z_dim)
+    samples = excerpt_samples(mcfg)
+    qsamples = excerpt_samples(mcfg, mcfg.query_frames)
+    val_set = fixed_examples(val_songs, cfg.val_examples, seed=cfg.seed, samples=samples, query_samples=qsamples)
+    torch.manual_seed(cfg.seed)
+    model = QuerySeparator(mcfg).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    step, elapsed, best, best_step = 0, 0.0, -math.inf, -1
+    rng = np.random.default_rng([cfg.seed, 0x7EA1])
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    if resume and state_path.exists():
+        st = torch.load(state_path, map_location="cpu", weights_only=False)
+        if st["config"] != cfg.identity():
+            raise TrainingError(f"{state_path}: was made with other settings ({st['config']}); "
+                                "resume with the same settings or use another --out.")
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        step, elapsed, best, best_step = st["step"], st["elapsed"], st["best"], st["best_step"]
+        rng.bit_generator.state = st["rng"]
+        gen.set_state(st["torch_rng"])
+        say(json.dumps({"event": "resume", "step": step, "elapsed_s": round(elapsed, 1)}))
+    logf = (out_dir / "log.jsonl").open("a", encoding="utf-8")
+
+    def write(doc: dict[str, Any]) -> None:
+        line = json.dumps(doc)
+        logf.write(line + "\n")
+        logf.flush()
+        say(line)
+
+    def checkpoint() -> None:
+        nonlocal best, best_step
+        rows = evaluate_examples(model, val_set)
+        gain = float(np.mean([r["si_sdr"] - r["si_sdr_mix"] for r in rows]))
+        med = float(np.median([r["si_sdr"] - r["si_sdr_mix"] for r in rows]))
+        write({"event": "val", "step": step, "elapsed_s": round(elapsed, 1), "val_sisdri_mean": round(gain, 3),
+               "val_sisdri_median": round(med, 3)})
+        if gain > best:
+            best, best_step = gain, step
+            model.class_latents.copy_(class_means(model, train_songs, per_class=cfg.class_queries,
+                                                  seed=cfg.seed, samples=qsamples))
+            model.config.training = {"step": step, "elapsed_s": round(elapsed, 1), "val_sisdri_mean": gain,
+                                     "data": str(data_dir), **asdict(cfg)}
+            model.save(out_dir / "best")
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                    "elapsed": elapsed, "best": best, "best_step": best_step, "rng": rng.bit_generator.state,
+                    "torch_rng": gen.get_state(), "config": cfg.identity()}, out_dir / "state.pt.part")
+        (out_dir / "state.pt.part").replace(state_path)
+        model.train()
+
+    budget = cfg.minutes * 60.0
+    last_ckpt = elapsed
+    t_mark = time.perf_counter()
+    model.train()
+    sums = np.zeros(4)
+    while elapsed < budget:
+        batch = [draw_mixture(train_songs[int(rng.integers(len(train_songs)))], rng, samples=samples,
+                              query_samples=qsamples) for _ in range(cfg.batch_size)]
+        frac = elapsed / budget
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * frac)))
+        out = losses(model, magnitudes(model, np.stack([e.mix for e in batch])),
+                     magnitudes(model, np.stack([e.target for e in batch])),
+                     magnitudes(model, np.stack([e.query for e in batch])),
+                     kl_weight=cfg.kl_weight, latent_weight=cfg.latent_weight, generator=gen)
+        opt.zero_grad()
+        out.total.backward()  # type: ignore[no-untyped-call]
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+        step += 1
+        now = time.perf_counter()
+        elapsed += now - t_mark
+        t_mark = now
+        sums += [float(v.detach()) for v in (out.total, out.reconstruction, out.kl, out.latent)]
+        if step % cfg.log_every == 0:
+            s = sums / cfg.log_every
+            write({"event": "train", "step": step, "elapsed_s": round(elapsed, 1), "loss": round(s[0], 5),
+                   "rec": round(s[1], 5), "kl": round(s[2], 4), "latent": round(s[3], 4),
+                   "lr": opt.param_groups[0]["lr"]})
+            sums[:] = 0
+        if elapsed - last_ckpt >= cfg.checkpoint_minutes * 60.0:
+            checkpoint()
+            last_ckpt = elapsed
+            t_mark = time.perf_counter()
+    checkpoint()
+    logf.close()
+    return {"best_val_sisdri": best, "best_step": best_step, "best_path": str(out_dir / "best.safetensors"),
+            "steps": step, "elapsed_s": elapsed}

@@ -684,13 +684,7 @@ class MainWindow(QMainWindow):
         path = self.queue.popleft()
         options = self._query_options.pop(path, {})
         self._update_queue_label()
-        for task in (self.preview_task, self.search_task, self.ahead_task):
-            if task is not None:
-                task.cancel()
-        self.preview_task = self.search_task = self.ahead_task = None
-        self._forget_previews()
-        self.player.stop()
-        self.player.clear_sources()
+        self._drop_previews_and_playback()
         if self.result is not None:
             self._previous = (self.result, self.preview)
         self.result = None
@@ -936,8 +930,8 @@ class MainWindow(QMainWindow):
             return
         self.enqueue_with_options(entry.path, **entry.options)
 
-    def show_result(self, r: QueryResult) -> None:
-        """Show a finished query's results (from the history) without running it again."""
+    def _drop_previews_and_playback(self) -> None:
+        """Another result is coming: stop its previews' work and the player."""
         for task in (self.preview_task, self.search_task, self.ahead_task):
             if task is not None:
                 task.cancel()
@@ -945,6 +939,10 @@ class MainWindow(QMainWindow):
         self._forget_previews()
         self.player.stop()
         self.player.clear_sources()
+
+    def show_result(self, r: QueryResult) -> None:
+        """Show a finished query's results (from the history) without running it again."""
+        self._drop_previews_and_playback()
         self.result, self.preview, self._previous = r, None, None
         self.preview_panel.clear()
         self._update_playback_reason()

@@ -8,6 +8,7 @@ local and the Ray path must agree whatever they are).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -79,8 +80,26 @@ def _assert_same(a: dict[str, Any], b: dict[str, Any]) -> None:
         assert set(va) == set(vb)
         for space in va:
             np.testing.assert_allclose(va[space], vb[space], atol=1e-5, err_msg=f"{h} {space}")
+        aa, ab = sa.pop("analysis"), sb.pop("analysis")
+        _assert_close(aa, ab, f"{h} analysis")
         assert sa == sb
-        sa["vectors"], sb["vectors"] = va, vb
+        sa["vectors"], sb["vectors"], sa["analysis"], sb["analysis"] = va, vb, aa, ab
+
+
+def _assert_close(a: Any, b: Any, where: str) -> None:
+    """Equal analyses: the same fields, strings and counts equal, floats to 1e-6 relative
+    (two processes with other thread counts sum in another order: 0.855307189 vs ...906)."""
+    if dataclasses.is_dataclass(a) and not isinstance(a, type):
+        a, b = dataclasses.asdict(a), dataclasses.asdict(b)  # type: ignore[arg-type]
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) == set(b), where
+        for k in a:
+            _assert_close(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (float, np.floating, np.ndarray, list, tuple)) and a is not None:
+        np.testing.assert_allclose(np.asarray(a, dtype=float), np.asarray(b, dtype=float),
+                                   rtol=1e-6, atol=1e-9, err_msg=where)
+    else:
+        assert a == b, where
 
 
 @pytest.fixture(scope="module")

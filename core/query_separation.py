@@ -41,13 +41,12 @@ from core.audio import Audio, resample
 from core.errors import AudioError, ModelError
 from core.paths import assets_dir
 from core.progress import CancelToken, Progress, ProgressFn, check_cancel
+from core.source_choice import MIN_QUERY_SECONDS
 
 FORMAT = "crossmix-query-separator"
 FORMAT_VERSION = 1
 CLASSES = ("drums", "bass", "vocals", "other")
 DEFAULT_MODEL_NAME = "aqss"
-#: A query shorter than this (seconds) is refused: the Query-net needs a few notes.
-MIN_QUERY_SECONDS = 0.5
 #: RMS (linear, at 16 kHz mono) under which a query counts as silent (about -60 dBFS).
 SILENT_QUERY_RMS = 1e-3
 
@@ -528,24 +527,6 @@ def separate_with_query(model: QuerySeparator, song: Audio, *, query: Audio | No
 
 
 # --- a choice made in the app: "remove (or keep only) a sound like this one" ------------------
-
-
-@dataclass(frozen=True)
-class SourceChoice:
-    """The stretch ``start``-``end`` (s) of ``origin`` (``"mix"``/``"accompaniment"`` of a match,
-    or ``"file"`` at ``path``) is an example of the sound to ``mode`` (``"remove"``/``"keep"``)."""
-
-    mode: str
-    origin: str
-    start: float
-    end: float
-    path: str = ""
-
-    def describe(self) -> str:
-        where = {"mix": "the match's mix", "accompaniment": "the match's accompaniment"}.get(
-            self.origin, Path(self.path).name or "a file")
-        verb = "without" if self.mode == "remove" else "only"
-        return f"accompaniment {verb} the sound at {self.start:.1f}-{self.end:.1f} s of {where}"
 
 
 def crop(audio: Audio, start: float, end: float) -> Audio:

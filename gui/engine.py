@@ -212,7 +212,7 @@ class PreviewResult:
     sr: dict[str, int]
     options: Any  # core.remix.RemixOptions
     #: a "remove / keep a sound like this" choice applied to the accompaniment, and the result
-    choice: Any = None  # core.query_separation.SourceChoice
+    choice: Any = None  # core.source_choice.SourceChoice
     accompaniment: Any = None  # core.audio.Audio: the accompaniment under the cross-mix
 
 
@@ -955,7 +955,7 @@ class Session:
                 progress: ProgressFn | None = None,
                 cancel: CancelToken | None = None) -> PreviewResult:
         """Render the cross-mix of ``query``'s vocal over ``row``'s accompaniment; with
-        ``choice`` (a :class:`core.query_separation.SourceChoice`) over the accompaniment without
+        ``choice`` (a :class:`core.source_choice.SourceChoice`) over the accompaniment without
         (or with only) the sound it points at."""
         cm, stems, acc = self._render(query, row, options=options, choice=choice,
                                       progress=progress, cancel=cancel)

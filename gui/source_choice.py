@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.query_separation import MIN_QUERY_SECONDS, SourceChoice
+from core.source_choice import MIN_QUERY_SECONDS, SourceChoice
 from gui.waveform import Envelope, WaveformView
 
 ORIGINS: tuple[tuple[str, str], ...] = (

@@ -539,8 +539,9 @@ class Session:
                 self._analyses = [a for a in self._analyses if not a.done] + [pending]
             return pending
 
-        # known now: the analysis starts before the separation (else after the detection)
-        early = analyse(vocal_only) if vocal_only is not None else None
+        # The analysis starts before the separation; when it is not known whether the file is
+        # a voice alone, as a mix (the usual case): the detection then redoes it for a voice.
+        early = analyse(bool(vocal_only))
         try:
             result = self._query_rest(p, audio, early, analyse, title=title, artist=artist,
                                     content_hash=content_hash, audio_key=audio_key, fp=fp,
@@ -571,7 +572,9 @@ class Session:
         qs = query_stems(audio, audio_key, separator=sep, cache=self.stem_cache,  # type: ignore[arg-type]
                          vocal_only=vocal_only, progress=_relabel(progress, "separate"),
                          cancel=cancel)
-        if pending is None:
+        if pending is None or (vocal_only is None and qs.vocal_only):
+            if pending is not None:  # started as a mix's; the file is a voice alone
+                pending.cancel.cancel()
             pending = analyse(qs.vocal_only)
         stems = qs.stems
         timings["separate"] = time.perf_counter() - t

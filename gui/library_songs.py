@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import (
-    QAbstractTableModel,
     QMimeData,
     QModelIndex,
     QPersistentModelIndex,
@@ -20,7 +19,7 @@ from PySide6.QtCore import (
 
 from gui.desktop import files_mime_data
 from gui.engine import SongEntry
-from gui.results_model import SORT_ROLE
+from gui.results_model import SORT_ROLE, ColumnsTableModel
 
 ENTRY_ROLE = Qt.ItemDataRole.UserRole + 3
 
@@ -54,10 +53,12 @@ def _display(field: str, value: Any) -> str:
     return str(value) if value else ("–" if field == "key" else "")
 
 
-class SongsModel(QAbstractTableModel):
+class SongsModel(ColumnsTableModel):
+    columns = COLUMNS
+    _rows: list[SongEntry]
+
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
-        self._rows: list[SongEntry] = []
         self._haystacks: list[str] = []  # each row's text, case-folded, for the filter
         self._sort: tuple[int, Qt.SortOrder] = (-1, Qt.SortOrder.AscendingOrder)
 
@@ -103,18 +104,6 @@ class SongsModel(QAbstractTableModel):
 
     def haystack(self, i: int) -> str:
         return self._haystacks[i]
-
-    def rowCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008,N802
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008,N802
-        return 0 if parent.isValid() else len(COLUMNS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation,  # noqa: N802
-                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return COLUMNS[section][1]
-        return None
 
     def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():

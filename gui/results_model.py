@@ -74,10 +74,32 @@ def _display(field: str, value: Any) -> str:
     return str(value)
 
 
-class ResultsModel(QAbstractTableModel):
+class ColumnsTableModel(QAbstractTableModel):
+    """A table of ``self._rows`` under fixed ``columns`` (``(key, header)`` pairs): the row
+    and column counts and the headers; subclasses give the cells."""
+
+    columns: tuple[tuple[str, str], ...] = ()
+
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
-        self._rows: list[ResultRow] = []
+        self._rows: list[Any] = []
+
+    def rowCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008,N802
+        return 0 if parent.isValid() else len(self._rows)
+
+    def columnCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008,N802
+        return 0 if parent.isValid() else len(self.columns)
+
+    def headerData(self, section: int, orientation: Qt.Orientation,  # noqa: N802
+                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
+            return self.columns[section][1]
+        return None
+
+
+class ResultsModel(ColumnsTableModel):
+    columns = COLUMNS
+    _rows: list[ResultRow]
 
     def set_rows(self, rows: list[ResultRow]) -> None:
         self.beginResetModel()
@@ -102,18 +124,6 @@ class ResultsModel(QAbstractTableModel):
     @property
     def rows(self) -> list[ResultRow]:
         return list(self._rows)
-
-    def rowCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008,N802
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008,N802
-        return 0 if parent.isValid() else len(COLUMNS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation,  # noqa: N802
-                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return COLUMNS[section][1]
-        return None
 
     def flags(self, index: _Index) -> Qt.ItemFlag:
         f = super().flags(index)  # a match can be dragged out (gui.drag_out)

@@ -12,6 +12,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from core.cli import add_voice_flags
 from core.progress import CancelToken, Progress
 
 if TYPE_CHECKING:
@@ -161,13 +162,7 @@ def register(subparsers: Any) -> None:
                    help="only songs whose tempo (BPM) is in this range, e.g. 100:130")
     m.add_argument("--key", action="append", default=None, metavar="KEY",
                    help="only songs in this key, e.g. 'A minor' (repeatable)")
-    voice = m.add_mutually_exclusive_group()
-    voice.add_argument("--vocal-only", dest="vocal_only", action="store_const", const=True,
-                       default=None,
-                       help="SONG is a voice alone (an a-cappella): embed it as it is, without "
-                       "separating it (default: Crossmix recognises a voice alone itself)")
-    voice.add_argument("--separate", dest="vocal_only", action="store_const", const=False,
-                       help="always separate SONG, even if it sounds like a voice alone")
+    add_voice_flags(m, "SONG")
     m.add_argument("--start", type=float, default=None, metavar="S",
                    help="search with only the part of SONG from S seconds (default: its start)")
     m.add_argument("--end", type=float, default=None, metavar="E",

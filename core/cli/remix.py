@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from core.cli import add_voice_flags
 from core.errors import CrossmixError, ModelError
 
 HELP = "render a cross-mix: QUERY's vocal over MATCH's accompaniment, tempo- and beat-aligned"
@@ -49,13 +50,7 @@ def register(subparsers: Any) -> None:
                    help="accompaniment level relative to the balance, dB (default 0)")
     p.add_argument("--balance", type=float, default=0.0, metavar="LU",
                    help="target loudness of the vocal above the accompaniment, LU (default 0)")
-    voice = p.add_mutually_exclusive_group()
-    voice.add_argument("--vocal-only", dest="vocal_only", action="store_const", const=True,
-                       default=None,
-                       help="QUERY is a voice alone: use it as it is, without separating it "
-                       "(default: Crossmix recognises a voice alone itself)")
-    voice.add_argument("--separate", dest="vocal_only", action="store_const", const=False,
-                       help="always separate QUERY")
+    add_voice_flags(p, "QUERY")
     p.add_argument("--bpm", type=float, default=None, metavar="BPM",
                    help="QUERY's tempo: its beats become a grid at BPM (default: the mix's "
                    "tracked beats, or for a voice alone a tempo estimated from its onsets)")

@@ -2,11 +2,16 @@
 
 The cue is what Spleeter leaves in the accompaniment. Separating a voice alone puts nearly
 all of its energy in the vocal stem; a mix leaves its instruments in the accompaniment.
-Separating the whole song to decide would cost the full separation that an a-cappella is
-meant to skip, so only a *probe* is separated: up to three excerpts from the loudest parts of
-the song, spread over it, joined into one clip that fits one Spleeter segment (11.7 s, about
-0.7 s of CPU on the 2-core development machine). A mix is recognised as soon as one of its loud parts carries
-accompaniment, which is why the excerpts are spread rather than the loudest taken alone.
+The measure looks at a *probe*: up to three excerpts from the loudest parts of the song,
+spread over it, at most 11.7 s together (one Spleeter segment). A mix is recognised as soon as
+one of its loud parts carries accompaniment, which is why the excerpts are spread rather than
+the loudest taken alone.
+
+A query of unknown kind is usually a mix, which has to be separated whole anyway, so
+:func:`query_stems` separates the song and measures the probe's excerpts in that separation:
+a mix pays nothing for the detection (before, a separate 11.7-s probe cost about 0.7 s of CPU
+ahead of every query). :func:`detect_vocal_only` without stems still separates only the probe
+clip (``bench/vocal_only.py`` measures both ways).
 
 The score is the accompaniment's share of the probe's separated energy, in dB:
 ``10 log10(E_acc / (E_acc + E_voc))``. :data:`VOCAL_ONLY_THRESHOLD_DB` (-8 dB) was fitted on
@@ -116,10 +121,18 @@ def probe_clip(audio: Audio, excerpts: list[tuple[float, float]]) -> Audio:
     return Audio(np.concatenate(parts, axis=1), audio.sr, audio.source)
 
 
-def accompaniment_share_db(stems: Stems) -> float:
-    """``10 log10(E_acc / (E_acc + E_voc))`` of separated stems (``-inf`` when no accompaniment)."""
-    e_acc = float(np.sum(np.square(stems.accompaniment.samples, dtype=np.float64)))
-    e_voc = float(np.sum(np.square(stems.vocals.samples, dtype=np.float64)))
+def accompaniment_share_db(stems: Stems, spans: list[tuple[float, float]] | None = None) -> float:
+    """``10 log10(E_acc / (E_acc + E_voc))`` of separated stems (``-inf`` when no accompaniment).
+
+    ``spans`` (seconds): count only those parts of the stems (the probe's excerpts).
+    """
+    def energy(a: Audio) -> float:
+        if spans is None:
+            return float(np.sum(np.square(a.samples, dtype=np.float64)))
+        return sum(float(np.sum(np.square(a.samples[:, int(s * a.sr): int(e * a.sr)],
+                                          dtype=np.float64))) for s, e in spans)
+
+    e_acc, e_voc = energy(stems.accompaniment), energy(stems.vocals)
     if e_acc + e_voc <= 0.0:
         return 0.0  # silence: nothing says it is a voice
     return 10.0 * math.log10(e_acc / (e_acc + e_voc)) if e_acc > 0 else -math.inf
@@ -140,12 +153,15 @@ def detect_vocal_only(audio: Audio, separator: Separator, *,
     threshold_db : float
         Accompaniment share (dB) under which the file is a voice alone.
     stems : Stems, optional
-        The song's full separation when it is already known (a stem-cache hit): used
-        instead of a probe.
+        The song's full separation when it is already known (a stem-cache hit, or a query
+        that is separated anyway): the probe's excerpts are measured in it and nothing more
+        is separated.
     """
     check_cancel(cancel, "recognising a voice alone")
     if stems is not None:
-        share, probe_s = accompaniment_share_db(stems), stems.mix.duration
+        spans = probe_excerpts(audio)
+        share = accompaniment_share_db(stems, spans)
+        probe_s = sum(b - a for a, b in spans)
     else:
         clip = probe_clip(audio, probe_excerpts(audio))
         share = accompaniment_share_db(separator.separate(clip, cancel=cancel))
@@ -196,24 +212,24 @@ def query_stems(audio: Audio, audio_key: str, *, separator: Separator, cache: St
     """
     if vocal_only:
         return QueryStems(vocal_only_stems(audio), True, None)
-    hit = cache.get(audio_key, separator.model_id) if cache is not None else None
+    stems = cache.get(audio_key, separator.model_id) if cache is not None else None
+    if stems is not None:
+        if progress is not None:
+            progress(Progress("separate", 1, 1, "s", "from the stem cache"))
+    else:
+        # A mix (the usual query) is separated whole anyway, so the detection measures its
+        # probe excerpts in that separation and costs nothing; a voice alone pays one
+        # separation, then its own file is used.
+        stems = separator.separate(audio, progress=progress, cancel=cancel)
+        if cache is not None:
+            try:
+                cache.put(audio_key, separator.model_id, stems)
+            except CrossmixError as exc:  # a full disk must not lose the query
+                log.warning("%s", exc)
     check = None
     if vocal_only is None:
-        if progress is not None:
-            progress(Progress("separate", 0, max(audio.duration, 1e-6), "s",
-                              "is it a voice alone?"))
-        check = detect_vocal_only(audio, separator, stems=hit, cancel=cancel)
+        check = detect_vocal_only(audio, separator, stems=stems, cancel=cancel)
         log.info("%s: %s", audio.source or "query", check.describe())
         if check.vocal_only:
             return QueryStems(vocal_only_stems(audio), True, check)
-    if hit is not None:
-        if progress is not None:
-            progress(Progress("separate", 1, 1, "s", "from the stem cache"))
-        return QueryStems(hit, False, check)
-    stems = separator.separate(audio, progress=progress, cancel=cancel)
-    if cache is not None:
-        try:
-            cache.put(audio_key, separator.model_id, stems)
-        except CrossmixError as exc:  # a full disk must not lose the query
-            log.warning("%s", exc)
     return QueryStems(stems, False, check)

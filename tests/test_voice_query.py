@@ -143,9 +143,9 @@ def test_vocal_only_query_skips_the_separation_and_embeds_the_file(tmp_path, son
         own = embed_song(mix=vocal_only_stems(load_audio(path)).mix,
                          vocals=vocal_only_stems(load_audio(path)).vocals, encoders=enc)
         np.testing.assert_allclose(qe.embedding.V, own.V, atol=1e-6)
-        # detection (the default) separates a probe; forced separation separates the song
+        # detection (the default) measures the probe in the song's one separation
         auto = lib.embed_query(path)
-        assert CountingSeparator.calls == 2 and auto.vocal_check is not None
+        assert CountingSeparator.calls == 1 and auto.vocal_check is not None
         res = lib.search(path, vocal_only=True, k=2)
         assert res.query_vocal_only and len(res.matches) == 2
         assert res.to_json()["query_vocal_only"] is True

@@ -58,8 +58,8 @@ def _tiled_example(path: Path, seconds: float, *, start: float = 0.0) -> Path:
     (another start gives other audio: a new song to the stem cache and the fingerprints)."""
     import soundfile as sf
 
-    from core.audio import load_audio
-    from core.spleeter_assets import example_clip_path
+    from core.audio.decode import load_audio
+    from core.separation.assets import example_clip_path
 
     clip = load_audio(example_clip_path())
     reps = int(np.ceil(seconds / clip.duration)) + 1
@@ -150,7 +150,7 @@ def _processes(work: Path, seconds: float) -> dict[str, object]:
                CROSSMIX_CONFIG_DIR=str(work / "launch-config"),
                CROSSMIX_CACHE_DIR=str(work / "launch-cache"))
     launches = [_launch(env) for _ in range(2)]
-    crossmix = [sys.executable, "-m", "core"]
+    crossmix = [sys.executable, "-m", "cli"]
     help_s = min(_process_s([*crossmix, "--help"], env) for _ in range(3))
     song = _tiled_example(work / "separate-me.wav", seconds)
     short = _tiled_example(work / "warm-the-weights.wav", 5.0)
@@ -216,10 +216,10 @@ def main() -> int:
     from PySide6.QtWidgets import QApplication
 
     from core.device import describe_devices, resolve_device
-    from core.encoders import EncoderPair, load_default_encoders
+    from core.embedding.encoders import EncoderPair, load_default_encoders
     from core.errors import ModelError
-    from core.library import Library
-    from core.separation import Separator
+    from core.library.library import Library
+    from core.separation.separator import Separator
     from gui.engine import Session, warm_up
     from gui.library_panel import LibraryPanel
     from gui.main_window import MainWindow

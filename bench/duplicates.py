@@ -7,7 +7,7 @@ to it, compared with the most similar *other* song?
 For each of ``--songs`` library songs (all by default) the song file is turned into versions a
 user may really drop (ffmpeg): an MP3 at 128 kbit/s, a mono downmix, a "remaster" (-4 dB, a
 treble shelf and a 0.725 s trim at the start) and an "edit" (the first 5.02 s cut). Each version is
-queried exactly as the app does (:meth:`core.library.Library.embed_query`: decoded, separated
+queried exactly as the app does (:meth:`core.library.library.Library.embed_query`: decoded, separated
 by Spleeter, embedded by the library's encoders), and its mix vector ``M`` is compared with
 
 - the original song's ``M`` in the catalog (a true duplicate, which should be excluded), and
@@ -16,7 +16,7 @@ by Spleeter, embedded by the library's encoders), and its mix vector ``M`` is co
 It prints both distributions and how two rules classify them: the embedding rule
 (``DUPLICATE_SIMILARITY`` and ``DUPLICATE_MARGIN`` above the query's mean similarity, used for
 songs indexed without a fingerprint) and the audio-fingerprint rule the library uses
-(:mod:`core.fingerprint`; library songs indexed before fingerprints existed are fingerprinted
+(:mod:`core.audio.fingerprints`; library songs indexed before fingerprints existed are fingerprinted
 here from their files). Nothing is written to the library (queries are not added to it); the
 versions' stems go to a temporary stem cache.
 """
@@ -35,12 +35,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.audio import load_audio  # noqa: E402
-from core.fingerprint import fingerprint as make_fingerprint  # noqa: E402
-from core.fingerprint import from_blob, same_recording  # noqa: E402
-from core.library import DUPLICATE_MARGIN, DUPLICATE_SIMILARITY, Library  # noqa: E402
+from core.audio.decode import load_audio  # noqa: E402
+from core.audio.fingerprints import fingerprint as make_fingerprint  # noqa: E402
+from core.audio.fingerprints import from_blob, same_recording  # noqa: E402
+from core.library.library import DUPLICATE_MARGIN, DUPLICATE_SIMILARITY, Library  # noqa: E402
 from core.paths import default_library_dir  # noqa: E402
-from core.separation import StemCache  # noqa: E402
+from core.separation.separator import StemCache  # noqa: E402
 
 #: name -> ffmpeg output options (the input is the library file)
 VERSIONS: dict[str, list[str]] = {

@@ -33,8 +33,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.encoders import EncoderPair  # noqa: E402
-from core.features import N_MELS, SEGMENT_FRAMES, SR_FEATURES, log_mel  # noqa: E402
+from core.embedding.encoders import EncoderPair  # noqa: E402
+from core.embedding.features import N_MELS, SEGMENT_FRAMES, SR_FEATURES, log_mel  # noqa: E402
 
 PAPER_SEGMENT_PASSES = 25 * 6 * 2
 PAPER_BATCHES_PER_EPOCH = 1200

@@ -13,7 +13,7 @@ initialised pair of the same architecture (same cost).
 
 Search: synthetic clustered unit vectors (256-d, like the M space) in a real catalog and
 index at each size up to ``--catalog-max`` (end-to-end ``Library.search`` including catalog
-look-ups), and index-only above it. Above ``core.index.FLAT_LIMIT`` the approximate IVF index
+look-ups), and index-only above it. Above ``core.library.index.FLAT_LIMIT`` the approximate IVF index
 is also measured, with recall@10 against exact search.
 """
 
@@ -33,16 +33,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.audio import Audio, load_audio, save_audio  # noqa: E402
-from core.catalog import vector_to_blob  # noqa: E402
+from core.audio.decode import Audio, load_audio, save_audio  # noqa: E402
 from core.device import resolve_device  # noqa: E402
-from core.embedding import SongEmbedding  # noqa: E402
-from core.index import FLAT_LIMIT, VectorIndex, normalize_rows  # noqa: E402
-from core.library import Library  # noqa: E402
+from core.embedding.song import SongEmbedding  # noqa: E402
+from core.library.catalog import vector_to_blob  # noqa: E402
+from core.library.index import FLAT_LIMIT, VectorIndex, normalize_rows  # noqa: E402
+from core.library.library import Library  # noqa: E402
 
 
 def make_songs(folder: Path, n: int, seconds: float, seed: int = 0) -> list[Path]:
-    from core.spleeter_assets import example_clip_path
+    from core.separation.assets import example_clip_path
 
     clip = load_audio(example_clip_path())
     rng = np.random.default_rng(seed)
@@ -59,7 +59,7 @@ def make_songs(folder: Path, n: int, seconds: float, seed: int = 0) -> list[Path
 
 
 def encoders_for(device: Any) -> tuple[Any, str]:
-    from core.encoders import EncoderPair, load_default_encoders
+    from core.embedding.encoders import EncoderPair, load_default_encoders
     from core.errors import ModelError
 
     try:
@@ -69,7 +69,7 @@ def encoders_for(device: Any) -> tuple[Any, str]:
 
 
 def bench_indexing(args: argparse.Namespace, results: dict[str, Any]) -> None:
-    from core.separation import Separator
+    from core.separation.separator import Separator
 
     device = resolve_device(args.device)
     encoders, enc_name = encoders_for(device)
@@ -171,7 +171,7 @@ IVF_DATASETS = (("clustered-2000", 2000, 0.06), ("clustered-10000", 10000, 0.08)
 
 def bench_ivf(n: int, n_queries: int, d: int = 256) -> dict[str, Any]:
     """recall@10 of the IVF index against exact search, and latency, per data set and nprobe."""
-    from core.index import IVF_NPROBE
+    from core.library.index import IVF_NPROBE
 
     out: dict[str, Any] = {}
     for seed, (name, centres, noise) in enumerate(IVF_DATASETS):

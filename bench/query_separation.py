@@ -36,8 +36,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.audio import Audio, resample  # noqa: E402
-from core.query_separation import (  # noqa: E402
+from core.audio.decode import Audio, resample  # noqa: E402
+from core.separation.by_example import (  # noqa: E402
     QuerySeparator,
     load_query_separator,
     separate_with_query,
@@ -107,7 +107,7 @@ def evaluate_songs(model: QuerySeparator, songs: list[Multitrack], *, targets: s
 
 def spleeter_vocals(songs: list[Multitrack]) -> list[dict[str, Any]]:
     """Spleeter 2-stems' vocal SDR on the same full mixtures (run at 44.1 kHz stereo)."""
-    from core.separation import Separator
+    from core.separation.separator import Separator
 
     sep = Separator.spleeter_2stems(device=torch.device("cpu"))
     rows = []

@@ -132,8 +132,8 @@ def main() -> int:
 
     keep_none_alive()
     app = QApplication.instance() or QApplication([])
-    from core.encoders import EncoderPair
-    from core.separation import Separator
+    from core.embedding.encoders import EncoderPair
+    from core.separation.separator import Separator
     from gui.engine import Session, warm_up
     from gui.main_window import MainWindow
     from gui.settings import Settings

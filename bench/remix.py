@@ -36,8 +36,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from synth_songs import make_song  # noqa: E402
 
-from core.analysis import analyze  # noqa: E402
-from core.remix import RemixOptions, render_cross_mix  # noqa: E402
+from core.remix.analysis import analyze  # noqa: E402
+from core.remix.render import RemixOptions, render_cross_mix  # noqa: E402
 
 
 def _cpu_s() -> float:
@@ -124,7 +124,7 @@ def corpus_accuracy(folder: Path, limit: int) -> dict[str, float]:
     Those songs are closer to real ones: General MIDI accompaniment in several styles (pop,
     rock, ballad, dance, funk, bossa) under a sung, re-voiced vocal.
     """
-    from core.audio import load_audio
+    from core.audio.decode import load_audio
 
     truths = sorted(folder.glob("*/song_*/truth.json"))[:limit]
     n = tempo_ok = tempo_oct_ok = key_ok = key_notes_ok = db_found = db_ok = 0

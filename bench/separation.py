@@ -38,8 +38,8 @@ SR = 44100
 
 
 def _song(seconds: float) -> Any:
-    from core.audio import Audio, load_audio
-    from core.spleeter_assets import example_clip_path
+    from core.audio.decode import Audio, load_audio
+    from core.separation.assets import example_clip_path
 
     clip = load_audio(example_clip_path())
     n = int(seconds * SR)
@@ -62,7 +62,7 @@ def child_speed(device: str, threads: int, seconds: float, repeats: int, paralle
     import torch
 
     from core.device import resolve_device
-    from core.separation import Separator
+    from core.separation.separator import Separator
 
     torch.set_num_threads(threads)
     dev = resolve_device(device)
@@ -87,7 +87,7 @@ def child_speed(device: str, threads: int, seconds: float, repeats: int, paralle
 def child_rss(minutes: float, threads: int) -> dict[str, Any]:
     import torch
 
-    from core.separation import Separator
+    from core.separation.separator import Separator
 
     torch.set_num_threads(threads)
     sep = Separator.spleeter_2stems()
@@ -115,7 +115,7 @@ def _run_child(args: list[str]) -> dict[str, Any]:
 
 
 def bench_cache(seconds: float) -> dict[str, Any]:
-    from core.separation import Separator, StemCache
+    from core.separation.separator import Separator, StemCache
 
     sep = Separator.spleeter_2stems()
     song = _song(seconds)

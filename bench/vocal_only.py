@@ -1,4 +1,4 @@
-"""Measure the a-cappella detector (``core.vocal_only``) on vocal stems, mixes and instrumentals.
+"""Measure the a-cappella detector (``core.separation.vocal_only``) on vocal stems, mixes and instrumentals.
 
 Material, all real files (no speech synthesiser voices):
 
@@ -11,11 +11,11 @@ Material, all real files (no speech synthesiser voices):
 
 Each file's probe is separated with Spleeter 2-stems and scored (accompaniment share, dB).
 With ``--from-full`` the whole file is separated and the probe's excerpts are measured in
-that separation, as a query of unknown kind is decided in the app (``core.vocal_only.query_stems``).
+that separation, as a query of unknown kind is decided in the app (``core.separation.vocal_only.query_stems``).
 The threshold is fitted on the demo songs alone: the lowest score of a mix or an instrumental
 there, less a 3 dB margin, rounded to a whole dB (taking a mix for a voice is the costly
 mistake: its instruments would be kept as "the vocal"). The confusion matrices at the
-shipped threshold (``core.vocal_only.VOCAL_ONLY_THRESHOLD_DB``) are printed for the demo
+shipped threshold (``core.separation.vocal_only.VOCAL_ONLY_THRESHOLD_DB``) are printed for the demo
 songs and, held out, for the corpus sample and the real recording.
 
     .venv/bin/python bench/vocal_only.py [--corpus DIR] [--songs N] [--from-full] [--json OUT]
@@ -34,10 +34,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.audio import load_audio  # noqa: E402
+from core.audio.decode import load_audio  # noqa: E402
 from core.paths import data_dir  # noqa: E402
-from core.separation import Separator  # noqa: E402
-from core.vocal_only import VOCAL_ONLY_THRESHOLD_DB, detect_vocal_only  # noqa: E402
+from core.separation.separator import Separator  # noqa: E402
+from core.separation.vocal_only import VOCAL_ONLY_THRESHOLD_DB, detect_vocal_only  # noqa: E402
 
 KINDS = ("vocals", "mix", "accompaniment")
 #: Margin (dB) under the lowest mix of the fitting set.
@@ -89,7 +89,7 @@ def main() -> int:
                      "score_db": check.accompaniment_db, "probe_s": check.probe_s})
         print(f"\r{i + 1}/{len(items)}", end="", file=sys.stderr, flush=True)
     # The real recording: its mix, and Spleeter's separation of it as vocal / instrumental.
-    from core.spleeter_assets import example_clip_path
+    from core.separation.assets import example_clip_path
 
     clip = load_audio(example_clip_path())
     stems = sep.separate(clip)

@@ -3,7 +3,7 @@
 On generated vocal stems with a known tempo (``truth.json``): the demo songs' generator output
 and a seeded sample of a larger generated corpus. A tempo counts as right within 4 %, as an
 octave error at half or double that; the table splits the songs by the confidence shown
-(``core.vocal_tempo.estimate_vocal_tempo``), at 0.5, where the app says "unsure".
+(``core.remix.vocal_tempo.estimate_vocal_tempo``), at 0.5, where the app says "unsure".
 
     .venv/bin/python bench/vocal_tempo.py [--corpus DIR] [--songs N]
 """
@@ -20,9 +20,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.audio import load_audio  # noqa: E402
+from core.audio.decode import load_audio  # noqa: E402
 from core.paths import data_dir  # noqa: E402
-from core.vocal_tempo import estimate_vocal_tempo  # noqa: E402
+from core.remix.vocal_tempo import estimate_vocal_tempo  # noqa: E402
 
 SURE = 0.5
 

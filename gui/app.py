@@ -53,9 +53,9 @@ def start_engine(session: Any, device_name: str, stem_cache_gb: float, *,
         progress(Progress("start", 1, 2, "steps", "loading the separation and search"))
     # What a query needs before its analysis; librosa (the analysis: its beat tracker alone
     # takes about 2 s to import, compiling with numba) is imported next by Session.preload.
-    import core.embedding  # noqa: F401
-    import core.library  # noqa: F401
-    from core.separation import default_stem_cache
+    import core.embedding.song  # noqa: F401
+    import core.library.library  # noqa: F401
+    from core.separation.separator import default_stem_cache
     from gui.settings import gigabytes
 
     session.set_device(device)
@@ -74,7 +74,7 @@ def build_window(files: list[str] | None = None, *, settings_path: str | Path | 
     workers once the window shows (:func:`start_engine`, then ``Session.preload``), the status
     bar saying what loads. Songs given (or dropped meanwhile) are queried once it is imported,
     and the Library, Retrain and Settings tabs are filled in then."""
-    from core.spleeter_assets import example_clip_path
+    from core.separation.assets import example_clip_path
     from gui.engine import Session, encoders_factory_for, library_factory_for
     from gui.main_window import MainWindow
     from gui.settings import Settings

@@ -105,7 +105,7 @@ class DragOut(QObject):
 
     def file_for(self, row: ResultRow) -> Path:
         """Where ``row``'s cross-mix is, or will be, for a drag (it may not exist yet)."""
-        from core.export import export_file_name
+        from core.audio.export import export_file_name
 
         r = self.window.result
         assert r is not None

@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from core.audio import DEFAULT_MAX_DURATION, Audio, audio_hash, file_hash, load_audio
+from core.audio.decode import DEFAULT_MAX_DURATION, Audio, audio_hash, file_hash, load_audio
+from core.audio.fingerprints import fingerprint
 from core.errors import Cancelled, CrossmixError, ModelError
-from core.fingerprint import fingerprint
 from core.progress import CancelToken, Progress, ProgressFn, check_cancel
 from gui.playback import playable
 from gui.results_model import ResultRow
@@ -56,12 +56,12 @@ def warm_up() -> None:
     import mutagen  # noqa: F401
     import pyloudnorm  # noqa: F401
 
-    import core.analysis  # noqa: F401
-    import core.embedding  # noqa: F401
-    import core.export  # noqa: F401
-    import core.library  # noqa: F401
-    import core.remix  # noqa: F401
-    import core.separation  # noqa: F401
+    import core.audio.export  # noqa: F401
+    import core.embedding.song  # noqa: F401
+    import core.library.library  # noqa: F401
+    import core.remix.analysis  # noqa: F401
+    import core.remix.render  # noqa: F401
+    import core.separation.separator  # noqa: F401
 
 
 def read_tags(path: Path) -> tuple[str, str]:
@@ -99,16 +99,16 @@ class QueryResult:
     title: str
     artist: str
     duration: float
-    stems: Any  # core.separation.Stems
-    analysis: Any | None  # core.analysis.Analysis
-    embedding: Any | None  # core.embedding.SongEmbedding
+    stems: Any  # core.separation.separator.Stems
+    analysis: Any | None  # core.remix.analysis.Analysis
+    embedding: Any | None  # core.embedding.song.SongEmbedding
     rows: list[ResultRow]
     mix_env: Envelope
     vocal_env: Envelope
     search: Any | None = None  # the library's SearchResult
     content_hash: str | None = None  # sha256 of the file (to leave the query out of matches)
     audio_key: str | None = None  # hash of the decoded audio
-    fingerprint: Any | None = None  # core.fingerprint of the audio (to leave out other versions)
+    fingerprint: Any | None = None  # core.audio.fingerprints of the audio (to leave out other versions)
     message: str = ""  # why there are no results (no encoders, empty library...)
     space_note: str = ""  # which space "Best measured (auto)" searched, and why
     timings: dict[str, float] = field(default_factory=dict)
@@ -117,7 +117,7 @@ class QueryResult:
     #: the file is a voice alone: its stems are the file itself (nothing was separated)
     vocal_only: bool = False
     #: what the a-cappella detector found (``None`` when the caller decided)
-    vocal_check: Any | None = None  # core.vocal_only.VocalOnlyCheck
+    vocal_check: Any | None = None  # core.separation.vocal_only.VocalOnlyCheck
     #: where the tempo of ``analysis`` came from: "mix" (tracked beats), "onsets" (a voice's
     #: onsets), "given" (the caller: a metronome), "typed" or "tapped" (the user)
     tempo_source: str = "mix"
@@ -156,7 +156,7 @@ class BackgroundAnalysis:
         self.cancel = CancelToken()
         self.latest: Progress | None = None
         self.result: Any = None
-        self.source = "mix"  # where the tempo came from (core.vocal_tempo.analyze_query)
+        self.source = "mix"  # where the tempo came from (core.remix.vocal_tempo.analyze_query)
         #: what to analyse: (a voice alone?, given BPM, given first beat)
         self.how = (voice, bpm, first_beat)
         self.error: BaseException | None = None
@@ -170,7 +170,7 @@ class BackgroundAnalysis:
     def _run(self, audio: Audio) -> None:
         _lower_this_threads_priority()
         try:
-            from core.vocal_tempo import analyze_query
+            from core.remix.vocal_tempo import analyze_query
 
             voice, bpm, first_beat = self.how
             self.result, self.source = analyze_query(audio, voice=voice, bpm=bpm,
@@ -205,15 +205,15 @@ class PreviewResult:
     """A rendered cross-mix for one match, with envelopes and playback arrays."""
 
     row: ResultRow
-    crossmix: Any  # core.remix.CrossMix
-    match_stems: Any  # core.separation.Stems
+    crossmix: Any  # core.remix.render.CrossMix
+    match_stems: Any  # core.separation.separator.Stems
     envs: dict[str, Envelope]
     layers: dict[str, list[np.ndarray]]
     sr: dict[str, int]
-    options: Any  # core.remix.RemixOptions
+    options: Any  # core.remix.render.RemixOptions
     #: a "remove / keep a sound like this" choice applied to the accompaniment, and the result
-    choice: Any = None  # core.source_choice.SourceChoice
-    accompaniment: Any = None  # core.audio.Audio: the accompaniment under the cross-mix
+    choice: Any = None  # core.separation.source_choice.SourceChoice
+    accompaniment: Any = None  # core.audio.decode.Audio: the accompaniment under the cross-mix
 
 
 @dataclass
@@ -255,14 +255,14 @@ class SongEntry:
 class LibraryOverview:
     """What the Library tab shows: status, per-folder counts, failures, the song list."""
 
-    status: Any  # core.library.LibraryStatus
+    status: Any  # core.library.library.LibraryStatus
     folders: list[tuple[str, int, int]]  # (folder, files, songs)
-    failures: list[Any]  # core.catalog.Failure
+    failures: list[Any]  # core.library.catalog.Failure
     songs: list[SongEntry] = field(default_factory=list)
 
 
 def song_entries(lib: Any, *, damaged: set[int] | None = None) -> list[SongEntry]:
-    """Every file of ``lib`` (a :class:`core.library.Library`) with its song's tags, length,
+    """Every file of ``lib`` (a :class:`core.library.library.Library`) with its song's tags, length,
     tempo/key (when analysed) and status, then every file that could not be indexed."""
     model = lib.catalog.model_id
     damaged = damaged if damaged is not None else set()
@@ -298,19 +298,19 @@ class BatchExport:
 
 
 def _default_separator(device: torch.device) -> Any:
-    from core.separation import Separator
+    from core.separation.separator import Separator
 
     return Separator.spleeter_2stems(device=device)
 
 
 def _default_query_separator(device: torch.device) -> Any:
-    from core.query_separation import load_query_separator
+    from core.separation.by_example import load_query_separator
 
     return load_query_separator("shipped", device=device)
 
 
 def _default_encoders(device: torch.device, checkpoint: str = "") -> Any:
-    from core.encoders import resolve_encoders
+    from core.embedding.encoders import resolve_encoders
 
     return resolve_encoders(checkpoint, device=device)
 
@@ -422,7 +422,7 @@ class Session:
         step(1)
         self.separator()
         step(2)
-        from core.analysis import analyze
+        from core.remix.analysis import analyze
 
         rng = np.random.default_rng(0)
         analyze(Audio((rng.standard_normal((1, 4 * 22050)) * 0.1).astype(np.float32), 22050))
@@ -489,12 +489,12 @@ class Session:
         The rows carry the similarity (and the tempo/key the catalog already knows); the
         compatibility columns and the query's own tempo and key come from :meth:`analyze`,
         run next, so the matches appear as soon as the search is done. ``tempo_range`` (BPM)
-        and ``key`` filter the matches as in :meth:`core.library.Library.search`.
+        and ``key`` filter the matches as in :meth:`core.library.library.Library.search`.
 
         ``vocal_only``: ``True`` when the file is known to be a voice alone (a recorded take,
         the user's choice): it is not separated and its vocal embedding comes from the file
         itself; ``False`` always separates; ``None`` (default) lets
-        :func:`core.vocal_only.detect_vocal_only` decide. ``tempo`` (BPM) and ``first_beat``
+        :func:`core.separation.vocal_only.detect_vocal_only` decide. ``tempo`` (BPM) and ``first_beat``
         (s) give the query's beat grid when it is known (a metronome): cross-mixes align to
         it instead of an estimate. ``region`` (s) embeds and searches only that part.
 
@@ -522,11 +522,11 @@ class Session:
         check_cancel(cancel, "the query")
 
         if region is not None:
-            from core.region import check_region
+            from core.audio.region import check_region
 
             region = check_region(region[0], region[1], audio.duration, name=p.name)
         if tempo is not None:
-            from core.vocal_tempo import check_bpm
+            from core.remix.vocal_tempo import check_bpm
 
             tempo = check_bpm(tempo)
         pending: BackgroundAnalysis | None = None
@@ -563,7 +563,7 @@ class Session:
                     vocal_only: bool | None, region: tuple[float, float] | None,
                     timings: dict[str, float], report: Callable[..., None],
                     progress: ProgressFn | None, cancel: CancelToken | None) -> QueryResult:
-        from core.vocal_only import query_stems
+        from core.separation.vocal_only import query_stems
 
         t = time.perf_counter()
         report("separate", 0, max(audio.duration, 1e-6),
@@ -617,8 +617,8 @@ class Session:
                cancel: CancelToken | None) -> Any:
         """Embed the query (or only ``region`` of it); the whole song's embedding is kept in
         ``result.song_embedding`` for going back from a region."""
-        from core.embedding import embed_song
-        from core.region import crop_stems
+        from core.audio.region import crop_stems
+        from core.embedding.song import embed_song
 
         stems = result.stems
         if region is None:
@@ -641,10 +641,10 @@ class Session:
 
         Raises
         ------
-        core.region.RegionError
+        core.audio.region.RegionError
             The region is reversed, outside the song or shorter than one segment.
         """
-        from core.region import check_region
+        from core.audio.region import check_region
 
         if region is not None:
             region = check_region(region[0], region[1], result.duration,
@@ -678,7 +678,7 @@ class Session:
             ``bpm`` is out of range (30-300), or the query has no analysis yet.
         """
         from core.errors import RemixError
-        from core.vocal_tempo import given_grid
+        from core.remix.vocal_tempo import given_grid
 
         if result.auto_analysis is None:
             raise RemixError(f"{Path(result.path).name}: its tempo is still being analysed; "
@@ -707,7 +707,7 @@ class Session:
         check_cancel(cancel, "the analysis")
         rows = []
         lib = self.library()
-        from core.remix import compatibility
+        from core.remix.render import compatibility
 
         for i, row in enumerate(result.rows):
             if progress is not None:
@@ -761,7 +761,7 @@ class Session:
             # cancelled (an earlier analysis step was): analyse again below
         if progress is not None:
             progress(Progress("analyze", 0, n + 1, "steps", "tempo and key of the query"))
-        from core.vocal_tempo import analyze_query
+        from core.remix.vocal_tempo import analyze_query
 
         voice, bpm, first_beat = (pending.how if pending is not None
                                   else (result.vocal_only, None, None))
@@ -787,7 +787,7 @@ class Session:
                      tempo_range: tuple[float, float] | None = None, key: str | None = None,
                      cancel: CancelToken | None) -> None:
         from core.errors import LibraryError
-        from core.library import QueryEmbedding
+        from core.library.library import QueryEmbedding
 
         lib = self.library()
         result.rows = []
@@ -836,7 +836,7 @@ class Session:
 
     def auto_space(self, lib: Any | None = None) -> tuple[str, str]:
         """The best measured search space for the current encoders that the library can serve."""
-        from core.quality import auto_space
+        from core.embedding.quality import auto_space
 
         lib = lib if lib is not None else self.library()
         if lib is None or lib.catalog.model_id is None:
@@ -873,7 +873,7 @@ class Session:
     def add_demo_if_empty(self, songs_dir: str | Path, *, progress: ProgressFn | None = None,
                           cancel: CancelToken | None = None) -> bool:
         """Add the demo songs folder when the library has no folders yet; ``True`` if added."""
-        from core.audio import AUDIO_EXTENSIONS
+        from core.audio.decode import AUDIO_EXTENSIONS
 
         lib = self._require_library()
         d = Path(songs_dir)
@@ -958,7 +958,7 @@ class Session:
                 progress: ProgressFn | None = None,
                 cancel: CancelToken | None = None) -> PreviewResult:
         """Render the cross-mix of ``query``'s vocal over ``row``'s accompaniment; with
-        ``choice`` (a :class:`core.source_choice.SourceChoice`) over the accompaniment without
+        ``choice`` (a :class:`core.separation.source_choice.SourceChoice`) over the accompaniment without
         (or with only) the sound it points at."""
         cm, stems, acc = self._render(query, row, options=options, choice=choice,
                                       progress=progress, cancel=cancel)
@@ -981,7 +981,7 @@ class Session:
                 cancel: CancelToken | None = None) -> tuple[Any, Any, Audio]:
         """The match's stems (separated first if needed), the accompaniment the cross-mix is
         made over (``choice`` applied) and the rendered cross-mix: ``(crossmix, stems, acc)``."""
-        from core.remix import render_cross_mix
+        from core.remix.render import render_cross_mix
 
         lib = self.library()
         if lib is None:
@@ -1019,7 +1019,7 @@ class Session:
 
     def _apply_choice(self, stems: Any, choice: Any, *, progress: ProgressFn | None,
                       cancel: CancelToken | None) -> Audio:
-        from core.query_separation import apply_source_choice, crop
+        from core.separation.by_example import apply_source_choice, crop
 
         origin = {"mix": stems.mix, "accompaniment": stems.full_band_accompaniment}.get(choice.origin)
         if origin is None:
@@ -1056,8 +1056,8 @@ class Session:
         options are the export's, else rendered now (from its stems when there is a preview,
         separating the match first when it has none yet). Cancel is checked up to the
         encoding; the files are written together or not at all (:func:`export_cross_mix`)."""
-        from core.export import cross_mix_tags, export_cross_mix
-        from core.remix import render_cross_mix
+        from core.audio.export import cross_mix_tags, export_cross_mix
+        from core.remix.render import render_cross_mix
 
         opts = region_options(query, dataclasses.replace(options, preview=not full))
         if query.analysis is None:
@@ -1110,7 +1110,7 @@ class Session:
         core.errors.ExportError
             The folder cannot be written or the format is unknown: checked before any work.
         """
-        from core.export import check_export_folder, export_format, unique_export_paths
+        from core.audio.export import check_export_folder, export_format, unique_export_paths
 
         fmt = export_format(f"x.{fmt}")
         folder = check_export_folder(folder)
@@ -1178,7 +1178,7 @@ def library_factory_for(location: str) -> Callable[[], Any]:
     """Factory opening the library at ``location`` (empty: the default library folder)."""
 
     def make() -> Any:
-        from core.library import Library
+        from core.library.library import Library
 
         # a catalogue built on a cluster (or a folder that may not be written) opens read-only
         return Library.open(Path(location) if location else None, read_only=None)

@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.export import export_file_name, safe_file_stem, stem_paths
+from core.audio.export import export_file_name, safe_file_stem, stem_paths
 from gui.settings import BITRATES, EXPORT_FORMATS, Settings
 
 LOSSY = ("mp3", "ogg")

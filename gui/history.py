@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.errors import CrossmixError
-from core.history import History, HistoryEntry
+from core.library.history import History, HistoryEntry
 
 ENTRY_ROLE = Qt.ItemDataRole.UserRole + 2
 

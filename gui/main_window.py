@@ -46,7 +46,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.audio import AUDIO_EXTENSIONS
+from core.audio.decode import AUDIO_EXTENSIONS
 from core.progress import Progress
 from gui import desktop
 from gui.batch_export import BatchExporter
@@ -435,7 +435,7 @@ class MainWindow(QMainWindow):
 
     def _build_filters(self) -> QHBoxLayout:
         """Tempo and key filters of the matches, remembered as settings."""
-        from core.analysis import PITCH_CLASSES
+        from core.remix.analysis import PITCH_CLASSES
 
         self.tempo_check = QCheckBox("Tempo")
         self.tempo_check.setToolTip("Keep only matches whose tempo lies in this range "
@@ -899,7 +899,7 @@ class MainWindow(QMainWindow):
 
     def _remember(self, r: QueryResult, options: dict[str, Any]) -> None:
         """A finished query: first in the history, and kept in memory to reopen at once."""
-        from core.history import HistoryEntry
+        from core.library.history import HistoryEntry
 
         kind = "take" if Path(r.path).parent == self.record_panel.store.root else "file"
         best = min(r.rows, key=lambda row: row.rank).title if r.rows else ""
@@ -1005,7 +1005,7 @@ class MainWindow(QMainWindow):
         return row if isinstance(row, ResultRow) else None
 
     def remix_options(self, *, full: bool = False) -> Any:
-        from core.remix import RemixOptions
+        from core.remix.render import RemixOptions
 
         v, a = self.preview_panel.gains_db()
         return RemixOptions(

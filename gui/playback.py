@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from core.audio import Audio
+from core.audio.decode import Audio
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.recording import RecordingError
-from core.takes import Take, TakeStore
+from core.audio.recording import RecordingError
+from core.audio.takes import Take, TakeStore
 from gui.playback import Player, output_device_status, playable
 from gui.query_panel import fmt_duration
 from gui.recorder import Recorder, RecordingStats, input_device_status
@@ -47,7 +47,7 @@ METER_FLOOR_DB = -60.0
 
 
 def _load_take(path: Path, *, progress: Any = None, cancel: Any = None) -> tuple[Any, int]:
-    from core.audio import load_audio
+    from core.audio.decode import load_audio
 
     audio = load_audio(path)
     return playable(audio), audio.sr

@@ -1,8 +1,8 @@
 """Microphone recording with sounddevice: an input stream whose callback only fills a ring
-buffer, a writer thread that puts it on disk (``core.recording``), and an optional metronome
+buffer, a writer thread that puts it on disk (``core.audio.recording``), and an optional metronome
 on the output device that is never recorded (it is another stream).
 
-The input callback copies each block into the preallocated :class:`core.recording.RingBuffer`
+The input callback copies each block into the preallocated :class:`core.audio.recording.RingBuffer`
 and keeps the block's peak for the level meter; it allocates no buffer and does no I/O. The
 GUI polls the recorder with a timer: level, elapsed time, and whether the writer failed (disk
 full) or the device stopped delivering audio (unplugged): then the take is stopped and kept.
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from core.recording import Metronome, RecordingError, RingBuffer, TakeWriter, free_bytes
+from core.audio.recording import Metronome, RecordingError, RingBuffer, TakeWriter, free_bytes
 
 log = logging.getLogger(__name__)
 

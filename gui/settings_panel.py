@@ -29,7 +29,7 @@ from gui.recorder import input_device_status, list_input_devices
 from gui.settings import Option, Settings, choice_label
 
 if TYPE_CHECKING:
-    from core.separation import StemCache
+    from core.separation.separator import StemCache
 
 GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Compute and model", ("compute/device", "model/encoder_checkpoint")),
@@ -176,7 +176,7 @@ class SettingsPanel(QScrollArea):
         value = self.settings.get("model/encoder_checkpoint") if value is None else value
         combo.blockSignals(True)
         combo.clear()
-        from core.encoders import DEFAULT_MODEL_NAME, shipped_encoder_names
+        from core.embedding.encoders import DEFAULT_MODEL_NAME, shipped_encoder_names
 
         combo.addItem(f"Shipped default ({DEFAULT_MODEL_NAME})", "")
         for name in shipped_encoder_names():
@@ -268,8 +268,8 @@ class SettingsPanel(QScrollArea):
         self.input_status.setText(f"Found: {text}" if ok else text)
 
     def _update_quality(self) -> None:
-        """Per-space quality of the chosen encoders, as measured (``core.quality``)."""
-        from core.quality import quality_for_choice
+        """Per-space quality of the chosen encoders, as measured (``core.embedding.quality``)."""
+        from core.embedding.quality import quality_for_choice
 
         q = quality_for_choice(self.settings.get("model/encoder_checkpoint"))
         if q is None:

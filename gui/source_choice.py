@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.source_choice import MIN_QUERY_SECONDS, SourceChoice
+from core.separation.source_choice import MIN_QUERY_SECONDS, SourceChoice
 from gui.waveform import Envelope, WaveformView
 
 ORIGINS: tuple[tuple[str, str], ...] = (
@@ -33,7 +33,7 @@ ORIGINS: tuple[tuple[str, str], ...] = (
 
 
 def _file_envelope(path: str, *, progress: Any = None, cancel: Any = None) -> Envelope:
-    from core.audio import load_audio
+    from core.audio.decode import load_audio
     from gui.waveform import envelope
 
     return envelope(load_audio(path))

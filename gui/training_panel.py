@@ -114,7 +114,7 @@ def form_advice(message: str) -> str:
 
 
 def train_arguments(cfg: Any, *, threads: int | None = None, resume: bool = False) -> list[str]:
-    """``crossmix train`` arguments (after ``-m core``) that run ``cfg``, a ``TrainConfig``."""
+    """``crossmix train`` arguments (after ``-m cli``) that run ``cfg``, a ``TrainConfig``."""
     from training.trainer import TrainConfig
 
     defaults = TrainConfig(data="", out="")
@@ -304,7 +304,7 @@ def current_checkpoint(settings: Settings) -> Path | None:
     chosen = settings.get("model/encoder_checkpoint")
     if chosen:
         return Path(chosen)
-    from core.encoders import default_encoders_path
+    from core.embedding.encoders import default_encoders_path
 
     p = default_encoders_path()
     return p if p.is_file() else None
@@ -841,7 +841,7 @@ class TrainingPanel(QWidget):
         self._t_start = time.monotonic()
         threads = max(1, (os.cpu_count() or 2) - 1)  # leave a core to the window
         self.process.start(sys.executable,
-                           ["-m", "core", *train_arguments(cfg, threads=threads, resume=resume)])
+                           ["-m", "cli", *train_arguments(cfg, threads=threads, resume=resume)])
         _nice(self.process)
         self.refresh_runs()
 
@@ -1052,7 +1052,7 @@ class TrainingPanel(QWidget):
         assert self.out_dir is not None
         self.eval_json = self.out_dir / "current-model-evaluation.json"
         self.eval_process = self._new_process(lambda: None, self._eval_finished)
-        args = ["-m", "core", "evaluate", "--data", str(data), "--model", str(current),
+        args = ["-m", "cli", "evaluate", "--data", str(data), "--model", str(current),
                 "--split", "all", "--vocals", str(self.run_config.vocals),
                 "--device", str(self.run_config.device), "--json", str(self.eval_json)]
         self.eval_process.start(sys.executable, args)

@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.vocal_tempo import TAP_RESET_S, USER_MAX_BPM, USER_MIN_BPM, tap_bpm
+from core.remix.vocal_tempo import TAP_RESET_S, USER_MAX_BPM, USER_MIN_BPM, tap_bpm
 
 #: Where a tempo came from, as the query panel says it.
 TEMPO_SOURCES = {

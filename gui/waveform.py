@@ -15,7 +15,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QWidget
 
-from core.audio import Audio
+from core.audio.decode import Audio
 
 #: Samples per bin at the finest level, and the factor between levels.
 FINEST_BIN = 32

@@ -50,12 +50,12 @@ def main() -> int:
 
 def index_demo_library(songs_dir: Path) -> int:
     """Index the demo songs into the default library (full mode: every search space ready)."""
-    from core.encoders import load_default_encoders
+    from core.embedding.encoders import load_default_encoders
     from core.errors import CrossmixError
-    from core.library import build_demo_library
+    from core.library.library import build_demo_library
     from core.paths import default_library_dir
     from core.progress import Progress
-    from core.separation import Separator
+    from core.separation.separator import Separator
 
     def show(p: Progress) -> None:
         print(f"\rbuild_assets: indexing the demo library {int(p.done)}/{int(p.total)}   ", end="",

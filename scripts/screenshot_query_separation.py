@@ -39,10 +39,10 @@ def main() -> int:
     from PySide6.QtCore import QEventLoop, QTimer
     from PySide6.QtWidgets import QApplication
 
-    from core.audio import resample
-    from core.encoders import load_default_encoders
-    from core.library import Library
-    from core.separation import Separator, StemCache
+    from core.audio.decode import resample
+    from core.embedding.encoders import load_default_encoders
+    from core.library.library import Library
+    from core.separation.separator import Separator, StemCache
     from gui.engine import Session, warm_up
     from gui.main_window import MainWindow
     from gui.settings import Settings
@@ -81,7 +81,7 @@ def main() -> int:
         return got[0] if got else None
 
     if args.query is None:
-        from core.spleeter_assets import example_clip_path
+        from core.separation.assets import example_clip_path
 
         args.query = example_clip_path()
     w.enqueue([str(args.query)])

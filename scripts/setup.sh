@@ -58,7 +58,7 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   log "installing torch (pinned) and the Python packages"
   "$VPY" -m pip install -q --disable-pip-version-check "$(grep '^torch==' scripts/constraints.txt)"
   "$VPY" -m pip install -q --disable-pip-version-check -c scripts/constraints.txt -e ".[$EXTRAS]"
-  # resemblyzer only for the GE2E weights inside its wheel (core/ge2e.py reads pretrained.pt
+  # resemblyzer only for the GE2E weights inside its wheel (core/embedding/ge2e.py reads pretrained.pt
   # without importing the package): --no-deps, since its declared 'webrtcvad' builds from
   # source and its 'typing' is an obsolete backport. The tests compare with resemblyzer's
   # own code, which imports webrtcvad: webrtcvad-wheels (in the dev extra) provides it.

@@ -8,7 +8,7 @@
 - writes ``assets/encoders/quality.json``: the checkpoint's evaluation (``crossmix evaluate
   --json`` on unseen singers) under its model id, and, with ``--peer``, the resemblyzer
   peer's evaluation under its model id with the alias ``resemblyzer``. The app and
-  ``crossmix library status`` read it (:mod:`core.quality`).
+  ``crossmix library status`` read it (:mod:`core.embedding.quality`).
 
 Other entries of quality.json are kept (e.g. the previous shipped model's).
 """
@@ -34,7 +34,7 @@ def main() -> int:
                          "name the app shows for them (repeatable)")
     ap.add_argument("--peer", type=Path, default=None, help="crossmix evaluate --model resemblyzer --json report")
     args = ap.parse_args()
-    from core.encoders import EncoderPair
+    from core.embedding.encoders import EncoderPair
     from core.paths import assets_dir
 
     enc_dir = assets_dir() / "encoders"

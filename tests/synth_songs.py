@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.audio import Audio
+from core.audio.decode import Audio
 
 SR = 44100
 _MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)

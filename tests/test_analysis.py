@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from synth_songs import SR, make_song
 
-from core.analysis import Analysis, analyze, integrated_loudness, key_name, parse_key
-from core.audio import Audio
+from core.audio.decode import Audio
 from core.errors import RemixError
+from core.remix.analysis import Analysis, analyze, integrated_loudness, key_name, parse_key
 
 # (tempo BPM, key root, mode, seed): tempi across the usual range, every mode, sharps.
 SONGS = [
@@ -106,7 +106,7 @@ def test_too_short_and_key_parsing() -> None:
 
 
 def test_missed_beats_are_filled_back() -> None:
-    from core.analysis import _fill_gaps
+    from core.remix.analysis import _fill_gaps
 
     beats = np.array([0.0, 0.5, 1.0, 1.5, 2.5, 3.0, 3.5, 4.0, 5.5, 6.0, 6.5])
     np.testing.assert_allclose(_fill_gaps(beats), np.arange(0.0, 6.75, 0.5))

@@ -1,4 +1,4 @@
-"""core.audio: decoding every supported format and a typed, clear error for every bad input."""
+"""core.audio.decode: decoding every supported format and a typed, clear error for every bad input."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from conftest import write_tone
-from core.audio import Audio, audio_hash, file_hash, load_audio, probe_duration, save_audio
+from core.audio.decode import Audio, audio_hash, file_hash, load_audio, probe_duration, save_audio
 from core.errors import (
     AudioError,
     CorruptAudioError,

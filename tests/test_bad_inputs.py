@@ -20,13 +20,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from core.audio import load_audio
-from core.catalog import Catalog
-from core.cli import main
-from core.encoders import EncoderPair
+from cli import main
+from core.audio.decode import load_audio
+from core.embedding.encoders import EncoderPair
 from core.errors import CrossmixError
-from core.library import Library
-from core.separation import Separator
+from core.library.catalog import Catalog
+from core.library.library import Library
+from core.separation.separator import Separator
 
 SR = 22050
 TINY = ["--encoders", "tiny", "--separator", "tiny"]
@@ -410,7 +410,7 @@ def test_cut_flac_is_refused_by_the_engine(ctx: Ctx) -> None:
 
 
 def test_fifo_is_refused_before_it_is_opened(ctx: Ctx) -> None:
-    from core.audio import file_hash
+    from core.audio.decode import file_hash
 
     p = _fifo(ctx)
     # Opening the pipe would block this test for good; the error comes from a stat.
@@ -424,7 +424,7 @@ def test_fifo_is_refused_before_it_is_opened(ctx: Ctx) -> None:
 
 
 def _analysis(root: int, mode: str = "major") -> object:
-    from core.analysis import Analysis, key_name
+    from core.remix.analysis import Analysis, key_name
 
     beats = np.arange(0.5, 30.0, 0.5)
     return Analysis(tempo=120.0, beats=beats, downbeats=None, key=key_name(root, mode),
@@ -440,7 +440,7 @@ def _analysis(root: int, mode: str = "major") -> object:
 ])
 def test_key_shift_out_of_range_is_said(query: int, match: int, limit: int, applied: int,
                                         advice: str) -> None:
-    from core.remix import compatibility
+    from core.remix.render import compatibility
 
     rep = compatibility(_analysis(query), _analysis(match), similarity=0.5,  # type: ignore[arg-type]
                         max_shift=limit)
@@ -487,8 +487,8 @@ class NoVocalSeparator(Separator):
     """The tiny separator, but it finds no vocal at all (as Spleeter does in white noise)."""
 
     def separate(self, audio, **kw):  # type: ignore[no-untyped-def,override]
-        from core.audio import Audio
-        from core.separation import Stems
+        from core.audio.decode import Audio
+        from core.separation.separator import Stems
 
         s = super().separate(audio, **kw)
         silent = Audio(np.zeros_like(s.vocals.samples), s.vocals.sr, s.vocals.source)
@@ -597,7 +597,7 @@ def test_read_only_library_on_add(ctx: Ctx, tmpfs, capsys: pytest.CaptureFixture
 
 
 def test_disk_full_mid_scan(ctx: Ctx, tmpfs, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
-    from core.catalog import check_catalog
+    from core.library.catalog import check_catalog
 
     fs = tmpfs(1024)
     lib = _checkpointed_copy(ctx.lib, fs / "lib")
@@ -678,7 +678,7 @@ def test_damaged_index_is_announced_once_without_a_source_line(ctx: Ctx) -> None
 
     (ctx.lib / "index" / "M.faiss").write_bytes(b"garbage")
     proc = subprocess.run(
-        [sys.executable, "-m", "core", "match", str(ctx.song(0)), "--library", str(ctx.lib),
+        [sys.executable, "-m", "cli", "match", str(ctx.song(0)), "--library", str(ctx.lib),
          *TINY], capture_output=True, text=True, cwd=Path(__file__).parents[1],
         env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -735,7 +735,7 @@ def test_flipped_embedding_value_is_caught_and_re_embedded(
 def test_catalog_of_schema_1_gets_checksums(tmp_path: Path) -> None:
     import sqlite3
 
-    from core.catalog import SCHEMA_VERSION, SongInfo
+    from core.library.catalog import SCHEMA_VERSION, SongInfo
 
     cat = Catalog.open(tmp_path / "c.sqlite")
     cat.put_song(path="/a.wav", size=1, mtime_ns=1, info=SongInfo(content_hash="a" * 64, size=1),

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.catalog import Catalog, Failure, SongInfo
 from core.errors import LibraryError
+from core.library.catalog import Catalog, Failure, SongInfo
 
 
 def _vecs(rng: np.random.Generator, full: bool = True) -> dict[str, np.ndarray]:

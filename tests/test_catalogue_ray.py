@@ -25,14 +25,14 @@ pq = pytest.importorskip("pyarrow.parquet")
 
 from test_library import write_song  # noqa: E402
 
-from core.catalog import Catalog  # noqa: E402
-from core.cli import main  # noqa: E402
-from core.cluster import ModelSpec, RayOptions, run_scan  # noqa: E402
-from core.encoders import EncoderPair  # noqa: E402
+from cli import main  # noqa: E402
+from core.embedding.encoders import EncoderPair  # noqa: E402
 from core.errors import LibraryReadOnlyError  # noqa: E402
-from core.library import Library, is_catalogue  # noqa: E402
-from core.separation import Separator  # noqa: E402
-from core.shards import ingest_shards, read_shard, shard_files  # noqa: E402
+from core.library.catalog import Catalog  # noqa: E402
+from core.library.cluster import ModelSpec, RayOptions, run_scan  # noqa: E402
+from core.library.library import Library, is_catalogue  # noqa: E402
+from core.library.shards import ingest_shards, read_shard, shard_files  # noqa: E402
+from core.separation.separator import Separator  # noqa: E402
 
 SONGS = 9
 TINY = ["--encoders", "tiny", "--separator", "tiny", "--device", "cpu"]

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from core.cli import COMMAND_MODULES, COMMANDS, build_parser
+from cli import COMMAND_MODULES, COMMANDS, build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,7 +38,7 @@ def test_chosen_command_parses_with_its_real_options(tmp_path: Path) -> None:
 
 
 def _modules_after(argv: list[str]) -> set[str]:
-    code = ("import sys\nfrom core.cli import main\n"
+    code = ("import sys\nfrom cli import main\n"
             f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
             "print(' '.join(m for m in ('torch', 'training', 'librosa', 'PySide6') "
             "if m in sys.modules), file=sys.stderr)")

@@ -21,7 +21,7 @@ from training.corpus_melody import MAJOR_SCALE, MINOR_SCALE, PITCH_NAMES, draw_p
 from training.corpus_render import VOCAL_BANDWIDTH_HZ, singing_xml
 from training.corpus_singers import BASE_VOICES, draw_singer, song_rng
 
-# --- independent estimators (deliberately not core.analysis) --------------------------------
+# --- independent estimators (deliberately not core.remix.analysis) --------------------------------
 
 # Krumhansl-Kessler key profiles.
 _KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
@@ -258,7 +258,7 @@ def test_demo_songs_are_built_once_as_plain_tagged_files(tmp_path: Path) -> None
 
 
 def test_cli_rejects_bad_arguments_with_a_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from core.cli import main
+    from cli import main
 
     assert main(["corpus", "--singers", "0", "--songs", "1", "-o", str(tmp_path)]) == 1
     assert "at least one singer" in capsys.readouterr().err
@@ -268,7 +268,7 @@ def test_cli_rejects_bad_arguments_with_a_message(tmp_path: Path, capsys: pytest
 
 @pytest.mark.slow
 def test_cli_generates_and_reports_speed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from core.cli import main
+    from cli import main
 
     assert main(["corpus", "--singers", "1", "--songs", "1", "--seconds", "5", "--seed", "3",
                  "--first-singer", "7", "-o", str(tmp_path)]) == 0

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from core.audio import Audio
-from core.embedding import SongEmbedding, combine, embed_song
-from core.encoders import EncoderPair, load_default_encoders
+from core.audio.decode import Audio
+from core.embedding.encoders import EncoderPair, load_default_encoders
+from core.embedding.features import N_MELS, SEGMENT_FRAMES
+from core.embedding.song import SongEmbedding, combine, embed_song
 from core.errors import CrossmixError, ModelError
-from core.features import N_MELS, SEGMENT_FRAMES
 
 
 def test_paper_backbone_shape_and_layers() -> None:
@@ -67,7 +67,7 @@ def test_load_rejects_corrupt_and_missing(tmp_path) -> None:
 
 
 def test_default_encoders_missing_is_a_clear_error(monkeypatch, tmp_path) -> None:
-    monkeypatch.setattr("core.encoders.assets_dir", lambda: tmp_path)
+    monkeypatch.setattr("core.embedding.encoders.assets_dir", lambda: tmp_path)
     with pytest.raises(ModelError, match="crossmix train"):
         load_default_encoders()
 

@@ -73,8 +73,8 @@ def toy_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_evaluate_cli_split_all_json(toy_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from core.cli import main
-    from core.encoders import EncoderPair
+    from cli import main
+    from core.embedding.encoders import EncoderPair
 
     model = EncoderPair.tiny(seed=1).save(tmp_path / "tiny")
     out = tmp_path / "eval.json"

@@ -14,9 +14,8 @@ import pytest
 import soundfile as sf
 from synth_songs import SR, make_song
 
-from core.audio import Audio, load_audio
-from core.errors import ExportError
-from core.export import (
+from core.audio.decode import Audio, load_audio
+from core.audio.export import (
     check_export_folder,
     cross_mix_tags,
     export_audio,
@@ -24,6 +23,7 @@ from core.export import (
     stem_paths,
     unique_export_paths,
 )
+from core.errors import ExportError
 
 TAGS = {"title": "Query x Match", "artist": "Crossmix", "comment": "vocal of query.wav over match.mp3"}
 
@@ -92,9 +92,9 @@ def test_disk_full_leaves_nothing_behind(tmp_path: Path) -> None:
         import resource, signal, sys
         import numpy as np
         sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
-        from core.audio import Audio
+        from core.audio.decode import Audio
         from core.errors import ExportError
-        from core.export import export_audio
+        from core.audio.export import export_audio
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000))
         x = np.random.default_rng(0).uniform(-0.5, 0.5, (2, 44100 * 3)).astype(np.float32)

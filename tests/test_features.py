@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.audio import Audio
-from core.features import (
+from core.audio.decode import Audio
+from core.embedding.features import (
     HOP,
     MIN_ACTIVE_SEGMENTS,
     N_MELS,

@@ -12,11 +12,11 @@ import pytest
 import soundfile as sf
 from synth_songs import make_song
 
-from core.audio import Audio, load_audio
-from core.encoders import EncoderPair
-from core.fingerprint import MATCH_BER, best_offset, fingerprint, same_recording
-from core.library import Library
-from core.separation import Separator
+from core.audio.decode import Audio, load_audio
+from core.audio.fingerprints import MATCH_BER, best_offset, fingerprint, same_recording
+from core.embedding.encoders import EncoderPair
+from core.library.library import Library
+from core.separation.separator import Separator
 
 VERSIONS = {  # what a user may really have: ffmpeg output options
     "mp3": ["-c:a", "libmp3lame", "-b:a", "128k"],

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from core import ge2e
-from core.audio import Audio
-from core.embedding import embed_song
-from core.encoders import EncoderPair, resolve_encoders
+from core.audio.decode import Audio
+from core.embedding import ge2e
+from core.embedding.encoders import EncoderPair, resolve_encoders
+from core.embedding.song import embed_song
 from core.errors import ModelError
 
 

@@ -19,10 +19,10 @@ from PySide6.QtGui import QDrag
 from PySide6.QtWidgets import QPushButton
 from test_gui_window import SONGS, _write_song, make_session
 
-from core.audio import load_audio
-from core.encoders import EncoderPair
-from core.library import Library
-from core.separation import Separator
+from core.audio.decode import load_audio
+from core.embedding.encoders import EncoderPair
+from core.library.library import Library
+from core.separation.separator import Separator
 from gui.drag_out import drag_folder
 from gui.export_dialog import ExportChoice, ExportDialog
 from gui.main_window import MainWindow

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from test_gui_window import SONGS, _write_song, make_session
 
-from core.encoders import EncoderPair
-from core.library import Library
-from core.separation import Separator
+from core.embedding.encoders import EncoderPair
+from core.library.library import Library
+from core.separation.separator import Separator
 from gui.main_window import MainWindow
 from gui.settings import Settings
 
@@ -188,7 +188,7 @@ def test_preview_a_b_loop_repeats_until_switched_off(qtbot, window, query_song):
 
 
 def test_export_with_stems_writes_the_mix_and_its_parts(qtbot, window, query_song, tmp_path):
-    from core.audio import load_audio
+    from core.audio.decode import load_audio
     from gui.export_dialog import ExportChoice, ExportDialog
 
     with qtbot.waitSignal(window.preview_finished, timeout=120_000) as sig:

@@ -13,10 +13,10 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
 from synth_songs import make_song
 
-from core.audio import Audio
-from core.encoders import EncoderPair
-from core.library import Library
-from core.separation import Separator, StemCache, Stems
+from core.audio.decode import Audio
+from core.embedding.encoders import EncoderPair
+from core.library.library import Library
+from core.separation.separator import Separator, StemCache, Stems
 from gui.engine import Session
 from gui.library_panel import LibraryPanel
 from gui.main_window import MainWindow

@@ -12,7 +12,7 @@ from PySide6.QtCore import QMimeData, QPointF, Qt, QThread, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication
 
-from core.audio import Audio
+from core.audio.decode import Audio
 from core.errors import CorruptAudioError
 from core.progress import Progress
 from gui.settings import SCHEMA_VERSION, Settings

@@ -18,9 +18,9 @@ import soundfile as sf
 from PySide6.QtCore import Qt
 from synth_songs import make_song
 
-from core.encoders import EncoderPair
-from core.library import Library
-from core.separation import Separator, StemCache
+from core.embedding.encoders import EncoderPair
+from core.library.library import Library
+from core.separation.separator import Separator, StemCache
 from gui.engine import Session
 from gui.main_window import MainWindow
 from gui.recorder import CLOSE_WAIT_S
@@ -396,7 +396,7 @@ def test_a_data_folder_that_cannot_be_written_refuses_the_take_with_a_reason(
 def test_a_take_cut_short_by_a_crash_is_recovered_when_the_app_starts(
         qtbot, tmp_path, tiny_library, data_dir):
     """As a kill leaves it: the sidecar says "recording" and the WAV header counts no data."""
-    from core.takes import TakeStore
+    from core.audio.takes import TakeStore
 
     store = TakeStore()
     take = store.new_take(tempo_bpm=None)

@@ -10,10 +10,10 @@ import pytest
 import torch
 from test_gui_window import _engine_imported, drop_files, query_song, tiny_library  # noqa: F401
 
-from core.encoders import EncoderPair
-from core.library import Library
-from core.query_separation import QSepConfig, QuerySeparator
-from core.separation import Separator, StemCache
+from core.embedding.encoders import EncoderPair
+from core.library.library import Library
+from core.separation.by_example import QSepConfig, QuerySeparator
+from core.separation.separator import Separator, StemCache
 from gui.engine import Session
 from gui.main_window import MainWindow
 from gui.settings import Settings

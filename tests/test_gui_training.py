@@ -9,9 +9,9 @@ import json
 
 import pytest
 
-from core.encoders import EncoderPair
-from core.library import Library
-from core.separation import Separator, StemCache
+from core.embedding.encoders import EncoderPair
+from core.library.library import Library
+from core.separation.separator import Separator, StemCache
 from gui.engine import Session
 from gui.settings import Settings
 from gui.training_panel import (
@@ -286,7 +286,7 @@ def test_label_agnostic_pairs_only_with_infonce(qtbot, tmp_path):
 def test_train_arguments_round_trip_through_the_cli(qtbot, tmp_path):
     import argparse
 
-    import training.cli as tcli
+    import cli.train as tcli
 
     panel = _panel(tmp_path, Settings(tmp_path / "s.ini"))
     qtbot.addWidget(panel)

@@ -15,9 +15,9 @@ from PySide6.QtGui import QMouseEvent
 from PySide6.QtWidgets import QApplication
 from synth_songs import make_song
 
-from core.encoders import EncoderPair
-from core.library import Library
-from core.separation import Separator, StemCache
+from core.embedding.encoders import EncoderPair
+from core.library.library import Library
+from core.separation.separator import Separator, StemCache
 from gui.engine import Session
 from gui.main_window import MainWindow
 from gui.playback import Player

@@ -18,11 +18,11 @@ from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication, QPushButton
 from synth_songs import make_song
 
-from core.audio import load_audio
-from core.encoders import EncoderPair
+from core.audio.decode import load_audio
+from core.embedding.encoders import EncoderPair
 from core.errors import ModelError
-from core.library import Library
-from core.separation import Separator, StemCache
+from core.library.library import Library
+from core.separation.separator import Separator, StemCache
 from gui.engine import Session
 from gui.export_dialog import ExportChoice
 from gui.main_window import MainWindow
@@ -190,7 +190,7 @@ def test_drop_query_results_preview_play_export(qtbot, window, query_song, tmp_p
 
 
 def test_export_writes_a_file_that_decodes_back(qtbot, window, query_song, tmp_path):
-    pytest.importorskip("core.export")  # the export module lands separately
+    pytest.importorskip("core.audio.export")  # the export module lands separately
     with qtbot.waitSignal(window.query_finished, timeout=120_000):
         window.enqueue([str(query_song)])
     with qtbot.waitSignal(window.preview_finished, timeout=120_000) as sig:

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.catalog import Catalog, SongInfo
-from core.index import IndexRebuiltWarning, IndexStore, VectorIndex, normalize_rows
+from core.library.catalog import Catalog, SongInfo
+from core.library.index import IndexRebuiltWarning, IndexStore, VectorIndex, normalize_rows
 
 
 def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
@@ -55,7 +55,7 @@ def test_ivf_recall_against_exact(rng: np.random.Generator) -> None:
 
 def test_auto_kind_switches_above_the_flat_limit(rng: np.random.Generator,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    import core.index as ci
+    import core.library.index as ci
 
     x = _unit(rng, 500, 16)
     assert VectorIndex.build(np.arange(500), x).kind == "flat"

@@ -16,13 +16,13 @@ import pytest
 import soundfile as sf
 import torch
 
-from core.catalog import SongInfo
-from core.embedding import SongEmbedding
-from core.encoders import EncoderPair
+from core.embedding.encoders import EncoderPair
+from core.embedding.song import SongEmbedding
 from core.errors import Cancelled, LibraryError
-from core.library import Library, build_demo_library
+from core.library.catalog import SongInfo
+from core.library.library import Library, build_demo_library
 from core.progress import CancelToken, Progress
-from core.separation import Separator
+from core.separation.separator import Separator
 
 SR = 22050
 
@@ -425,7 +425,7 @@ def test_build_demo_library_is_idempotent(tmp_path: Path, songs: Path, encoders:
 
 def test_cli_library_and_match(tmp_path: Path, songs: Path, capsys: pytest.CaptureFixture[str],
                                monkeypatch: pytest.MonkeyPatch) -> None:
-    from core.cli import main
+    from cli import main
 
     torch.manual_seed(0)
     lib_dir = str(tmp_path / "cli-lib")

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from test_library import write_song
 
-from core.library import Library
-from core.separation import Separator
+from core.library.library import Library
+from core.separation.separator import Separator
 
 # Scans the library in full mode with the tiny models, printing "done N TODO" after each song.
 # The tiny separator takes milliseconds a song, so the scanned process makes each separation
@@ -30,9 +30,9 @@ PACE_S = 0.4
 _SCRIPT = r"""
 import sys, time, torch
 torch.set_num_threads(1)
-from core.encoders import EncoderPair
-from core.library import Library
-from core.separation import Separator
+from core.embedding.encoders import EncoderPair
+from core.library.library import Library
+from core.separation.separator import Separator
 sep = Separator.tiny()
 pace, separate = float(sys.argv[3]), sep.separate
 def paced(*args, **kwargs):

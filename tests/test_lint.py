@@ -20,7 +20,7 @@ def _ruff() -> list[str]:
 
 
 def test_ruff_passes_on_the_project() -> None:
-    res = subprocess.run([*_ruff(), "check", "core", "training", "gui", "tests", "bench"],
+    res = subprocess.run([*_ruff(), "check", "core", "cli", "training", "gui", "tests", "bench"],
                          cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
 

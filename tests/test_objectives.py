@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from core.encoders import EncoderPair
+from core.embedding.encoders import EncoderPair
+from core.embedding.features import log_mel
 from core.errors import TrainingError
-from core.features import log_mel
 from training.losses import LossWeights, contrastive_loss, info_nce
 from training.mixtures import draw_gains, make_mixtures, mix_segments
 from training.toy import make_toy_corpus
@@ -93,7 +93,7 @@ def test_logmel_mixture_is_the_mel_of_the_summed_stems() -> None:
 
 
 def test_ge2e_mixture_is_the_normalised_mel_of_the_summed_stems() -> None:
-    from core import ge2e
+    from core.embedding import ge2e
 
     sr = ge2e.SR
     t = np.arange(3 * sr) / sr

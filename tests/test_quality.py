@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from core import quality as quality_mod
-from core.encoders import EncoderPair
-from core.quality import Quality, SpaceQuality, from_report, quality_for
+from core.embedding import quality as quality_mod
+from core.embedding.encoders import EncoderPair
+from core.embedding.quality import Quality, SpaceQuality, from_report, quality_for
 
 
 def _report(model: str, sid: dict[str, tuple[float, float]]) -> dict[str, object]:
@@ -73,7 +73,7 @@ def _songs_and_tiny_quality(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_cli_match_auto_space_and_status_report_the_measurements(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    from core.cli import main
+    from cli import main
     songs = _songs_and_tiny_quality(tmp_path, monkeypatch)
     models = ["--encoders", "tiny", "--separator", "tiny", "--device", "cpu"]
     lib = str(tmp_path / "lib")
@@ -131,8 +131,8 @@ def test_settings_panel_shows_the_chosen_encoders_measured_quality(qapp: object,
 
 def test_the_app_searches_the_best_measured_space_and_says_why(qapp: object, tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    from core.library import Library
-    from core.separation import Separator, StemCache
+    from core.library.library import Library
+    from core.separation.separator import Separator, StemCache
     from gui.engine import Session
     songs = _songs_and_tiny_quality(tmp_path, monkeypatch)
     session = Session(separator_factory=lambda d: Separator.tiny(device=d),
@@ -156,7 +156,7 @@ def test_the_app_searches_the_best_measured_space_and_says_why(qapp: object, tmp
 
 
 def test_shipped_models_are_chosen_by_name() -> None:
-    from core.encoders import resolve_encoders, shipped_encoder_names
+    from core.embedding.encoders import resolve_encoders, shipped_encoder_names
     from core.paths import assets_dir
 
     assert "cross-sp" in shipped_encoder_names()

@@ -1,4 +1,4 @@
-"""Audio-query-based separation (core/query_separation.py, training/aqss_*.py, crossmix separate --query).
+"""Audio-query-based separation (core/separation/by_example.py, training/aqss_*.py, crossmix separate --query).
 
 Tiny random-weight models where the weights do not matter; the shipped weights where they do.
 """
@@ -14,9 +14,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from core.audio import Audio
+from core.audio.decode import Audio
 from core.errors import CrossmixError, ModelError
-from core.query_separation import (
+from core.separation.by_example import (
     BadQueryError,
     QSepConfig,
     QuerySeparator,
@@ -65,7 +65,7 @@ def test_shapes_and_conditioning() -> None:
 
 
 def test_adain_scales_and_shifts_the_normalised_input() -> None:
-    from core.query_separation import AdaIN
+    from core.separation.by_example import AdaIN
 
     ada = AdaIN(2, 3)
     with torch.no_grad():
@@ -268,7 +268,7 @@ def test_zeroshot_split_uses_a_held_out_program() -> None:
 
 
 def test_query_parsing() -> None:
-    from core.cli.query_separate import parse_query
+    from cli.query_separate import parse_query
 
     assert parse_query("a.wav").path == Path("a.wav")
     q = parse_query("dir/a.wav@12.5-18")
@@ -297,7 +297,7 @@ def _song(tmp_path: Path, seconds: float = 3.0) -> Path:
 
 
 def test_cli_remove_and_keep_write_what_they_say(tmp_path: Path, tiny_weights: Path) -> None:
-    from core.cli import main
+    from cli import main
 
     song = _song(tmp_path)
     out = tmp_path / "out"
@@ -314,7 +314,7 @@ def test_cli_remove_and_keep_write_what_they_say(tmp_path: Path, tiny_weights: P
 
 
 def test_cli_errors_for_bad_queries(tmp_path: Path, tiny_weights: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from core.cli import main
+    from cli import main
 
     song = _song(tmp_path)
     silent = tmp_path / "silent.wav"
@@ -350,7 +350,7 @@ def test_shipped_weights_separate_a_held_out_clip_better_than_the_mixture() -> N
     """A held-out test mixture (test split: singers and songs never used in training or
     validation): the shipped model, queried with another stretch of the same source, beats the
     unprocessed mixture by a margin."""
-    from core.query_separation import load_query_separator
+    from core.separation.by_example import load_query_separator
 
     model = load_query_separator("shipped", device=torch.device("cpu"))
     meta = json.loads((DATA / "clip.json").read_text())

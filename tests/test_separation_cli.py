@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from cli import main
 from conftest import write_tone
-from core.cli import main
 
 
 def test_separate_writes_stems_and_reports_each_failure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

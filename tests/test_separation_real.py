@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.audio import Audio, audio_hash, load_audio
-from core.separation import SR, Separator, Stems
-from core.spleeter_net import CONVERTED_NAME, CONVERTED_SHA256, load_converted
+from core.audio.decode import Audio, audio_hash, load_audio
+from core.separation.network import CONVERTED_NAME, CONVERTED_SHA256, load_converted
+from core.separation.separator import SR, Separator, Stems
 
 pytestmark = pytest.mark.slow
 
@@ -101,7 +101,7 @@ def test_converted_weights_are_checked_and_rebuilt(
     raw = bytearray(cached.read_bytes())
     raw[-5000] ^= 0xFF  # one weight altered
     path.write_bytes(bytes(raw))
-    with caplog.at_level(logging.WARNING, logger="core.separation"):
+    with caplog.at_level(logging.WARNING, logger="core.separation.separator"):
         rebuilt = Separator.spleeter_2stems(weights_path=path)
     assert any("altered" in r.message for r in caplog.records)
     assert rebuilt.model_id == CONVERTED_SHA256

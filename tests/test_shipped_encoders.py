@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.audio import Audio
-from core.embedding import embed_song
-from core.encoders import EncoderPair, default_encoders_path, load_default_encoders
+from core.audio.decode import Audio
+from core.embedding.encoders import EncoderPair, default_encoders_path, load_default_encoders
+from core.embedding.song import embed_song
 from core.errors import ModelError
 
 #: sha256 of the shipped weights (docs/results.md names them too). Retraining a shipped model
@@ -40,7 +40,7 @@ def test_shipped_weights_match_their_pins_and_configs() -> None:
 
 
 def test_shipped_quality_covers_the_default_the_paper_model_and_the_peer() -> None:
-    from core.quality import quality_for_choice
+    from core.embedding.quality import quality_for_choice
 
     for choice, name in (("", "CROSS-GE2E"), ("cross-sp", "CROSS-SP"), ("resemblyzer", "resemblyzer")):
         q = quality_for_choice(choice)
@@ -83,7 +83,7 @@ def test_a_tampered_copy_is_refused(tmp_path: Path) -> None:
 def test_evaluate_runs_end_to_end_on_a_tiny_generated_corpus(tmp_path: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     """`crossmix corpus` output, real Spleeter separation, the shipped model, `crossmix evaluate`."""
-    from core.cli import main
+    from cli import main
 
     corpus = tmp_path / "corpus"
     assert main(["corpus", "--singers", "3", "--songs", "3", "--seed", "7", "--seconds", "6",

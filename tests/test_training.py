@@ -112,7 +112,7 @@ def test_feature_store_and_triplets(toy: Path, tmp_path: Path) -> None:
 
 
 def test_separated_vocals_through_the_stem_cache(toy: Path, tmp_path: Path) -> None:
-    from core.separation import Separator, StemCache
+    from core.separation.separator import Separator, StemCache
 
     ds = load_dataset(toy)
     cache = StemCache(tmp_path / "stems")
@@ -162,7 +162,7 @@ def test_interrupt_and_resume_match_an_uninterrupted_run(toy: Path, tmp_path: Pa
     assert set(doc["config"]["training"]["split"]) == {"seed", "train", "val", "test"}
     assert rest.evaluation is not None and json.loads(rest.evaluation.read_text())["n_singers"] == 2
     # `crossmix evaluate` defaults to the checkpoint's test singers and repeats the end-of-run report
-    from core.cli import main
+    from cli import main
 
     out_json = tmp_path / "eval.json"
     assert main(["evaluate", "--data", str(toy), "--model", str(out_b / "best.safetensors"),
@@ -183,7 +183,7 @@ def test_cancel_while_preparing(toy: Path, tmp_path: Path) -> None:
 def test_a_few_hundred_steps_learn_singers(tmp_path: Path) -> None:
     """200 steps on 10 toy singers: the loss falls and the cross-domain singer ID goes from
     chance (two independent random encoders) to well above it."""
-    from core.encoders import EncoderPair
+    from core.embedding.encoders import EncoderPair
     from training.evaluate import evaluate_songs
 
     torch.set_num_threads(1)
@@ -214,7 +214,7 @@ def test_a_few_hundred_steps_learn_singers(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_cli_json_progress_sigterm_and_resume(toy: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    args = [sys.executable, "-m", "core", "train", "--data", str(toy), "--out", str(out), "--width", "0.0625",
+    args = [sys.executable, "-m", "cli", "train", "--data", str(toy), "--out", str(out), "--width", "0.0625",
             "--batches-per-epoch", "200", "--epochs", "2", "--batch-size", "4", "--negatives", "2",
             "--segments-per-song", "2", "--val-fraction", "0.25", "--test-fraction", "0.25", "--val-batches", "1",
             "--vocals", "stems", "--cache", str(tmp_path / "cache"), "--device", "cpu", "--threads", "1",

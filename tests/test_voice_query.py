@@ -14,27 +14,27 @@ import pytest
 import soundfile as sf
 from synth_songs import SR, make_song
 
-from core.analysis import analyze
-from core.audio import Audio, load_audio
-from core.embedding import embed_song
-from core.encoders import EncoderPair
+from core.audio.decode import Audio, load_audio
+from core.audio.region import RegionError, check_region
+from core.embedding.encoders import EncoderPair
+from core.embedding.song import embed_song
 from core.errors import CrossmixError, RemixError
-from core.library import Library
-from core.region import RegionError, check_region
-from core.remix import RemixOptions, render_cross_mix
-from core.separation import Separator, StemCache
-from core.vocal_only import (
-    VOCAL_ONLY_THRESHOLD_DB,
-    detect_vocal_only,
-    probe_excerpts,
-    vocal_only_stems,
-)
-from core.vocal_tempo import (
+from core.library.library import Library
+from core.remix.analysis import analyze
+from core.remix.render import RemixOptions, render_cross_mix
+from core.remix.vocal_tempo import (
     check_bpm,
     estimate_vocal_tempo,
     given_grid,
     grid_analysis,
     tap_bpm,
+)
+from core.separation.separator import Separator, StemCache
+from core.separation.vocal_only import (
+    VOCAL_ONLY_THRESHOLD_DB,
+    detect_vocal_only,
+    probe_excerpts,
+    vocal_only_stems,
 )
 from gui.engine import Session
 
@@ -328,7 +328,7 @@ def test_session_region_search_and_preview_start(tmp_path, song, library) -> Non
 
 def test_cli_match_vocal_only_region_and_bad_ranges(tmp_path, song, library, capsys,
                                                      monkeypatch) -> None:
-    from core.cli import main
+    from cli import main
 
     take = write(tmp_path / "take.wav", song.vocals)
     tiny = ["--library", str(library), "--encoders", "tiny", "--separator", "tiny"]
@@ -355,7 +355,7 @@ def test_cli_match_vocal_only_region_and_bad_ranges(tmp_path, song, library, cap
 
 
 def test_cli_remix_vocal_only_with_a_tempo_and_offsets(tmp_path, song, match, capsys) -> None:
-    from core.cli import main
+    from cli import main
 
     take = write(tmp_path / "take.wav", song.vocals)
     other = write(tmp_path / "other.wav", match.mix)

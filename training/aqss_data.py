@@ -39,7 +39,7 @@ import numpy.typing as npt
 import pretty_midi
 import soundfile as sf
 
-from core.audio import resample
+from core.audio.decode import resample
 from core.errors import TrainingError
 from core.progress import CancelToken, EtaClock, Progress, ProgressFn, check_cancel
 from training.corpus_accompaniment import _triad, build_midi, soundfont_path
@@ -291,7 +291,7 @@ def load_split(out_dir: Path, split: str, *, limit: int | None = None) -> list[M
     folders = sorted(p.parent for p in (Path(out_dir) / split).glob(f"song_*/{PARTS_NAME}"))
     if not folders:
         raise TrainingError(f"{Path(out_dir) / split}: no multitracks; generate them with "
-                            "'python -m training.aqss_cli data'.")
+                            "'python -m cli.qsep data'.")
     return [load_multitrack(f) for f in folders[:limit]]
 
 

@@ -1,4 +1,4 @@
-"""Training the query-based separator (:mod:`core.query_separation`) on multitracks.
+"""Training the query-based separator (:mod:`core.separation.by_example`) on multitracks.
 
 ``train(data_dir=..., out_dir=...)`` trains on the ``train`` split of
 :mod:`training.aqss_data` (mixtures drawn on the fly) for a wall-time budget and writes to
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from core.errors import TrainingError
-from core.query_separation import QSepConfig, QuerySeparator, losses, si_sdr
+from core.separation.by_example import QSepConfig, QuerySeparator, losses, si_sdr
 from training.aqss_data import CLASS_OF, CLASSES, Example, Multitrack, draw_mixture, load_split
 
 
@@ -104,7 +104,7 @@ def evaluate_examples(model: QuerySeparator, examples: list[Example], *, mode: s
 
 
 def _sdr(s: np.ndarray, e: np.ndarray) -> float:
-    from core.query_separation import sdr
+    from core.separation.by_example import sdr
 
     return sdr(s, e)
 

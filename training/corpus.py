@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from core.audio import Audio, save_audio
+from core.audio.decode import Audio, save_audio
 from core.errors import TrainingError
 from core.progress import CancelToken, EtaClock, Progress, ProgressFn, check_cancel
 from training.corpus_accompaniment import build_midi, render_midi

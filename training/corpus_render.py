@@ -18,7 +18,7 @@ import numpy.typing as npt
 import soundfile as sf
 from scipy import signal
 
-from core.audio import resample
+from core.audio.decode import resample
 from core.errors import TrainingError
 from training.corpus_melody import Note, SongPlan
 from training.corpus_singers import (

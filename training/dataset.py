@@ -10,8 +10,8 @@ A training (or evaluation) folder is a tree of songs labelled by singer, either 
   one song whose ``vocals`` file is its ground-truth stem.
 
 The folder is only read, never written. Each song is separated once (the shared stem cache,
-:func:`core.separation.default_stem_cache`) and its mix and vocal log-mel segments, chosen
-where the vocal is active (:func:`core.features.select_segments`), are stored as float16 in a
+:func:`core.separation.separator.default_stem_cache`) and its mix and vocal log-mel segments, chosen
+where the vocal is active (:func:`core.embedding.features.select_segments`), are stored as float16 in a
 feature cache (default ``core.paths.cache_dir() / "features"``) keyed by the file's sha256,
 the vocal source (separator ``model_id`` or the stem file's sha256), the front-end version
 and the segment cap.
@@ -33,9 +33,9 @@ import numpy.typing as npt
 import torch
 
 from core.atomic import atomic_write
-from core.audio import AUDIO_EXTENSIONS, Audio, file_hash, load_audio
+from core.audio.decode import AUDIO_EXTENSIONS, Audio, file_hash, load_audio
+from core.embedding.features import song_segments, stems_levels_db
 from core.errors import AudioError, CrossmixError, TrainingError
-from core.features import song_segments, stems_levels_db
 from core.paths import cache_dir
 from core.progress import CancelToken, EtaClock, Progress, ProgressFn, check_cancel
 
@@ -248,7 +248,7 @@ class SongFeatures:
     """Cached segments of one song: ``mix``, ``vocal`` and ``acc`` are float16 ``(count, ...)``.
 
     The shape is ``(count, 128, 129)`` log-mel for the ``"logmel"`` front end and
-    ``(count, 40, 298)`` level-normalised mel power for ``"ge2e"`` (:mod:`core.ge2e`).
+    ``(count, 40, 298)`` level-normalised mel power for ``"ge2e"`` (:mod:`core.embedding.ge2e`).
     ``acc`` is the accompaniment at the same positions and ``levels`` ``(count, 3)`` the RMS
     level (dBFS) of the mix, vocal and accompaniment segments: artificial mixtures are built
     from them (:mod:`training.mixtures`).
@@ -275,14 +275,14 @@ class FeatureStore:
     vocals : {"separated", "stems"}
         Where the vocal comes from: the separator (through the stem cache) or the
         ground-truth stem named in the manifest.
-    separator : core.separation.Separator, optional
+    separator : core.separation.separator.Separator, optional
         Needed for ``"separated"``.
-    stem_cache : core.separation.StemCache, optional
-        Default :func:`core.separation.default_stem_cache`.
+    stem_cache : core.separation.separator.StemCache, optional
+        Default :func:`core.separation.separator.default_stem_cache`.
     max_segments : int
         Cap on segments per song, spread over the song.
     frontend : {"logmel", "ge2e"}
-        The encoders' features (:attr:`core.encoders.EncoderPair.frontend`).
+        The encoders' features (:attr:`core.embedding.encoders.EncoderPair.frontend`).
     """
 
     def __init__(self, root: Path | None = None, *, vocals: str = "separated", separator: Any = None,
@@ -344,7 +344,7 @@ class FeatureStore:
             # The ground-truth stems sum to the mix, so the accompaniment is the difference.
             acc = Audio(mix.mono().samples[:, :n] - voc.mono().samples[:, :n], mix.sr)
         else:
-            from core.separation import default_stem_cache, separate_file
+            from core.separation.separator import default_stem_cache, separate_file
 
             cache = self.stem_cache if self.stem_cache is not None else default_stem_cache()
             stems = separate_file(song.path, separator=self.separator, cache=cache, cancel=cancel)

@@ -1,6 +1,6 @@
 """The paper's evaluation (Kim et al. 2021, 4.2-4.3) on held-out singers, and an MFCC floor.
 
-Song vectors are computed as the app computes them (:mod:`core.embedding`): per-segment unit
+Song vectors are computed as the app computes them (:mod:`core.embedding.song`): per-segment unit
 vectors averaged over the song's vocal-active segments and normalised, in spaces M, V,
 [M+V] and [M,V]. Similarity is cosine.
 
@@ -24,7 +24,7 @@ M vectors of all songs (and M queries V); top-1/top-5 is how often its own song 
 - ``mfcc``: the mean of 20 MFCCs (DCT-II of the dB mel spectrogram of the mix) over the same
   segments, each dimension standardised over the evaluated songs; space M only.
 - ``resemblyzer``: the real-speech GE2E speaker encoder from resemblyzer's wheel
-  (:meth:`core.encoders.EncoderPair.resemblyzer`), the same network on the vocal and on the
+  (:meth:`core.embedding.encoders.EncoderPair.resemblyzer`), the same network on the vocal and on the
   mix, so it has every space and scenario.
 """
 
@@ -41,9 +41,9 @@ import scipy.fft
 import torch
 
 from core.atomic import atomic_write
-from core.embedding import combine, embed_segments, l2_normalise
-from core.encoders import EncoderPair
-from core.features import LOG_GAIN
+from core.embedding.encoders import EncoderPair
+from core.embedding.features import LOG_GAIN
+from core.embedding.song import combine, embed_segments, l2_normalise
 from core.progress import CancelToken, check_cancel
 from training.dataset import SongEntry, SongFeatures
 
@@ -324,7 +324,7 @@ def evaluate_folder(*, data: str | Path, model: str | Path | None = None, split:
                     progress: Any = None, cancel: CancelToken | None = None) -> dict[str, Any]:
     """Evaluate encoders on a labelled folder.
 
-    ``model`` is a checkpoint path or a name (:func:`core.encoders.resolve_encoders`; the
+    ``model`` is a checkpoint path or a name (:func:`core.embedding.encoders.resolve_encoders`; the
     shipped encoders when ``None``). ``split="test"`` (or ``"val"``) uses the test (validation)
     singers recorded in the checkpoint's training split; ``split="all"`` every singer of the folder. ``vocals``, ``separator`` and
     ``segments_per_song`` default to what the checkpoint was trained with (else separated
@@ -335,7 +335,7 @@ def evaluate_folder(*, data: str | Path, model: str | Path | None = None, split:
     from training.trainer import make_separator
 
     dev = device or torch.device("cpu")
-    from core.encoders import resolve_encoders
+    from core.embedding.encoders import resolve_encoders
 
     encoders = resolve_encoders(model, device=dev)
     trained = dict(encoders.config.training.get("config", {}))

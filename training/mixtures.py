@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from core.features import LOG_GAIN
+from core.embedding.features import LOG_GAIN
 
 #: Vocal-to-accompaniment level ratio of artificial mixtures, dB (uniform).
 RATIO_DB = (-6.0, 6.0)
@@ -94,7 +94,7 @@ def mix_segments(vocal: torch.Tensor, acc: torch.Tensor, *, frontend: str,
         raise ValueError(f"unknown front end {frontend!r}")
     if vocal_level_db is None or acc_level_db is None:
         raise ValueError("ge2e mixtures need the stems' levels")
-    from core.ge2e import SILENCE_DBFS, TARGET_DBFS
+    from core.embedding.ge2e import SILENCE_DBFS, TARGET_DBFS
 
     def true_scale(level_db: FloatArray) -> FloatArray:
         lv = np.asarray(level_db, dtype=np.float64)

@@ -14,7 +14,7 @@ Output folder (``TrainConfig.out``)::
     split.json                    the singer split
     evaluation.json               test-singer evaluation of the best model (at the end)
 
-Progress goes to an ``emit(event: dict)`` callback; see :mod:`training.cli` for the event
+Progress goes to an ``emit(event: dict)`` callback; see :mod:`cli.train` for the event
 shapes. A cancel token (set by SIGTERM / Ctrl-C in the CLI) makes the trainer save
 ``state.pt`` and return with ``stopped="interrupted"``; ``resume=True`` continues from it.
 """
@@ -37,7 +37,7 @@ import torch
 
 from core.atomic import atomic_write
 from core.device import resolve_device
-from core.encoders import EncoderPair
+from core.embedding.encoders import EncoderPair
 from core.errors import Cancelled, TrainingError
 from core.progress import CancelToken, Progress
 from training.dataset import FeatureStore, Split, load_dataset, split_singers
@@ -197,9 +197,9 @@ def backbone_outputs(net: Any, segments: torch.Tensor, *, batch: int = 64,
                      cancel: CancelToken | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """GE2E embeddings and hidden states (float32, CPU) of ``(N, 40, frames)`` mel segments.
 
-    ``net`` is a :class:`core.ge2e.GE2E` on the device the segments should run on.
+    ``net`` is a :class:`core.embedding.ge2e.GE2E` on the device the segments should run on.
     """
-    from core.ge2e import EMBEDDING, FEATURE_DIM
+    from core.embedding.ge2e import EMBEDDING, FEATURE_DIM
 
     device = next(net.parameters()).device
     embs, hids = [torch.zeros(0, EMBEDDING)], [torch.zeros(0, FEATURE_DIM)]
@@ -214,7 +214,7 @@ def backbone_outputs(net: Any, segments: torch.Tensor, *, batch: int = 64,
 
 def make_separator(name: str, device: torch.device) -> Any:
     """The separator for training data: ``"spleeter"`` (Deezer weights) or ``"tiny"`` (tests)."""
-    from core.separation import Separator
+    from core.separation.separator import Separator
 
     if name == "spleeter":
         return Separator.spleeter_2stems(device=device)
@@ -275,7 +275,7 @@ def prepare(cfg: TrainConfig, *, emit: EmitFn, device: torch.device,
 
     backbone = None
     if cfg.frontend == "ge2e" or cfg.teacher > 0:
-        from core.ge2e import GE2E
+        from core.embedding.ge2e import GE2E
 
         backbone = GE2E.pretrained().to(device)
 

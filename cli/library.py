@@ -1,0 +1,520 @@
+"""``crossmix library ...`` (add, scan, status, remove) and ``crossmix match SONG``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from cli import add_voice_flags
+from core.progress import CancelToken, Progress
+
+if TYPE_CHECKING:
+    from core.embedding.encoders import EncoderPair
+    from core.library.cluster import ModelSpec
+    from core.library.library import Library
+    from core.library.scan import ScanReport
+    from core.separation.separator import Separator
+
+SPACES = ("vocal->mix", "mix->mix", "vocal->vocal", "[M,V]")
+
+
+def _common(p: argparse.ArgumentParser, *, models: bool = True) -> None:
+    p.add_argument("--library", type=Path, metavar="DIR", default=None,
+                   help="library folder (default: the user's library in the data directory)")
+    if not models:
+        return
+    p.add_argument("--device", default="auto",
+                   help="auto (CUDA when available, default), cpu, or cuda[:N]")
+    p.add_argument("--encoders", metavar="NAME|PATH", default=None,
+                   help="encoders: 'shipped' (default), 'resemblyzer' (a real-speech speaker encoder on "
+                   "vocals and mixes alike), a checkpoint (.safetensors with its .json), or 'tiny' "
+                   "(random weights, for tests)")
+    p.add_argument("--separator", choices=("spleeter-2stems", "tiny"), default="spleeter-2stems",
+                   help="separation model (default Deezer's Spleeter 2-stems; tiny: random "
+                   "weights, for tests)")
+
+
+def _scan_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mode", choices=("fast", "full"), default="fast",
+                   help="fast: embed mixes only (enough for vocal->mix and mix->mix search); "
+                   "full: also separate and embed vocals (vocal->vocal and [M,V] spaces)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--analyze", dest="analyze", action="store_const", const=True, default=None,
+                   help="estimate tempo and key of every song (default in full mode; enables "
+                   "the match --tempo/--key filters)")
+    g.add_argument("--no-analyze", dest="analyze", action="store_const", const=False,
+                   help="skip tempo/key analysis (default in fast mode)")
+    p.add_argument("--workers", type=int, default=2,
+                   help="threads decoding ahead of the embedding (default 2)")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="try again files that failed before and did not change")
+    r = p.add_argument_group("distributed indexing (needs the scale extra: pip install -e '.[scale]')")
+    r.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local (default): this process; ray: a Ray Data job writing Parquet "
+                   "shards that the catalog then ingests (resumable)")
+    r.add_argument("--address", default=None, metavar="auto|HOST:PORT",
+                   help="the Ray cluster to join (auto: the one 'ray start' began on this "
+                   "machine); default: a local cluster for this job")
+    r.add_argument("--shards", default=None, metavar="DIR|URI",
+                   help="where the job writes its shards (a folder every node can reach, or an "
+                   "object-store URI); default LIBRARY/shards")
+    r.add_argument("--actors", type=_positive_int, default=None, metavar="N",
+                   help="actors holding the models (default: one per CPU, or per GPU)")
+    r.add_argument("--gpus-per-actor", type=float, default=None, metavar="G",
+                   help="GPUs per actor (default 1 when the cluster has GPUs, else 0)")
+    r.add_argument("--rows-per-shard", type=_positive_int, default=256, metavar="N",
+                   help="songs per shard file (default 256): what a killed job redoes at most "
+                   "per writer")
+
+
+def _positive_int(text: str) -> int:
+    """``-k``: a whole number of at least 1 (0 would search for nothing and say "no matches")."""
+    try:
+        k = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if k < 1:
+        raise argparse.ArgumentTypeError(f"{k}: ask for at least 1 match")
+    return k
+
+
+def register(subparsers: Any) -> None:
+    lib = subparsers.add_parser(
+        "library", help="manage song libraries (add folders, scan, status, remove)",
+        description="A library is a folder holding a SQLite catalog of songs and their "
+        "embeddings, search indexes and a stem cache. Every command takes --library DIR, so "
+        "several libraries can coexist.",
+    )
+    sub = lib.add_subparsers(dest="library_command", metavar="ACTION", required=True)
+
+    p = sub.add_parser("add", help="add folders or files, then scan them",
+                       description="Add folders (scanned recursively) or files to the library "
+                       "and index them (use --no-scan to index later with 'library scan').")
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    p.add_argument("--no-scan", action="store_true", help="only record the paths")
+    _common(p)
+    _scan_opts(p)
+    p.set_defaults(func=cmd_add)
+
+    p = sub.add_parser("scan", help="index new and changed files, forget removed ones",
+                       description="Re-scan the library's folders: new files are embedded, "
+                       "changed ones re-embedded, moved ones recognised by content hash, removed "
+                       "ones forgotten. An interrupted scan resumes where it stopped. A new "
+                       "encoder checkpoint (--encoders) re-embeds every song from cached stems.")
+    _common(p)
+    _scan_opts(p)
+    p.set_defaults(func=cmd_scan)
+
+    p = sub.add_parser("index", help="build the search indexes now (choose exact or approximate)",
+                       description="Build the library's search indexes from its catalog. "
+                       "--kind auto (default) searches exactly up to 200 000 songs and builds a "
+                       "compressed approximate index (IVF-PQ, re-ranked by the exact vectors) "
+                       "above; the choice is kept for later scans.")
+    p.add_argument("--kind", choices=("auto", "flat", "ivfpq"), default=None,
+                   help="index kind (default: keep the library's choice, auto at first)")
+    _common(p, models=False)
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("status", help="counts, failures, model id, size on disk")
+    _common(p, models=False)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("repair", help="check the catalog and salvage a damaged one",
+                       description="Check the library's catalog (SQLite integrity check and "
+                       "unreadable values). When it is damaged, keep every row that can still be "
+                       "read in a new catalog (the damaged file stays beside it as "
+                       "catalog.sqlite.damaged-<time>); the next 'library scan' indexes the "
+                       "songs that were lost again, from their cached stems where possible.")
+    _common(p, models=False)
+    p.add_argument("--check", action="store_true", help="only check; change nothing")
+    p.set_defaults(func=cmd_repair)
+
+    p = sub.add_parser("remove", help="remove a file or folder from the library",
+                       description="Forget a file or folder (the files on disk are untouched).")
+    p.add_argument("path", type=Path, metavar="PATH")
+    _common(p, models=False)
+    p.set_defaults(func=cmd_remove)
+
+    m = subparsers.add_parser(
+        "match", help="find library songs whose accompaniment suits SONG's vocal",
+        description="Separate SONG, embed it and list the nearest library songs by cosine "
+        "similarity. The paper's space is vocal->mix: SONG's vocal (f_v) against the library's mixes "
+        "(f_m); by default the space that measured best for the encoders is used. Near-duplicates of SONG (the same recording) are left out unless "
+        "--include-duplicates.",
+    )
+    m.add_argument("song", type=Path, metavar="SONG")
+    m.add_argument("-k", type=_positive_int, default=10, help="number of matches (default 10)")
+    m.add_argument("--space", default="auto", choices=("auto", *SPACES),
+                   help="search space; auto (default): the space that measured best for these encoders "
+                   "among those the library can serve (see 'crossmix library status')")
+    m.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    m.add_argument("--include-duplicates", action="store_true",
+                   help="keep near-duplicates of SONG among the matches")
+    m.add_argument("--tempo", metavar="LO:HI", default=None,
+                   help="only songs whose tempo (BPM) is in this range, e.g. 100:130")
+    m.add_argument("--key", action="append", default=None, metavar="KEY",
+                   help="only songs in this key, e.g. 'A minor' (repeatable)")
+    add_voice_flags(m, "SONG")
+    m.add_argument("--start", type=float, default=None, metavar="S",
+                   help="search with only the part of SONG from S seconds (default: its start)")
+    m.add_argument("--end", type=float, default=None, metavar="E",
+                   help="... to E seconds (default: its end); at least 3 s in all")
+    _common(m)
+    m.set_defaults(func=cmd_match)
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _open(args: argparse.Namespace, *, create: bool = False,
+          read_only: bool | None = False) -> Library:
+    """The library of ``--library`` (the default one when not given). Only ``add`` creates a
+    library: elsewhere a mistyped folder is an error, not a new empty library.
+    ``read_only=None``: as the library asks (a catalogue, or a folder that may not be
+    written, opens read-only)."""
+    from core.library.library import Library
+
+    if args.library is not None and not create:
+        _existing(args.library)
+    return Library.open(args.library, read_only=read_only)
+
+
+def _existing(folder: Path) -> Path:
+    from core.errors import LibraryError
+    from core.library.library import CATALOG_NAME
+
+    catalog = folder.expanduser() / CATALOG_NAME
+    if not catalog.is_file():
+        raise LibraryError(
+            f"{folder}: there is no library here (no {CATALOG_NAME}); check the folder name, or "
+            f"create a library with 'crossmix library add SONGS --library {folder}'."
+        )
+    return catalog
+
+
+def _device(args: argparse.Namespace) -> Any:
+    from core.device import resolve_device
+
+    return resolve_device(getattr(args, "device", "auto"))
+
+
+def _models(args: argparse.Namespace) -> ModelSpec:
+    """The models the flags name (resolved here, or by each Ray actor on its node)."""
+    from core.library.cluster import ModelSpec
+
+    return ModelSpec(encoders=args.encoders, separator=args.separator,
+                     device=getattr(args, "device", "auto"))
+
+
+def _encoders(args: argparse.Namespace) -> EncoderPair:
+    return _models(args).load_encoders()
+
+
+def _separator(args: argparse.Namespace) -> Separator:
+    return _models(args).load_separator()
+
+
+@contextmanager
+def _ctrl_c_cancels(token: CancelToken) -> Iterator[None]:
+    """First Ctrl-C cancels cleanly between songs; a second one interrupts at once."""
+    if not hasattr(signal, "SIGINT"):
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if token.cancelled:
+            raise KeyboardInterrupt
+        print("\ncrossmix: stopping after the current song (Ctrl-C again to stop now)...",
+              file=sys.stderr)
+        token.cancel()
+
+    try:
+        old = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def _run_scan(lib: Library, args: argparse.Namespace) -> ScanReport:
+    from tqdm import tqdm
+
+    encoders = _encoders(args)
+    separator = _separator(args) if args.mode == "full" else None
+    token = CancelToken()
+    bar = tqdm(total=0, unit="song", file=sys.stderr, disable=not sys.stderr.isatty(),
+               dynamic_ncols=True)
+
+    def on_progress(p: Progress) -> None:
+        if p.stage == "scan" and p.total:
+            bar.total = int(p.total)
+            bar.n = int(p.done)
+            bar.set_postfix_str(p.message[:40])
+            bar.refresh()
+
+    try:
+        with _ctrl_c_cancels(token):
+            if args.engine == "ray":
+                return _run_ray_scan(lib, args, encoders, on_progress, token)
+            return lib.scan(mode=args.mode, separator=separator, encoders=encoders,
+                            analyze=args.analyze, workers=args.workers,
+                            retry_failed=args.retry_failed, progress=on_progress, cancel=token)
+    finally:
+        bar.close()
+
+
+def _run_ray_scan(lib: Library, args: argparse.Namespace, encoders: EncoderPair,
+                  on_progress: Any, token: CancelToken) -> ScanReport:
+    from core.library.cluster import RayOptions, run_scan
+
+    options = RayOptions(address=args.address, actors=args.actors,
+                         gpus_per_actor=args.gpus_per_actor, shards=args.shards,
+                         rows_per_shard=args.rows_per_shard)
+    analyze = args.analyze if args.analyze is not None else args.mode == "full"
+    return run_scan(lib, mode=args.mode, spec=_models(args), encoders=encoders,
+                    analyze=analyze, options=options, retry_failed=args.retry_failed,
+                    progress=on_progress, cancel=token)
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from core.library.index import INDEX_KIND_META
+    from core.library.library import INDEXED_SPACES
+
+    with _open(args) as lib:
+        model = lib.catalog.model_id
+        if model is None:
+            print(f"crossmix: the library {lib.root} is empty; add folders with "
+                  "'crossmix library add DIR'.", file=sys.stderr)
+            return 1
+        if args.kind is not None:
+            lib.catalog.set_meta(INDEX_KIND_META, args.kind)
+        lib.indexes.rebuild_all(list(INDEXED_SPACES), model, force=True)
+        for space in INDEXED_SPACES:
+            idx = lib.indexes.get(space, model)
+            if idx.ntotal:
+                print(f"{space}: {idx.kind} index of {idx.ntotal} songs")
+    return 0
+
+
+def _print_report(r: ScanReport) -> None:
+    print(f"{r.total} audio files: {r.indexed} indexed, {r.reembedded} re-embedded, "
+          f"{r.linked} moved/duplicate, {r.unchanged} unchanged, {r.failed} failed, "
+          f"{r.skipped_failed} skipped (failed before), {r.removed} removed "
+          f"({r.elapsed_s:.1f} s, {r.songs_per_minute:.1f} songs/min)")
+    for m in r.missing_roots:
+        print(f"warning: {m} is missing (unplugged drive?); its songs were kept.")
+    if r.failed:
+        print("see 'crossmix library status' for the reasons of failures.")
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+# --- commands ------------------------------------------------------------------------------
+
+
+def _check_engine(args: argparse.Namespace) -> None:
+    """``--engine ray`` without Ray installed is refused before anything is changed."""
+    if args.engine == "ray":
+        from core.library.cluster import require_ray
+
+        require_ray()
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    _check_engine(args)
+    with _open(args, create=True) as lib:
+        added = lib.add_paths(args.paths)
+        for p in added:
+            print(f"added {p}")
+        if args.no_scan:
+            return 0
+        report = _run_scan(lib, args)
+        _print_report(report)
+    return _scan_status(report)
+
+
+def _scan_status(r: ScanReport) -> int:
+    """1 when files failed and none is usable, so scripts notice."""
+    usable = r.indexed + r.reembedded + r.linked + r.unchanged
+    if r.failed and not usable:
+        print(f"crossmix: error: none of the {r.failed} audio file(s) could be indexed; "
+              "'crossmix library status' lists why.", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    _check_engine(args)
+    with _open(args) as lib:
+        if not lib.roots():
+            print(f"crossmix: the library {lib.root} has no folders; add some with "
+                  "'crossmix library add DIR'.", file=sys.stderr)
+            return 1
+        report = _run_scan(lib, args)
+        _print_report(report)
+    return _scan_status(report)
+
+
+def cmd_repair(args: argparse.Namespace) -> int:
+    from core.library.catalog import repair_catalog
+    from core.library.library import Library
+
+    catalog = _existing(args.library) if args.library is not None else None
+    if catalog is None:
+        from core.library.library import CATALOG_NAME
+        from core.paths import default_library_dir
+
+        catalog = default_library_dir() / CATALOG_NAME
+    r = repair_catalog(catalog, dry_run=args.check)
+    if not r.problems:
+        print(f"{catalog}: the catalog is sound.")
+        return 0
+    print(f"{catalog}: the catalog is damaged:")
+    for line in r.problems[:20]:
+        print(f"  {line}")
+    if args.check:
+        print("run 'crossmix library repair' (without --check) to salvage it.")
+        return 1
+    kept = ", ".join(f"{t} {n}" for t, n in r.kept.items() if n)
+    print(f"salvaged: {kept or 'nothing readable'}; {r.lost_songs} songs lost (their files are "
+          f"indexed again by the next scan). The damaged file was kept as {r.damaged_copy}.")
+    with Library.open(catalog.parent) as lib:
+        st = lib.status()
+    print(f"the library now holds {st.songs} songs; run 'crossmix library scan"
+          + (f" --library {args.library}" if args.library is not None else "")
+          + "' to index the lost ones again.")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with _open(args, read_only=None) as lib:  # only reads: a catalogue stays untouched
+        st = lib.status()
+        failures = lib.failures()
+        from core.embedding.quality import library_has_vocals, quality_for
+
+        q = quality_for(model_id=st.model_id) if st.model_id else None
+        space, why = q.best_space(has_vocals=library_has_vocals(st)) if q is not None else ("", "")
+        if args.json:
+            d = st.to_dict()
+            if q is not None:
+                d["quality"] = {"protocol": q.protocol, "name": q.name,
+                                "spaces": {k: {"top1": v.top1, "top5": v.top5} for k, v in q.spaces.items()},
+                                "default_space": space, "default_space_reason": why}
+            d["failure_list"] = [
+                {"path": f.path, "stage": f.stage, "error": f.error, "reason": f.reason}
+                for f in failures
+            ]
+            print(json.dumps(d, indent=2))
+            return 0
+        print(f"library   {st.root}")
+        for r in st.roots:
+            print(f"folder    {r}")
+        print(f"model     {st.model_id or '(none yet)'}")
+        if st.model_id and q is None:
+            print("quality   not measured for these encoders (crossmix evaluate measures it)")
+        elif q is not None:
+            print(f"quality   {q.summary()}")
+            print(f"search    default space {space}: {why}")
+        print(f"songs     {st.songs} ({st.files} files; {st.current} searchable, "
+              f"{st.full} with vocals, {st.analysed} analysed)")
+        if st.stale:
+            print(f"stale     {st.stale} songs embedded by another checkpoint: run "
+                  "'crossmix library scan' to re-embed them")
+        if st.damaged:
+            print(f"damaged   {st.damaged} songs have a stored vector that fails its checksum "
+                  "(left out of searches): run 'crossmix library scan' to re-embed them")
+        print("vectors   " + ", ".join(f"{k}: {v}" for k, v in sorted(st.vectors.items())))
+        print(f"disk      {_size(st.size_bytes)} (catalog {_size(st.catalog_bytes)}, indexes "
+              f"{_size(st.index_bytes)}, stems {_size(st.stems_bytes)})")
+        print(f"failures  {st.failures}")
+        for f in failures[:50]:
+            print(f"  {f.path}: [{f.stage}] {f.error}: {f.reason}")
+        if len(failures) > 50:
+            print(f"  ... and {len(failures) - 50} more (--json lists all)")
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    with _open(args) as lib:
+        files, songs = lib.remove(args.path)
+        print(f"removed {files} files and {songs} songs from {lib.root}")
+    return 0
+
+
+def _parse_tempo(text: str | None) -> tuple[float, float] | None:
+    from core.errors import CrossmixError
+
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(x) for x in text.replace("-", ":", 1).split(":"))
+    except ValueError:
+        raise CrossmixError(f"--tempo {text!r}: write a BPM range like 100:130.") from None
+    return (min(lo, hi), max(lo, hi))
+
+
+def cmd_match(args: argparse.Namespace) -> int:
+    # a query never changes the library; a catalogue (or a folder that may not be written)
+    # is opened read-only, and the query's stems go to the user's cache
+    with _open(args, read_only=None) as lib:
+        token = CancelToken()
+        encoders = _encoders(args)
+        space, why = args.space, ""
+        if space == "auto":
+            from core.embedding.quality import auto_space
+
+            space, why = auto_space(lib.status(), model_id=encoders.model_id, choice=args.encoders)
+        with _ctrl_c_cancels(token):
+            region = None if args.start is None and args.end is None else (args.start, args.end)
+            res = lib.search(
+                args.song, space=space, k=args.k, include_duplicates=args.include_duplicates,
+                tempo_range=_parse_tempo(args.tempo), key=args.key,
+                separator=None if args.vocal_only else _separator(args), encoders=encoders,
+                vocal_only=args.vocal_only, region=region, cancel=token,
+            )
+    if why and not args.json:
+        print(f"space: {why}")
+    if not args.json:
+        if res.query_vocal_check is not None:
+            print(f"query: {res.query_vocal_check.describe()}")
+        elif res.query_vocal_only:
+            print("query: a voice alone (--vocal-only): not separated")
+        if res.query_region is not None:
+            print(f"query: only {res.query_region[0]:.1f}-{res.query_region[1]:.1f} s embedded")
+    if args.json:
+        doc = res.to_json()
+        if why:
+            doc["space_reason"] = why
+        print(json.dumps(doc, indent=2))
+        return 0
+    print(f"query {res.query}   space {res.space}   model {res.model[:12]}")
+    if not res.matches:
+        print("no matches (is the library scanned? 'crossmix library status')")
+    header = f"{'#':>3}  {'sim':>6}  {'tempo':>5}  {'key':<9}  {'artist':<20}  title"
+    print(header)
+    for m in res.matches:
+        tempo = f"{m.tempo:5.0f}" if m.tempo is not None else "    -"
+        print(f"{m.rank:>3}  {m.similarity:6.3f}  {tempo}  {(m.key or '-'):<9}  "
+              f"{(m.artist or '-')[:20]:<20}  {m.title}   ({m.path})")
+    if res.excluded_duplicates:
+        print("left out as near-duplicates of the query: "
+              + "; ".join(f"{d.title} ({d.duplicate})" for d in res.excluded_duplicates))
+    return 0

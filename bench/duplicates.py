@@ -38,7 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from core.audio.decode import load_audio  # noqa: E402
 from core.audio.fingerprints import fingerprint as make_fingerprint  # noqa: E402
 from core.audio.fingerprints import from_blob, same_recording  # noqa: E402
-from core.library.library import DUPLICATE_MARGIN, DUPLICATE_SIMILARITY, Library  # noqa: E402
+from core.library.library import Library  # noqa: E402
+from core.library.spaces import DUPLICATE_MARGIN, DUPLICATE_SIMILARITY  # noqa: E402
 from core.paths import default_library_dir  # noqa: E402
 from core.separation.separator import StemCache  # noqa: E402
 

@@ -162,6 +162,11 @@ def register(subparsers: Any) -> None:
                    help="only songs whose tempo (BPM) is in this range, e.g. 100:130")
     m.add_argument("--key", action="append", default=None, metavar="KEY",
                    help="only songs in this key, e.g. 'A minor' (repeatable)")
+    m.add_argument("--no-report", dest="report", action="store_false",
+                   help="leave out the compatibility report (the query's tempo and key, and each "
+                   "match's stretch, key shift and mashability): only the ranking")
+    m.add_argument("--max-shift", type=int, default=3, metavar="N",
+                   help="largest key shift (semitones) the report assumes (default 3)")
     add_voice_flags(m, "SONG")
     m.add_argument("--start", type=float, default=None, metavar="S",
                    help="search with only the part of SONG from S seconds (default: its start)")
@@ -289,7 +294,7 @@ def _run_ray_scan(lib: Library, args: argparse.Namespace, encoders: EncoderPair,
 
 def cmd_index(args: argparse.Namespace) -> int:
     from core.library.index import INDEX_KIND_META
-    from core.library.library import INDEXED_SPACES
+    from core.library.spaces import INDEXED_SPACES
 
     with _open(args) as lib:
         model = lib.catalog.model_id
@@ -472,49 +477,62 @@ def _parse_tempo(text: str | None) -> tuple[float, float] | None:
 
 
 def cmd_match(args: argparse.Namespace) -> int:
-    # a query never changes the library; a catalogue (or a folder that may not be written)
-    # is opened read-only, and the query's stems go to the user's cache
-    with _open(args, read_only=None) as lib:
-        token = CancelToken()
-        encoders = _encoders(args)
-        space, why = args.space, ""
-        if space == "auto":
-            from core.embedding.quality import auto_space
+    from core.api import Crossmix
+    from core.errors import CrossmixError
+    from core.separation.separator import default_stem_cache
 
-            space, why = auto_space(lib.status(), model_id=encoders.model_id, choice=args.encoders)
-        with _ctrl_c_cancels(token):
-            region = None if args.start is None and args.end is None else (args.start, args.end)
-            res = lib.search(
-                args.song, space=space, k=args.k, include_duplicates=args.include_duplicates,
-                tempo_range=_parse_tempo(args.tempo), key=args.key,
-                separator=None if args.vocal_only else _separator(args), encoders=encoders,
-                vocal_only=args.vocal_only, region=region, cancel=token,
-            )
-    if why and not args.json:
-        print(f"space: {why}")
-    if not args.json:
-        if res.query_vocal_check is not None:
-            print(f"query: {res.query_vocal_check.describe()}")
-        elif res.query_vocal_only:
-            print("query: a voice alone (--vocal-only): not separated")
-        if res.query_region is not None:
-            print(f"query: only {res.query_region[0]:.1f}-{res.query_region[1]:.1f} s embedded")
+    # A query never changes the library's songs; a catalogue (or a folder that may not be
+    # written) is opened read-only, and the query's stems then go to the user's cache. The
+    # query runs through the same engine object as the app's (core.api.Crossmix).
+    lib = _open(args, read_only=None)
+    token = CancelToken()
+    region = None if args.start is None and args.end is None else (args.start, args.end)
+    with Crossmix(device=_device(args), separator=lambda d: _separator(args),
+                  encoders=lambda d: _encoders(args), library=lib,
+                  query_cache=default_stem_cache()) as cx, _ctrl_c_cancels(token):
+        cx.encoders_choice = args.encoders or ""
+        q = cx.query(args.song, space=args.space, k=args.k, tempo_range=_parse_tempo(args.tempo),
+                     key=args.key, include_duplicates=args.include_duplicates,
+                     vocal_only=args.vocal_only, region=region, cancel=token)
+        if q.error:
+            raise CrossmixError(q.error)
+        if args.report and q.rows:
+            cx.compatibility(q, key_match=True, max_shift=args.max_shift, cancel=token)
     if args.json:
-        doc = res.to_json()
-        if why:
-            doc["space_reason"] = why
-        print(json.dumps(doc, indent=2))
+        print(json.dumps(q.to_json(), indent=2))
         return 0
+    _print_matches(q)
+    return 0
+
+
+def _print_matches(q: Any) -> None:
+    """``crossmix match``'s table: the ranking, then the compatibility when analysed."""
+    res = q.search
+    if q.space_note:
+        print(q.space_note.replace("Search space: ", "space: ").rstrip("."))
+    if q.vocal_check is not None:
+        print(f"query: {q.vocal_check.describe()}")
+    elif q.vocal_only:
+        print("query: a voice alone (--vocal-only): not separated")
+    if q.region is not None:
+        print(f"query: only {q.region[0]:.1f}-{q.region[1]:.1f} s embedded")
+    if q.analysis is not None:
+        print(f"query: {q.analysis.tempo:.1f} BPM, {q.analysis.key}")
     print(f"query {res.query}   space {res.space}   model {res.model[:12]}")
-    if not res.matches:
+    if not q.rows:
         print("no matches (is the library scanned? 'crossmix library status')")
-    header = f"{'#':>3}  {'sim':>6}  {'tempo':>5}  {'key':<9}  {'artist':<20}  title"
-    print(header)
-    for m in res.matches:
+    report = q.analysis is not None
+    print(f"{'#':>3}  {'sim':>6}  {'tempo':>5}  {'key':<9}"
+          + (f"  {'stretch':>7}  {'shift':>5}  {'mash':>5}" if report else "")
+          + f"  {'artist':<20}  title")
+    for m in q.rows:
         tempo = f"{m.tempo:5.0f}" if m.tempo is not None else "    -"
-        print(f"{m.rank:>3}  {m.similarity:6.3f}  {tempo}  {(m.key or '-'):<9}  "
+        fit = ""
+        if report:
+            fit = (f"  {m.stretch_percent:+6.1f}%  {m.semitone_shift:+5d}  {m.mashability:5.2f}"
+                   if m.mashability is not None else f"  {'-':>7}  {'-':>5}  {'-':>5}")
+        print(f"{m.rank:>3}  {m.similarity:6.3f}  {tempo}  {(m.key or '-'):<9}{fit}  "
               f"{(m.artist or '-')[:20]:<20}  {m.title}   ({m.path})")
     if res.excluded_duplicates:
         print("left out as near-duplicates of the query: "
               + "; ".join(f"{d.title} ({d.duplicate})" for d in res.excluded_duplicates))
-    return 0

@@ -161,10 +161,10 @@ class DragOut(QObject):
         def write(*, progress: Any = None, cancel: Any = None) -> list[Path]:
             for row, path in todo:
                 sid = getattr(row.match, "song_id", None)
-                session.export_match(r, row, path=path, fmt=fmt, bitrate=bitrate, full=full,
-                                     options=options, overwrite=True,
-                                     preview=previews.get(sid) if sid is not None else None,
-                                     progress=progress, cancel=cancel)
+                session.export(r, row, path=path, fmt=fmt, bitrate=bitrate, full=full,
+                               options=options, overwrite=True,
+                               preview=previews.get(sid) if sid is not None else None,
+                               progress=progress, cancel=cancel)
             return [path for _, path in todo]
 
         names = ", ".join(row.title for row, _ in todo)

@@ -1383,7 +1383,7 @@ class MainWindow(QMainWindow):
         if self.preview is None or self.result is None:
             return None
         row = self.preview.row
-        task = Task(self.session.export, self.result, self.preview, path=choice.path,
+        task = Task(self.session.export, self.result, row, preview=self.preview, path=choice.path,
                     fmt=choice.format, bitrate=choice.bitrate, full=choice.full,
                     overwrite=choice.overwrite, stems=choice.stems,
                     options=self.remix_options(full=choice.full), name="the export")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from PySide6.QtCore import (
@@ -13,36 +12,16 @@ from PySide6.QtCore import (
     Qt,
 )
 
+from core.api import MatchRow
+
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 ROW_ROLE = Qt.ItemDataRole.UserRole + 2
 
 _Index = QModelIndex | QPersistentModelIndex
 
 
-@dataclass(frozen=True)
-class ResultRow:
-    """What the table shows for one match. ``match`` is the engine's own object."""
-
-    rank: int
-    title: str
-    artist: str
-    similarity: float
-    tempo: float | None
-    key: str
-    stretch_percent: float | None
-    semitone_shift: int | None
-    mashability: float | None
-    path: str
-    match: Any = None
-    #: the shift the keys would need, and the largest allowed (``semitone_shift`` is 0 when
-    #: the need is beyond the limit)
-    shift_needed: int | None = None
-    shift_limit: int | None = None
-
-    @property
-    def shift_out_of_range(self) -> bool:
-        return (self.shift_needed is not None and self.shift_limit is not None
-                and abs(self.shift_needed) > self.shift_limit)
+#: One row of the table: the engine's ranked match (its compatibility once analysed).
+ResultRow = MatchRow
 
 
 COLUMNS: tuple[tuple[str, str], ...] = (

@@ -223,7 +223,7 @@ def test_batch_export_on_a_disk_that_fills_keeps_the_files_written(qtbot, window
     w = window
     _query(qtbot, w, query_song)
     rows = w.shown_rows()
-    one = w.session.export(w.result, w.preview, path=tmp_path / "one.wav", fmt="wav",
+    one = w.session.export(w.result, w.preview.row, preview=w.preview, path=tmp_path / "one.wav", fmt="wav",
                            bitrate="192k", full=False, options=w.remix_options())
     size = one.stat().st_size
     disk = tmpfs(int(1.6 * size / 1024))  # room for one file, not two

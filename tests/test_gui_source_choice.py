@@ -93,7 +93,7 @@ def test_remove_keep_cancel_undo_rerender_the_cross_mix(qtbot, window, query_son
     assert w._source_choice(None) == kept.choice  # kept with the match
 
     # the export includes it: a full-song render goes over the chosen accompaniment
-    out = w.session.export(w.result, kept, path=tmp_path / "x.wav", fmt="wav", bitrate="192k",
+    out = w.session.export(w.result, kept.row, preview=kept, path=tmp_path / "x.wav", fmt="wav", bitrate="192k",
                            full=True, options=w.remix_options(full=True))
     assert out.is_file()
 

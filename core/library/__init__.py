@@ -10,7 +10,7 @@ import lazy_loader as _lazy
 
 __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
-    submodules=["catalog", "cluster", "history", "index", "library", "scan", "shards"],
+    submodules=["catalog", "cluster", "history", "index", "library", "scan", "shards", "spaces"],
     submod_attrs={
         "catalog": [
             "FileRow",
@@ -53,7 +53,6 @@ __getattr__, __dir__, __all__ = _lazy.attach(
             "build_demo_library",
             "is_catalogue",
             "opens_read_only",
-            "resolve_space",
         ],
         "scan": [
             "ScanReport",
@@ -81,11 +80,19 @@ __getattr__, __dir__, __all__ = _lazy.attach(
             "IngestReport",
             "ingest_shards",
         ],
+        "spaces": [
+            "DEFAULT_SPACE",
+            "DUPLICATE_MARGIN",
+            "DUPLICATE_SIMILARITY",
+            "INDEXED_SPACES",
+            "SEARCH_SPACES",
+            "resolve_space",
+        ],
     },
 )
 
 if TYPE_CHECKING:  # the names, for type checkers and readers
-    from . import catalog, cluster, history, index, library, scan, shards
+    from . import catalog, cluster, history, index, library, scan, shards, spaces
     from .catalog import (
         Catalog,
         Failure,
@@ -127,7 +134,6 @@ if TYPE_CHECKING:  # the names, for type checkers and readers
         build_demo_library,
         is_catalogue,
         opens_read_only,
-        resolve_space,
     )
     from .scan import (
         IndexedSong,
@@ -154,4 +160,12 @@ if TYPE_CHECKING:  # the names, for type checkers and readers
         shard_files,
         shard_filesystem,
         songs_to_table,
+    )
+    from .spaces import (
+        DEFAULT_SPACE,
+        DUPLICATE_MARGIN,
+        DUPLICATE_SIMILARITY,
+        INDEXED_SPACES,
+        SEARCH_SPACES,
+        resolve_space,
     )

@@ -261,9 +261,10 @@ def run_scan(
     """
     ray = require_ray()
     from core.audio.decode import DEFAULT_MAX_DURATION
-    from core.library.library import ENGINE_META, INDEXED_SPACES
+    from core.library.library import ENGINE_META
     from core.library.scan import Scanner, ScanReport
     from core.library.shards import ingest_shards, prepare_shard_folder
+    from core.library.spaces import INDEXED_SPACES
 
     if max_duration is None:
         max_duration = DEFAULT_MAX_DURATION

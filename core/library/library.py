@@ -6,7 +6,7 @@ Layout of a library folder (default :func:`core.paths.default_library_dir`)::
     index/<space>.faiss + .json     derived search indexes, rebuilt when missing/stale/corrupt
     stems/                          separated stems (core.separation.separator.StemCache)
 
-Typical use (the GUI and the CLI do exactly this)::
+Typical use (the engine's facade, :class:`core.api.Crossmix`, does this for the GUI and the CLI)::
 
     lib = Library.open(folder)                  # None: the default library
     lib.add_paths(["~/Music"])
@@ -64,54 +64,28 @@ from core.errors import CrossmixError, LibraryError, LibraryReadOnlyError, NoVoc
 from core.library.catalog import Catalog, Failure, SongRecord
 from core.library.index import IndexStore
 from core.library.scan import MODES, Scanner, ScanReport, embedding_vectors
+from core.library.spaces import (
+    DEFAULT_SPACE,
+    DUPLICATE_MARGIN,
+    DUPLICATE_SIMILARITY,
+    INDEXED_SPACES,
+    SEARCH_SPACES,
+    resolve_space,
+)
 from core.paths import default_library_dir
 from core.progress import CancelToken, Progress, ProgressFn, check_cancel
-from core.separation.separator import Separator, StemCache, Stems
+from core.separation.separator import Separator, StemCache, Stems, get_or_separate
 
 if TYPE_CHECKING:
     from core.remix.analysis import Analysis, KeyMode
 
 log = logging.getLogger(__name__)
 
-#: Search spaces: name -> (query vector space, library vector space).
-SEARCH_SPACES: dict[str, tuple[str, str]] = {
-    "vocal->mix": ("V", "M"),
-    "mix->mix": ("M", "M"),
-    "vocal->vocal": ("V", "V"),
-    "[M,V]": ("[M,V]", "[M,V]"),
-}
-_SPACE_ALIASES = {
-    "[m,v]->[m,v]": "[M,V]", "[m,v]": "[M,V]", "mv": "[M,V]", "v->m": "vocal->mix",
-    "m->m": "mix->mix", "v->v": "vocal->vocal",
-}
-DEFAULT_SPACE = "vocal->mix"
-#: Cosine similarity of the mixes' ``M`` vectors above which a library song counts as
-#: another version of the query (a re-encode or remaster) and is excluded from matches.
-DUPLICATE_SIMILARITY = 0.95
-#: ... and that must also exceed the query's average ``M`` similarity to the whole library by
-#: this much: a checkpoint that maps every song to nearly the same vector (undertrained,
-#: random) would otherwise make every song a "version" of every other and hide all matches.
-DUPLICATE_MARGIN = 0.1
-#: Library-side spaces that get an index.
-INDEXED_SPACES = ("M", "V", "[M,V]")
-
 #: Age after which a leftover temporary file is certainly not being written any more.
 TEMP_FILE_MAX_AGE_S = 3600.0
 CATALOG_NAME = "catalog.sqlite"
 INDEX_DIR = "index"
 STEMS_DIR = "stems"
-
-
-def resolve_space(space: str) -> str:
-    """Canonical search-space name; raises :class:`LibraryError` for an unknown one."""
-    if space in SEARCH_SPACES:
-        return space
-    alias = _SPACE_ALIASES.get(space.strip().lower().replace(" ", ""))
-    if alias is None:
-        raise LibraryError(
-            f"Unknown search space {space!r}: use one of {', '.join(SEARCH_SPACES)}."
-        )
-    return alias
 
 
 @dataclass(frozen=True)
@@ -532,14 +506,11 @@ class Library:
 
         p = _abspath(path)
         chash = file_hash(p)
-        model = self.catalog.model_id
         sid = self.catalog.song_id_by_hash(chash)
-        if sid is not None and model is not None and region is None and vocal_only is None:
-            vecs = self.catalog.song_vectors(sid, model)
-            if "V" in vecs and "[M,V]" in vecs:
+        if sid is not None and region is None and vocal_only is None:
+            emb = self.stored_embedding(chash)
+            if emb is not None:
                 song = self.song(sid)
-                emb = SongEmbedding(M=vecs["M"], V=vecs["V"], MplusV=vecs.get("[M+V]"),
-                                    MV=vecs["[M,V]"], model_id=model)
                 fps = self.catalog.fingerprints([sid])
                 fp = fp_from_blob(fps[sid]) if sid in fps else None
                 return QueryEmbedding(emb, p, chash, song.audio_key, fp, song.duration)
@@ -558,6 +529,20 @@ class Library:
         return QueryEmbedding(emb, p, chash, key, fingerprint(audio),
                               stems.mix.duration if span is not None else audio.duration,
                               vocal_only=qs.vocal_only, vocal_check=qs.check, region=span)
+
+    def stored_embedding(self, content_hash: str) -> SongEmbedding | None:
+        """The stored vectors of the song whose file has ``content_hash`` (sha256), when it
+        was indexed in full mode by the library's checkpoint: a query of a library song needs
+        no separation or embedding. ``None`` otherwise."""
+        model = self.catalog.model_id
+        sid = self.catalog.song_id_by_hash(content_hash)
+        if sid is None or model is None:
+            return None
+        vecs = self.catalog.song_vectors(sid, model)
+        if "V" not in vecs or "[M,V]" not in vecs:
+            return None
+        return SongEmbedding(M=vecs["M"], V=vecs["V"], MplusV=vecs.get("[M+V]"),
+                             MV=vecs["[M,V]"], model_id=model)
 
     def search(
         self,
@@ -739,14 +724,14 @@ class Library:
         sep = self._get_separator(separator)
         if rec.audio_key:
             hit = self.stem_cache.get(rec.audio_key, sep.model_id)
-            if hit is not None:
+            if hit is not None:  # known without decoding the song
                 if progress:
                     progress(Progress("separate", 1, 1, "songs", "from the stem cache"))
                 return hit
         audio = self._load_song_audio(rec)
         key = audio_hash(audio)
-        stems = sep.separate(audio, progress=progress, cancel=cancel)
-        self.stem_cache.put(key, sep.model_id, stems)
+        stems = get_or_separate(audio, key, separator=sep, caches=[self.stem_cache],
+                                progress=progress, cancel=cancel)
         if not self.read_only:
             self.catalog.set_stems(rec.id, audio_key=key, stems_model=sep.model_id)
         return stems

@@ -54,7 +54,7 @@ from core.embedding.song import SongEmbedding, embed_song
 from core.errors import AudioError, Cancelled, CrossmixError, NotRegularFileError
 from core.library.catalog import Catalog, Failure, SongInfo, SongRecord
 from core.progress import CancelToken, EtaClock, Progress, ProgressFn, check_cancel
-from core.separation.separator import Separator, StemCache, Stems
+from core.separation.separator import Separator, StemCache, Stems, get_or_separate
 
 log = logging.getLogger(__name__)
 
@@ -281,11 +281,10 @@ def song_stems(
         audio_key = prep.audio_key = audio_hash(prep.audio)
     if mode != "full" or separator is None or audio_key is None:
         return None, audio_key, None
-    stems = separator.separate(prep.audio, cancel=cancel)
-    if cache is None:
-        return stems, audio_key, None  # not kept: stems_for separates again when needed
-    cache.put(audio_key, separator.model_id, stems)
-    return stems, audio_key, separator.model_id
+    stems = get_or_separate(prep.audio, audio_key, separator=separator, caches=[cache],
+                            cancel=cancel)
+    # not kept without a cache: stems_for separates again when needed
+    return stems, audio_key, separator.model_id if cache is not None else None
 
 
 def embed_prepared(

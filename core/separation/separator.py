@@ -29,7 +29,7 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -601,6 +601,58 @@ class StemCache:
         return p
 
 
+#: ``get_or_separate(store=FIRST_CACHE)``: store new stems in the first of ``caches``.
+FIRST_CACHE = "first"
+
+
+def get_or_separate(
+    audio: Audio,
+    audio_key: str,
+    *,
+    separator: Separator,
+    caches: Sequence[StemCache | None] = (),
+    store: StemCache | str | None = FIRST_CACHE,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> Stems:
+    """The stems of ``audio``: from the first of ``caches`` that holds them, else separated.
+
+    This is the one place Crossmix decides between the stem cache and the separator (queries,
+    library scans, matches, ``crossmix separate`` and ``remix``).
+
+    Parameters
+    ----------
+    audio_key : str
+        :func:`core.audio.decode.audio_hash` of ``audio`` (the caches' key, with the
+        separator's ``model_id``).
+    caches : sequence of StemCache
+        Looked in, in order (``None`` entries are skipped): e.g. the library's stem cache, then
+        the user's query cache, so a library song dropped as a query is not separated again.
+    store : StemCache, ``FIRST_CACHE`` or None
+        Where newly separated stems go (default: the first cache); ``None`` keeps them nowhere
+        (the caller stores them, e.g. on another thread). A cache that cannot be written (a
+        full disk, a read-only library) is logged and the stems are returned all the same.
+    progress : ProgressFn, optional
+        Stage ``"separate"`` (seconds of the song), or one report "from the stem cache".
+    """
+    present = [c for c in caches if c is not None]
+    for cache in present:
+        hit = cache.get(audio_key, separator.model_id)
+        if hit is not None:
+            if progress is not None:
+                progress(Progress("separate", audio.duration, max(audio.duration, 1e-9), "s",
+                                  message="from the stem cache"))
+            return hit
+    stems = separator.separate(audio, progress=progress, cancel=cancel)
+    target = (present[0] if present else None) if store == FIRST_CACHE else store
+    if isinstance(target, StemCache):
+        try:
+            target.put(audio_key, separator.model_id, stems)
+        except CrossmixError as exc:  # a full disk or a read-only folder must not lose the work
+            log.warning("%s", exc)
+    return stems
+
+
 def separate_file(
     path: str | Path,
     *,
@@ -623,17 +675,8 @@ def separate_file(
         ``cancel`` was set.
     """
     audio = load_audio(path, max_duration=max_duration)
-    key = audio_hash(audio)
-    if cache is not None:
-        hit = cache.get(key, separator.model_id)
-        if hit is not None:
-            if progress is not None:
-                progress(Progress("separate", audio.duration, audio.duration, "s", message="from the stem cache"))
-            return hit
-    stems = separator.separate(audio, progress=progress, cancel=cancel)
-    if cache is not None:
-        cache.put(key, separator.model_id, stems)
-    return stems
+    return get_or_separate(audio, audio_hash(audio), separator=separator, caches=[cache],
+                           progress=progress, cancel=cancel)
 
 
 #: Default size limit of the query stem cache (:func:`default_stem_cache`).

@@ -26,19 +26,22 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from core.audio.decode import Audio
-from core.errors import CrossmixError
-from core.progress import CancelToken, Progress, ProgressFn, check_cancel
+from core.progress import CancelToken, ProgressFn, check_cancel
 
 if TYPE_CHECKING:
     from core.separation.separator import Separator, StemCache, Stems
 
 log = logging.getLogger(__name__)
+
+#: ``query_stems(store=FIRST)``: new stems go to the first cache (as ``get_or_separate``).
+FIRST = "first"
 
 #: A probe whose accompaniment share is below this (dB) is a voice alone (bench/vocal_only.py).
 VOCAL_ONLY_THRESHOLD_DB = -8.0
@@ -192,8 +195,10 @@ class QueryStems:
     check: VocalOnlyCheck | None
 
 
-def query_stems(audio: Audio, audio_key: str, *, separator: Separator, cache: StemCache | None = None,
-                vocal_only: bool | None = None, progress: ProgressFn | None = None,
+def query_stems(audio: Audio, audio_key: str, *, separator: Separator,
+                cache: StemCache | None = None, vocal_only: bool | None = None,
+                caches: Sequence[StemCache | None] = (), store: StemCache | str | None = FIRST,
+                progress: ProgressFn | None = None,
                 cancel: CancelToken | None = None) -> QueryStems:
     """The stems of a query: the file itself when it is a voice alone, else its separation.
 
@@ -203,29 +208,23 @@ def query_stems(audio: Audio, audio_key: str, *, separator: Separator, cache: St
         The decoded query.
     audio_key : str
         :func:`core.audio.decode.audio_hash` of ``audio`` (the stem cache's key).
+    cache, caches, store
+        Stem caches looked in (``cache`` first, then ``caches``) and where a new separation
+        is stored (see :func:`core.separation.separator.get_or_separate`).
     vocal_only : bool, optional
         ``True``: the file is a voice alone (a recorded take, the user's choice): nothing is
         separated. ``False``: always separate. ``None``: :func:`detect_vocal_only` decides
-        (from the cached separation when there is one, else from a probe).
+        from the probe excerpts of the song's separation (cached, or made now: a mix needs it
+        anyway).
     progress : ProgressFn, optional
         Stage ``"separate"`` (seconds of the song).
     """
+    from core.separation.separator import get_or_separate
+
     if vocal_only:
         return QueryStems(vocal_only_stems(audio), True, None)
-    stems = cache.get(audio_key, separator.model_id) if cache is not None else None
-    if stems is not None:
-        if progress is not None:
-            progress(Progress("separate", 1, 1, "s", "from the stem cache"))
-    else:
-        # A mix (the usual query) is separated whole anyway, so the detection measures its
-        # probe excerpts in that separation and costs nothing; a voice alone pays one
-        # separation, then its own file is used.
-        stems = separator.separate(audio, progress=progress, cancel=cancel)
-        if cache is not None:
-            try:
-                cache.put(audio_key, separator.model_id, stems)
-            except CrossmixError as exc:  # a full disk must not lose the query
-                log.warning("%s", exc)
+    stems = get_or_separate(audio, audio_key, separator=separator, caches=[cache, *caches],
+                            store=store, progress=progress, cancel=cancel)
     check = None
     if vocal_only is None:
         check = detect_vocal_only(audio, separator, stems=stems, cancel=cancel)

@@ -1,0 +1,253 @@
+"""The engine's one facade (core.api.Crossmix): one query pipeline for the GUI and the CLI.
+
+- The GUI's Session and ``crossmix match`` rank the same file identically (they are the same
+  object underneath).
+- A library song dropped as a query is not separated again (its stems are the library's).
+- The README's Python example works as written (tiny models).
+- On the demo library with the shipped encoders, the facade ranks as the code before it did
+  (``tests/data/demo_rankings.json``, made by ``crossmix match`` at commit 17e29fd).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from cli import main
+from core import Crossmix
+from core.embedding.encoders import EncoderPair
+from core.library.library import Library
+from core.separation.separator import Separator, StemCache
+from gui.engine import Session
+from synth_songs import make_song
+
+TINY = ["--encoders", "tiny", "--separator", "tiny"]
+HERE = Path(__file__).resolve().parent
+
+
+class CountingSeparator(Separator):
+    """A tiny random-weight separator that counts its separations."""
+
+    calls = 0
+
+    def separate(self, audio: Any, **kw: Any) -> Any:  # type: ignore[override]
+        type(self).calls += 1
+        return super().separate(audio, **kw)
+
+
+def counting_separator() -> CountingSeparator:
+    base = Separator.tiny(seed=0)
+    CountingSeparator.calls = 0
+    return CountingSeparator(base._nets, model_id=base.model_id, name=base.name)
+
+
+def write(path: Path, samples: np.ndarray, sr: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, samples.T, sr)
+    return path
+
+
+@pytest.fixture(scope="module")
+def songs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("facade-songs")
+    for i, tempo in enumerate((92.0, 104.0, 116.0, 128.0)):
+        s = make_song(tempo=tempo, key_root=i * 2, seconds=8.0, seed=60 + i)
+        write(root / f"song{i}.wav", s.mix.samples, s.mix.sr)
+    return root
+
+
+@pytest.fixture(scope="module")
+def full_library(songs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The four songs scanned in full mode (every space) with the tiny models."""
+    lib_dir = tmp_path_factory.mktemp("facade-lib") / "lib"
+    with Library.open(lib_dir, separator=Separator.tiny(), encoders=EncoderPair.tiny()) as lib:
+        lib.add_paths([songs])
+        assert lib.scan(mode="full").indexed == 4
+    return lib_dir
+
+
+@pytest.fixture(scope="module")
+def query_song(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    s = make_song(tempo=110.0, key_root=9, key_mode="minor", seconds=10.0, seed=77)
+    return write(tmp_path_factory.mktemp("facade-query") / "query.wav", s.mix.samples, s.mix.sr)
+
+
+def session_for(lib_dir: Path, cache: Path, separator: Any = None) -> Session:
+    sep = separator if separator is not None else Separator.tiny()
+    return Session(separator_factory=lambda d: sep, encoders_factory=lambda d: EncoderPair.tiny(),
+                   library_factory=lambda: Library.open(lib_dir), stem_cache=StemCache(cache))
+
+
+def cli_ranking(capsys: pytest.CaptureFixture[str], song: Path, lib_dir: Path, space: str,
+                *extra: str) -> dict[str, Any]:
+    rc = main(["match", str(song), "--space", space, "-k", "3", "--library", str(lib_dir),
+               "--json", *TINY, *extra])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    return dict(json.loads(out))
+
+
+@pytest.mark.parametrize("space", ["vocal->mix", "mix->mix", "[M,V]"])
+def test_the_gui_and_the_cli_rank_a_file_identically(
+        space: str, full_library: Path, query_song: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    session = session_for(full_library, tmp_path / "stems")
+    try:
+        shown = session.query(query_song, space=space, k=3)
+    finally:
+        session.close()
+    doc = cli_ranking(capsys, query_song, full_library, space, "--no-report")
+    gui = [(r.path, round(r.similarity, 6)) for r in shown.rows]
+    cli = [(m["path"], round(m["similarity"], 6)) for m in doc["matches"]]
+    assert len(gui) == 3 and gui == cli
+    assert doc["space"] == space
+
+
+def test_the_cli_prints_the_compatibility_report_the_gui_shows(
+        full_library: Path, query_song: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    session = session_for(full_library, tmp_path / "stems")
+    try:
+        shown = session.analyze(session.query(query_song, space="vocal->mix", k=3))
+    finally:
+        session.close()
+    doc = cli_ranking(capsys, query_song, full_library, "vocal->mix")
+    assert doc["query_analysis"]["tempo"] == pytest.approx(shown.analysis.tempo)
+    for row, m in zip(shown.rows, doc["matches"], strict=True):
+        assert m["mashability"] == pytest.approx(row.mashability)
+        assert m["stretch_percent"] == pytest.approx(row.stretch_percent)
+        assert m["semitone_shift"] == row.semitone_shift
+    # and the table says it too
+    rc = main(["match", str(query_song), "--space", "vocal->mix", "-k", "3", "--library",
+               str(full_library), *TINY])
+    text = capsys.readouterr().out
+    assert rc == 0 and "mash" in text and "BPM" in text
+
+
+def test_gui_filters_and_duplicates_are_the_clis(full_library: Path, songs: Path,
+                                                 tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """A library song as the query: left out as a duplicate unless asked, in both."""
+    song = songs / "song1.wav"
+    session = session_for(full_library, tmp_path / "stems")
+    try:
+        without = session.query(song, space="mix->mix", k=4)
+        with_dups = session.query(song, space="mix->mix", k=4, include_duplicates=True)
+    finally:
+        session.close()
+    assert str(song) not in {r.path for r in without.rows}
+    assert str(song) in {r.path for r in with_dups.rows}
+    doc = cli_ranking(capsys, song, full_library, "mix->mix", "--no-report",
+                      "--include-duplicates")
+    assert str(song) in {m["path"] for m in doc["matches"]}
+
+
+def test_a_library_song_is_never_separated_twice(songs: Path, tmp_path: Path) -> None:
+    """Full mode: its stems are the library's (no separation). Fast mode: separated once as
+    the query, and its preview as a match finds them."""
+    full = tmp_path / "full"
+    with Library.open(full, separator=Separator.tiny(), encoders=EncoderPair.tiny()) as lib:
+        lib.add_paths([songs])
+        lib.scan(mode="full")
+    sep = counting_separator()
+    session = session_for(full, tmp_path / "stems", separator=sep)
+    try:
+        r = session.query(songs / "song2.wav", space="vocal->mix", k=2)
+        assert CountingSeparator.calls == 0 and r.stored_vectors and len(r.rows) == 2
+    finally:
+        session.close()
+
+    fast = tmp_path / "fast"
+    with Library.open(fast, separator=Separator.tiny(), encoders=EncoderPair.tiny()) as lib:
+        lib.add_paths([songs])
+        lib.scan(mode="fast")
+    sep = counting_separator()
+    session = session_for(fast, tmp_path / "stems2", separator=sep)
+    try:
+        r = session.query(songs / "song3.wav", space="vocal->mix", k=2)
+        assert CountingSeparator.calls == 1 and not r.stored_vectors
+        lib = session.library()
+        assert lib is not None
+        sid = lib.catalog.song_id_by_hash(r.content_hash)
+        lib.stems_for(sid, separator=sep)
+        assert CountingSeparator.calls == 1  # the query's separation is the library's
+    finally:
+        session.close()
+
+
+def test_the_readme_example(full_library: Path, query_song: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cross-mix.wav"
+    with Crossmix(library=full_library, separator="tiny", encoders="tiny",
+                  query_cache=StemCache(tmp_path / "stems")) as cx:
+        q = cx.query(query_song, space="auto", k=2, tempo_range=(60, 200))
+        cx.compatibility(q)
+        assert [r.rank for r in q.rows] == [1, 2] or q.message
+        if q.rows:
+            written = cx.export(q, q.rows[0], path=out, full=False)
+            assert written == out and sf.info(str(out)).duration > 1.0
+
+
+# --- the demo library, shipped encoders -----------------------------------------------------
+
+
+def _demo(monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """The demo library the set-up built in the user's data folder (the tests' own data
+    folder is a temporary one): opened read-only."""
+    from core.paths import data_dir, default_library_dir
+
+    monkeypatch.delenv("CROSSMIX_DATA_DIR")
+    lib, songs = default_library_dir(), data_dir() / "demo" / "songs"
+    monkeypatch.undo()
+    if not (lib / "catalog.sqlite").is_file() or not songs.is_dir():
+        pytest.skip("the demo library is not built (scripts/build_assets.py)")
+    return lib, songs
+
+
+def _same_ranking(got: list[tuple[str, float]], want: list[list[Any]], tol: float = 2e-3) -> None:
+    """Equal up to float noise of another CPU: every match found again with its similarity
+    within ``tol``, and the order equal except between matches closer than ``tol``."""
+    g = dict(got)
+    common = [name for name, _ in want if name in g]
+    assert len(common) >= len(want) - 1, (got, want)
+    for name, sim in want:
+        if name in g:
+            assert g[name] == pytest.approx(sim, abs=tol), (name, got, want)
+    order = [name for name, _ in got if name in set(common)]
+    ref = {name: sim for name, sim in want}
+    for a, b in zip(order, order[1:]):
+        assert ref[a] >= ref[b] - tol, (order, want)
+
+
+@pytest.mark.slow
+def test_the_demo_library_ranks_as_before_the_facade(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.separation.assets import example_clip_path
+
+    lib, songs = _demo(monkeypatch)
+    golden = json.loads((HERE / "data" / "demo_rankings.json").read_text())["queries"]
+    files = {"example": Path(example_clip_path())}
+    files.update({q: songs / q.split(":", 1)[1] for q in golden if q.startswith("demo:")})
+    session = Session(library_factory=lambda: Library.open(lib, read_only=True),
+                      stem_cache=StemCache(tmp_path / "stems"))
+    try:
+        for q, spaces in golden.items():
+            for space, want in spaces.items():
+                shown = session.query(files[q], space=space, k=10)
+                got = [(os.path.basename(r.path), r.similarity) for r in shown.rows]
+                _same_ranking(got, want["matches"])
+                assert shown.search.space == want["space"]
+                rc = main(["match", str(files[q]), "--space", space, "-k", "10", "--library",
+                           str(lib), "--json", "--no-report"])
+                doc = json.loads(capsys.readouterr().out)
+                assert rc == 0
+                cli = [(os.path.basename(m["path"]), m["similarity"]) for m in doc["matches"]]
+                assert cli == [(n, pytest.approx(s, abs=1e-5)) for n, s in got]
+    finally:
+        session.close()

@@ -151,7 +151,7 @@ class QueryResult:
     rows: list[MatchRow]
     search: Any | None = None  # the library's SearchResult
     content_hash: str | None = None  # sha256 of the file (to leave the query out of matches)
-    audio_key: str | Sequence[str] | None = None  # hash of the decoded audio
+    audio_key: str | None = None  # hash of the decoded audio
     fingerprint: Any | None = None  # core.audio.fingerprints of the audio (to leave out other versions)
     message: str = ""  # why there are no results (no encoders, empty library...)
     space_note: str = ""  # which space "Best measured (auto)" searched, and why
@@ -558,8 +558,8 @@ class Crossmix:
             self._encoders_factory = _encoders_factory(encoders)
             self._encoders = None
             self._encoders_error = None
-
-    set_encoders_factory = set_encoders
+            if isinstance(encoders, str):
+                self.encoders_choice = encoders
 
     def set_device(self, device: torch.device) -> None:
         """Run on ``device`` from now on (models are rebuilt there on next use)."""
@@ -575,8 +575,6 @@ class Crossmix:
         self.close()
         with self._lock:
             self._library_factory = _library_factory(library)
-
-    set_library_factory = set_library
 
     def library(self) -> Any | None:
         with self._lock:
@@ -628,21 +626,7 @@ class Crossmix:
         core.errors.Cancelled
         """
         p = Path(path)
-        timings: dict[str, float] = {}
-
-        def report(stage: str, done: float, total: float, msg: str = "") -> None:
-            if progress is not None:
-                progress(Progress(stage, done, total, "steps", msg))
-
-        t = time.perf_counter()
-        report("decode", 0, 1, p.name)
-        audio = load_audio(p, max_duration=self.max_duration)
-        title, artist = read_tags(p)
-        result = self.result_type(
-            path=p, title=title, artist=artist, duration=audio.duration, stems=None,
-            analysis=None, embedding=None, rows=[], content_hash=file_hash(p),
-            audio_key=audio_hash(audio), fingerprint=fingerprint(audio), timings=timings)
-        timings["decode"] = time.perf_counter() - t
+        audio, result = self._decoded(p, progress)
         check_cancel(cancel, "the query")
         if region is not None:
             from core.audio.region import check_region
@@ -668,6 +652,20 @@ class Crossmix:
             raise
         result.tempo_bpm = tempo if (tempo is not None and first_beat is not None) else None
         return result
+
+    def _decoded(self, p: Path, progress: ProgressFn | None) -> tuple[Audio, QueryResult]:
+        """The decoded file and a result holding its tags, hashes and fingerprint."""
+        t = time.perf_counter()
+        if progress is not None:
+            progress(Progress("decode", 0, 1, "steps", p.name))
+        audio = load_audio(p, max_duration=self.max_duration)
+        title, artist = read_tags(p)
+        result = self.result_type(
+            path=p, title=title, artist=artist, duration=audio.duration, stems=None,
+            analysis=None, embedding=None, rows=[], content_hash=file_hash(p),
+            audio_key=audio_hash(audio), fingerprint=fingerprint(audio))
+        result.timings["decode"] = time.perf_counter() - t
+        return audio, result
 
     def _analyse(self, audio: Audio, voice: bool, bpm: float | None,
                  first_beat: float | None) -> BackgroundAnalysis:
@@ -714,7 +712,7 @@ class Crossmix:
 
     def _query_search(self, result: QueryResult, *, region: tuple[float, float] | None,
                       space: str, k: int, tempo_range: tuple[float, float] | None,
-                      key: str | None, include_duplicates: bool, vocal_only: bool | None,
+                      key: str | Sequence[str] | None, include_duplicates: bool, vocal_only: bool | None,
                       progress: ProgressFn | None, cancel: CancelToken | None) -> None:
         """Embed the query (or take the library's stored vectors) and search."""
         t = time.perf_counter()
@@ -956,7 +954,9 @@ class Crossmix:
             return
         qe = QueryEmbedding(result.embedding, path=str(result.path),
                             content_hash=result.content_hash, audio_key=result.audio_key,
-                            fingerprint=result.fingerprint, duration=result.duration)
+                            fingerprint=result.fingerprint, duration=result.duration,
+                            vocal_only=result.vocal_only, vocal_check=result.vocal_check,
+                            region=result.region)
         why = ""
         result.space_note = ""
         if space == "auto":

@@ -13,20 +13,18 @@ log = logging.getLogger(__name__)
 _GC_COLLECTORS: list[Any] = []
 
 
-def choose_device(name: str) -> tuple[object, str]:
-    """``(torch.device, note)``: the setting's device, or the CPU with a note when CUDA is absent."""
-    from core.device import resolve_device
-    from core.errors import DeviceError
+def session_from(settings: Any) -> Any:
+    """The engine of the app, built once from the settings (the composition root: the window
+    and its pages receive it; a setting changed later is applied to it, not rebuilt)."""
+    from gui.engine import Session
 
-    try:
-        return resolve_device(name), ""
-    except DeviceError:
-        import torch
-
-        # Said in the app's terms (not the CLI's --device): where to change it.
-        return torch.device("cpu"), (
-            f"The compute device “{name}” cannot be used: no usable NVIDIA GPU was found, so "
-            "the CPU is used. Settings ▸ Compute device is set back to “Automatic”.")
+    return Session(
+        device=None,  # set by start_engine (choosing it imports torch)
+        encoders_factory=settings.get("model/encoder_checkpoint"),
+        library_factory=settings.get("library/location"),
+        stem_cache=None,  # set by start_engine
+        duplicate_threshold=settings.get("search/duplicate_threshold"),
+    )
 
 
 @dataclass
@@ -47,6 +45,8 @@ def start_engine(session: Any, device_name: str, stem_cache_gb: float, *,
 
     if progress is not None:
         progress(Progress("start", 0, 2, "steps", "loading PyTorch"))
+    from gui.settings import choose_device
+
     device, note = choose_device(device_name)
     check_cancel(cancel, "starting")
     if progress is not None:
@@ -75,7 +75,6 @@ def build_window(files: list[str] | None = None, *, settings_path: str | Path | 
     bar saying what loads. Songs given (or dropped meanwhile) are queried once it is imported,
     and the Library, Retrain and Settings tabs are filled in then."""
     from core.separation.assets import example_clip_path
-    from gui.engine import Session, encoders_factory_for, library_factory_for
     from gui.main_window import MainWindow
     from gui.settings import Settings
     from gui.tabs import add_placeholder_tabs
@@ -87,14 +86,7 @@ def build_window(files: list[str] | None = None, *, settings_path: str | Path | 
 
     say("Reading the settings")
     settings = Settings(settings_path)
-    session = Session(
-        device=None,  # set by start_engine (choosing it imports torch)
-        encoders_factory=encoders_factory_for(settings.get("model/encoder_checkpoint")),
-        library_factory=library_factory_for(settings.get("library/location")),
-        stem_cache=None,  # set by start_engine
-        duplicate_threshold=settings.get("search/duplicate_threshold"),
-    )
-    session.encoders_choice = settings.get("model/encoder_checkpoint")
+    session = session_from(settings)
     try:
         example = example_clip_path()
     except Exception as exc:  # noqa: BLE001 - the example is a convenience

@@ -27,8 +27,6 @@ from core.api import (
     Removal,
     Rendered,
     SongEntry,
-    encoders_factory_for,
-    library_factory_for,
     region_options,
     song_entries,
     warm_up,
@@ -45,7 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "QUERY_STAGES", "BatchExport", "LibraryOverview", "PreviewResult", "QueryResult", "Removal",
-    "Session", "SongEntry", "encoders_factory_for", "library_factory_for", "region_options",
+    "Session", "SongEntry", "region_options",
     "song_entries", "warm_up",
 ]
 

@@ -14,113 +14,60 @@ from collections import OrderedDict, deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QEvent, QModelIndex, QObject, QPoint, Qt, QTimer, Signal
+from PySide6.QtCore import QModelIndex, QPoint, Qt, QTimer, Signal
 from PySide6.QtGui import (
-    QAction,
     QCloseEvent,
     QGuiApplication,
-    QKeyEvent,
     QKeySequence,
     QShortcut,
 )
 from PySide6.QtWidgets import (
-    QAbstractItemView,
-    QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
-    QHBoxLayout,
-    QHeaderView,
-    QLabel,
-    QListWidget,
     QMainWindow,
     QMenu,
     QMessageBox,
     QProgressDialog,
-    QPushButton,
-    QSpinBox,
-    QSplitter,
-    QStackedWidget,
     QTabWidget,
-    QVBoxLayout,
     QWidget,
 )
 
 from core.audio.decode import AUDIO_EXTENSIONS
 from core.progress import Progress
 from gui import desktop
-from gui.batch_export import BatchExporter
-from gui.drag_out import DragOut, ResultsTable
-from gui.drop_zone import DropZone
 from gui.engine import PreviewResult, QueryResult, Session
 from gui.export_dialog import ExportChoice, ExportDialog
-from gui.history import HistoryPanel
 from gui.playback import Player
-from gui.preview_panel import PreviewPanel
-from gui.query_panel import QueryPanel
-from gui.record_panel import RecordPanel
-from gui.results_model import ROW_ROLE, ResultRow, ResultsModel, ResultsProxy
-from gui.settings import SPACES, Settings, choice_label
+from gui.results_model import ROW_ROLE, ResultRow
+from gui.settings import SPACES, Settings
 from gui.voice_controls import show_voice
 from gui.workers import Task, TaskRunner
 
 if TYPE_CHECKING:
+    from PySide6.QtGui import QShortcut
+    from PySide6.QtWidgets import (
+        QCheckBox,
+        QComboBox,
+        QDoubleSpinBox,
+        QLabel,
+        QListWidget,
+        QPushButton,
+        QSpinBox,
+    )
+
+    from gui.batch_export import BatchExporter
+    from gui.drag_out import DragOut, ResultsTable
+    from gui.drop_zone import DropZone
+    from gui.history import HistoryPanel
     from gui.library_panel import LibraryPanel
+    from gui.preview_panel import PreviewPanel
+    from gui.query_panel import QueryPanel
+    from gui.record_panel import RecordPanel
+    from gui.results_model import ResultsModel, ResultsProxy
+    from gui.search_page import Banner, _WindowShortcutKeys
     from gui.settings_panel import SettingsPanel
     from gui.training_panel import TrainingPanel
 
 log = logging.getLogger(__name__)
-
-SPACE_LABELS = {s: choice_label("search/space", s) for s in SPACES}
-
-
-class Banner(QLabel):
-    """A message strip: info, warning or error. Shown by its :class:`MessageArea`."""
-
-    text_changed = Signal()
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setWordWrap(True)
-        self.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
-
-    def show_text(self, text: str, kind: str = "info") -> None:
-        self.setObjectName(f"banner_{kind}")
-        self.setProperty("kind", kind)
-        self.setText(text)
-        self.setToolTip(text)  # the whole text, should it not fit the strip
-        self.style().unpolish(self)
-        self.style().polish(self)
-        self.text_changed.emit()
-
-    @property
-    def kind(self) -> str:
-        return str(self.property("kind") or "")
-
-
-class MessageArea(QStackedWidget):
-    """One strip of fixed height for the banners: a message appearing or going never moves
-    the rest of the page (no row jumps away from under a click). The error/warning banner
-    has precedence over the first-run hint."""
-
-    LINES = 3
-
-    def __init__(self, *banners: Banner, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.banners = banners  # highest precedence first
-        self.empty = QWidget()  # nothing to say
-        self.addWidget(self.empty)
-        for b in banners:
-            self.addWidget(b)
-            b.text_changed.connect(self._update)
-        self.setFixedHeight(self.fontMetrics().lineSpacing() * self.LINES + 12)
-        self._update()
-
-    def _update(self) -> None:
-        shown = next((b for b in self.banners if b.text()), None)
-        self.setCurrentWidget(shown if shown is not None else self.empty)
-
 
 def songs_in_folder(folder: Path) -> list[str]:
     """The audio files in ``folder`` and below (hidden ones left out), sorted by path."""
@@ -132,26 +79,36 @@ def songs_in_folder(folder: Path) -> list[str]:
     return out
 
 
-class _WindowShortcutKeys(QObject):
-    """Lets the window's own shortcuts through a line edit that would take them (Ctrl+E
-    is "end of line" in a Qt line edit)."""
-
-    def __init__(self, window: QMainWindow) -> None:
-        super().__init__(window)
-        self.window = window
-
-    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802
-        if event.type() == QEvent.Type.ShortcutOverride and isinstance(event, QKeyEvent):
-            keys = QKeySequence(event.keyCombination())
-            for action in self.window.findChildren(QAction):
-                if action.isEnabled() and any(
-                        k.matches(keys) == QKeySequence.SequenceMatch.ExactMatch
-                        for k in action.shortcuts()):
-                    return True  # not overridden: the shortcut fires
-        return False
-
-
 class MainWindow(QMainWindow):
+    # The Search page's widgets (built by gui.search_page.build_search_page).
+    _window_keys: _WindowShortcutKeys
+    banner: Banner
+    batch_export: BatchExporter
+    drag_out: DragOut
+    drop_zone: DropZone
+    example_button: QPushButton
+    hint: Banner
+    history_panel: HistoryPanel
+    k_spin: QSpinBox
+    key_combo: QComboBox
+    duplicates_check: QCheckBox
+    preview_panel: PreviewPanel
+    query_panel: QueryPanel
+    queue_clear_button: QPushButton
+    queue_label: QLabel
+    queue_list: QListWidget
+    queue_remove_button: QPushButton
+    record_panel: RecordPanel
+    results_model: ResultsModel
+    results_note: QLabel
+    results_proxy: ResultsProxy
+    space_combo: QComboBox
+    table: ResultsTable
+    tap_shortcut: QShortcut
+    tempo_check: QCheckBox
+    tempo_max: QDoubleSpinBox
+    tempo_min: QDoubleSpinBox
+
     query_finished = Signal(object)  # QueryResult | None (failed / cancelled): results shown
     analysis_finished = Signal(object)  # QueryResult | None: tempo, key, compatibility shown
     preview_finished = Signal(object)  # PreviewResult | None
@@ -231,7 +188,7 @@ class MainWindow(QMainWindow):
     def _setting_changed(self, key: str, value: Any) -> None:
         """Apply a setting changed on the Settings tab to the running app."""
         if key == "compute/device":
-            from gui.app import choose_device
+            from gui.settings import choose_device
 
             device, note = choose_device(str(value))
             self.session.set_device(device)  # type: ignore[arg-type]
@@ -241,14 +198,9 @@ class MainWindow(QMainWindow):
                 # Later, so every listener of this change (the Settings tab) sees it first.
                 QTimer.singleShot(0, lambda: self.settings.set("compute/device", "auto"))
         elif key == "model/encoder_checkpoint":
-            from gui.engine import encoders_factory_for
-
-            self.session.set_encoders_factory(encoders_factory_for(str(value)))
-            self.session.encoders_choice = str(value)
+            self.session.set_encoders(str(value))
         elif key == "library/location":
-            from gui.engine import library_factory_for
-
-            self.session.set_library_factory(library_factory_for(str(value)))
+            self.session.set_library(str(value))
             if self.library_panel is not None:
                 self.library_panel.refresh()
         elif key == "search/duplicate_threshold":
@@ -274,204 +226,9 @@ class MainWindow(QMainWindow):
     # --- construction -----------------------------------------------------------------------
 
     def _build_search_tab(self) -> QWidget:
-        page = QWidget()
-        self.hint = Banner()
-        self.banner = Banner()
-        self.drop_zone = DropZone()
-        self.drop_zone.files_dropped.connect(self.enqueue)
-        self.example_button = QPushButton("Try the example song")
-        self.example_button.setToolTip("Query with the song clip shipped with Crossmix")
-        self.example_button.clicked.connect(self.open_example)
-        self.example_button.setEnabled(self.example_path is not None)
-        self.queue_label = QLabel("")
-        # The queue, visible: what will be queried next; Delete (or Remove) takes a song out.
-        self.queue_list = QListWidget()
-        self.queue_list.setToolTip("Songs waiting to be queried, in order")
-        self.queue_list.setFixedHeight(72)
-        self.queue_list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
-        self.queue_list.itemSelectionChanged.connect(self._update_queue_buttons)
-        remove_key = QShortcut(QKeySequence(QKeySequence.StandardKey.Delete), self.queue_list)
-        remove_key.setContext(Qt.ShortcutContext.WidgetShortcut)
-        remove_key.activated.connect(self.remove_from_queue)
-        self.queue_remove_button = QPushButton("Remove")
-        self.queue_remove_button.setToolTip("Take the selected songs out of the queue")
-        self.queue_remove_button.clicked.connect(self.remove_from_queue)
-        self.queue_clear_button = QPushButton("Clear queue")
-        self.queue_clear_button.clicked.connect(self.clear_queue)
-        qbuttons = QVBoxLayout()
-        qbuttons.addWidget(self.queue_label)
-        qbuttons.addWidget(self.queue_remove_button)
-        qbuttons.addWidget(self.queue_clear_button)
-        qbuttons.addStretch(1)
-        top = QHBoxLayout()
-        top.addWidget(self.drop_zone, 1)
-        side = QVBoxLayout()
-        side.addWidget(self.example_button)
-        side.addStretch(1)
-        top.addLayout(side)
-        top.addWidget(self.queue_list)
-        top.addLayout(qbuttons)
+        from gui.search_page import build_search_page
 
-        self.query_panel = QueryPanel()
-        self.query_panel.stages.cancel_requested.connect(self.cancel_query)
-        self.record_panel = RecordPanel(self.settings, self.runner)
-        self.history_panel = HistoryPanel()
-        self._wire_record_and_history()
-        voice = self.query_panel.voice  # a voice alone, its tempo, a part of the song
-        voice.vocal_only_toggled.connect(self._vocal_only_toggled)
-        voice.tempo_requested.connect(self.set_query_tempo)
-        voice.estimate_requested.connect(lambda: self.set_query_tempo(None))
-        voice.region_search_requested.connect(self.search_region)
-        voice.whole_song_requested.connect(lambda: self.search_region(None))
-        self.tap_shortcut = QShortcut(QKeySequence(Qt.Key.Key_T), self)
-        self.tap_shortcut.setContext(Qt.ShortcutContext.WindowShortcut)
-        self.tap_shortcut.activated.connect(  # the query's beat, on the Search tab
-            lambda: voice.tap() if self.tabs.currentIndex() == 0 else None)
-
-        self.space_combo = QComboBox()
-        for s in SPACES:
-            self.space_combo.addItem(SPACE_LABELS[s], s)
-        self.space_combo.setCurrentIndex(SPACES.index(self.settings.get("search/space")))
-        self.k_spin = QSpinBox()
-        self.k_spin.setRange(1, 200)
-        self.k_spin.setValue(self.settings.get("search/k"))
-        self.space_combo.currentIndexChanged.connect(self._search_options_changed)
-        self.k_spin.editingFinished.connect(self._search_options_changed)
-        # The window's shortcuts (Ctrl+E, Ctrl+O) work while typing in the k box too.
-        self._window_keys = _WindowShortcutKeys(self)
-        self.k_spin.installEventFilter(self._window_keys)
-        self.k_spin.lineEdit().installEventFilter(self._window_keys)
-        self.results_note = QLabel("")
-        self.results_note.setWordWrap(True)
-        # a fixed height: a note appearing never moves the table under the pointer
-        self.results_note.setFixedHeight(self.results_note.fontMetrics().lineSpacing() * 2 + 4)
-        opts = QHBoxLayout()
-        opts.addWidget(QLabel("Search space"))
-        opts.addWidget(self.space_combo)
-        opts.addWidget(QLabel("Results (k)"))
-        opts.addWidget(self.k_spin)
-        opts.addStretch(1)
-        filters = self._build_filters()
-
-        self.results_model = ResultsModel(self)
-        self.results_proxy = ResultsProxy(self)
-        self.results_proxy.setSourceModel(self.results_model)
-        # Several rows can be selected (batch export, dragging out); the current row is
-        # the one previewed.
-        self.table = ResultsTable()
-        self.table.setModel(self.results_proxy)
-        self.table.setSortingEnabled(True)
-        self.table.sortByColumn(0, Qt.SortOrder.AscendingOrder)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
-        self.table.setToolTip("Click a match to hear its cross-mix; Ctrl/Shift+click selects "
-                              "several to export; drag matches out to get their files")
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.verticalHeader().hide()
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
-        self.table.selectionModel().currentRowChanged.connect(self._row_selected)
-        self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
-        self.table.customContextMenuRequested.connect(self._results_menu_requested)
-        self.drag_out = DragOut(self)
-        self.table.drag_started.connect(self.drag_out.start)
-        self.batch_export = BatchExporter(self)
-        results = QWidget()
-        rl = QVBoxLayout(results)
-        rl.setContentsMargins(0, 0, 0, 0)
-        rl.addLayout(opts)
-        rl.addLayout(filters)
-        rl.addWidget(self.results_note)
-        rl.addWidget(self.table, 1)
-
-        self.preview_panel = PreviewPanel()
-        self.preview_panel.source_changed.connect(self._source_changed)
-        self.preview_panel.gains_changed.connect(self._gains_changed)
-        self.preview_panel.key_match_changed.connect(self._key_match_changed)
-        self.preview_panel.export_requested.connect(self.export_dialog)
-        self.preview_panel.loop_changed.connect(self._loop_changed)
-        self.preview_panel.phase.offsets_changed.connect(self._offsets_changed)
-        bar = self.preview_panel.choice_bar
-        bar.runner = self.runner
-        bar.choice_made.connect(self._source_choice_made)
-        bar.choice_cleared.connect(lambda: self._source_choice_made(None))
-        bar.cancel_requested.connect(self._source_choice_cancelled)
-        self.preview_panel.play_button.clicked.connect(self.toggle_play)
-        self.preview_panel.stop_button.clicked.connect(self.player.stop)
-        for key, w in self.preview_panel.waves.items():
-            w.seek_requested.connect(lambda t, k=key: self._seek_on(k, t))
-        self.preview_panel.key_match.setChecked(self.settings.get("remix/key_match"))
-        self.preview_panel.set_gains_db(self.settings.get("remix/vocal_gain_db"),
-                                        self.settings.get("remix/accompaniment_gain_db"))
-
-        side = QSplitter(Qt.Orientation.Vertical)
-        side.addWidget(self.record_panel)
-        side.addWidget(self.history_panel)
-        lower = QSplitter(Qt.Orientation.Horizontal)
-        lower.addWidget(side)
-        lower.addWidget(results)
-        lower.addWidget(self.preview_panel)
-        lower.setStretchFactor(0, 1)
-        lower.setStretchFactor(1, 3)
-        lower.setStretchFactor(2, 2)
-        upper = QSplitter(Qt.Orientation.Vertical)
-        upper.addWidget(self.query_panel)
-        upper.addWidget(lower)
-        upper.setStretchFactor(0, 2)
-        upper.setStretchFactor(1, 3)
-
-        lay = QVBoxLayout(page)
-        lay.addWidget(MessageArea(self.banner, self.hint))
-        lay.addLayout(top)
-        lay.addWidget(upper, 1)
-        if not self.settings.get("ui/first_run_done"):
-            self.hint.show_text(
-                "First time here? Click “Try the example song” (or drop any song on the box "
-                "below). Crossmix separates its vocal and searches your library (at first the "
-                "demo songs, indexed on the Library tab) for songs whose accompaniment suits "
-                "that voice. Click a match to hear the cross-mix; Space plays and pauses.",
-                "info")
-        return page
-
-    def _build_filters(self) -> QHBoxLayout:
-        """Tempo and key filters of the matches, remembered as settings."""
-        from core.remix.analysis import PITCH_CLASSES
-
-        self.tempo_check = QCheckBox("Tempo")
-        self.tempo_check.setToolTip("Keep only matches whose tempo lies in this range "
-                                    "(songs not analysed yet are left out)")
-        self.tempo_min = QDoubleSpinBox()
-        self.tempo_max = QDoubleSpinBox()
-        for box, key in ((self.tempo_min, "search/tempo_min"), (self.tempo_max, "search/tempo_max")):
-            box.setRange(20.0, 300.0)
-            box.setDecimals(0)
-            box.setSuffix(" BPM")
-            box.setValue(float(self.settings.get(key)))
-            box.editingFinished.connect(self._search_options_changed)
-            box.installEventFilter(self._window_keys)
-            box.lineEdit().installEventFilter(self._window_keys)
-        self.tempo_check.setChecked(bool(self.settings.get("search/tempo_filter")))
-        self.tempo_check.toggled.connect(self._tempo_filter_toggled)
-        self._tempo_filter_toggled(self.tempo_check.isChecked(), search=False)
-        self.key_combo = QComboBox()
-        self.key_combo.setToolTip("Keep only matches in this key (songs not analysed yet are "
-                                  "left out)")
-        self.key_combo.addItem("Any key", "")
-        for mode in ("major", "minor"):
-            for root in PITCH_CLASSES:
-                self.key_combo.addItem(f"{root} {mode}", f"{root} {mode}")
-        i = self.key_combo.findData(str(self.settings.get("search/key")))
-        self.key_combo.setCurrentIndex(max(i, 0))
-        self.key_combo.currentIndexChanged.connect(self._search_options_changed)
-        row = QHBoxLayout()
-        row.addWidget(self.tempo_check)
-        row.addWidget(self.tempo_min)
-        row.addWidget(QLabel("to"))
-        row.addWidget(self.tempo_max)
-        row.addWidget(QLabel("Key"))
-        row.addWidget(self.key_combo)
-        row.addStretch(1)
-        return row
+        return build_search_page(self)
 
     def _tempo_filter_toggled(self, on: bool, *, search: bool = True) -> None:
         self.tempo_min.setEnabled(on)
@@ -480,12 +237,14 @@ class MainWindow(QMainWindow):
             self._search_options_changed()
 
     def search_filters(self) -> dict[str, Any]:
-        """The ``tempo_range`` and ``key`` arguments of a search, from the filter widgets."""
+        """The ``tempo_range``, ``key`` and ``include_duplicates`` arguments of a search, from
+        the filter widgets."""
         tempo = None
         if self.tempo_check.isChecked():
             lo, hi = self.tempo_min.value(), self.tempo_max.value()
             tempo = (min(lo, hi), max(lo, hi))
-        return {"tempo_range": tempo, "key": str(self.key_combo.currentData() or "") or None}
+        return {"tempo_range": tempo, "key": str(self.key_combo.currentData() or "") or None,
+                "include_duplicates": self.duplicates_check.isChecked()}
 
     def _build_menu(self) -> None:
         m = self.menuBar().addMenu("&File")
@@ -974,6 +733,7 @@ class MainWindow(QMainWindow):
         self.settings.set("search/tempo_min", self.tempo_min.value())
         self.settings.set("search/tempo_max", self.tempo_max.value())
         self.settings.set("search/key", str(self.key_combo.currentData() or ""))
+        self.settings.set("search/include_duplicates", self.duplicates_check.isChecked())
         r = self.result
         # (closing: the k box losing focus as the window goes must not start a search).
         # A running analysis does not stop it: the new search restarts the analysis.

@@ -127,6 +127,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("search/tempo_max", float, 130.0, "Fastest tempo kept (BPM)", minimum=20.0,
            maximum=300.0),
     Option("search/key", str, "", "Key kept (empty: any key), e.g. 'A minor'"),
+    Option("search/include_duplicates", bool, False,
+           "Keep near-duplicates of the query (other versions of the same recording) among the matches"),
     Option("remix/preview_seconds", float, 30.0, "Preview length (s)", minimum=5.0, maximum=300.0),
     Option("remix/key_match", bool, False, "Match the key by default"),
     Option("remix/max_shift", int, 3, "Largest key shift (semitones)", minimum=0, maximum=6),
@@ -248,3 +250,19 @@ class Settings(QObject):
 
     def sync(self) -> None:
         self._qs.sync()
+
+
+def choose_device(name: str) -> tuple[object, str]:
+    """``(torch.device, note)``: the setting's device, or the CPU with a note when CUDA is absent."""
+    from core.device import resolve_device
+    from core.errors import DeviceError
+
+    try:
+        return resolve_device(name), ""
+    except DeviceError:
+        import torch
+
+        # Said in the app's terms (not the CLI's --device): where to change it.
+        return torch.device("cpu"), (
+            f"The compute device “{name}” cannot be used: no usable NVIDIA GPU was found, so "
+            "the CPU is used. Settings ▸ Compute device is set back to “Automatic”.")

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile as sf
+from synth_songs import make_song
 
 from cli import main
 from core import Crossmix
@@ -25,7 +26,6 @@ from core.embedding.encoders import EncoderPair
 from core.library.library import Library
 from core.separation.separator import Separator, StemCache
 from gui.engine import Session
-from synth_songs import make_song
 
 TINY = ["--encoders", "tiny", "--separator", "tiny"]
 HERE = Path(__file__).resolve().parent
@@ -220,7 +220,7 @@ def _same_ranking(got: list[tuple[str, float]], want: list[list[Any]], tol: floa
             assert g[name] == pytest.approx(sim, abs=tol), (name, got, want)
     order = [name for name, _ in got if name in set(common)]
     ref = {name: sim for name, sim in want}
-    for a, b in zip(order, order[1:]):
+    for a, b in zip(order, order[1:], strict=False):
         assert ref[a] >= ref[b] - tol, (order, want)
 
 

@@ -113,8 +113,25 @@ def test_tempo_and_key_filters_narrow_the_matches_and_are_remembered(
     assert (s.get("search/tempo_min"), s.get("search/tempo_max")) == (lo, hi)
     w2 = MainWindow(settings=s, session=make_session(tmp_path, analysed_library))
     qtbot.addWidget(w2)
-    assert w2.search_filters() == {"tempo_range": (lo, hi), "key": other}
+    assert w2.search_filters() == {"tempo_range": (lo, hi), "key": other,
+                                   "include_duplicates": False}
     w2.close()
+
+
+def test_a_library_song_as_the_query_and_the_near_duplicates_switch(
+        qtbot, window, analysed_library, tmp_path):
+    """As ``crossmix match --include-duplicates``: the query's own song is left out of its
+    matches unless the switch is on (remembered)."""
+    with Library.open(analysed_library) as lib:
+        song = lib.catalog.songs(with_analysis=False)[0]
+    with qtbot.waitSignal(window.analysis_finished, timeout=120_000):
+        window.enqueue([song.paths[0]])
+    assert song.title not in _titles(window), window.errors
+    assert "near-duplicate" in window.results_note.text()
+    with qtbot.waitSignal(window.search_finished, timeout=120_000):
+        window.duplicates_check.setChecked(True)
+    assert song.title in _titles(window)
+    assert Settings(tmp_path / "settings.ini").get("search/include_duplicates") is True
 
 
 def test_player_loops_between_a_and_b_without_allocating(qapp):

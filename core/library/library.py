@@ -430,13 +430,7 @@ class Library:
         -------
         ScanReport
         """
-        if mode not in MODES:
-            raise LibraryError(f"Unknown scan mode {mode!r}: use fast or full.")
-        if self.read_only:
-            raise LibraryReadOnlyError(
-                f"{self.root}: this library is open read-only (a catalogue built with "
-                "'--engine ray', or a folder you may not write), so it cannot be scanned here; "
-                f"run 'crossmix library scan --library {self.root}' where it may be written.")
+        self._check_scannable(mode)
         enc = self._get_encoders(encoders)
         if self.catalog.get_meta(ENGINE_META) == "ray":
             # scanned on this machine: a desktop library again, opened writable by the app
@@ -459,6 +453,15 @@ class Library:
         if progress:
             progress(Progress("index", 1, 1, "steps", "done"))
         return report
+
+    def _check_scannable(self, mode: str) -> None:
+        if mode not in MODES:
+            raise LibraryError(f"Unknown scan mode {mode!r}: use fast or full.")
+        if self.read_only:
+            raise LibraryReadOnlyError(
+                f"{self.root}: this library is open read-only (a catalogue built with "
+                "'--engine ray', or a folder you may not write), so it cannot be scanned here; "
+                f"run 'crossmix library scan --library {self.root}' where it may be written.")
 
     def sweep_temporary_files(self, *, older_than_s: float = TEMP_FILE_MAX_AGE_S) -> int:
         """Delete temporary files (``*.part*``) that a killed process left in the stem cache
@@ -609,15 +612,41 @@ class Library:
             qe = QueryEmbedding(query)
         else:
             qe = query
-        emb = qe.embedding
         _check_query(qe, space)
-        if emb.model_id and emb.model_id != model:
+        if qe.embedding.model_id and qe.embedding.model_id != model:
             raise LibraryError(
-                f"The query was embedded by checkpoint {emb.model_id[:12]} but the library "
-                f"{self.root} holds checkpoint {model[:12]}; re-scan the library with the new "
-                "checkpoint ('crossmix library scan --encoders ...') or query with the library's."
+                f"The query was embedded by checkpoint {qe.embedding.model_id[:12]} but the "
+                f"library {self.root} holds checkpoint {model[:12]}; re-scan the library with the "
+                "new checkpoint ('crossmix library scan --encoders ...') or query with the "
+                "library's."
             )
-        qvec = np.asarray(emb.space(q_space), dtype=np.float32)
+        index = self._index_for(space, lib_space, model)
+        key_set = _key_set(key)
+        allowed, available = self._allowed(index.ntotal, tempo_range, key_set)
+        floor: list[float] = []  # the "another version" threshold, computed when first needed
+
+        def version_floor() -> float:
+            if not floor:
+                mean = self._mean_vector("M", model)
+                m = qe.embedding.M
+                avg = float(np.dot(m, mean)) if mean.shape == m.shape else 0.0
+                floor.append(max(duplicate_similarity, avg + duplicate_margin))
+            return floor[0]
+
+        matches, dups = self._ranked(
+            qe, np.asarray(qe.embedding.space(q_space), dtype=np.float32), index, lib_space,
+            model, k=k, allowed=allowed, available=available, tempo_range=tempo_range,
+            key_set=key_set, duplicate_similarity=duplicate_similarity,
+            version_floor=version_floor, include_duplicates=include_duplicates, cancel=cancel)
+        ranked = [replace(m, rank=r) for r, m in enumerate(matches, start=1)]
+        return SearchResult(query=qe.path, space=space, model=model, matches=ranked,
+                            excluded_duplicates=[] if include_duplicates else dups,
+                            query_vocal_only=qe.vocal_only, query_vocal_check=qe.vocal_check,
+                            query_region=qe.region)
+
+    def _index_for(self, space: str, lib_space: str, model: str) -> Any:
+        """The search index of ``lib_space``; a clear error when a vocal space is asked of a
+        library scanned in fast mode."""
         index = self.indexes.get(lib_space, model)
         if index.ntotal == 0 and lib_space != "M":
             counts = self.catalog.counts(model)
@@ -628,24 +657,30 @@ class Library:
                     "Run 'crossmix library scan --mode full' (it separates every song), or "
                     "search vocal->mix or mix->mix."
                 )
-        key_set = _key_set(key)
-        allowed: npt.NDArray[np.int64] | None = None
-        available = index.ntotal
-        if tempo_range is not None or key_set is not None:
-            from core.remix.analysis import key_name
+        return index
 
-            allowed = self.catalog.filter_ids(
-                tempo_range=(min(tempo_range), max(tempo_range)) if tempo_range else None,
-                keys=None if key_set is None else [key_name(r, m) for r, m in key_set])
-            available = min(available, len(allowed))
-        floor: list[float] = []  # the "another version" threshold, computed when first needed
+    def _allowed(self, ntotal: int, tempo_range: tuple[float, float] | None,
+                 key_set: set[tuple[int, KeyMode]] | None,
+                 ) -> tuple[npt.NDArray[np.int64] | None, int]:
+        """The song ids the tempo/key filters keep (``None``: all) and how many there are."""
+        if tempo_range is None and key_set is None:
+            return None, ntotal
+        from core.remix.analysis import key_name
 
-        def version_floor() -> float:
-            if not floor:
-                mean = self._mean_vector("M", model)
-                avg = float(np.dot(emb.M, mean)) if mean.shape == emb.M.shape else 0.0
-                floor.append(max(duplicate_similarity, avg + duplicate_margin))
-            return floor[0]
+        allowed = self.catalog.filter_ids(
+            tempo_range=(min(tempo_range), max(tempo_range)) if tempo_range else None,
+            keys=None if key_set is None else [key_name(r, m) for r, m in key_set])
+        return allowed, min(ntotal, len(allowed))
+
+    def _ranked(self, qe: QueryEmbedding, qvec: npt.NDArray[np.float32], index: Any,
+                lib_space: str, model: str, *, k: int,
+                allowed: npt.NDArray[np.int64] | None, available: int,
+                tempo_range: tuple[float, float] | None,
+                key_set: set[tuple[int, KeyMode]] | None, duplicate_similarity: float,
+                version_floor: Callable[[], float], include_duplicates: bool,
+                cancel: CancelToken | None) -> tuple[list[Match], list[Match]]:
+        """The first ``k`` matches and the near-duplicates met on the way: candidates are
+        fetched in growing batches until ``k`` pass the filters and the duplicate rule."""
 
         def exact(ids: npt.NDArray[np.int64]) -> dict[int, npt.NDArray[np.float32]]:
             # an approximate (compressed) index re-ranks its candidates by the stored vectors
@@ -685,11 +720,7 @@ class Library:
             if len(matches) >= k or fetch >= available or bool((ids[0] < 0).any()):
                 break  # enough, or nothing more to find (an IVF index ran out of probed lists)
             fetch = min(fetch * 4, available)
-        ranked = [replace(m, rank=r) for r, m in enumerate(matches, start=1)]
-        return SearchResult(query=qe.path, space=space, model=model, matches=ranked,
-                            excluded_duplicates=[] if include_duplicates else dups,
-                            query_vocal_only=qe.vocal_only, query_vocal_check=qe.vocal_check,
-                            query_region=qe.region)
+        return matches, dups
 
     def _mean_vector(self, space: str, model: str) -> npt.NDArray[np.float32]:
         """Mean of the library's vectors of ``space`` (cached until the catalog changes);

@@ -219,14 +219,7 @@ def analyze(
 
     check_cancel(cancel, "the analysis")
     y = audio.mono().resampled(SR_ANALYSIS).samples[0].astype(np.float32)
-    onset_env = librosa.onset.onset_strength(y=y, sr=SR_ANALYSIS, hop_length=HOP, aggregate=np.median)
-    # A short-window envelope for placing beats: its peaks lag attacks less, and less
-    # differently between sharp and soft attacks, than the 2048-point one used for tracking.
-    sharp_env = librosa.onset.onset_strength(y=y, sr=SR_ANALYSIS, hop_length=HOP, n_fft=512, aggregate=np.median)
-    tempo, tempo_conf = _resolve_tempo(onset_env)
-    beats = _track_beats(onset_env, tempo, sharp_env=sharp_env)
-    if beats.size >= 4:
-        tempo = float(60.0 / np.median(np.diff(beats)))
+    tempo, tempo_conf, beats = _tempo_and_beats(y)
     report("beats", 2)
 
     check_cancel(cancel, "the analysis")
@@ -247,6 +240,22 @@ def analyze(
         key_confidence=key_conf,
         tempo_confidence=tempo_conf,
     )
+
+
+def _tempo_and_beats(y: npt.NDArray[np.float32]) -> tuple[float, float, FloatArray]:
+    """Tempo (BPM, from the beats when there are four or more), its confidence and the beat
+    times (s) of mono ``y`` at :data:`SR_ANALYSIS`."""
+    import librosa
+
+    onset_env = librosa.onset.onset_strength(y=y, sr=SR_ANALYSIS, hop_length=HOP, aggregate=np.median)
+    # A short-window envelope for placing beats: its peaks lag attacks less, and less
+    # differently between sharp and soft attacks, than the 2048-point one used for tracking.
+    sharp_env = librosa.onset.onset_strength(y=y, sr=SR_ANALYSIS, hop_length=HOP, n_fft=512, aggregate=np.median)
+    tempo, tempo_conf = _resolve_tempo(onset_env)
+    beats = _track_beats(onset_env, tempo, sharp_env=sharp_env)
+    if beats.size >= 4:
+        tempo = float(60.0 / np.median(np.diff(beats)))
+    return tempo, tempo_conf, beats
 
 
 def integrated_loudness(audio: Audio) -> float:

@@ -75,11 +75,9 @@ def build_window(files: list[str] | None = None, *, settings_path: str | Path | 
     bar saying what loads. Songs given (or dropped meanwhile) are queried once it is imported,
     and the Library, Retrain and Settings tabs are filled in then."""
     from core.separation.assets import example_clip_path
-    from gui.engine import Session, encoders_factory_for, library_factory_for
     from gui.main_window import MainWindow
     from gui.settings import Settings
     from gui.tabs import add_placeholder_tabs
-    from gui.workers import Task
 
     def say(text: str) -> None:
         if splash is not None:
@@ -87,14 +85,7 @@ def build_window(files: list[str] | None = None, *, settings_path: str | Path | 
 
     say("Reading the settings")
     settings = Settings(settings_path)
-    session = Session(
-        device=None,  # set by start_engine (choosing it imports torch)
-        encoders_factory=encoders_factory_for(settings.get("model/encoder_checkpoint")),
-        library_factory=library_factory_for(settings.get("library/location")),
-        stem_cache=None,  # set by start_engine
-        duplicate_threshold=settings.get("search/duplicate_threshold"),
-    )
-    session.encoders_choice = settings.get("model/encoder_checkpoint")
+    session = _session_from(settings)
     try:
         example = example_clip_path()
     except Exception as exc:  # noqa: BLE001 - the example is a convenience
@@ -106,6 +97,31 @@ def build_window(files: list[str] | None = None, *, settings_path: str | Path | 
     window.engine_loading = True
     if files:
         window.enqueue([str(Path(f).expanduser()) for f in files])
+
+    _start_engine_in_background(window, session, settings)
+    return window
+
+
+def _session_from(settings: Any) -> Any:
+    """The engine session the settings describe; its device and stem cache are set later, by
+    :func:`start_engine` (choosing the device imports torch)."""
+    from gui.engine import Session, encoders_factory_for, library_factory_for
+
+    session = Session(
+        device=None,  # set by start_engine (choosing it imports torch)
+        encoders_factory=encoders_factory_for(settings.get("model/encoder_checkpoint")),
+        library_factory=library_factory_for(settings.get("library/location")),
+        stem_cache=None,  # set by start_engine
+        duplicate_threshold=settings.get("search/duplicate_threshold"),
+    )
+    session.encoders_choice = settings.get("model/encoder_checkpoint")
+    return session
+
+
+def _start_engine_in_background(window: Any, session: Any, settings: Any) -> None:
+    """Import the engine in a worker (:func:`start_engine`), then fill in the tabs and load the
+    models in another; the window's status bar shows both."""
+    from gui.workers import Task
 
     def progress(p: Any) -> None:
         window.show_start_progress(p)
@@ -140,7 +156,6 @@ def build_window(files: list[str] | None = None, *, settings_path: str | Path | 
     task.signals.finished.connect(started)
     task.signals.failed.connect(failed)
     window.runner.start(task)
-    return window
 
 
 def no_display_reason() -> str | None:

@@ -73,12 +73,7 @@ def export_audio(
     """
     p = Path(path)
     fmt = _format_of(p, format)
-    if p.exists() and not overwrite:
-        raise ExportError(f"{p}: the file exists; choose another name or allow overwriting (--overwrite).")
-    if p.is_dir():
-        raise ExportError(f"{p}: this is a folder; give a file name.")
-    if shutil.which("ffmpeg") is None:
-        raise ExportError(f"{p}: exporting needs ffmpeg, which is not installed (apt install ffmpeg).")
+    _check_target(p, overwrite=overwrite)
     pydub = _import_pydub()
     x = np.clip(np.nan_to_num(audio.samples, nan=0.0), -1.0, 1.0).astype(np.float64)
     try:
@@ -98,6 +93,17 @@ def export_audio(
     except OSError as exc:
         raise ExportError(f"{p}: could not write it ({exc.strerror or exc}); is the disk full?") from None
     return p
+
+
+def _check_target(p: Path, *, overwrite: bool) -> None:
+    """Refuse, before any work, an existing file (unless ``overwrite``), a folder, or a
+    machine without ffmpeg."""
+    if p.exists() and not overwrite:
+        raise ExportError(f"{p}: the file exists; choose another name or allow overwriting (--overwrite).")
+    if p.is_dir():
+        raise ExportError(f"{p}: this is a folder; give a file name.")
+    if shutil.which("ffmpeg") is None:
+        raise ExportError(f"{p}: exporting needs ffmpeg, which is not installed (apt install ffmpeg).")
 
 
 def _import_pydub() -> Any:

@@ -201,8 +201,6 @@ def analyze(
     RemixError
         When the audio is shorter than 2 s (too short to have a tempo).
     """
-    import librosa  # heavy import (numba); only when analysing
-
     if audio.duration < 2.0:
         raise RemixError(
             f"{audio.source or 'the audio'}: it is {audio.duration:.1f} s long; "
@@ -223,29 +221,27 @@ def analyze(
     report("beats", 2)
 
     check_cancel(cancel, "the analysis")
-    chroma = librosa.feature.chroma_cqt(y=y, sr=SR_ANALYSIS, hop_length=2048, n_chroma=12)
-    root, mode, key_conf = estimate_key(chroma)
+    root, mode, key_conf = _key(y)
     downbeats = _estimate_downbeats(y, beats)
     report("key", 3)
 
-    return Analysis(
-        tempo=float(tempo),
-        beats=beats,
-        downbeats=downbeats,
-        key=key_name(root, mode),
-        key_root=root,
-        key_mode=mode,
-        lufs=lufs,
-        duration=audio.duration,
-        key_confidence=key_conf,
-        tempo_confidence=tempo_conf,
-    )
+    return Analysis(tempo=float(tempo), beats=beats, downbeats=downbeats, key=key_name(root, mode),
+                    key_root=root, key_mode=mode, lufs=lufs, duration=audio.duration,
+                    key_confidence=key_conf, tempo_confidence=tempo_conf)
+
+
+def _key(y: npt.NDArray[np.float32]) -> tuple[int, KeyMode, float]:
+    """Key root (pitch class), mode and confidence of mono ``y`` at :data:`SR_ANALYSIS`."""
+    import librosa  # heavy import (numba); only when analysing
+
+    chroma = librosa.feature.chroma_cqt(y=y, sr=SR_ANALYSIS, hop_length=2048, n_chroma=12)
+    return estimate_key(chroma)
 
 
 def _tempo_and_beats(y: npt.NDArray[np.float32]) -> tuple[float, float, FloatArray]:
     """Tempo (BPM, from the beats when there are four or more), its confidence and the beat
     times (s) of mono ``y`` at :data:`SR_ANALYSIS`."""
-    import librosa
+    import librosa  # heavy import (numba); only when analysing
 
     onset_env = librosa.onset.onset_strength(y=y, sr=SR_ANALYSIS, hop_length=HOP, aggregate=np.median)
     # A short-window envelope for placing beats: its peaks lag attacks less, and less

@@ -231,7 +231,7 @@ class MainWindow(QMainWindow):
     def _setting_changed(self, key: str, value: Any) -> None:
         """Apply a setting changed on the Settings tab to the running app."""
         if key == "compute/device":
-            from gui.app import choose_device
+            from gui.settings import choose_device
 
             device, note = choose_device(str(value))
             self.session.set_device(device)  # type: ignore[arg-type]

@@ -12,7 +12,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from cli import add_voice_flags
+from cli.flags import add_voice_flags
 from core.progress import CancelToken, Progress
 
 if TYPE_CHECKING:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cli import add_voice_flags
+from cli.flags import add_voice_flags
 from core.errors import CrossmixError, ModelError
 
 HELP = "render a cross-mix: QUERY's vocal over MATCH's accompaniment, tempo- and beat-aligned"

@@ -42,10 +42,10 @@ def start_engine(session: Any, device_name: str, stem_cache_gb: float, *,
     Runs in a worker once the window shows, so the window appears within a second or two
     instead of after the imports (several seconds on a small machine)."""
     from core.progress import Progress, check_cancel
+    from gui.settings import choose_device
 
     if progress is not None:
         progress(Progress("start", 0, 2, "steps", "loading PyTorch"))
-    from gui.settings import choose_device
 
     device, note = choose_device(device_name)
     check_cancel(cancel, "starting")
@@ -78,7 +78,6 @@ def build_window(files: list[str] | None = None, *, settings_path: str | Path | 
     from gui.main_window import MainWindow
     from gui.settings import Settings
     from gui.tabs import add_placeholder_tabs
-    from gui.workers import Task
 
     def say(text: str) -> None:
         if splash is not None:
@@ -98,6 +97,15 @@ def build_window(files: list[str] | None = None, *, settings_path: str | Path | 
     window.engine_loading = True
     if files:
         window.enqueue([str(Path(f).expanduser()) for f in files])
+
+    _start_engine_in_background(window, session, settings)
+    return window
+
+
+def _start_engine_in_background(window: Any, session: Any, settings: Any) -> None:
+    """Import the engine in a worker (:func:`start_engine`), then fill in the tabs and load the
+    models in another; the window's status bar shows both."""
+    from gui.workers import Task
 
     def progress(p: Any) -> None:
         window.show_start_progress(p)
@@ -132,7 +140,6 @@ def build_window(files: list[str] | None = None, *, settings_path: str | Path | 
     task.signals.finished.connect(started)
     task.signals.failed.connect(failed)
     window.runner.start(task)
-    return window
 
 
 def no_display_reason() -> str | None:

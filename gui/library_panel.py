@@ -96,6 +96,25 @@ class LibraryPanel(QWidget):
 
         self.summary = QLabel("Opening the library…")
         self.summary.setWordWrap(True)
+        message_row = self._build_message_row()
+        self.folders = _table(["Folder", "Files", "Songs"])
+        self.folders.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.folders.horizontalHeader().setStretchLastSection(False)
+        self.failures = _table(["File", "Stage", "Reason"])
+        buttons = self._build_buttons(settings)
+        prog = self._build_progress_row()
+        self._set_scanning(False)
+        split = self._build_splitter()
+
+        lay = QVBoxLayout(self)
+        lay.addWidget(self.summary)
+        lay.addLayout(message_row)
+        lay.addLayout(buttons)
+        lay.addLayout(prog)
+        lay.addWidget(split, 1)
+
+    def _build_message_row(self) -> QHBoxLayout:
+        """A message about the last action (hidden when none), with Undo after a removal."""
         self.message = QLabel("")
         self.message.setWordWrap(True)
         self.message.hide()
@@ -107,12 +126,10 @@ class LibraryPanel(QWidget):
         message_row = QHBoxLayout()
         message_row.addWidget(self.message, 1)
         message_row.addWidget(self.undo_button)
+        return message_row
 
-        self.folders = _table(["Folder", "Files", "Songs"])
-        self.folders.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        self.folders.horizontalHeader().setStretchLastSection(False)
-        self.failures = _table(["File", "Stage", "Reason"])
-
+    def _build_buttons(self, settings: Settings) -> QHBoxLayout:
+        """Add folder, Rescan, Remove and the indexing mode (kept in the settings)."""
         self.add_button = QPushButton("Add folder…")
         self.add_button.clicked.connect(self.choose_folder)
         self.rescan_button = QPushButton("Rescan")
@@ -135,7 +152,10 @@ class LibraryPanel(QWidget):
         buttons.addWidget(QLabel("Indexing mode"))
         buttons.addWidget(self.mode)
         buttons.addStretch(1)
+        return buttons
 
+    def _build_progress_row(self) -> QHBoxLayout:
+        """The scan's progress bar, time left and Cancel."""
         self.bar = QProgressBar()
         self.bar.setRange(0, 1000)
         self.eta = QLabel("")
@@ -145,8 +165,10 @@ class LibraryPanel(QWidget):
         prog.addWidget(self.bar, 1)
         prog.addWidget(self.eta)
         prog.addWidget(self.cancel_button)
-        self._set_scanning(False)
+        return prog
 
+    def _build_splitter(self) -> QSplitter:
+        """The song list over the folders and the files that could not be indexed."""
         sbox = self._build_song_list()
         fbox = QGroupBox("Folders")
         QVBoxLayout(fbox).addWidget(self.folders)
@@ -159,13 +181,7 @@ class LibraryPanel(QWidget):
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 1)
         split.setStretchFactor(2, 1)
-
-        lay = QVBoxLayout(self)
-        lay.addWidget(self.summary)
-        lay.addLayout(message_row)
-        lay.addLayout(buttons)
-        lay.addLayout(prog)
-        lay.addWidget(split, 1)
+        return split
 
     def _build_song_list(self) -> QGroupBox:
         """The library's files in a model/view table (no widget per row: thousands of songs

@@ -50,6 +50,39 @@ class PreviewPanel(QGroupBox):
             "crossmix": WaveformView("Cross-mix (your vocal over its accompaniment)",
                                      color="#c774e8"),
         }
+        src_row = self._build_source_row()
+        # A-B loop: A and B are set at the playhead; Loop repeats what lies between them.
+        self.loop_a: float | None = None
+        self.loop_b: float | None = None
+        self._seconds = 0.0
+        transport = self._build_transport()
+        self.playback_reason = QLabel("")
+        self.playback_reason.setWordWrap(True)
+        self.playback_reason.setObjectName("warning")
+        gains = self._build_gains()
+        # where the accompaniment's bar lines sit under the voice, heard at once
+        self.phase = PhaseControls()
+        self.report = QLabel("")
+        self.report.setWordWrap(True)
+        # "Remove (or keep only) a sound like this one" on the match's accompaniment.
+        self.choice_bar = SourceChoiceBar(
+            {k: self.waves[k] for k in ("mix", "accompaniment")})
+
+        lay = QVBoxLayout(self)
+        lay.addWidget(self.heading)
+        for w in self.waves.values():
+            lay.addWidget(w, 1)
+        lay.addLayout(src_row)
+        lay.addLayout(transport)
+        lay.addWidget(self.playback_reason)
+        lay.addLayout(gains)
+        lay.addWidget(self.phase)
+        lay.addWidget(self.choice_bar)
+        lay.addWidget(self.report)
+        self.set_ready(False)
+
+    def _build_source_row(self) -> QHBoxLayout:
+        """Listen to: one radio button per source (the cross-mix at first)."""
         self.source_buttons: dict[str, QRadioButton] = {}
         group = QButtonGroup(self)
         src_row = QHBoxLayout()
@@ -62,22 +95,18 @@ class PreviewPanel(QGroupBox):
             src_row.addWidget(b)
         src_row.addStretch(1)
         self.source_buttons["crossmix"].setChecked(True)
+        return src_row
 
+    def _build_transport(self) -> QHBoxLayout:
+        """Play, Stop, the position, the A-B loop and Export."""
         self.play_button = QPushButton("Play")
         self.play_button.setToolTip("Play / pause (Space)")
         self.stop_button = QPushButton("Stop")
         self.position = QLabel("0:00 / 0:00")
-        self.playback_reason = QLabel("")
-        self.playback_reason.setWordWrap(True)
-        self.playback_reason.setObjectName("warning")
         transport = QHBoxLayout()
         transport.addWidget(self.play_button)
         transport.addWidget(self.stop_button)
         transport.addWidget(self.position)
-        # A-B loop: A and B are set at the playhead; Loop repeats what lies between them.
-        self.loop_a: float | None = None
-        self.loop_b: float | None = None
-        self._seconds = 0.0
         self.set_a_button = QPushButton("A")
         self.set_a_button.setToolTip("Set the loop start (A) at the playhead")
         self.set_a_button.clicked.connect(self.set_a)
@@ -99,7 +128,10 @@ class PreviewPanel(QGroupBox):
         self.export_button = QPushButton("Export…")
         self.export_button.clicked.connect(self.export_requested)
         transport.addWidget(self.export_button)
+        return transport
 
+    def _build_gains(self) -> QGridLayout:
+        """The vocal and accompaniment gains and key matching."""
         self.vocal_gain = self._slider()
         self.acc_gain = self._slider()
         self.vocal_gain_label = QLabel("0.0 dB")
@@ -114,26 +146,7 @@ class PreviewPanel(QGroupBox):
         gains.addWidget(self.acc_gain, 1, 1)
         gains.addWidget(self.acc_gain_label, 1, 2)
         gains.addWidget(self.key_match, 2, 0, 1, 3)
-        # where the accompaniment's bar lines sit under the voice, heard at once
-        self.phase = PhaseControls()
-        self.report = QLabel("")
-        self.report.setWordWrap(True)
-        # "Remove (or keep only) a sound like this one" on the match's accompaniment.
-        self.choice_bar = SourceChoiceBar(
-            {k: self.waves[k] for k in ("mix", "accompaniment")})
-
-        lay = QVBoxLayout(self)
-        lay.addWidget(self.heading)
-        for w in self.waves.values():
-            lay.addWidget(w, 1)
-        lay.addLayout(src_row)
-        lay.addLayout(transport)
-        lay.addWidget(self.playback_reason)
-        lay.addLayout(gains)
-        lay.addWidget(self.phase)
-        lay.addWidget(self.choice_bar)
-        lay.addWidget(self.report)
-        self.set_ready(False)
+        return gains
 
     # --- A-B loop ---------------------------------------------------------------------------
 

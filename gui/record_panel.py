@@ -80,6 +80,25 @@ class RecordPanel(QGroupBox):
         self._finishing: Task | None = None
         self._closing = False
 
+        row1 = self._build_record_row()
+        row2 = self._build_metronome_row(settings)
+        self.reason = QLabel("")
+        self.reason.setWordWrap(True)
+        self.reason.setObjectName("record_reason")
+        row3 = self._build_takes_row()
+
+        lay = QVBoxLayout(self)
+        lay.addLayout(row1)
+        lay.addLayout(row2)
+        lay.addWidget(self.reason)
+        lay.addWidget(self.takes_list, 1)
+        lay.addLayout(row3)
+        self.update_devices()
+        self.refresh_takes()
+        self._recover()
+
+    def _build_record_row(self) -> QHBoxLayout:
+        """Record, the input level meter and the take's time."""
         self.record_button = QPushButton("● Record")
         self.record_button.setCheckable(True)
         self.record_button.clicked.connect(self.toggle_recording)
@@ -93,7 +112,10 @@ class RecordPanel(QGroupBox):
         row1.addWidget(self.record_button)
         row1.addWidget(self.meter, 1)
         row1.addWidget(self.time_label)
+        return row1
 
+    def _build_metronome_row(self, settings: Settings) -> QHBoxLayout:
+        """The metronome, its tempo and the count-in, kept in the settings."""
         self.metronome_check = QCheckBox("Metronome")
         self.metronome_check.setToolTip("Clicks in your headphones while you sing (not recorded); "
                                         "the take's tempo is then known exactly")
@@ -115,11 +137,10 @@ class RecordPanel(QGroupBox):
         row2.addWidget(self.bpm_spin)
         row2.addWidget(self.count_in_spin)
         row2.addStretch(1)
+        return row2
 
-        self.reason = QLabel("")
-        self.reason.setWordWrap(True)
-        self.reason.setObjectName("record_reason")
-
+    def _build_takes_row(self) -> QHBoxLayout:
+        """The list of takes, and the buttons that act on the selected one."""
         self.takes_list = QListWidget()
         self.takes_list.setToolTip("Your last takes, newest first (double-click: search with it)")
         self.takes_list.itemSelectionChanged.connect(self._update_buttons)
@@ -135,16 +156,7 @@ class RecordPanel(QGroupBox):
         row3 = QHBoxLayout()
         for b in (self.play_button, self.rename_button, self.delete_button, self.search_button):
             row3.addWidget(b)
-
-        lay = QVBoxLayout(self)
-        lay.addLayout(row1)
-        lay.addLayout(row2)
-        lay.addWidget(self.reason)
-        lay.addWidget(self.takes_list, 1)
-        lay.addLayout(row3)
-        self.update_devices()
-        self.refresh_takes()
-        self._recover()
+        return row3
 
     # --- devices ----------------------------------------------------------------------------
 

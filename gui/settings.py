@@ -160,6 +160,22 @@ OPTIONS: tuple[Option, ...] = (
 _BY_KEY = {o.key: o for o in OPTIONS}
 
 
+def choose_device(name: str) -> tuple[object, str]:
+    """``(torch.device, note)``: the setting's device, or the CPU with a note when CUDA is absent."""
+    from core.device import resolve_device
+    from core.errors import DeviceError
+
+    try:
+        return resolve_device(name), ""
+    except DeviceError:
+        import torch
+
+        # Said in the app's terms (not the CLI's --device): where to change it.
+        return torch.device("cpu"), (
+            f"The compute device “{name}” cannot be used: no usable NVIDIA GPU was found, so "
+            "the CPU is used. Settings ▸ Compute device is set back to “Automatic”.")
+
+
 def gigabytes(value: float) -> int:
     """A size setting in GB (10^9 bytes) as bytes."""
     return int(round(float(value) * 1e9))
@@ -250,19 +266,3 @@ class Settings(QObject):
 
     def sync(self) -> None:
         self._qs.sync()
-
-
-def choose_device(name: str) -> tuple[object, str]:
-    """``(torch.device, note)``: the setting's device, or the CPU with a note when CUDA is absent."""
-    from core.device import resolve_device
-    from core.errors import DeviceError
-
-    try:
-        return resolve_device(name), ""
-    except DeviceError:
-        import torch
-
-        # Said in the app's terms (not the CLI's --device): where to change it.
-        return torch.device("cpu"), (
-            f"The compute device “{name}” cannot be used: no usable NVIDIA GPU was found, so "
-            "the CPU is used. Settings ▸ Compute device is set back to “Automatic”.")

@@ -57,7 +57,27 @@ class VoiceControls(QWidget):
         self.vocal_only.clicked.connect(self.vocal_only_toggled)
         self.vocal_note = QLabel("")
         self.vocal_note.setWordWrap(True)
+        self._taps: list[float] = []
+        self._shown_bpm: float | None = None
+        self.selection: tuple[float, float] | None = None
+        self.searched_region: tuple[float, float] | None = None
 
+        tempo_row = self._build_tempo_row()
+        region_row = self._build_region_row()
+
+        grid = QGridLayout(self)
+        grid.setContentsMargins(0, 0, 0, 0)
+        grid.addWidget(self.vocal_only, 0, 0, 1, 2)
+        grid.addWidget(self.vocal_note, 1, 0, 1, 2)
+        grid.addWidget(QLabel("Beat"), 2, 0)
+        grid.addLayout(tempo_row, 2, 1)
+        grid.addWidget(self.tempo_note, 3, 0, 1, 2)
+        grid.addWidget(self.region_label, 4, 0, 1, 2)
+        grid.addLayout(region_row, 5, 0, 1, 2)
+        self.clear()
+
+    def _build_tempo_row(self) -> QHBoxLayout:
+        """The tempo box, Tap and Estimate (the note under them is not in the row)."""
         self.tempo = QDoubleSpinBox()
         self.tempo.setRange(USER_MIN_BPM, USER_MAX_BPM)
         self.tempo.setDecimals(1)
@@ -74,13 +94,18 @@ class VoiceControls(QWidget):
         self.estimate_button.clicked.connect(self.estimate_requested)
         self.tempo_note = QLabel("")
         self.tempo_note.setWordWrap(True)
-        self._taps: list[float] = []
-        self._shown_bpm: float | None = None
         self._settle = QTimer(self)
         self._settle.setSingleShot(True)
         self._settle.setInterval(self.TAP_SETTLE_MS)
         self._settle.timeout.connect(self._tapped)
+        tempo_row = QHBoxLayout()
+        tempo_row.addWidget(self.tempo)
+        tempo_row.addWidget(self.tap_button)
+        tempo_row.addWidget(self.estimate_button)
+        return tempo_row
 
+    def _build_region_row(self) -> QHBoxLayout:
+        """Search with this part and Whole song (the region's label is not in the row)."""
         self.region_label = QLabel("Drag across the mix to choose a part.")
         self.region_label.setWordWrap(True)
         self.search_region_button = QPushButton("Search with this part")
@@ -90,26 +115,10 @@ class VoiceControls(QWidget):
         self.whole_song_button = QPushButton("Whole song")
         self.whole_song_button.setToolTip("Search with the whole song again")
         self.whole_song_button.clicked.connect(self.whole_song_requested)
-        self.selection: tuple[float, float] | None = None
-        self.searched_region: tuple[float, float] | None = None
-
-        grid = QGridLayout(self)
-        grid.setContentsMargins(0, 0, 0, 0)
-        grid.addWidget(self.vocal_only, 0, 0, 1, 2)
-        grid.addWidget(self.vocal_note, 1, 0, 1, 2)
-        tempo_row = QHBoxLayout()
-        tempo_row.addWidget(self.tempo)
-        tempo_row.addWidget(self.tap_button)
-        tempo_row.addWidget(self.estimate_button)
-        grid.addWidget(QLabel("Beat"), 2, 0)
-        grid.addLayout(tempo_row, 2, 1)
-        grid.addWidget(self.tempo_note, 3, 0, 1, 2)
         region_row = QHBoxLayout()
         region_row.addWidget(self.search_region_button)
         region_row.addWidget(self.whole_song_button)
-        grid.addWidget(self.region_label, 4, 0, 1, 2)
-        grid.addLayout(region_row, 5, 0, 1, 2)
-        self.clear()
+        return region_row
 
     # --- state ------------------------------------------------------------------------------
 

@@ -265,6 +265,17 @@ class SongFeatures:
 StemsFn = Callable[[Path], Any]
 
 
+def make_separator(name: str, device: torch.device) -> Any:
+    """The separator for training data: ``"spleeter"`` (Deezer weights) or ``"tiny"`` (tests)."""
+    from core.separation.separator import Separator
+
+    if name == "spleeter":
+        return Separator.spleeter_2stems(device=device)
+    if name == "tiny":
+        return Separator.tiny(device=device)
+    raise TrainingError(f"Unknown separator {name!r}: use 'spleeter' or 'tiny'.")
+
+
 class FeatureStore:
     """Log-mel segments of songs, computed once and kept on disk.
 

@@ -195,6 +195,22 @@ def load_audio(
     EmptyAudioError, SilentAudioError, TooLongError
     """
     p = Path(path)
+    kind = _sniff_checked(p, max_duration=max_duration)
+    declared = _flac_declared_frames(p) if kind == "flac" else None
+    samples, file_sr = _decode(p, kind, declared=declared, max_duration=max_duration)
+    _check_decoded(p, samples, file_sr, declared=declared, max_duration=max_duration,
+                   allow_silent=allow_silent)
+    audio = Audio(samples, file_sr, p)
+    if channels is not None:
+        audio = audio.with_channels(channels)
+    if sr is not None and sr != file_sr:
+        audio = audio.resampled(sr)
+    return audio
+
+
+def _sniff_checked(p: Path, *, max_duration: float | None) -> str:
+    """The format of ``p`` from its first bytes, refusing before decoding what cannot be a
+    song: an empty file, something that is not audio, MIDI, or (from the header) too long."""
     head = _read_head(p)
     if not head:
         raise EmptyAudioError(p, "the file is empty (0 bytes).")
@@ -210,18 +226,27 @@ def load_audio(
             raise TooLongError(
                 p, f"it is {_fmt_minutes(dur)} long; the limit is {_fmt_minutes(max_duration)}."
             )
+    return kind
 
-    declared = _flac_declared_frames(p) if kind == "flac" else None
+
+def _decode(p: Path, kind: str, *, declared: int | None,
+            max_duration: float | None) -> tuple[FloatArray, int]:
+    """Samples ``(channels, n)`` and rate: libsndfile where it can, else ffmpeg."""
     if kind in ("wav", "flac", "ogg", "aiff", "mp3") and declared != 0:
         try:
-            samples, file_sr = _decode_soundfile(p)
+            return _decode_soundfile(p)
         except AudioError:
             raise
         except Exception as exc:  # libsndfile could not: ffmpeg may (odd mp3s, opus in ogg)
-            samples, file_sr = _decode_ffmpeg(p, first_error=str(exc), max_duration=max_duration)
-    else:  # (a FLAC written as a stream, without its length, is read to its end by ffmpeg)
-        samples, file_sr = _decode_ffmpeg(p, max_duration=max_duration)
+            return _decode_ffmpeg(p, first_error=str(exc), max_duration=max_duration)
+    # (a FLAC written as a stream, without its length, is read to its end by ffmpeg)
+    return _decode_ffmpeg(p, max_duration=max_duration)
 
+
+def _check_decoded(p: Path, samples: FloatArray, file_sr: int, *,
+                   declared: int | None, max_duration: float | None, allow_silent: bool) -> None:
+    """Refuse decoded audio that is empty, too long, shorter than its header promised,
+    invalid (NaN/inf) or silent."""
     if samples.shape[1] == 0:
         raise EmptyAudioError(p, "the file decodes to zero samples.")
     if max_duration is not None and samples.shape[1] / file_sr > max_duration:
@@ -239,13 +264,6 @@ def load_audio(
         raise CorruptAudioError(p, "it decodes to invalid (NaN/inf) samples.")
     if not allow_silent and float(np.max(np.abs(samples))) < SILENCE_PEAK:
         raise SilentAudioError(p, "it is silent (peak below -80 dBFS).")
-
-    audio = Audio(samples, file_sr, p)
-    if channels is not None:
-        audio = audio.with_channels(channels)
-    if sr is not None and sr != file_sr:
-        audio = audio.resampled(sr)
-    return audio
 
 
 _SPECIAL_FILES = (

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from core.atomic import atomic_write
 from core.audio.decode import Audio
@@ -72,60 +73,76 @@ def export_audio(
     """
     p = Path(path)
     fmt = _format_of(p, format)
-    if p.exists() and not overwrite:
-        raise ExportError(f"{p}: the file exists; choose another name or allow overwriting (--overwrite).")
-    if p.is_dir():
-        raise ExportError(f"{p}: this is a folder; give a file name.")
-    if shutil.which("ffmpeg") is None:
-        raise ExportError(f"{p}: exporting needs ffmpeg, which is not installed (apt install ffmpeg).")
-    with warnings.catch_warnings():
-        # pydub warns at import when ffmpeg is elsewhere, and about audioop on Python 3.12.
-        warnings.simplefilter("ignore", RuntimeWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from pydub import AudioSegment
-        from pydub.exceptions import CouldntEncodeError
-
+    _check_target(p, overwrite=overwrite)
+    pydub = _import_pydub()
     x = np.clip(np.nan_to_num(audio.samples, nan=0.0), -1.0, 1.0).astype(np.float64)
-
-    def segment_of(gain: float) -> AudioSegment:
-        pcm = np.round(x.T * gain * (2**31 - 1)).astype("<i4")  # int32 frames, interleaved
-        return AudioSegment(data=pcm.tobytes(), sample_width=4, frame_rate=audio.sr, channels=audio.channels)
-
-    codec, params = FORMATS[fmt]
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ExportError(f"{p}: cannot write in {p.parent} ({exc.strerror or exc}); choose another folder.") from None
     try:
         with atomic_write(p, suffix=f".part.{fmt}") as tmp:
-            gain = 1.0
-            for _ in range(3):
-                handle = segment_of(gain).export(
-                    str(tmp),
-                    format=fmt,
-                    codec=codec,
-                    bitrate=bitrate if fmt in LOSSY else None,
-                    parameters=list(params),
-                    tags=dict(tags) if tags else None,
-                )
-                handle.close()
-                if fmt not in LOSSY:
-                    break
-                # Lossy codecs overshoot a little; decode and lower the level until nothing clips.
-                peak = _decoded_peak(tmp)
-                if peak <= 1.0:
-                    break
-                gain *= 0.995 / peak
+            _encode(tmp, x, audio.sr, fmt=fmt, bitrate=bitrate, tags=tags, segment=pydub.AudioSegment)
             if tmp.stat().st_size == 0:
                 raise ExportError(f"{p}: the encoder wrote nothing; is the disk full?")
             if tags and tags.get("comment"):
                 _write_comment(tmp, fmt, str(tags["comment"]))
-    except CouldntEncodeError as exc:
+    except pydub.exceptions.CouldntEncodeError as exc:
         last = str(exc).strip().splitlines()[-1:] or ["unknown error"]
         raise ExportError(f"{p}: ffmpeg could not encode it ({last[0]}); is the disk full?") from None
     except OSError as exc:
         raise ExportError(f"{p}: could not write it ({exc.strerror or exc}); is the disk full?") from None
     return p
+
+
+def _check_target(p: Path, *, overwrite: bool) -> None:
+    """Refuse, before any work, an existing file (unless ``overwrite``), a folder, or a
+    machine without ffmpeg."""
+    if p.exists() and not overwrite:
+        raise ExportError(f"{p}: the file exists; choose another name or allow overwriting (--overwrite).")
+    if p.is_dir():
+        raise ExportError(f"{p}: this is a folder; give a file name.")
+    if shutil.which("ffmpeg") is None:
+        raise ExportError(f"{p}: exporting needs ffmpeg, which is not installed (apt install ffmpeg).")
+
+
+def _import_pydub() -> Any:
+    """pydub with ``AudioSegment`` and ``exceptions``, imported on first export."""
+    with warnings.catch_warnings():
+        # pydub warns at import when ffmpeg is elsewhere, and about audioop on Python 3.12.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import pydub
+        import pydub.exceptions
+    return pydub
+
+
+def _encode(tmp: Path, x: npt.NDArray[np.float64], sr: int, *, fmt: str, bitrate: str,
+            tags: Mapping[str, str] | None, segment: Any) -> None:
+    """Encode ``x`` (``(channels, n)`` within +/-1) to ``tmp`` with pydub's ``segment`` class.
+
+    Lossy codecs overshoot a little: the file is decoded and encoded again at a lower level
+    until nothing clips (three tries at most).
+    """
+    codec, params = FORMATS[fmt]
+    gain = 1.0
+    for _ in range(3):
+        pcm = np.round(x.T * gain * (2**31 - 1)).astype("<i4")  # int32 frames, interleaved
+        handle = segment(data=pcm.tobytes(), sample_width=4, frame_rate=sr, channels=x.shape[0]).export(
+            str(tmp),
+            format=fmt,
+            codec=codec,
+            bitrate=bitrate if fmt in LOSSY else None,
+            parameters=list(params),
+            tags=dict(tags) if tags else None,
+        )
+        handle.close()
+        if fmt not in LOSSY:
+            break
+        peak = _decoded_peak(tmp)
+        if peak <= 1.0:
+            break
+        gain *= 0.995 / peak
 
 
 def _write_comment(path: Path, fmt: str, comment: str) -> None:
@@ -280,7 +297,25 @@ def export_cross_mix(
         The files written, the mix first.
     """
     p = Path(path)
-    targets: list[tuple[Path, Audio, Mapping[str, str] | None]] = [(p, mix, tags)]
+    targets = _cross_mix_targets(p, mix, vocals=vocals, accompaniment=accompaniment, tags=tags)
+    _format_of(p, format)
+    if not overwrite:
+        existing = [str(t) for t, _, _ in targets if t.exists()]
+        if existing:
+            raise ExportError(
+                f"{existing[0]}: the file exists; choose another name or allow overwriting (--overwrite)."
+            )
+    return _export_all_or_nothing(p, targets, fmt=_format_of(p, format), bitrate=bitrate)
+
+
+_Target = tuple[Path, Audio, Mapping[str, str] | None]
+
+
+def _cross_mix_targets(p: Path, mix: Audio, *, vocals: Audio | None, accompaniment: Audio | None,
+                       tags: Mapping[str, str] | None) -> list[_Target]:
+    """The mix's file, audio and tags, then its two parts' (titled ``... (vocals)`` and
+    ``... (accompaniment)``) when they are given."""
+    targets: list[_Target] = [(p, mix, tags)]
     if vocals is not None or accompaniment is not None:
         if vocals is None or accompaniment is None:
             raise ExportError(f"{p}: stems need both the vocal and the accompaniment part.")
@@ -289,16 +324,12 @@ def export_cross_mix(
         title = base.get("title", p.stem)
         targets.append((v_path, vocals, {**base, "title": f"{title} (vocals)"}))
         targets.append((a_path, accompaniment, {**base, "title": f"{title} (accompaniment)"}))
-    _format_of(p, format)
-    if not overwrite:
-        existing = [str(t) for t, _, _ in targets if t.exists()]
-        if existing:
-            raise ExportError(
-                f"{existing[0]}: the file exists; choose another name or allow overwriting (--overwrite)."
-            )
-    # All or nothing: every file is encoded beside its target first and only when all are
-    # complete are they renamed into place, so a full disk never leaves a mix without its stems.
-    fmt = _format_of(p, format)
+    return targets
+
+
+def _export_all_or_nothing(p: Path, targets: list[_Target], *, fmt: str, bitrate: str) -> list[Path]:
+    """All or nothing: every file is encoded beside its target first and only when all are
+    complete are they renamed into place, so a full disk never leaves a mix without its stems."""
     staged: list[tuple[Path, Path]] = []
     try:
         for target, audio, t in targets:

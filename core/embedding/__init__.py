@@ -10,7 +10,7 @@ import lazy_loader as _lazy
 
 __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
-    submodules=["encoders", "features", "ge2e", "quality", "song"],
+    submodules=["encoders", "features", "ge2e", "mel", "quality", "song"],
     submod_attrs={
         "encoders": [
             "EncoderConfig",
@@ -51,7 +51,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
 )
 
 if TYPE_CHECKING:  # the names, for type checkers and readers
-    from . import encoders, features, ge2e, quality, song
+    from . import encoders, features, ge2e, mel, quality, song
     from .encoders import (
         Backbone,
         EncoderConfig,

@@ -16,14 +16,12 @@ spread evenly over the song.
 
 from __future__ import annotations
 
-import functools
-
-import librosa
 import numpy as np
 import numpy.typing as npt
 import torch
 
 from core.audio.decode import Audio
+from core.embedding.mel import mel_power as _mel_power
 
 #: Sample rate of the front end, Hz.
 SR_FEATURES = 22050
@@ -52,39 +50,15 @@ DEFAULT_MAX_SEGMENTS = 16
 IntArray = npt.NDArray[np.int64]
 
 
-@functools.lru_cache(maxsize=8)
-def _mel_basis_np(sr: int, n_fft: int, n_mels: int) -> npt.NDArray[np.float32]:
-    return librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels).astype(np.float32)
-
-
 def mel_power(samples: torch.Tensor, *, sr: int = SR_FEATURES, n_fft: int = N_FFT,
               hop: int = HOP, n_mels: int = N_MELS) -> torch.Tensor:
-    """Mel power spectrogram, identical to ``librosa.feature.melspectrogram`` defaults.
+    """Mel power spectrogram with this front end's defaults (22 050 Hz, 1024, 512, 128 bands).
 
-    Parameters
-    ----------
-    samples : torch.Tensor
-        ``(n,)`` or ``(batch, n)`` float mono audio at ``sr`` Hz.
-
-    Returns
-    -------
-    torch.Tensor
-        ``(n_mels, frames)`` or ``(batch, n_mels, frames)``, ``frames = 1 + n // hop``
-        (centred STFT, zero padding as librosa >= 0.10 does by default).
+    :func:`core.embedding.mel.mel_power`, identical to ``librosa.feature.melspectrogram``
+    defaults: ``(n,)`` or ``(batch, n)`` audio -> ``(n_mels, frames)`` or
+    ``(batch, n_mels, frames)`` with ``frames = 1 + n // hop``.
     """
-    x = samples.to(torch.float32)
-    squeeze = x.ndim == 1
-    if squeeze:
-        x = x.unsqueeze(0)
-    if x.ndim != 2:
-        raise ValueError(f"samples must be (n,) or (batch, n), got {tuple(samples.shape)}")
-    window = torch.hann_window(n_fft, periodic=True, device=x.device, dtype=torch.float32)
-    spec = torch.stft(x, n_fft=n_fft, hop_length=hop, win_length=n_fft, window=window,
-                      center=True, pad_mode="constant", return_complex=True)
-    power = spec.real.square() + spec.imag.square()
-    basis = torch.from_numpy(_mel_basis_np(sr, n_fft, n_mels)).to(x.device)
-    mel = torch.matmul(basis, power)
-    return mel.squeeze(0) if squeeze else mel
+    return _mel_power(samples, sr=sr, n_fft=n_fft, hop=hop, n_mels=n_mels)
 
 
 def compress(mel: torch.Tensor) -> torch.Tensor:

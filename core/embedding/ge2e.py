@@ -32,6 +32,7 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
+from core.embedding.mel import mel_power
 from core.errors import ModelError
 
 #: resemblyzer's front end (``resemblyzer/hparams.py``).
@@ -171,8 +172,6 @@ def segment_mels(samples: npt.NDArray[np.float32], starts_s: npt.NDArray[np.floa
     seconds : float
         Segment length, seconds (segments past the end are zero-padded).
     """
-    from core.embedding.features import mel_power
-
     n = int(round(seconds * SR))
     chunks = []
     for s in starts_s:

@@ -483,27 +483,7 @@ class Catalog:
         if analysis is not None:
             tempo, key = analysis.get("tempo"), analysis.get("key")
         with self.transaction() as c:
-            row = c.execute("SELECT id FROM songs WHERE content_hash=?",
-                            (info.content_hash,)).fetchone()
-            if row is None:
-                cur = c.execute(
-                    "INSERT INTO songs (content_hash, size, audio_key, duration, artist, title, "
-                    "album, stems_model, model_id, mode, added_at, updated_at) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (info.content_hash, info.size, info.audio_key, info.duration, info.artist,
-                     info.title, info.album, info.stems_model, model_id, mode, now, now),
-                )
-                song_id = int(cur.lastrowid or 0)
-            else:
-                song_id = int(row[0])
-                c.execute(
-                    "UPDATE songs SET size=?, audio_key=COALESCE(?, audio_key), "
-                    "duration=COALESCE(?, duration), artist=?, title=?, album=?, "
-                    "stems_model=COALESCE(?, stems_model), model_id=?, mode=?, updated_at=? "
-                    "WHERE id=?",
-                    (info.size, info.audio_key, info.duration, info.artist, info.title,
-                     info.album, info.stems_model, model_id, mode, now, song_id),
-                )
+            song_id = _upsert_song(c, info, model_id=model_id, mode=mode, now=now)
             if analysis is not None:
                 c.execute("UPDATE songs SET tempo=?, key=?, analysis=? WHERE id=?",
                           (tempo, key, json.dumps(dict(analysis)), song_id))
@@ -811,6 +791,33 @@ def _upgrade(c: sqlite3.Connection, version: int) -> None:
         c.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
 
 
+def _upsert_song(c: sqlite3.Connection, info: SongInfo, *, model_id: str, mode: str,
+                 now: float) -> int:
+    """The id of the song with ``info.content_hash``, created or updated from ``info``."""
+    row = c.execute("SELECT id FROM songs WHERE content_hash=?",
+                    (info.content_hash,)).fetchone()
+    if row is None:
+        cur = c.execute(
+            "INSERT INTO songs (content_hash, size, audio_key, duration, artist, title, "
+            "album, stems_model, model_id, mode, added_at, updated_at) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (info.content_hash, info.size, info.audio_key, info.duration, info.artist,
+             info.title, info.album, info.stems_model, model_id, mode, now, now),
+        )
+        song_id = int(cur.lastrowid or 0)
+    else:
+        song_id = int(row[0])
+        c.execute(
+            "UPDATE songs SET size=?, audio_key=COALESCE(?, audio_key), "
+            "duration=COALESCE(?, duration), artist=?, title=?, album=?, "
+            "stems_model=COALESCE(?, stems_model), model_id=?, mode=?, updated_at=? "
+            "WHERE id=?",
+            (info.size, info.audio_key, info.duration, info.artist, info.title,
+             info.album, info.stems_model, model_id, mode, now, song_id),
+        )
+    return song_id
+
+
 def _bump(c: sqlite3.Connection) -> None:
     c.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='generation'")
 
@@ -942,6 +949,16 @@ def repair_catalog(path: str | Path, *, dry_run: bool = False) -> RepairReport:
     salvage = p.with_name(f".{p.name}.salvage")
     for leftover in (salvage, Path(f"{salvage}-wal"), Path(f"{salvage}-shm")):
         leftover.unlink(missing_ok=True)
+    _salvage_into(p, salvage, report)
+    damaged = _swap_in_salvage(p, salvage)
+    report.repaired = True
+    report.damaged_copy = str(damaged)
+    return report
+
+
+def _salvage_into(p: Path, salvage: Path, report: RepairReport) -> None:
+    """Copy what can be read of the catalog ``p`` into a fresh catalog at ``salvage``, drop
+    songs that lost their files or their mix vector, and count both in ``report``."""
     old = _tolerant_connect(p)
     new = Catalog.open(salvage)
     try:
@@ -979,6 +996,11 @@ def repair_catalog(path: str | Path, *, dry_run: bool = False) -> RepairReport:
     finally:
         new.close()
         old.close()
+
+
+def _swap_in_salvage(p: Path, salvage: Path) -> Path:
+    """Move the damaged catalog ``p`` (and its WAL files) aside and ``salvage`` in its place;
+    the damaged copy's path."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     damaged = p.with_name(f"{p.name}.damaged-{stamp}")
     try:
@@ -993,6 +1015,4 @@ def repair_catalog(path: str | Path, *, dry_run: bool = False) -> RepairReport:
     except OSError as exc:
         raise LibraryError(f"{p}: could not put the salvaged catalog in place ({exc}); the "
                            f"salvaged copy is {salvage}.") from None
-    report.repaired = True
-    report.damaged_copy = str(damaged)
-    return report
+    return damaged

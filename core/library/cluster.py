@@ -45,7 +45,8 @@ if TYPE_CHECKING:
 
     from core.embedding.encoders import EncoderPair
     from core.library.library import Library
-    from core.library.scan import ScanReport
+    from core.library.scan import Scanner, ScanReport
+    from core.library.shards import IngestReport
     from core.separation.separator import Separator
 
 log = logging.getLogger(__name__)
@@ -283,44 +284,12 @@ def run_scan(
                       analyze=analyze, retry_failed=retry_failed, max_duration=max_duration)
     report = ScanReport()
     items, gone = scanner.plan(report)
-    # what the killed job did is reported as done by this run, not as unchanged
-    report.indexed += earlier.indexed
-    report.linked += earlier.linked
-    report.unchanged = max(0, report.unchanged - earlier.indexed - earlier.linked)
-    report.failed += earlier.failed
-    report.skipped_failed = max(0, report.skipped_failed - earlier.failed)
-    report.audio_s += earlier.audio_s
+    _count_earlier_run(report, earlier)
     check_cancel(cancel, "the library scan")
     if items:
-        before = set(_shard_names(location))
-        started = connect(ray, options)
-        try:
-            _run_job(ray, items, location, mode=mode, spec=spec, analyze=analyze,
-                     max_duration=max_duration, options=options,
-                     known=frozenset(s.content_hash for s in catalog.songs()
-                                     if scanner.complete(s)),
-                     progress=progress)
-        finally:
-            if started:
-                ray.shutdown()
-        new = sorted(set(_shard_names(location)) - before)
-        got = ingest_shards(catalog, location, model_id=model_id, only=new)
-        reembed = {i.path for i in items if i.kind == "reembed"}
-        known_now = catalog.file_rows_for(reembed)
-        report.reembedded += sum(1 for p in reembed if p in known_now)
-        report.indexed += got.indexed - min(got.indexed, report.reembedded)
-        report.linked += got.linked
-        report.failed += got.failed
-        report.audio_s += got.audio_s
-        planned = {i.path for i in items}
-        held = set(catalog.file_rows_for(planned)) | {
-            f.path for f in catalog.failures() if f.path in planned}
-        missing = planned - held
-        if missing:
-            raise ClusterError(
-                f"the Ray job finished but {len(missing)} of {len(planned)} files have no row "
-                f"in its shards (e.g. {sorted(missing)[0]}); what was done is kept: run the "
-                "command again to index the rest.")
+        _index_on_ray(ray, lib, scanner, items, location, report, mode=mode, spec=spec,
+                      model_id=model_id, analyze=analyze, max_duration=max_duration,
+                      options=options, progress=progress)
     if gone:
         report.removed = len(gone)
         report.removed_songs = catalog.forget_paths(gone)
@@ -329,6 +298,62 @@ def run_scan(
     lib.indexes.rebuild_all(list(INDEXED_SPACES), model_id)
     report.elapsed_s = time.monotonic() - t0
     return report
+
+
+def _count_earlier_run(report: ScanReport, earlier: IngestReport) -> None:
+    """What a killed job did (its shards ingested at the start) is reported as done by this
+    run, not as unchanged."""
+    report.indexed += earlier.indexed
+    report.linked += earlier.linked
+    report.unchanged = max(0, report.unchanged - earlier.indexed - earlier.linked)
+    report.failed += earlier.failed
+    report.skipped_failed = max(0, report.skipped_failed - earlier.failed)
+    report.audio_s += earlier.audio_s
+
+
+def _index_on_ray(ray: ModuleType, lib: Library, scanner: Scanner, items: list[Any],
+                  location: str, report: ScanReport, *, mode: str, spec: ModelSpec,
+                  model_id: str, analyze: bool, max_duration: float | None,
+                  options: RayOptions, progress: ProgressFn | None) -> None:
+    """Run the job on ``items``, ingest the shards it wrote and count them in ``report``.
+
+    Raises
+    ------
+    ClusterError
+        The job failed, or a planned file has no row (indexed or failed) in its shards.
+    """
+    from core.library.shards import ingest_shards
+
+    catalog = lib.catalog
+    before = set(_shard_names(location))
+    started = connect(ray, options)
+    try:
+        _run_job(ray, items, location, mode=mode, spec=spec, analyze=analyze,
+                 max_duration=max_duration, options=options,
+                 known=frozenset(s.content_hash for s in catalog.songs()
+                                 if scanner.complete(s)),
+                 progress=progress)
+    finally:
+        if started:
+            ray.shutdown()
+    new = sorted(set(_shard_names(location)) - before)
+    got = ingest_shards(catalog, location, model_id=model_id, only=new)
+    reembed = {i.path for i in items if i.kind == "reembed"}
+    known_now = catalog.file_rows_for(reembed)
+    report.reembedded += sum(1 for p in reembed if p in known_now)
+    report.indexed += got.indexed - min(got.indexed, report.reembedded)
+    report.linked += got.linked
+    report.failed += got.failed
+    report.audio_s += got.audio_s
+    planned = {i.path for i in items}
+    held = set(catalog.file_rows_for(planned)) | {
+        f.path for f in catalog.failures() if f.path in planned}
+    missing = planned - held
+    if missing:
+        raise ClusterError(
+            f"the Ray job finished but {len(missing)} of {len(planned)} files have no row "
+            f"in its shards (e.g. {sorted(missing)[0]}); what was done is kept: run the "
+            "command again to index the rest.")
 
 
 def _shard_names(location: str) -> list[str]:

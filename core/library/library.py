@@ -389,6 +389,7 @@ class Library:
 
     # --- indexing ---------------------------------------------------------------------------
 
+    # long: 10 keyword options and their documentation; the body is 23 lines
     def scan(
         self,
         *,
@@ -547,6 +548,7 @@ class Library:
         return SongEmbedding(M=vecs["M"], V=vecs["V"], MplusV=vecs.get("[M+V]"),
                              MV=vecs["[M,V]"], model_id=model)
 
+    # long: 15 keyword options and their documentation; the body (46 lines) is the steps
     def search(
         self,
         query: str | Path | SongEmbedding | QueryEmbedding,

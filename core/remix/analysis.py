@@ -201,8 +201,6 @@ def analyze(
     RemixError
         When the audio is shorter than 2 s (too short to have a tempo).
     """
-    import librosa  # heavy import (numba); only when analysing
-
     if audio.duration < 2.0:
         raise RemixError(
             f"{audio.source or 'the audio'}: it is {audio.duration:.1f} s long; "
@@ -219,6 +217,32 @@ def analyze(
 
     check_cancel(cancel, "the analysis")
     y = audio.mono().resampled(SR_ANALYSIS).samples[0].astype(np.float32)
+    tempo, tempo_conf, beats = _tempo_and_beats(y)
+    report("beats", 2)
+
+    check_cancel(cancel, "the analysis")
+    root, mode, key_conf = _key(y)
+    downbeats = _estimate_downbeats(y, beats)
+    report("key", 3)
+
+    return Analysis(tempo=float(tempo), beats=beats, downbeats=downbeats, key=key_name(root, mode),
+                    key_root=root, key_mode=mode, lufs=lufs, duration=audio.duration,
+                    key_confidence=key_conf, tempo_confidence=tempo_conf)
+
+
+def _key(y: npt.NDArray[np.float32]) -> tuple[int, KeyMode, float]:
+    """Key root (pitch class), mode and confidence of mono ``y`` at :data:`SR_ANALYSIS`."""
+    import librosa  # heavy import (numba); only when analysing
+
+    chroma = librosa.feature.chroma_cqt(y=y, sr=SR_ANALYSIS, hop_length=2048, n_chroma=12)
+    return estimate_key(chroma)
+
+
+def _tempo_and_beats(y: npt.NDArray[np.float32]) -> tuple[float, float, FloatArray]:
+    """Tempo (BPM, from the beats when there are four or more), its confidence and the beat
+    times (s) of mono ``y`` at :data:`SR_ANALYSIS`."""
+    import librosa  # heavy import (numba); only when analysing
+
     onset_env = librosa.onset.onset_strength(y=y, sr=SR_ANALYSIS, hop_length=HOP, aggregate=np.median)
     # A short-window envelope for placing beats: its peaks lag attacks less, and less
     # differently between sharp and soft attacks, than the 2048-point one used for tracking.
@@ -227,26 +251,7 @@ def analyze(
     beats = _track_beats(onset_env, tempo, sharp_env=sharp_env)
     if beats.size >= 4:
         tempo = float(60.0 / np.median(np.diff(beats)))
-    report("beats", 2)
-
-    check_cancel(cancel, "the analysis")
-    chroma = librosa.feature.chroma_cqt(y=y, sr=SR_ANALYSIS, hop_length=2048, n_chroma=12)
-    root, mode, key_conf = estimate_key(chroma)
-    downbeats = _estimate_downbeats(y, beats)
-    report("key", 3)
-
-    return Analysis(
-        tempo=float(tempo),
-        beats=beats,
-        downbeats=downbeats,
-        key=key_name(root, mode),
-        key_root=root,
-        key_mode=mode,
-        lufs=lufs,
-        duration=audio.duration,
-        key_confidence=key_conf,
-        tempo_confidence=tempo_conf,
-    )
+    return tempo, tempo_conf, beats
 
 
 def integrated_loudness(audio: Audio) -> float:

@@ -416,6 +416,8 @@ class CrossMix:
     beats: FloatArray
 
 
+# long: the public entry point: 11 lines of keyword-only signature and a 29-line docstring
+# over a 44-line body that reads as the pipeline's steps, each in its own function
 def render_cross_mix(
     *,
     query_vocals: Audio,
@@ -469,12 +471,7 @@ def render_cross_mix(
         if progress is not None:
             progress(Progress(stage=stage, done=done, total=2, unit="steps"))
 
-    plan = plan_beats(query_analysis, match_analysis, use_downbeats=opts.align_downbeats)
-    if opts.bar_offset_beats:
-        # Query beat i then hears accompaniment beat k + (i - d) / m: d beats later.
-        plan = replace(plan, match_beat_offset=plan.match_beat_offset
-                       - opts.bar_offset_beats / plan.multiplier)
-    delay = opts.offset_ms / 1000.0
+    plan = _offset_plan(query_analysis, match_analysis, opts)
     report = _report(query_analysis, match_analysis, plan, similarity=similarity,
                      max_shift=opts.max_shift, key_match=opts.key_match)
     shift = report.semitone_shift if opts.key_match else 0
@@ -484,42 +481,14 @@ def render_cross_mix(
     start_i = int(round(start * sr))
     check_cancel(cancel, "the cross-mix")
 
-    # Query times (s) and the accompaniment times that must sound there.
-    pad = 0.5  # context for the stretcher at both ends, trimmed afterwards
-    if opts.align_beats:
-        qb = query_analysis.beats
-        inner = qb[(qb > start - pad) & (qb < end + pad)]
-        q_times = np.concatenate([[start - pad], inner, [end + pad]])
-        m_times = query_to_match_time(query_analysis, match_analysis, plan, q_times - delay)
-    else:
-        q_first = float(query_analysis.beats[0]) if query_analysis.beats.size else 0.0
-        m_first = float(query_to_match_time(query_analysis, match_analysis, plan, np.array([q_first]))[0])
-        q_times = np.array([start - pad, end + pad])
-        m_times = m_first + (q_times - delay - q_first) * report.stretch_ratio
-    stretched, stretcher = _stretch_to_map(
-        acc, q_times - (start - pad), m_times, shift=shift, use_rubberband=opts.use_rubberband
-    )
+    acc_out, stretcher = _stretched_accompaniment(
+        acc, query_analysis, match_analysis, plan, opts, start=start, end=end, n_out=n_out,
+        shift=shift, stretch_ratio=report.stretch_ratio)
     check_cancel(cancel, "the cross-mix")
     report_stage("stretch", 1)
 
-    p0 = int(round(pad * sr))
-    acc_out = _fit(stretched[:, p0 : p0 + n_out], n_out)
     voc_out = _fit(vocals.samples[:, start_i : start_i + n_out], n_out)
-    voc_out, acc_out = _balance(voc_out, acc_out, sr, opts)
-    fade = _fade_curve(n_out, sr, opts.fade_in_s, opts.fade_out_s)
-    voc_out *= fade
-    acc_out *= fade
-    gain = true_peak_gain(voc_out + acc_out, sr, ceiling_dbtp=opts.ceiling_dbtp)
-    voc_out *= gain
-    acc_out *= gain
-    mix = voc_out + acc_out
-    # Safety net: the limiter works on a 4x oversampled estimate; make sure of full scale.
-    peak = float(np.max(np.abs(mix))) if mix.size else 0.0
-    ceiling = 10 ** (opts.ceiling_dbtp / 20.0)
-    if peak > ceiling:
-        voc_out *= ceiling / peak
-        acc_out *= ceiling / peak
-        mix = voc_out + acc_out
+    voc_out, acc_out, mix = _mix_down(voc_out, acc_out, sr, opts)
     report_stage("mix", 2)
 
     beats_in = query_analysis.beats[(query_analysis.beats >= start) & (query_analysis.beats < end)] - start
@@ -533,6 +502,70 @@ def render_cross_mix(
         stretcher=stretcher,
         beats=np.asarray(beats_in, dtype=np.float64),
     )
+
+
+def _offset_plan(query: Analysis, match: Analysis, opts: RemixOptions) -> BeatPlan:
+    """:func:`plan_beats`, moved by the options' whole-beat bar offset."""
+    plan = plan_beats(query, match, use_downbeats=opts.align_downbeats)
+    if opts.bar_offset_beats:
+        # Query beat i then hears accompaniment beat k + (i - d) / m: d beats later.
+        plan = replace(plan, match_beat_offset=plan.match_beat_offset
+                       - opts.bar_offset_beats / plan.multiplier)
+    return plan
+
+
+def _stretched_accompaniment(acc: Audio, query: Analysis, match: Analysis, plan: BeatPlan,
+                             opts: RemixOptions, *, start: float, end: float, n_out: int,
+                             shift: int, stretch_ratio: float) -> tuple[FloatArray, str]:
+    """The accompaniment stretched (and shifted ``shift`` semitones) onto the query's time
+    from ``start`` to ``end`` s, ``n_out`` samples, and the stretcher's name."""
+    pad = 0.5  # context for the stretcher at both ends, trimmed afterwards
+    q_times, m_times = _time_map(query, match, plan, start - pad, end + pad,
+                                 delay=opts.offset_ms / 1000.0, align_beats=opts.align_beats,
+                                 stretch_ratio=stretch_ratio)
+    stretched, stretcher = _stretch_to_map(
+        acc, q_times - (start - pad), m_times, shift=shift, use_rubberband=opts.use_rubberband
+    )
+    p0 = int(round(pad * acc.sr))
+    return _fit(stretched[:, p0 : p0 + n_out], n_out), stretcher
+
+
+def _time_map(query: Analysis, match: Analysis, plan: BeatPlan, first: float, last: float, *,
+              delay: float, align_beats: bool, stretch_ratio: float) -> tuple[FloatArray, FloatArray]:
+    """Query times (s) from ``first`` to ``last`` and the accompaniment times that must sound
+    there, ``delay`` seconds late: at every query beat (``align_beats``), else only at the
+    ends, at the report's constant ``stretch_ratio`` from the first query beat."""
+    if align_beats:
+        qb = query.beats
+        inner = qb[(qb > first) & (qb < last)]
+        q_times = np.concatenate([[first], inner, [last]])
+        return q_times, query_to_match_time(query, match, plan, q_times - delay)
+    q_first = float(query.beats[0]) if query.beats.size else 0.0
+    m_first = float(query_to_match_time(query, match, plan, np.array([q_first]))[0])
+    q_times = np.array([first, last])
+    return q_times, m_first + (q_times - delay - q_first) * stretch_ratio
+
+
+def _mix_down(voc_out: FloatArray, acc_out: FloatArray, sr: int,
+              opts: RemixOptions) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Balance, fade and limit the two parts alike: ``(vocals, accompaniment, mix)`` with
+    ``mix == vocals + accompaniment`` under the true-peak ceiling."""
+    voc_out, acc_out = _balance(voc_out, acc_out, sr, opts)
+    fade = _fade_curve(voc_out.shape[1], sr, opts.fade_in_s, opts.fade_out_s)
+    voc_out *= fade
+    acc_out *= fade
+    gain = true_peak_gain(voc_out + acc_out, sr, ceiling_dbtp=opts.ceiling_dbtp)
+    voc_out *= gain
+    acc_out *= gain
+    mix = voc_out + acc_out
+    # Safety net: the limiter works on a 4x oversampled estimate; make sure of full scale.
+    peak = float(np.max(np.abs(mix))) if mix.size else 0.0
+    ceiling = 10 ** (opts.ceiling_dbtp / 20.0)
+    if peak > ceiling:
+        voc_out *= ceiling / peak
+        acc_out *= ceiling / peak
+        mix = voc_out + acc_out
+    return voc_out, acc_out, mix
 
 
 def most_vocal_active_start(vocals: Audio, seconds: float) -> float:

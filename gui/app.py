@@ -13,22 +13,6 @@ log = logging.getLogger(__name__)
 _GC_COLLECTORS: list[Any] = []
 
 
-def choose_device(name: str) -> tuple[object, str]:
-    """``(torch.device, note)``: the setting's device, or the CPU with a note when CUDA is absent."""
-    from core.device import resolve_device
-    from core.errors import DeviceError
-
-    try:
-        return resolve_device(name), ""
-    except DeviceError:
-        import torch
-
-        # Said in the app's terms (not the CLI's --device): where to change it.
-        return torch.device("cpu"), (
-            f"The compute device “{name}” cannot be used: no usable NVIDIA GPU was found, so "
-            "the CPU is used. Settings ▸ Compute device is set back to “Automatic”.")
-
-
 @dataclass
 class EngineStart:
     """What :func:`start_engine` found: the device and a note for the user (or "")."""
@@ -44,10 +28,11 @@ def start_engine(session: Any, device_name: str, stem_cache_gb: float, *,
     Runs in a worker once the window shows, so the window appears within a second or two
     instead of after the imports (several seconds on a small machine)."""
     from core.progress import Progress, check_cancel
+    from gui.settings import compute_device
 
     if progress is not None:
         progress(Progress("start", 0, 2, "steps", "loading PyTorch"))
-    device, note = choose_device(device_name)
+    device, note = compute_device(device_name)
     check_cancel(cancel, "starting")
     if progress is not None:
         progress(Progress("start", 1, 2, "steps", "loading the separation and search"))

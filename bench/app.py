@@ -219,6 +219,7 @@ def main() -> int:
     from core.embedding.encoders import EncoderPair, load_default_encoders
     from core.errors import ModelError
     from core.library.library import Library
+    from core.library.spaces import DUPLICATE_SIMILARITY
     from core.separation.separator import Separator
     from gui.engine import Session, warm_up
     from gui.library_panel import LibraryPanel
@@ -236,7 +237,7 @@ def main() -> int:
     try:
         encoders = load_default_encoders(device=device)
         enc_note = "shipped default encoders"
-        dup = 0.95
+        dup = DUPLICATE_SIMILARITY
     except ModelError:
         encoders = EncoderPair.create(seed=0).to(device)
         enc_note = "paper-size encoders with random weights (no shipped weights installed)"

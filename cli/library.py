@@ -13,6 +13,8 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from cli.flags import add_voice_flags
+from cli.options import add_model_flags
+from core.library.spaces import SEARCH_SPACES
 from core.progress import CancelToken, Progress
 
 if TYPE_CHECKING:
@@ -20,25 +22,13 @@ if TYPE_CHECKING:
     from core.library.cluster import ModelSpec
     from core.library.library import Library
     from core.library.scan import ScanReport
-    from core.separation.separator import Separator
-
-SPACES = ("vocal->mix", "mix->mix", "vocal->vocal", "[M,V]")
 
 
 def _common(p: argparse.ArgumentParser, *, models: bool = True) -> None:
     p.add_argument("--library", type=Path, metavar="DIR", default=None,
                    help="library folder (default: the user's library in the data directory)")
-    if not models:
-        return
-    p.add_argument("--device", default="auto",
-                   help="auto (CUDA when available, default), cpu, or cuda[:N]")
-    p.add_argument("--encoders", metavar="NAME|PATH", default=None,
-                   help="encoders: 'shipped' (default), 'resemblyzer' (a real-speech speaker encoder on "
-                   "vocals and mixes alike), a checkpoint (.safetensors with its .json), or 'tiny' "
-                   "(random weights, for tests)")
-    p.add_argument("--separator", choices=("spleeter-2stems", "tiny"), default="spleeter-2stems",
-                   help="separation model (default Deezer's Spleeter 2-stems; tiny: random "
-                   "weights, for tests)")
+    if models:
+        add_model_flags(p)
 
 
 def _scan_opts(p: argparse.ArgumentParser) -> None:
@@ -152,7 +142,7 @@ def register(subparsers: Any) -> None:
     )
     m.add_argument("song", type=Path, metavar="SONG")
     m.add_argument("-k", type=_positive_int, default=10, help="number of matches (default 10)")
-    m.add_argument("--space", default="auto", choices=("auto", *SPACES),
+    m.add_argument("--space", default="auto", choices=("auto", *SEARCH_SPACES),
                    help="search space; auto (default): the space that measured best for these encoders "
                    "among those the library can serve (see 'crossmix library status')")
     m.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -205,26 +195,12 @@ def _existing(folder: Path) -> Path:
     return catalog
 
 
-def _device(args: argparse.Namespace) -> Any:
-    from core.device import resolve_device
-
-    return resolve_device(getattr(args, "device", "auto"))
-
-
 def _models(args: argparse.Namespace) -> ModelSpec:
-    """The models the flags name (resolved here, or by each Ray actor on its node)."""
+    """The models the flags name (resolved by core.registry, here or by each Ray actor on its
+    node)."""
     from core.library.cluster import ModelSpec
 
-    return ModelSpec(encoders=args.encoders, separator=args.separator,
-                     device=getattr(args, "device", "auto"))
-
-
-def _encoders(args: argparse.Namespace) -> EncoderPair:
-    return _models(args).load_encoders()
-
-
-def _separator(args: argparse.Namespace) -> Separator:
-    return _models(args).load_separator()
+    return ModelSpec(encoders=args.encoders, separator=args.separator, device=args.device)
 
 
 @contextmanager
@@ -255,8 +231,9 @@ def _ctrl_c_cancels(token: CancelToken) -> Iterator[None]:
 def _run_scan(lib: Library, args: argparse.Namespace) -> ScanReport:
     from tqdm import tqdm
 
-    encoders = _encoders(args)
-    separator = _separator(args) if args.mode == "full" else None
+    models = _models(args)
+    encoders = models.load_encoders()
+    separator = models.load_separator() if args.mode == "full" else None
     token = CancelToken()
     bar = tqdm(total=0, unit="song", file=sys.stderr, disable=not sys.stderr.isatty(),
                dynamic_ncols=True)
@@ -478,7 +455,9 @@ def _parse_tempo(text: str | None) -> tuple[float, float] | None:
 
 def cmd_match(args: argparse.Namespace) -> int:
     from core.api import Crossmix
+    from core.device import resolve_device
     from core.errors import CrossmixError
+    from core.registry import load_encoders, load_separator
     from core.separation.separator import default_stem_cache
 
     # A query never changes the library's songs; a catalogue (or a folder that may not be
@@ -487,8 +466,9 @@ def cmd_match(args: argparse.Namespace) -> int:
     lib = _open(args, read_only=None)
     token = CancelToken()
     region = None if args.start is None and args.end is None else (args.start, args.end)
-    with Crossmix(device=_device(args), separator=lambda d: _separator(args),
-                  encoders=lambda d: _encoders(args), library=lib,
+    with Crossmix(device=resolve_device(args.device),
+                  separator=lambda d: load_separator(args.separator, device=d),
+                  encoders=lambda d: load_encoders(args.encoders, device=d), library=lib,
                   query_cache=default_stem_cache()) as cx, _ctrl_c_cancels(token):
         cx.encoders_choice = args.encoders or ""
         q = cx.query(args.song, space=args.space, k=args.k, tempo_range=_parse_tempo(args.tempo),

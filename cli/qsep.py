@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cli.options import add_model_flags
 from core.progress import Progress
 
 
@@ -46,7 +47,7 @@ def register(subparsers: Any) -> None:
     t.add_argument("--z-dim", type=int, default=16)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    t.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
+    add_model_flags(t, separator=False, encoders=False)
     t.add_argument("--checkpoint-minutes", type=float, default=4.0)
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.set_defaults(func=train_handler)

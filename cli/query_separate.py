@@ -103,10 +103,12 @@ def run(args: argparse.Namespace) -> int:
     """Separate each song by the query; one line per song, exit status 1 if any failed."""
     from core.audio.decode import DEFAULT_MAX_DURATION, load_audio, save_audio
     from core.device import resolve_device
-    from core.separation.by_example import load_query_separator, separate_with_query
+    from core.registry import DEFAULT_SEPARATOR, load_query_separator
+    from core.separation.by_example import separate_with_query
 
-    if args.full_band or args.model != "spleeter-2stems":
-        raise CrossmixError("--full-band and --model are Spleeter's options; they do not apply with --query/--class.")
+    if args.full_band or args.separator != DEFAULT_SEPARATOR:
+        raise CrossmixError("--full-band and --separator are Spleeter's options; they do not apply with "
+                            "--query/--class (--qsep-model chooses the query separator).")
     if args.iterations < 0:
         raise CrossmixError("--iterations must be 0 or more.")
     out_dir: Path = args.output

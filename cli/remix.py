@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from cli.flags import add_voice_flags
+from cli.options import add_model_flags
 from core.errors import CrossmixError, ModelError
 
 HELP = "render a cross-mix: QUERY's vocal over MATCH's accompaniment, tempo- and beat-aligned"
@@ -69,14 +70,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--bitrate", default="192k", help="mp3/ogg bitrate (default 192k)")
     p.add_argument("--similarity", action="store_true",
                    help="embed both songs with the encoders (--encoders) for the report's similarity")
-    p.add_argument("--encoders", metavar="NAME|PATH", default=None,
-                   help="encoders for --similarity: 'shipped' (default), 'resemblyzer', or a checkpoint")
     p.add_argument("--json", action="store_true", help="print the analyses and compatibility report as JSON")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, or cuda[:N]")
-    p.add_argument("--model", choices=("spleeter-2stems", "tiny"), default="spleeter-2stems",
-                   help="separation weights: spleeter-2stems (default) or tiny (random; for tests)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor fill the stem cache")
+    add_model_flags(p, old_model_flag="separator")
     p.set_defaults(func=run)
 
 
@@ -89,10 +86,11 @@ def run(args: argparse.Namespace) -> int:
     from core.audio.decode import audio_hash, load_audio
     from core.audio.export import cross_mix_tags, export_cross_mix, export_format, stem_paths
     from core.device import resolve_device
+    from core.registry import load_separator
     from core.remix.analysis import analyze
     from core.remix.render import RemixOptions, render_cross_mix
     from core.remix.vocal_tempo import analyze_query, check_bpm
-    from core.separation.separator import Separator, default_stem_cache, separate_file
+    from core.separation.separator import default_stem_cache, separate_file
     from core.separation.vocal_only import query_stems
 
     out: Path = args.output
@@ -107,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
             if t.exists():
                 raise CrossmixError(f"{t}: the file exists; use --overwrite or another -o name.")
     device = resolve_device(args.device)
-    separator = Separator.tiny(device=device) if args.model == "tiny" else Separator.spleeter_2stems(device=device)
+    separator = load_separator(args.separator, device=device)
     cache = None if args.no_cache else default_stem_cache()
 
     _say(args, f"separating {args.query.name} and {args.match.name}...")
@@ -201,11 +199,11 @@ def _similarity(q_stems: Any, m_stems: Any, device: Any, encoders_choice: str | 
     """Cosine of the query's vocal embedding and the match's mix embedding (V -> M)."""
     import numpy as np
 
-    from core.embedding.encoders import resolve_encoders
     from core.embedding.song import embed_song
+    from core.registry import load_encoders
 
     try:
-        encoders = resolve_encoders(encoders_choice, device=device)
+        encoders = load_encoders(encoders_choice, device=device)
     except ModelError:
         return None
     q = embed_song(mix=q_stems.mix, vocals=q_stems.vocals, encoders=encoders)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cli.options import add_model_flags
 from core.errors import Cancelled, CrossmixError
 from core.progress import Progress
 
@@ -27,9 +28,6 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("songs", nargs="+", metavar="SONG", type=Path, help="audio files (wav, flac, mp3, ogg, m4a...)")
     p.add_argument("-o", "--output", required=True, type=Path, metavar="DIR", help="folder for the stem files")
-    p.add_argument(
-        "--device", default="auto", help="auto (CUDA when available, default), cpu, or cuda[:N]"
-    )
     p.add_argument("--format", choices=("wav", "flac"), default="wav",
                    help="wav (32-bit float, default) or flac (24-bit)")
     p.add_argument(
@@ -38,10 +36,9 @@ def register(subparsers: Any) -> None:
         help="write the full-band accompaniment (mix - vocals) instead of Spleeter's band-limited "
         "one (default: Spleeter's own accompaniment)",
     )
-    p.add_argument("--model", choices=("spleeter-2stems", "tiny"), default="spleeter-2stems",
-                   help="spleeter-2stems (Deezer's weights, default) or tiny (random weights; for tests)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor fill the stem cache")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    add_model_flags(p, encoders=False, old_model_flag="separator")
     from cli.query_separate import add_arguments
 
     add_arguments(p)
@@ -77,12 +74,9 @@ def run(args: argparse.Namespace) -> int:
 
     def make_separator() -> Any:
         from core.device import resolve_device  # imports torch (about 1.3 s)
-        from core.separation.separator import Separator
+        from core.registry import load_separator
 
-        device = resolve_device(args.device)
-        if args.model == "tiny":
-            return Separator.tiny(device=device)
-        return Separator.spleeter_2stems(device=device)
+        return load_separator(args.separator, device=resolve_device(args.device))
 
     # The separator (torch, the weights) loads on a second thread while the first song is
     # decoded here, and each song's stem-cache entry is written beside its output files:

@@ -29,6 +29,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from cli.options import add_model_flags
 from core.errors import Cancelled, CrossmixError
 from core.progress import CancelToken, Progress
 from training.losses import PRESETS
@@ -82,14 +83,12 @@ def register(sub: Any) -> None:
     t.add_argument("--val-batches", type=int, default=20, help="fixed validation batches per epoch (20)")
     t.add_argument("--vocals", choices=["separated", "stems"], default="separated",
                    help="vocal domain: separated by Spleeter (default, what the app sees) or the manifest's ground-truth stems")
-    t.add_argument("--separator", choices=["spleeter", "tiny"], default="spleeter",
-                   help="separator for --vocals separated ('tiny' = random weights, tests only)")
     t.add_argument("--cache", default=None, help="feature cache folder (default CACHE/features)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--split-file", default=None, metavar="JSON",
                    help="singer split to use instead of the seeded random one: a JSON file with 'train', 'val' "
                         "and 'test' lists of singer names (e.g. whole voices held out)")
-    t.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    add_model_flags(t, encoders=False)
     t.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     t.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     t.add_argument("--no-eval", action="store_true", help="skip the test-singer evaluation at the end")
@@ -103,17 +102,14 @@ def register(sub: Any) -> None:
                                    "query-by-singer R@k, Pr@k, mAP) beside two peers on the same songs: "
                                    "an MFCC mean and resemblyzer's real-speech encoder.")
     e.add_argument("--data", required=True, help="folder of songs labelled by singer")
-    e.add_argument("--model", "--encoders", dest="model", default=None, metavar="NAME|PATH",
-                   help="encoders: 'shipped' (default), 'resemblyzer', or a checkpoint (.safetensors with its .json)")
     e.add_argument("--split", choices=["test", "val", "all"], default="test",
                    help="test / val: the checkpoint's test / validation singers (default test); "
                         "all: every singer of the folder")
     e.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
     e.add_argument("--vocals", choices=["separated", "stems"], default=None, help="default: as trained")
-    e.add_argument("--separator", choices=["spleeter", "tiny"], default=None, help="default: as trained")
     e.add_argument("--segments-per-song", type=int, default=None, help="default: as trained")
     e.add_argument("--cache", default=None, help="feature cache folder (default CACHE/features)")
-    e.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    add_model_flags(e, separator_default=None, old_model_flag="encoders")
     e.set_defaults(func=run_evaluate)
 
 
@@ -261,7 +257,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     def progress(p: Progress) -> None:
         print(f"\r{p.stage}: {int(p.done)}/{int(p.total)} {p.unit}", end="", file=sys.stderr, flush=True)
 
-    report = evaluate_folder(data=args.data, model=args.model, split=args.split, vocals=args.vocals,
+    report = evaluate_folder(data=args.data, model=args.encoders, split=args.split, vocals=args.vocals,
                              separator=args.separator, cache=args.cache, segments_per_song=args.segments_per_song,
                              device=resolve_device(args.device), progress=progress)
     print(file=sys.stderr)

@@ -42,7 +42,7 @@ import numpy as np
 from core.audio.decode import DEFAULT_MAX_DURATION, Audio, audio_hash, file_hash, load_audio
 from core.audio.fingerprints import fingerprint
 from core.errors import Cancelled, CrossmixError, ModelError
-from core.library.spaces import DUPLICATE_SIMILARITY
+from core.library.spaces import DEFAULT_SPACE, DUPLICATE_SIMILARITY
 from core.progress import CancelToken, Progress, ProgressFn, check_cancel
 
 if TYPE_CHECKING:  # torch is imported when the engine first runs, not with the window
@@ -365,13 +365,9 @@ def _separator_factory(spec: Any) -> Callable[[torch.device], Any]:
         return lambda device: spec
 
     def make(device: torch.device) -> Any:
-        from core.separation.separator import Separator
+        from core.registry import load_separator
 
-        if spec == "tiny":
-            return Separator.tiny(device=device)
-        if spec in ("spleeter-2stems", "spleeter", ""):
-            return Separator.spleeter_2stems(device=device)
-        raise ModelError(f"Unknown separator {spec!r}: use spleeter-2stems (or tiny, for tests).")
+        return load_separator(spec or None, device=device)
 
     return make
 
@@ -393,7 +389,7 @@ def _query_separator_factory(spec: Any) -> Callable[[torch.device], Any]:
         return lambda device: spec
 
     def make(device: torch.device) -> Any:
-        from core.separation.by_example import load_query_separator
+        from core.registry import load_query_separator
 
         return load_query_separator(str(spec), device=device)
 
@@ -994,7 +990,7 @@ class Crossmix:
 
         lib = lib if lib is not None else self.library()
         if lib is None or lib.catalog.model_id is None:
-            return "vocal->mix", "the paper's default (no indexed library yet)"
+            return DEFAULT_SPACE, "the paper's default (no indexed library yet)"
         return auto_space(lib.status(), model_id=lib.catalog.model_id, choice=self.encoders_choice)
 
     # --- library ----------------------------------------------------------------------------
@@ -1304,9 +1300,9 @@ def encoders_factory_for(checkpoint: str) -> Callable[[torch.device], Any]:
     or the shipped model when empty."""
 
     def make(device: torch.device) -> Any:
-        from core.embedding.encoders import resolve_encoders
+        from core.registry import load_encoders
 
-        return resolve_encoders(checkpoint, device=device)
+        return load_encoders(checkpoint, device=device)
 
     return make
 

@@ -30,6 +30,18 @@ def resolve_device(name: str = "auto") -> torch.device:
     raise DeviceError(f"Unknown device {name!r}: use auto, cpu or cuda.")
 
 
+def usable_device(name: str = "auto") -> tuple[torch.device, DeviceError | None]:
+    """The device ``name`` names, or, when it cannot be used, the CPU and the reason.
+
+    For a front end that must run anyway (the app's Compute device setting): it tells the
+    user the reason in its own terms. The command line uses :func:`resolve_device` and stops.
+    """
+    try:
+        return resolve_device(name), None
+    except DeviceError as exc:
+        return torch.device("cpu"), exc
+
+
 def describe_devices() -> str:
     """One line saying what was found, for the settings panel and ``--help``."""
     if torch.cuda.is_available():

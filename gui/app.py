@@ -42,12 +42,11 @@ def start_engine(session: Any, device_name: str, stem_cache_gb: float, *,
     Runs in a worker once the window shows, so the window appears within a second or two
     instead of after the imports (several seconds on a small machine)."""
     from core.progress import Progress, check_cancel
-    from gui.settings import choose_device
+    from gui.settings import compute_device
 
     if progress is not None:
         progress(Progress("start", 0, 2, "steps", "loading PyTorch"))
-
-    device, note = choose_device(device_name)
+    device, note = compute_device(device_name)
     check_cancel(cancel, "starting")
     if progress is not None:
         progress(Progress("start", 1, 2, "steps", "loading the separation and search"))

@@ -188,10 +188,10 @@ class MainWindow(QMainWindow):
     def _setting_changed(self, key: str, value: Any) -> None:
         """Apply a setting changed on the Settings tab to the running app."""
         if key == "compute/device":
-            from gui.settings import choose_device
+            from gui.settings import compute_device
 
-            device, note = choose_device(str(value))
-            self.session.set_device(device)  # type: ignore[arg-type]
+            device, note = compute_device(str(value))
+            self.session.set_device(device)
             if note:
                 self.show_error(note)
                 # Not kept: a setting that cannot work would say "CUDA" while the CPU runs.

@@ -12,12 +12,16 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import platformdirs
 from PySide6.QtCore import QObject, QSettings, Signal
 
+from core.library.spaces import DUPLICATE_SIMILARITY, SEARCH_SPACES
 from core.paths import APP_NAME
+
+if TYPE_CHECKING:
+    import torch
 
 #: Bumped whenever a key is renamed or a value's meaning changes; see :data:`MIGRATIONS`.
 SCHEMA_VERSION = 3
@@ -60,7 +64,8 @@ class Option:
         return value
 
 
-SPACES = ("auto", "vocal->mix", "mix->mix", "vocal->vocal", "[M,V]")
+#: The search-space setting's choices: "auto" (the best measured) or a space.
+SPACES = ("auto", *SEARCH_SPACES)
 #: How choices are shown (the stored value is the key).
 CHOICE_LABELS: dict[str, str] = {
     "vocal->mix": "Vocal → mix (cross-domain)",
@@ -118,7 +123,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("search/space", str, "auto", "Default search space (auto: the space that measured best "
            "for the encoders, among those the library can serve)", choices=SPACES),
     Option("search/k", int, 10, "Results shown (k)", minimum=1, maximum=200),
-    Option("search/duplicate_threshold", float, 0.95, "Near-duplicate threshold",
+    Option("search/duplicate_threshold", float, DUPLICATE_SIMILARITY, "Near-duplicate threshold",
            minimum=0.5, maximum=1.0),
     # The Search tab's filters (as the CLI's `library match --tempo LO:HI --key KEY`).
     Option("search/tempo_filter", bool, False, "Filter the matches by tempo"),
@@ -160,20 +165,18 @@ OPTIONS: tuple[Option, ...] = (
 _BY_KEY = {o.key: o for o in OPTIONS}
 
 
-def choose_device(name: str) -> tuple[object, str]:
-    """``(torch.device, note)``: the setting's device, or the CPU with a note when CUDA is absent."""
-    from core.device import resolve_device
-    from core.errors import DeviceError
+def compute_device(name: str) -> tuple[torch.device, str]:
+    """``(torch.device, note)``: the Compute device setting's device, or the CPU and a note for
+    the user when it cannot be used (``""`` when it can)."""
+    from core.device import usable_device
 
-    try:
-        return resolve_device(name), ""
-    except DeviceError:
-        import torch
-
-        # Said in the app's terms (not the CLI's --device): where to change it.
-        return torch.device("cpu"), (
-            f"The compute device “{name}” cannot be used: no usable NVIDIA GPU was found, so "
-            "the CPU is used. Settings ▸ Compute device is set back to “Automatic”.")
+    device, problem = usable_device(name)
+    if problem is None:
+        return device, ""
+    # Said in the app's terms (not the CLI's --device): where to change it.
+    return device, (
+        f"The compute device “{name}” cannot be used: no usable NVIDIA GPU was found, so "
+        "the CPU is used. Settings ▸ Compute device is set back to “Automatic”.")
 
 
 def gigabytes(value: float) -> int:
@@ -181,7 +184,8 @@ def gigabytes(value: float) -> int:
     return int(round(float(value) * 1e9))
 
 
-#: The space list of settings version 1 (combo-box order), for its migration.
+#: The space list of settings version 1 (its combo-box order), for its migration: frozen as it
+#: was, whatever the spaces become.
 _V1_SPACES = ("vocal->mix", "mix->mix", "vocal->vocal", "[M,V]")
 
 

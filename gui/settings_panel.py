@@ -176,7 +176,8 @@ class SettingsPanel(QScrollArea):
         value = self.settings.get("model/encoder_checkpoint") if value is None else value
         combo.blockSignals(True)
         combo.clear()
-        from core.embedding.encoders import DEFAULT_MODEL_NAME, shipped_encoder_names
+        from core.embedding.encoders import DEFAULT_MODEL_NAME
+        from core.registry import shipped_encoder_names
 
         combo.addItem(f"Shipped default ({DEFAULT_MODEL_NAME})", "")
         for name in shipped_encoder_names():

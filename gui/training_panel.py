@@ -1052,7 +1052,7 @@ class TrainingPanel(QWidget):
         assert self.out_dir is not None
         self.eval_json = self.out_dir / "current-model-evaluation.json"
         self.eval_process = self._new_process(lambda: None, self._eval_finished)
-        args = ["-m", "cli", "evaluate", "--data", str(data), "--model", str(current),
+        args = ["-m", "cli", "evaluate", "--data", str(data), "--encoders", str(current),
                 "--split", "all", "--vocals", str(self.run_config.vocals),
                 "--device", str(self.run_config.device), "--json", str(self.eval_json)]
         self.eval_process.start(sys.executable, args)

@@ -244,7 +244,7 @@ CASES = [
          lambda c: ["match", str(_fifo(c)), "--library", str(c.lib), *TINY],
          1, r"pipe\.wav: this is a named pipe \(FIFO\), not a regular file"),
     Case("separate a FIFO",
-         lambda c: ["separate", str(_fifo(c)), "-o", str(c.tmp / "out"), "--model", "tiny"],
+         lambda c: ["separate", str(_fifo(c)), "-o", str(c.tmp / "out"), "--separator", "tiny"],
          1, r"pipe\.wav: this is a named pipe \(FIFO\), not a regular file"),
     Case("library add a FIFO itself",
          lambda c: ["library", "add", str(_fifo(c, "lone.wav", folder=c.tmp)), "--library",
@@ -281,7 +281,7 @@ CASES = [
          1, r"the space \[M,V\] needs songs scanned in full mode"),
     Case("remix -o with an unknown extension is refused before any separation",
          lambda c: ["remix", str(c.song(0)), str(c.song(1)), "-o", str(c.tmp / "out.xyz"),
-                    "--model", "tiny"],
+                    "--separator", "tiny"],
          1, r"^crossmix: error: .*out\.xyz: cannot export xyz; use \.wav, \.flac, \.mp3 or \.ogg\.\n$"),
     Case("library add: a streamed FLAC (no length in its header) is indexed",
          lambda c: (shutil.move(_streamed_flac(c), c.songs / "streamed.flac"),
@@ -316,7 +316,7 @@ CASES = [
          1, r"cut\.wav: it is truncated: the header promises \d+ bytes of audio but only \d+"),
     Case("separate a WAV that is only a header",
          lambda c: ["separate", str(_cut_wav(c, 0, "header.wav")), "-o", str(c.tmp / "out"),
-                    "--model", "tiny", "--no-cache"],
+                    "--separator", "tiny", "--no-cache"],
          1, r"header\.wav: it is truncated: .* but only 0 are there",
          _nothing_in(lambda c: c.tmp / "out")),
     Case("library scan: a broken link in the folder is recorded, the rest kept",
@@ -345,39 +345,39 @@ CASES = [
             r"copy both files together"),
     Case("separate --device cuda without a GPU",
          lambda c: (_skip_with_a_gpu(), ["separate", str(c.song(0)), "-o", str(c.tmp / "out"),
-                                         "--model", "tiny", "--device", "cuda"])[-1],
+                                         "--separator", "tiny", "--device", "cuda"])[-1],
          1, r"CUDA was requested but no usable NVIDIA GPU was found; use --device cpu or auto",
          _nothing_in(lambda c: c.tmp / "out")),
     Case("separate --device with an unknown name",
-         lambda c: ["separate", str(c.song(0)), "-o", str(c.tmp / "out"), "--model", "tiny",
+         lambda c: ["separate", str(c.song(0)), "-o", str(c.tmp / "out"), "--separator", "tiny",
                     "--device", "tpu"],
          1, r"Unknown device 'tpu': use auto, cpu or cuda"),
     # --- what the user already has must not be overwritten ---
     Case("separate -o naming a file, not a folder, is refused before separating",
          lambda c: ["separate", str(c.song(0)), "-o", str(_existing(c.tmp / "stems")),
-                    "--model", "tiny", "--no-cache"],
+                    "--separator", "tiny", "--no-cache"],
          1, r"^crossmix: error: .*stems: -o must be a folder, and this is a file",
          _kept(lambda c: c.tmp / "stems")),
     Case("separate where the stems exist already",
          lambda c: (_existing(c.tmp / "out" / "song 0_vocals.wav"),
-                    ["separate", str(c.song(0)), "-o", str(c.tmp / "out"), "--model", "tiny",
+                    ["separate", str(c.song(0)), "-o", str(c.tmp / "out"), "--separator", "tiny",
                      "--no-cache"])[-1],
          1, r"song 0_vocals\.wav: the file exists; use --overwrite or another -o folder",
          _kept(lambda c: c.tmp / "out" / "song 0_vocals.wav")),
     Case("separate two songs of the same name into one folder",
          lambda c: (shutil.copytree(c.songs, c.tmp / "copy"),
                     ["separate", str(c.song(0)), str(c.tmp / "copy" / "song 0.wav"), "-o",
-                     str(c.tmp / "out"), "--model", "tiny", "--no-cache"])[-1],
+                     str(c.tmp / "out"), "--separator", "tiny", "--no-cache"])[-1],
          1, r"copy/song 0\.wav: its stems would have the same names as those of .*song 0\.wav; "
             r"separate it into another -o folder\..*1 of 2 file\(s\) failed"),
     Case("remix -o naming a file that exists",
          lambda c: ["remix", str(c.song(0)), str(c.song(1)), "-o",
-                    str(_existing(c.tmp / "mine.wav")), "--model", "tiny", "--no-cache"],
+                    str(_existing(c.tmp / "mine.wav")), "--separator", "tiny", "--no-cache"],
          1, r"mine\.wav: the file exists; use --overwrite or another -o name",
          _kept(lambda c: c.tmp / "mine.wav")),
     Case("remix over a silent match",
          lambda c: ["remix", str(c.song(0)), str(_silence(c)), "-o", str(c.tmp / "x.wav"),
-                    "--model", "tiny", "--no-cache"],
+                    "--separator", "tiny", "--no-cache"],
          1, r"silence\.wav: it is silent .*choose another song",
          lambda c: None if not (c.tmp / "x.wav").exists() else pytest.fail("x.wav written")),
 ]
@@ -477,7 +477,7 @@ def test_remix_says_the_key_shift_is_out_of_range_and_tags_both_sources(
     query, match = keyed_songs
     out = tmp_path / "mix v1.0.flac"
     rc, text = run_cli(["remix", str(query), str(match), "-o", str(out), "--key-match",
-                        "--model", "tiny", "--no-cache"], capsys)
+                        "--separator", "tiny", "--no-cache"], capsys)
     assert rc == 0, text
     assert "shift +0 st" in text
     assert re.search(r"not shifted: F major needs \+4 semitones to fit A major, 1 beyond the "
@@ -701,7 +701,7 @@ def test_remix_stems_on_a_full_disk_write_nothing(keyed_songs: tuple[Path, Path]
     out_dir = tmpfs(int(1.6 * mix_bytes / 1024))  # room for the mix, not for its stems too
     out = out_dir / "cross.wav"
     rc, text = run_cli(["remix", str(query), str(match), "-o", str(out), "--full", "--stems",
-                        "--model", "tiny", "--no-cache"], capsys)
+                        "--separator", "tiny", "--no-cache"], capsys)
     assert rc == 1, text
     assert re.search(r"cross_vocals\.wav: could not write it .*disk.*Nothing was written: the "
                      r"mix and its stems are written together or not at all\.", text), text

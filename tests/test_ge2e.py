@@ -10,9 +10,10 @@ import torch
 
 from core.audio.decode import Audio
 from core.embedding import ge2e
-from core.embedding.encoders import EncoderPair, resolve_encoders
+from core.embedding.encoders import EncoderPair
 from core.embedding.song import embed_song
 from core.errors import ModelError
+from core.registry import load_encoders as resolve_encoders
 
 
 def _voice(seconds: float, f0: float, seed: int) -> np.ndarray:

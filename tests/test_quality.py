@@ -156,8 +156,9 @@ def test_the_app_searches_the_best_measured_space_and_says_why(qapp: object, tmp
 
 
 def test_shipped_models_are_chosen_by_name() -> None:
-    from core.embedding.encoders import resolve_encoders, shipped_encoder_names
     from core.paths import assets_dir
+    from core.registry import load_encoders as resolve_encoders
+    from core.registry import shipped_encoder_names
 
     assert "cross-sp" in shipped_encoder_names()
     by_name = resolve_encoders("cross-sp")

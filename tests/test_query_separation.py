@@ -350,7 +350,7 @@ def test_shipped_weights_separate_a_held_out_clip_better_than_the_mixture() -> N
     """A held-out test mixture (test split: singers and songs never used in training or
     validation): the shipped model, queried with another stretch of the same source, beats the
     unprocessed mixture by a margin."""
-    from core.separation.by_example import load_query_separator
+    from core.registry import load_query_separator
 
     model = load_query_separator("shipped", device=torch.device("cpu"))
     meta = json.loads((DATA / "clip.json").read_text())

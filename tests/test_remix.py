@@ -193,7 +193,7 @@ def test_cli_remix_writes_mix_stems_and_json(tmp_path, capsys) -> None:
     out = tmp_path / "out" / "cm.wav"
     args = ["remix", str(tmp_path / "query.wav"), str(tmp_path / "match.wav"), "-o", str(out),
             "--preview", "--preview-seconds", "8", "--key-match", "--vocal-gain", "2", "--stems",
-            "--json", "--model", "tiny", "--no-cache", "--device", "cpu"]
+            "--json", "--separator", "tiny", "--no-cache", "--device", "cpu"]
     assert main(args) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["similarity_computed"] is False and doc["report"]["similarity"] is None

@@ -18,7 +18,7 @@ def test_separate_writes_stems_and_reports_each_failure(tmp_path: Path, capsys: 
     text.write_text("not audio")
     missing = tmp_path / "missing.flac"
     out = tmp_path / "out"
-    rc = main(["separate", str(good), str(text), str(missing), "-o", str(out), "--model", "tiny",
+    rc = main(["separate", str(good), str(text), str(missing), "-o", str(out), "--separator", "tiny",
                "--format", "flac", "--device", "cpu", "--no-cache"])
     assert rc == 1
     err = capsys.readouterr().err
@@ -35,7 +35,7 @@ def test_full_band_flag_writes_mix_minus_vocals(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     sf.write(song, (0.2 * rng.standard_normal((44100, 2))).astype(np.float32), 44100, subtype="FLOAT")
     for flag, name in (([], "band"), (["--full-band"], "full")):
-        rc = main(["separate", str(song), "-o", str(tmp_path / name), "--model", "tiny", "--no-cache", *flag])
+        rc = main(["separate", str(song), "-o", str(tmp_path / name), "--separator", "tiny", "--no-cache", *flag])
         assert rc == 0
     mix, _ = sf.read(song, always_2d=True)
     voc, _ = sf.read(tmp_path / "full" / "song_vocals.wav", always_2d=True)
@@ -46,8 +46,8 @@ def test_full_band_flag_writes_mix_minus_vocals(tmp_path: Path) -> None:
     freqs = np.fft.rfftfreq(band.shape[0], 1 / 44100)
     assert spec[freqs > 12_000].max() < 1e-3 * spec.max()  # Spleeter's own stem stops at 11 kHz
     # existing outputs are kept unless --overwrite
-    assert main(["separate", str(song), "-o", str(tmp_path / "full"), "--model", "tiny", "--no-cache"]) == 1
-    assert main(["separate", str(song), "-o", str(tmp_path / "full"), "--model", "tiny", "--no-cache",
+    assert main(["separate", str(song), "-o", str(tmp_path / "full"), "--separator", "tiny", "--no-cache"]) == 1
+    assert main(["separate", str(song), "-o", str(tmp_path / "full"), "--separator", "tiny", "--no-cache",
                  "--overwrite"]) == 0
 
 
@@ -63,7 +63,7 @@ def test_songs_with_the_same_name_do_not_overwrite_each_other(tmp_path: Path, ca
     (tmp_path / "b").mkdir()
     first = write_tone(tmp_path / "a" / "song.wav", seconds=0.5, freq=440.0)
     second = write_tone(tmp_path / "b" / "song.wav", seconds=0.5, freq=660.0)
-    rc = main(["separate", str(first), str(second), "-o", str(tmp_path / "out"), "--model", "tiny",
+    rc = main(["separate", str(first), str(second), "-o", str(tmp_path / "out"), "--separator", "tiny",
                "--no-cache", "--overwrite"])
     assert rc == 1
     assert "same names as those of" in capsys.readouterr().err

@@ -324,19 +324,18 @@ def evaluate_folder(*, data: str | Path, model: str | Path | None = None, split:
                     progress: Any = None, cancel: CancelToken | None = None) -> dict[str, Any]:
     """Evaluate encoders on a labelled folder.
 
-    ``model`` is a checkpoint path or a name (:func:`core.embedding.encoders.resolve_encoders`; the
+    ``model`` is a checkpoint path or a name (:func:`core.registry.load_encoders`; the
     shipped encoders when ``None``). ``split="test"`` (or ``"val"``) uses the test (validation)
     singers recorded in the checkpoint's training split; ``split="all"`` every singer of the folder. ``vocals``, ``separator`` and
     ``segments_per_song`` default to what the checkpoint was trained with (else separated
     vocals, Spleeter, 16).
     """
     from core.errors import TrainingError
-    from training.dataset import FeatureStore, load_dataset, make_separator
+    from core.registry import load_encoders, load_separator
+    from training.dataset import FeatureStore, load_dataset
 
     dev = device or torch.device("cpu")
-    from core.embedding.encoders import resolve_encoders
-
-    encoders = resolve_encoders(model, device=dev)
+    encoders = load_encoders(model, device=dev)
     trained = dict(encoders.config.training.get("config", {}))
     ds = load_dataset(data)
     if split == "all":
@@ -355,9 +354,9 @@ def evaluate_folder(*, data: str | Path, model: str | Path | None = None, split:
     else:
         raise TrainingError(f"Unknown split {split!r}: use 'test', 'val' or 'all'.")
     vocals = vocals or trained.get("vocals", "separated")
-    sep_name = separator or trained.get("separator", "spleeter")
+    sep_name = separator or trained.get("separator")
     cap = segments_per_song or int(trained.get("segments_per_song", 16))
-    sep = make_separator(sep_name, dev) if vocals == "separated" else None
+    sep = load_separator(sep_name, device=dev) if vocals == "separated" else None
     def store(frontend: str) -> FeatureStore:
         return FeatureStore(Path(cache) if cache else None, vocals=vocals, separator=sep, max_segments=cap,
                             frontend=frontend)

@@ -40,6 +40,7 @@ from core.device import resolve_device
 from core.embedding.encoders import EncoderPair
 from core.errors import Cancelled, TrainingError
 from core.progress import CancelToken, Progress
+from core.registry import load_separator, separator_name
 from training.dataset import FeatureStore, Split, load_dataset, split_singers
 from training.losses import (
     CONTRASTIVE,
@@ -83,7 +84,7 @@ class TrainConfig:
     test_fraction: float = 0.1
     val_batches: int = 20
     vocals: str = "separated"
-    separator: str = "spleeter"
+    separator: str = "spleeter-2stems"
     cache: str | None = None
     device: str = "auto"
     amp: bool = True
@@ -154,6 +155,7 @@ class TrainConfig:
                 "segments_per_song", "val_fraction", "test_fraction", "vocals", "separator", "margin",
                 "sampling", "pairs", "temperature", "arch", "head_hidden", "teacher", "split_file")
         d = {k: getattr(self, k) for k in keys}
+        d["separator"] = separator_name(self.separator)
         d["lambdas"] = list(self.weights().as_tuple())
         return d
 
@@ -212,17 +214,6 @@ def backbone_outputs(net: Any, segments: torch.Tensor, *, batch: int = 64,
     return torch.cat(embs), torch.cat(hids)
 
 
-def make_separator(name: str, device: torch.device) -> Any:
-    """The separator for training data: ``"spleeter"`` (Deezer weights) or ``"tiny"`` (tests)."""
-    from core.separation.separator import Separator
-
-    if name == "spleeter":
-        return Separator.spleeter_2stems(device=device)
-    if name == "tiny":
-        return Separator.tiny(device=device)
-    raise TrainingError(f"Unknown separator {name!r}: use 'spleeter' or 'tiny'.")
-
-
 def _emit_progress(emit: EmitFn) -> Callable[[Progress], None]:
     def fn(p: Progress) -> None:
         emit({"event": "prepare", "stage": p.stage, "done": p.done, "total": p.total,
@@ -242,7 +233,7 @@ def prepare(cfg: TrainConfig, *, emit: EmitFn, device: torch.device,
     emit({"event": "split", "singers": len(ds.singers), "songs": len(ds.songs),
           "train": len(split.train), "val": len(split.val), "test": len(split.test),
           "skipped": [[str(p), why] for p, why in ds.skipped][:50], "seed": split.seed})
-    separator = make_separator(cfg.separator, device) if cfg.vocals == "separated" else None
+    separator = load_separator(cfg.separator, device=device) if cfg.vocals == "separated" else None
     store = FeatureStore(Path(cfg.cache) if cfg.cache else None, vocals=cfg.vocals,
                          separator=separator, max_segments=cfg.segments_per_song, frontend=cfg.frontend)
     wanted = ds.subset(set(split.train) | set(split.val) | set(split.test))
@@ -460,6 +451,7 @@ def train(cfg: TrainConfig, *, emit: EmitFn | None = None, cancel: CancelToken |
             )
         state = torch.load(state_path, map_location="cpu", weights_only=True)
         saved = json.loads(state["identity"])
+        saved["separator"] = separator_name(saved.get("separator"))  # an older spelling
         if saved != json.loads(json.dumps(cfg.identity())):
             raise TrainingError(
                 f"{state_path}: was made with other settings ({saved}); resume with the same settings or use another --out."
@@ -607,7 +599,7 @@ def _save_best(model: EncoderPair, path: Path, cfg: TrainConfig, prep: Prepared,
 def _store_factory(cfg: TrainConfig, device: torch.device) -> Callable[[str], FeatureStore]:
     """Feature stores of the run's data for another front end (the evaluation's baselines)."""
     def make(frontend: str) -> FeatureStore:
-        separator = make_separator(cfg.separator, device) if cfg.vocals == "separated" else None
+        separator = load_separator(cfg.separator, device=device) if cfg.vocals == "separated" else None
         return FeatureStore(Path(cfg.cache) if cfg.cache else None, vocals=cfg.vocals, separator=separator,
                             max_segments=cfg.segments_per_song, frontend=frontend)
     return make

@@ -19,8 +19,6 @@ __getattr__, __dir__, __all__ = _lazy.attach(
             "EncoderPair",
             "default_encoders_path",
             "load_default_encoders",
-            "resolve_encoders",
-            "shipped_encoder_names",
         ],
         "features": [
             "mel_power",
@@ -37,6 +35,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
             "stems_levels_db",
         ],
         "ge2e": ["weights_path", "backbone_sha256", "GE2E", "normalise_level", "segment_mels"],
+        "mel": [],
         "quality": [
             "SpaceQuality",
             "Quality",
@@ -59,8 +58,6 @@ if TYPE_CHECKING:  # the names, for type checkers and readers
         GE2EHead,
         default_encoders_path,
         load_default_encoders,
-        resolve_encoders,
-        shipped_encoder_names,
     )
     from .features import (
         active_segments,

@@ -159,7 +159,7 @@ class EncoderPair(nn.Module):
     """The vocal encoder ``f_v`` and the mix encoder ``f_m`` (separate weights).
 
     Use :meth:`tiny` for tests, :meth:`load` for a weights file, :func:`load_default_encoders`
-    for the shipped default, :func:`resolve_encoders` for a user's choice.
+    for the shipped default, :func:`core.registry.load_encoders` for a user's choice.
     """
 
     def __init__(self, config: EncoderConfig | None = None) -> None:
@@ -368,40 +368,3 @@ def load_default_encoders(*, device: torch.device | None = None) -> EncoderPair:
             "with 'crossmix train --data FOLDER' and choose the checkpoint in the settings."
         )
     return EncoderPair.load(path, device=device)
-
-
-#: Encoders chosen by name (the CLI's ``--encoders``, the Settings tab). Anything else is a path.
-ENCODER_NAMES: dict[str, str] = {
-    "shipped": "the shipped encoders (assets/encoders/)",
-    "resemblyzer": "resemblyzer's real-speech GE2E speaker encoder on vocals and mixes alike (no training)",
-}
-
-
-def resolve_encoders(name_or_path: str | Path | None, *, device: torch.device | None = None) -> EncoderPair:
-    """The one way to get encoders from a user's choice.
-
-    ``None``, ``""`` or ``"shipped"``: the default shipped encoders (:func:`load_default_encoders`);
-    ``"resemblyzer"``: :meth:`EncoderPair.resemblyzer`; the name of another shipped model
-    (:func:`shipped_encoder_names`, e.g. ``"cross-sp"``); anything else: a checkpoint path
-    (``.safetensors`` beside its ``.json``).
-
-    Raises
-    ------
-    ModelError
-        The checkpoint is missing or corrupt, or resemblyzer is not installed.
-    """
-    choice = str(name_or_path).strip() if name_or_path is not None else ""
-    if choice in ("", "shipped", "default"):
-        return load_default_encoders(device=device)
-    if choice == "resemblyzer":
-        pair = EncoderPair.resemblyzer()
-        return pair.to(device) if device is not None else pair
-    if choice in shipped_encoder_names():
-        return EncoderPair.load(assets_dir() / "encoders" / f"{choice}.safetensors", device=device)
-    return EncoderPair.load(Path(choice).expanduser(), device=device)
-
-
-def shipped_encoder_names() -> list[str]:
-    """Names of the encoders shipped in ``assets/encoders/`` (``NAME.safetensors`` + ``NAME.json``)."""
-    d = assets_dir() / "encoders"
-    return sorted(p.stem for p in d.glob("*.safetensors") if p.with_suffix(".json").is_file())

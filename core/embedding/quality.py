@@ -19,17 +19,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.errors import ModelError
+from core.library.spaces import DEFAULT_SPACE, NEEDS_VOCALS, SEARCH_SPACES
 from core.paths import assets_dir
+
+
+def _measures(query: str, lib: str) -> tuple[str, str]:
+    # the singer-ID scenario is "query->library" ("[M,V]" on both sides is named once); the
+    # query-by-singer space is the library's side
+    return (query if query == lib == "[M,V]" else f"{query}->{lib}", lib)
+
 
 #: Search space -> the evaluation's singer-ID scenario and query-by-singer space that measure it.
 SPACE_MEASURES: dict[str, tuple[str, str]] = {
-    "vocal->mix": ("V->M", "M"),
-    "mix->mix": ("M->M", "M"),
-    "vocal->vocal": ("V->V", "V"),
-    "[M,V]": ("[M,V]", "[M,V]"),
-}
-#: Spaces whose library side needs the songs' separated vocals (full-mode indexing).
-NEEDS_VOCALS = frozenset({"vocal->vocal", "[M,V]"})
+    space: _measures(query, lib) for space, (query, lib) in SEARCH_SPACES.items()}
 QUALITY_FILE = "quality.json"
 
 
@@ -60,8 +63,8 @@ class Quality:
         """
         usable = {s: q for s, q in self.spaces.items() if has_vocals or s not in NEEDS_VOCALS}
         if not usable:
-            return "vocal->mix", "no measurement for these encoders; the paper's default"
-        best = max(usable, key=lambda s: (usable[s].top1, usable[s].top5, s == "vocal->mix"))
+            return DEFAULT_SPACE, "no measurement for these encoders; the paper's default"
+        best = max(usable, key=lambda s: (usable[s].top1, usable[s].top5, s == DEFAULT_SPACE))
         q = usable[best]
         why = f"{best} measured best for {self.name}: singer-ID top-1 {q.top1:.2f} on {self.protocol}"
         if not has_vocals and any(s in NEEDS_VOCALS for s in self.spaces):
@@ -117,16 +120,15 @@ def quality_for(*, model_id: str | None, checkpoint: str | Path | None = None) -
     return None
 
 
-#: Encoder choices that are names, not checkpoint paths (see core.embedding.encoders.resolve_encoders).
-_NAMED = frozenset({"", "shipped", "default", "resemblyzer", "tiny"})
-
-
 def _checkpoint_of(choice: str | Path | None) -> str | None:
     """The checkpoint path a user's encoder choice names, or ``None`` for a named model."""
-    from core.embedding.encoders import shipped_encoder_names
+    from core.registry import encoder_names, encoders_name
 
-    text = str(choice).strip() if choice is not None else ""
-    return None if text in _NAMED or text in shipped_encoder_names() else text
+    try:
+        name = encoders_name(choice)
+    except ModelError:
+        return None
+    return None if name in encoder_names() else name
 
 
 def library_has_vocals(status: Any) -> bool:
@@ -141,28 +143,29 @@ def auto_space(status: Any, *, model_id: str | None, choice: str | Path | None =
     """
     q = quality_for(model_id=model_id, checkpoint=_checkpoint_of(choice))
     if q is None:
-        return "vocal->mix", "no measured quality for these encoders, so the paper's vocal->mix"
+        return DEFAULT_SPACE, f"no measured quality for these encoders, so the paper's {DEFAULT_SPACE}"
     return q.best_space(has_vocals=library_has_vocals(status))
 
 
 def quality_for_choice(choice: str | Path | None) -> Quality | None:
     """The measured quality of the encoders a user chose, without loading them.
 
-    ``choice`` as :func:`core.embedding.encoders.resolve_encoders` takes it: empty / ``"shipped"``, a
+    ``choice`` as :func:`core.registry.load_encoders` takes it: empty / ``"shipped"``, a
     name (``"resemblyzer"``), or a checkpoint path (its JSON names its model id).
     """
-    from core.embedding.encoders import default_encoders_path, shipped_encoder_names
+    from core.registry import encoders_weights
 
     text = str(choice).strip() if choice is not None else ""
     aliases = {e["alias"]: model_id for model_id, e in _known().items() if isinstance(e, dict) and "alias" in e}
     if text in aliases:
         return quality_for(model_id=aliases[text])
-    if text in ("", "shipped", "default"):
-        meta = default_encoders_path().with_suffix(".json")
-    elif text in shipped_encoder_names():
-        meta = assets_dir() / "encoders" / f"{text}.json"
-    else:
-        meta = Path(text).expanduser().with_suffix(".json")
+    try:
+        weights = encoders_weights(text)
+    except ModelError:
+        return None
+    if weights is None:  # a model without a file of its own (resemblyzer, tiny)
+        return None
+    meta = weights.with_suffix(".json")
     try:
         model_id = str(json.loads(meta.read_text(encoding="utf-8")).get("model_id", ""))
     except (OSError, ValueError, AttributeError):

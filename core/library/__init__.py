@@ -85,6 +85,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
             "DUPLICATE_MARGIN",
             "DUPLICATE_SIMILARITY",
             "INDEXED_SPACES",
+            "NEEDS_VOCALS",
             "SEARCH_SPACES",
             "resolve_space",
         ],
@@ -166,6 +167,7 @@ if TYPE_CHECKING:  # the names, for type checkers and readers
         DUPLICATE_MARGIN,
         DUPLICATE_SIMILARITY,
         INDEXED_SPACES,
+        NEEDS_VOCALS,
         SEARCH_SPACES,
         resolve_space,
     )

@@ -87,10 +87,10 @@ def require_ray() -> ModuleType:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Which models to load, by name: what each actor resolves on its own node (weights are
-    never shipped between processes). ``encoders`` as ``--encoders`` (``None``: shipped;
-    ``tiny``: random test weights), ``separator`` as ``--separator``, ``device`` as
-    ``--device``."""
+    """Which models to load, by name (:mod:`core.registry`): what each actor resolves on its
+    own node (weights are never shipped between processes). ``encoders`` as ``--encoders``
+    (``None``: shipped; ``tiny``: random test weights), ``separator`` as ``--separator``,
+    ``device`` as ``--device``."""
 
     encoders: str | None = None
     separator: str = "spleeter-2stems"
@@ -102,20 +102,14 @@ class ModelSpec:
         return resolve_device(self.device)
 
     def load_encoders(self) -> EncoderPair:
-        from core.embedding.encoders import EncoderPair, resolve_encoders
+        from core.registry import load_encoders
 
-        dev = self.torch_device()
-        if self.encoders == "tiny":
-            return EncoderPair.tiny().to(dev)
-        return resolve_encoders(self.encoders, device=dev)
+        return load_encoders(self.encoders, device=self.torch_device())
 
     def load_separator(self) -> Separator:
-        from core.separation.separator import Separator
+        from core.registry import load_separator
 
-        dev = self.torch_device()
-        if self.separator == "tiny":
-            return Separator.tiny(device=dev)
-        return Separator.spleeter_2stems(device=dev)
+        return load_separator(self.separator, device=self.torch_device())
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from core.errors import LibraryError
 
 __all__ = ["DEFAULT_SPACE", "DUPLICATE_MARGIN", "DUPLICATE_SIMILARITY", "INDEXED_SPACES",
-           "SEARCH_SPACES", "resolve_space"]
+           "NEEDS_VOCALS", "SEARCH_SPACES", "resolve_space"]
 
 #: Search spaces: name -> (query vector space, library vector space).
 SEARCH_SPACES: dict[str, tuple[str, str]] = {
@@ -20,6 +20,8 @@ _SPACE_ALIASES = {
     "m->m": "mix->mix", "v->v": "vocal->vocal",
 }
 DEFAULT_SPACE = "vocal->mix"
+#: Spaces whose library side needs the songs' separated vocals (full-mode indexing).
+NEEDS_VOCALS = frozenset(s for s, (_query, lib) in SEARCH_SPACES.items() if lib != "M")
 #: Cosine similarity of the mixes' ``M`` vectors above which a library song counts as
 #: another version of the query (a re-encode or remaster) and is excluded from matches.
 DUPLICATE_SIMILARITY = 0.95

@@ -304,19 +304,6 @@ def default_model_path() -> Path:
     return assets_dir() / "query_separation" / f"{DEFAULT_MODEL_NAME}.safetensors"
 
 
-def load_query_separator(name_or_path: str | Path | None = None, *,
-                         device: torch.device | None = None) -> QuerySeparator:
-    """The shipped model (``None``/``"shipped"``) or a checkpoint path."""
-    choice = str(name_or_path).strip() if name_or_path is not None else ""
-    if choice in ("", "shipped", "default", DEFAULT_MODEL_NAME):
-        path = default_model_path()
-        if not path.is_file():
-            raise ModelError(f"{path}: the shipped query-separator weights are missing; reinstall Crossmix "
-                             "or train one with 'crossmix train-qsep'.")
-        return QuerySeparator.load(path, device=device)
-    return QuerySeparator.load(Path(choice).expanduser(), device=device)
-
-
 # --- training objectives ---------------------------------------------------------------------
 
 

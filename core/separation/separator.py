@@ -239,6 +239,30 @@ class Separator:
         model_id = tensors_sha256(combined_state(nets))
         return cls(nets, model_id=model_id, name=f"tiny-random-{seed}", device=device, parallel_nets=parallel_nets)
 
+    @classmethod
+    def load(cls, path: Path, *, device: torch.device | None = None, parallel_nets: bool = True) -> Separator:
+        """Spleeter 2-stems U-Nets from a safetensors file laid out as the converted weights
+        (``vocals.<param>``, ``accompaniment.<param>``), e.g. fine-tuned ones. Its ``model_id``
+        is the content hash, so the converted Deezer file loads as :meth:`spleeter_2stems`.
+
+        Raises
+        ------
+        ModelError
+            The file is missing or unreadable, or its tensors do not fit the U-Nets.
+        """
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        if not path.is_file():
+            raise ModelError(f"{path}: separator weights not found; choose another file, or "
+                             "'spleeter-2stems'.")
+        try:
+            tensors = load_file(str(path))
+        except (OSError, SafetensorError, ValueError, RuntimeError) as exc:
+            raise ModelError(f"{path}: not readable separator weights ({exc}).") from None
+        return cls(build_nets(tensors), model_id=tensors_sha256(tensors), name=path.stem,
+                   device=device, parallel_nets=parallel_nets)
+
     # --- separation ------------------------------------------------------------------------
 
     def separate(

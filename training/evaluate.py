@@ -331,8 +331,7 @@ def evaluate_folder(*, data: str | Path, model: str | Path | None = None, split:
     vocals, Spleeter, 16).
     """
     from core.errors import TrainingError
-    from training.dataset import FeatureStore, load_dataset
-    from training.trainer import make_separator
+    from training.dataset import FeatureStore, load_dataset, make_separator
 
     dev = device or torch.device("cpu")
     from core.embedding.encoders import resolve_encoders

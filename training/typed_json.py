@@ -113,9 +113,10 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
 def _convert_union(value: Any, args: tuple[Any, ...], where: str) -> Any:
     if value is None and type(None) in args:
         return None
-    for arg in args:
-        if arg is type(None):
-            continue
+    options = [a for a in args if a is not type(None)]
+    if len(options) == 1:  # ``X | None``: the error says what X wanted
+        return _convert(value, options[0], where)
+    for arg in options:
         try:
             return _convert(value, arg, where)
         except TypedJsonError:

@@ -75,7 +75,7 @@ def train_handler(args: argparse.Namespace) -> int:
                       seed=args.seed, minutes=args.minutes, checkpoint_minutes=args.checkpoint_minutes)
     result = train(data_dir=args.data, out_dir=args.out, config=cfg, resume=args.resume,
                    threads=args.threads, device_name=args.device,
-                   log=lambda line: print(line, flush=True))
+                   emit=lambda event: print(event.to_json(), flush=True))
     print(f"best validation SI-SDR improvement {result['best_val_sisdri']:.2f} dB at step "
           f"{result['best_step']} -> {result['best_path']}")
     return 0

@@ -13,6 +13,7 @@ import torch
 from core.embedding.encoders import EncoderPair
 from core.embedding.features import log_mel
 from core.errors import TrainingError
+from training.events import SplitEvent, TrainEvent, WarningEvent
 from training.losses import LossWeights, contrastive_loss, info_nce
 from training.mixtures import draw_gains, make_mixtures, mix_segments
 from training.toy import make_toy_corpus
@@ -195,13 +196,13 @@ def test_label_agnostic_training_runs_on_a_folder_without_artist_tags(toy: Path,
         train(_cfg(plain, tmp_path / "labelled", loss="cross-sp", vocals="separated", separator="tiny"))
     with pytest.raises(TrainingError, match="infonce"):
         train(_cfg(plain, tmp_path / "bad", loss="cross-sp", pairs="agnostic", vocals="separated", separator="tiny"))
-    events: list[dict[str, object]] = []
+    events: list[TrainEvent] = []
     res = train(_cfg(plain, tmp_path / "agnostic", loss="infonce", pairs="agnostic", sampling="both",
                      vocals="separated", separator="tiny", evaluate=True), emit=events.append)
     assert res.best_checkpoint is not None and res.best_checkpoint.is_file()
-    split = next(e for e in events if e["event"] == "split")
-    assert split["songs"] == 12 and split["singers"] == 12  # each untagged song is its own pseudo-singer
-    assert any(e["event"] == "warning" and "no evaluation" in str(e["message"]) for e in events)
+    split = next(e for e in events if isinstance(e, SplitEvent))
+    assert split.songs == 12 and split.singers == 12  # each untagged song is its own pseudo-singer
+    assert any(isinstance(e, WarningEvent) and "no evaluation" in e.message for e in events)
     EncoderPair.load(res.best_checkpoint)
 
 

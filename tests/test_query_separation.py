@@ -254,6 +254,39 @@ def test_multitrack_generator_is_deterministic_and_stems_sum_to_the_mixture(tmp_
     assert np.array_equal(ex.mix, ex2.mix) and ex.others == ex2.others
 
 
+def test_trainer_logs_typed_events_and_resumes(tmp_path: Path) -> None:
+    import dataclasses
+    import shutil
+
+    from training.aqss_data import generate_multitracks
+    from training.aqss_train import TrainConfig, train
+    from training.events import (
+        QSepEvent,
+        QSepResumeEvent,
+        QSepTrainEvent,
+        QSepValEvent,
+        parse_qsep_event,
+    )
+
+    vocals = _fake_vocal_corpus(tmp_path / "vocals")
+    generate_multitracks(vocals_dir=vocals, out_dir=tmp_path / "mt", seed=3, split="train", count=1)
+    shutil.copytree(tmp_path / "mt" / "train", tmp_path / "mt" / "val")  # the one song validates too
+    cfg = TrainConfig(batch_size=2, width=4, z_dim=4, minutes=0.03, checkpoint_minutes=0.01, val_examples=2,
+                      class_queries=2, log_every=1)
+    out = tmp_path / "run"
+    events: list[QSepEvent] = []
+    first = train(data_dir=tmp_path / "mt", out_dir=out, config=cfg, emit=events.append)
+    logged = [parse_qsep_event(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert logged == events  # what the CLI prints is what log.jsonl keeps
+    assert any(isinstance(e, QSepTrainEvent) for e in events) and isinstance(events[-1], QSepValEvent)
+    assert events[-1].step == first["steps"] and (out / "best.safetensors").is_file()
+    more: list[QSepEvent] = []
+    again = train(data_dir=tmp_path / "mt", out_dir=out, config=dataclasses.replace(cfg, minutes=0.06),
+                  resume=True, emit=more.append)
+    assert isinstance(more[0], QSepResumeEvent) and more[0].step == first["steps"]
+    assert again["steps"] > first["steps"] and not any(isinstance(e, QSepResumeEvent) for e in more[1:])
+
+
 def test_zeroshot_split_uses_a_held_out_program() -> None:
     from training.aqss_data import HELD_OUT, draw_programs, song_rng
 

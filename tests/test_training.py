@@ -17,6 +17,7 @@ import torch
 from core.errors import Cancelled, TrainingError
 from core.progress import CancelToken
 from training.dataset import FeatureStore, load_dataset, split_singers
+from training.events import BatchEvent, DoneEvent, TrainEvent
 from training.toy import make_toy_corpus
 from training.trainer import TrainConfig, train
 from training.triplets import SegmentPool
@@ -132,27 +133,27 @@ def test_interrupt_and_resume_match_an_uninterrupted_run(toy: Path, tmp_path: Pa
     torch.set_num_threads(1)
     full = train(_cfg(toy, tmp_path / "a" / "run"))
     assert full.stopped == "max_epochs" and full.best_checkpoint is not None
-    events: list[dict[str, object]] = []
+    events: list[TrainEvent] = []
     token = CancelToken()
 
-    def emit(e: dict[str, object]) -> None:
+    def emit(e: TrainEvent) -> None:
         events.append(e)
-        if e["event"] == "batch" and e["step"] == 3:
+        if isinstance(e, BatchEvent) and e.step == 3:
             token.cancel()
 
     out_b = tmp_path / "b" / "run"
     part = train(_cfg(toy, out_b), emit=emit, cancel=token)
     assert part.stopped == "interrupted"
-    assert events[-1]["event"] == "done" and events[-1]["resumable"] is True
+    assert isinstance(events[-1], DoneEvent) and events[-1].resumable is True
     with pytest.raises(TrainingError, match="--resume"):
         train(_cfg(toy, out_b))
     with pytest.raises(TrainingError, match="other settings"):
         train(_cfg(toy, out_b, width=0.25), resume=True)
-    resumed_events: list[dict[str, object]] = []
+    resumed_events: list[TrainEvent] = []
     rest = train(_cfg(toy, out_b), emit=resumed_events.append, resume=True)
     assert rest.stopped == "max_epochs"
-    first = next(e for e in resumed_events if e["event"] == "batch")
-    assert (first["epoch"], first["batch"]) == (0, 4)
+    first = next(e for e in resumed_events if isinstance(e, BatchEvent))
+    assert (first.epoch, first.batch) == (0, 4)
     a = torch.load(tmp_path / "a" / "run" / "state.pt", weights_only=True)["model"]
     b = torch.load(out_b / "state.pt", weights_only=True)["model"]
     for k in a:
@@ -188,11 +189,11 @@ def test_a_few_hundred_steps_learn_singers(tmp_path: Path) -> None:
 
     torch.set_num_threads(1)
     root = make_toy_corpus(tmp_path / "songs", singers=10, songs=3, seconds=6.5, seed=1)
-    events: list[dict[str, object]] = []
+    events: list[TrainEvent] = []
     cfg = _cfg(root, tmp_path / "run", batches_per_epoch=100, max_epochs=2, batch_size=6, negatives=2,
                segments_per_song=3, val_fraction=0.2, test_fraction=0.3, val_batches=2, log_every=10)
     res = train(cfg, emit=events.append)
-    losses = [float(e["loss"]) for e in events if e["event"] == "batch"]  # type: ignore[arg-type]
+    losses = [e.loss for e in events if isinstance(e, BatchEvent)]
     assert len(losses) == 20
     assert np.mean(losses[-5:]) < 0.25 * np.mean(losses[:2])
     # singer ID on the training singers' songs: model from 2 songs, query the third

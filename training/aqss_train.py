@@ -9,18 +9,18 @@
 - ``best.safetensors`` + ``best.json``: the model with the best mean SI-SDR improvement on a
   fixed set of ``val`` mixtures (the test splits are never read here), with class-mean latents
   computed on training queries;
-- ``log.jsonl``: one JSON line per logged step and per validation.
+- ``log.jsonl``: one JSON line per logged step and per validation (:mod:`training.events`:
+  ``QSepTrainEvent``, ``QSepValEvent``).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import torch
@@ -28,6 +28,7 @@ import torch
 from core.errors import TrainingError
 from core.separation.by_example import QSepConfig, QuerySeparator, losses, si_sdr
 from training.aqss_data import CLASS_OF, CLASSES, Example, Multitrack, draw_mixture, load_split
+from training.events import QSepEvent, QSepResumeEvent, QSepTrainEvent, QSepValEvent
 
 
 @dataclass
@@ -135,8 +136,12 @@ def class_means(model: QuerySeparator, songs: list[Multitrack], *, per_class: in
 
 def train(*, data_dir: Path, out_dir: Path, config: TrainConfig | None = None, resume: bool = False,
           threads: int = 1, device_name: str = "cpu",
-          log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Train for ``config.minutes`` of wall time (in total, across resumes); see the module doc."""
+          emit: Callable[[QSepEvent], None] | None = None) -> dict[str, Any]:
+    """Train for ``config.minutes`` of wall time (in total, across resumes); see the module doc.
+
+    ``emit`` gets every event (:mod:`training.events`): the ``train`` and ``val`` ones that
+    ``log.jsonl`` records, and ``resume``.
+    """
     from core.device import resolve_device
 
     cfg = config or TrainConfig()
@@ -147,93 +152,117 @@ def train(*, data_dir: Path, out_dir: Path, config: TrainConfig | None = None, r
     state_path = out_dir / "state.pt"
     if state_path.exists() and not resume:
         raise TrainingError(f"{out_dir}: holds a run already; pass --resume to continue it or choose another --out.")
-    say = log or (lambda _line: None)
-    train_songs = load_split(data_dir, "train")
-    val_songs = load_split(data_dir, "val")
-    mcfg = QSepConfig(width=cfg.width, z_dim=cfg.z_dim)
-    samples = excerpt_samples(mcfg)
-    qsamples = excerpt_samples(mcfg, mcfg.query_frames)
-    val_set = fixed_examples(val_songs, cfg.val_examples, seed=cfg.seed, samples=samples, query_samples=qsamples)
-    torch.manual_seed(cfg.seed)
-    model = QuerySeparator(mcfg).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    step, elapsed, best, best_step = 0, 0.0, -math.inf, -1
-    rng = np.random.default_rng([cfg.seed, 0x7EA1])
-    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    run = _Run(cfg, Path(data_dir), out_dir, device, emit or (lambda _e: None))
     if resume and state_path.exists():
+        run.restore(state_path)
+    with (out_dir / "log.jsonl").open("a", encoding="utf-8") as log_file:
+        run.log_file = log_file
+        run.loop()
+        run.checkpoint()
+    return {"best_val_sisdri": run.best, "best_step": run.best_step,
+            "best_path": str(out_dir / "best.safetensors"), "steps": run.step, "elapsed_s": run.elapsed}
+
+
+class _Run:
+    """The model, optimiser, random streams and counters of one run (all saved in ``state.pt``)."""
+
+    def __init__(self, cfg: TrainConfig, data_dir: Path, out_dir: Path, device: torch.device,
+                 emit: Callable[[QSepEvent], None]) -> None:
+        self.cfg, self.data_dir, self.out_dir, self.emit = cfg, data_dir, out_dir, emit
+        self.train_songs = load_split(data_dir, "train")
+        val_songs = load_split(data_dir, "val")
+        mcfg = QSepConfig(width=cfg.width, z_dim=cfg.z_dim)
+        self.samples = excerpt_samples(mcfg)
+        self.qsamples = excerpt_samples(mcfg, mcfg.query_frames)
+        self.val_set = fixed_examples(val_songs, cfg.val_examples, seed=cfg.seed, samples=self.samples,
+                                      query_samples=self.qsamples)
+        torch.manual_seed(cfg.seed)
+        self.model = QuerySeparator(mcfg).to(device)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.step, self.elapsed, self.best, self.best_step = 0, 0.0, -math.inf, -1
+        self.rng = np.random.default_rng([cfg.seed, 0x7EA1])
+        self.gen = torch.Generator(device=device).manual_seed(cfg.seed)
+        self.log_file: TextIO | None = None
+
+    def restore(self, state_path: Path) -> None:
         st = torch.load(state_path, map_location="cpu", weights_only=False)
-        if st["config"] != cfg.identity():
+        if st["config"] != self.cfg.identity():
             raise TrainingError(f"{state_path}: was made with other settings ({st['config']}); "
                                 "resume with the same settings or use another --out.")
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["optimizer"])
-        step, elapsed, best, best_step = st["step"], st["elapsed"], st["best"], st["best_step"]
-        rng.bit_generator.state = st["rng"]
-        gen.set_state(st["torch_rng"])
-        say(json.dumps({"event": "resume", "step": step, "elapsed_s": round(elapsed, 1)}))
-    logf = (out_dir / "log.jsonl").open("a", encoding="utf-8")
+        self.model.load_state_dict(st["model"])
+        self.opt.load_state_dict(st["optimizer"])
+        self.step, self.elapsed, self.best, self.best_step = st["step"], st["elapsed"], st["best"], st["best_step"]
+        self.rng.bit_generator.state = st["rng"]
+        self.gen.set_state(st["torch_rng"])
+        self.emit(QSepResumeEvent(step=self.step, elapsed_s=round(self.elapsed, 1)))
 
-    def write(doc: dict[str, Any]) -> None:
-        line = json.dumps(doc)
-        logf.write(line + "\n")
-        logf.flush()
-        say(line)
+    def write(self, event: QSepEvent) -> None:
+        """One event to ``log.jsonl`` and to ``emit``."""
+        if self.log_file is not None:
+            self.log_file.write(event.to_json() + "\n")
+            self.log_file.flush()
+        self.emit(event)
 
-    def checkpoint() -> None:
-        nonlocal best, best_step
-        rows = evaluate_examples(model, val_set)
-        gain = float(np.mean([r["si_sdr"] - r["si_sdr_mix"] for r in rows]))
-        med = float(np.median([r["si_sdr"] - r["si_sdr_mix"] for r in rows]))
-        write({"event": "val", "step": step, "elapsed_s": round(elapsed, 1), "val_sisdri_mean": round(gain, 3),
-               "val_sisdri_median": round(med, 3)})
-        if gain > best:
-            best, best_step = gain, step
-            model.class_latents.copy_(class_means(model, train_songs, per_class=cfg.class_queries,
-                                                  seed=cfg.seed, samples=qsamples))
-            model.config.training = {"step": step, "elapsed_s": round(elapsed, 1), "val_sisdri_mean": gain,
-                                     "data": str(data_dir), **asdict(cfg)}
-            model.save(out_dir / "best")
-        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                    "elapsed": elapsed, "best": best, "best_step": best_step, "rng": rng.bit_generator.state,
-                    "torch_rng": gen.get_state(), "config": cfg.identity()}, out_dir / "state.pt.part")
-        (out_dir / "state.pt.part").replace(state_path)
-        model.train()
+    def loop(self) -> None:
+        """Batches until the wall-time budget is spent, checkpointing every few minutes."""
+        cfg = self.cfg
+        budget = cfg.minutes * 60.0
+        last_ckpt = self.elapsed
+        t_mark = time.perf_counter()
+        self.model.train()
+        sums = np.zeros(4)
+        while self.elapsed < budget:
+            sums += self.train_step(self.elapsed / budget)
+            now = time.perf_counter()
+            self.elapsed += now - t_mark
+            t_mark = now
+            if self.step % cfg.log_every == 0:
+                s = sums / cfg.log_every
+                self.write(QSepTrainEvent(step=self.step, elapsed_s=round(self.elapsed, 1), loss=round(s[0], 5),
+                                          rec=round(s[1], 5), kl=round(s[2], 4), latent=round(s[3], 4),
+                                          lr=float(self.opt.param_groups[0]["lr"])))
+                sums[:] = 0
+            if self.elapsed - last_ckpt >= cfg.checkpoint_minutes * 60.0:
+                self.checkpoint()
+                last_ckpt = self.elapsed
+                t_mark = time.perf_counter()
 
-    budget = cfg.minutes * 60.0
-    last_ckpt = elapsed
-    t_mark = time.perf_counter()
-    model.train()
-    sums = np.zeros(4)
-    while elapsed < budget:
-        batch = [draw_mixture(train_songs[int(rng.integers(len(train_songs)))], rng, samples=samples,
-                              query_samples=qsamples) for _ in range(cfg.batch_size)]
-        frac = elapsed / budget
-        for g in opt.param_groups:
+    def train_step(self, frac: float) -> list[float]:
+        """One batch at ``frac`` of the budget (cosine learning rate); its four losses."""
+        cfg, model = self.cfg, self.model
+        batch = [draw_mixture(self.train_songs[int(self.rng.integers(len(self.train_songs)))], self.rng,
+                              samples=self.samples, query_samples=self.qsamples) for _ in range(cfg.batch_size)]
+        for g in self.opt.param_groups:
             g["lr"] = cfg.lr * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * frac)))
         out = losses(model, magnitudes(model, np.stack([e.mix for e in batch])),
                      magnitudes(model, np.stack([e.target for e in batch])),
                      magnitudes(model, np.stack([e.query for e in batch])),
-                     kl_weight=cfg.kl_weight, latent_weight=cfg.latent_weight, generator=gen)
-        opt.zero_grad()
+                     kl_weight=cfg.kl_weight, latent_weight=cfg.latent_weight, generator=self.gen)
+        self.opt.zero_grad()
         out.total.backward()  # type: ignore[no-untyped-call]
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        opt.step()
-        step += 1
-        now = time.perf_counter()
-        elapsed += now - t_mark
-        t_mark = now
-        sums += [float(v.detach()) for v in (out.total, out.reconstruction, out.kl, out.latent)]
-        if step % cfg.log_every == 0:
-            s = sums / cfg.log_every
-            write({"event": "train", "step": step, "elapsed_s": round(elapsed, 1), "loss": round(s[0], 5),
-                   "rec": round(s[1], 5), "kl": round(s[2], 4), "latent": round(s[3], 4),
-                   "lr": opt.param_groups[0]["lr"]})
-            sums[:] = 0
-        if elapsed - last_ckpt >= cfg.checkpoint_minutes * 60.0:
-            checkpoint()
-            last_ckpt = elapsed
-            t_mark = time.perf_counter()
-    checkpoint()
-    logf.close()
-    return {"best_val_sisdri": best, "best_step": best_step, "best_path": str(out_dir / "best.safetensors"),
-            "steps": step, "elapsed_s": elapsed}
+        self.opt.step()
+        self.step += 1
+        return [float(v.detach()) for v in (out.total, out.reconstruction, out.kl, out.latent)]
+
+    def checkpoint(self) -> None:
+        """Validate; keep the best model (with class-mean latents); save the resumable state."""
+        cfg, model, out_dir = self.cfg, self.model, self.out_dir
+        rows = evaluate_examples(model, self.val_set)
+        gain = float(np.mean([r["si_sdr"] - r["si_sdr_mix"] for r in rows]))
+        med = float(np.median([r["si_sdr"] - r["si_sdr_mix"] for r in rows]))
+        self.write(QSepValEvent(step=self.step, elapsed_s=round(self.elapsed, 1), val_sisdri_mean=round(gain, 3),
+                                val_sisdri_median=round(med, 3)))
+        if gain > self.best:
+            self.best, self.best_step = gain, self.step
+            model.class_latents.copy_(class_means(model, self.train_songs, per_class=cfg.class_queries,
+                                                  seed=cfg.seed, samples=self.qsamples))
+            model.config.training = {"step": self.step, "elapsed_s": round(self.elapsed, 1), "val_sisdri_mean": gain,
+                                     "data": str(self.data_dir), **asdict(cfg)}
+            model.save(out_dir / "best")
+        torch.save({"model": model.state_dict(), "optimizer": self.opt.state_dict(), "step": self.step,
+                    "elapsed": self.elapsed, "best": self.best, "best_step": self.best_step,
+                    "rng": self.rng.bit_generator.state, "torch_rng": self.gen.get_state(),
+                    "config": cfg.identity()}, out_dir / "state.pt.part")
+        (out_dir / "state.pt.part").replace(out_dir / "state.pt")
+        model.train()

@@ -19,7 +19,7 @@ import numpy.typing as npt
 with warnings.catch_warnings():
     # pyworld 0.3.5 imports pkg_resources, which warns about its own deprecation.
     warnings.simplefilter("ignore")
-    import pyworld
+    import pyworld as pyworld  # re-exported: corpus_render imports it from here, warnings silenced
 
 F64 = npt.NDArray[np.float64]
 

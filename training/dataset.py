@@ -3,8 +3,8 @@
 A training (or evaluation) folder is a tree of songs labelled by singer, either by
 
 - ``manifest.csv`` at its top: a header line then rows ``path,singer[,song][,vocals]``
-  (``path`` and ``vocals`` relative to the folder; ``vocals`` is an optional ground-truth
-  vocal stem of the same length, used with ``--vocals stems``), or by
+  (``path`` and ``vocals`` relative to the folder, or absolute; ``vocals`` is an optional
+  ground-truth vocal stem of the same length, used with ``--vocals stems``), or by
 - the ``artist`` tag of each audio file (read with mutagen); files without one are skipped
   and counted. A folder holding ``mix.*`` beside ``vocals.*`` (and ``accompaniment.*``) is
   one song whose ``vocals`` file is its ground-truth stem.
@@ -42,6 +42,9 @@ from core.progress import CancelToken, EtaClock, Progress, ProgressFn, check_can
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.csv"
+#: The columns of a manifest, in the order :func:`write_manifest` writes them (and a manifest
+#: without a header line is read in).
+MANIFEST_COLUMNS = ("path", "singer", "song", "vocals")
 #: File stems that are a song's stems, not songs, when a ``mix.*`` sits beside them.
 _STEM_NAMES = ("vocals", "accompaniment", "instrumental", "drums", "bass", "other")
 #: Bumped whenever the front end or the segment rule changes (old cache entries are then unused).
@@ -86,7 +89,8 @@ UNLABELLED = "song:"
 
 
 def load_dataset(root: str | Path, *, labels: bool = True) -> Dataset:
-    """Read the songs and singer labels of a folder (``manifest.csv`` or ``artist`` tags).
+    """Read the songs and singer labels of a folder (``manifest.csv`` or ``artist`` tags), or
+    of a manifest file of any name (its paths relative to its own folder).
 
     With ``labels=False`` (label-agnostic training) a song without an artist tag is kept,
     labelled by itself (``"song:<path>"``): the trainer then only pairs a song with itself.
@@ -97,9 +101,12 @@ def load_dataset(root: str | Path, *, labels: bool = True) -> Dataset:
         The folder does not exist, the manifest is malformed, or no labelled song was found.
     """
     r = Path(root).expanduser()
-    if not r.is_dir():
+    if r.is_file():
+        r, manifest = r.parent, r
+    elif r.is_dir():
+        manifest = r / MANIFEST
+    else:
         raise TrainingError(f"{r}: no such folder; point --data at a folder of songs labelled by singer.")
-    manifest = r / MANIFEST
     ds = _from_manifest(r, manifest) if manifest.is_file() else _from_tags(r, labels=labels)
     if not ds.songs:
         if not labels:
@@ -126,7 +133,7 @@ def _from_manifest(root: Path, manifest: Path) -> Dataset:
         cols = {name: header.index(name) for name in header}
         rows = rows[1:]
     else:
-        cols = {"path": 0, "singer": 1, "song": 2}
+        cols = {name: i for i, name in enumerate(MANIFEST_COLUMNS)}
     for i, row in enumerate(rows, start=2 if "path" in header else 1):
         def get(name: str, row: list[str] = row) -> str:
             j = cols.get(name)
@@ -145,6 +152,17 @@ def _from_manifest(root: Path, manifest: Path) -> Dataset:
             vp = None
         songs.append(SongEntry(path=p, singer=singer, song=get("song") or p.stem, vocals=vp))
     return Dataset(root=root, songs=songs, skipped=skipped)
+
+
+def write_manifest(path: Path, songs: list[SongEntry]) -> Path:
+    """Write ``songs`` as a manifest (absolute paths, a header line) at ``path``; returns it."""
+    with atomic_write(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(MANIFEST_COLUMNS)
+        for s in songs:
+            w.writerow([str(Path(s.path).resolve()), s.singer, s.song,
+                        str(Path(s.vocals).resolve()) if s.vocals else ""])
+    return path
 
 
 def _from_tags(root: Path, *, labels: bool = True) -> Dataset:
@@ -265,17 +283,6 @@ class SongFeatures:
 StemsFn = Callable[[Path], Any]
 
 
-def make_separator(name: str, device: torch.device) -> Any:
-    """The separator for training data: ``"spleeter"`` (Deezer weights) or ``"tiny"`` (tests)."""
-    from core.separation.separator import Separator
-
-    if name == "spleeter":
-        return Separator.spleeter_2stems(device=device)
-    if name == "tiny":
-        return Separator.tiny(device=device)
-    raise TrainingError(f"Unknown separator {name!r}: use 'spleeter' or 'tiny'.")
-
-
 class FeatureStore:
     """Log-mel segments of songs, computed once and kept on disk.
 
@@ -338,6 +345,7 @@ class FeatureStore:
                 log.warning("Feature cache entry %s is damaged (%s); recomputing.", p, exc)
                 p.unlink(missing_ok=True)
         feats = self._compute(song, cancel)
+        assert feats.acc is not None and feats.levels is not None  # _compute always gives both
         try:
             with atomic_write(p, suffix=".npz") as tmp, open(tmp, "wb") as fh:
                 np.savez(fh, mix=feats.mix, vocal=feats.vocal, found=np.array(feats.vocal_found),

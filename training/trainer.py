@@ -14,9 +14,13 @@ Output folder (``TrainConfig.out``)::
     split.json                    the singer split
     evaluation.json               test-singer evaluation of the best model (at the end)
 
-Progress goes to an ``emit(event: dict)`` callback; see :mod:`cli.train` for the event
-shapes. A cancel token (set by SIGTERM / Ctrl-C in the CLI) makes the trainer save
-``state.pt`` and return with ``stopped="interrupted"``; ``resume=True`` continues from it.
+Progress goes to an ``emit(event)`` callback, one :class:`training.events.TrainEvent` at a
+time (``crossmix train --json-progress`` prints them as JSON lines). A cancel token (set by
+SIGTERM / Ctrl-C in the CLI) makes the trainer save ``state.pt`` and return with
+``stopped="interrupted"``; ``resume=True`` continues from it.
+
+A run's settings are a :class:`TrainConfig`, which :meth:`TrainConfig.save` writes as a JSON
+file and :meth:`TrainConfig.load` reads (``crossmix train --config FILE``).
 """
 
 from __future__ import annotations
@@ -37,11 +41,29 @@ import torch
 
 from core.atomic import atomic_write
 from core.device import resolve_device
-from core.embedding.encoders import EncoderPair
+from core.embedding.encoders import EncoderPair, GE2EHead
 from core.errors import Cancelled, TrainingError
 from core.progress import CancelToken, Progress
 from core.registry import load_separator, separator_name
-from training.dataset import FeatureStore, Split, load_dataset, split_singers
+from training.dataset import (
+    FeatureStore,
+    SongEntry,
+    Split,
+    load_dataset,
+    split_singers,
+)
+from training.events import (
+    BatchEvent,
+    DoneEvent,
+    EpochEvent,
+    PrepareEvent,
+    ResumeEvent,
+    SplitEvent,
+    StartEvent,
+    Stopped,
+    TrainEvent,
+    WarningEvent,
+)
 from training.losses import (
     CONTRASTIVE,
     LossWeights,
@@ -51,10 +73,14 @@ from training.losses import (
 )
 from training.mixtures import make_mixtures
 from training.triplets import SegmentPool
+from training.typed_json import TypedJsonError, from_plain, to_plain
 
 log = logging.getLogger(__name__)
 
-EmitFn = Callable[[dict[str, Any]], None]
+EmitFn = Callable[[TrainEvent], None]
+#: Fields of :class:`TrainConfig` that name files; a config file's relative ones are relative
+#: to the file's folder.
+_PATH_FIELDS = ("data", "out", "cache", "split_file")
 #: Offset of the validation batches' seeds (kept apart from the training batches').
 _VAL_STREAM = 10**6
 
@@ -159,6 +185,53 @@ class TrainConfig:
         d["lambdas"] = list(self.weights().as_tuple())
         return d
 
+    @classmethod
+    def from_dict(cls, d: Any, *, strict: bool = True, what: str = "training settings") -> TrainConfig:
+        """A config from its fields (:meth:`to_dict`, a config file), each type-checked.
+
+        ``strict=False`` ignores keys that are not fields (a config written by another
+        version); ``strict`` refuses them, so a mistyped name is not silently dropped.
+
+        Raises
+        ------
+        TrainingError
+            Not an object, a value of the wrong type, ``data``/``out`` missing, or (``strict``)
+            an unknown key; the message names it.
+        """
+        try:
+            return from_plain(cls, d, what=what, unknown="error" if strict else "ignore")
+        except TypedJsonError as exc:
+            raise TrainingError(str(exc)) from None
+
+    def save(self, path: str | Path) -> Path:
+        """Write the config as a JSON file (:meth:`load` reads it back equal)."""
+        path = Path(path)
+        with atomic_write(path) as tmp:
+            tmp.write_text(json.dumps(to_plain(self), indent=2) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        """A config file (:meth:`save`; ``crossmix train --config``). Relative ``data``, ``out``,
+        ``cache`` and ``split_file`` are relative to the file's folder.
+
+        Raises
+        ------
+        TrainingError
+            The file cannot be read, is not JSON or does not fit (see :meth:`from_dict`).
+        """
+        path = Path(path).expanduser()
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise TrainingError(f"{path}: not a readable training config ({exc}).") from None
+        cfg = cls.from_dict(doc, what=str(path))
+        base = path.resolve().parent
+        fixed: dict[str, Any] = {k: str(base / Path(v).expanduser()) for k in _PATH_FIELDS
+                 if isinstance(v := getattr(cfg, k), str) and v
+                 and (v.startswith("~") or not Path(v).is_absolute())}
+        return dataclasses.replace(cfg, **fixed) if fixed else cfg
+
 
 @dataclass
 class TrainResult:
@@ -216,9 +289,13 @@ def backbone_outputs(net: Any, segments: torch.Tensor, *, batch: int = 64,
 
 def _emit_progress(emit: EmitFn) -> Callable[[Progress], None]:
     def fn(p: Progress) -> None:
-        emit({"event": "prepare", "stage": p.stage, "done": p.done, "total": p.total,
-              "unit": p.unit, "message": p.message, "eta_s": p.eta_s})
+        emit(PrepareEvent.from_progress(p))
     return fn
+
+
+def _feature_store(cfg: TrainConfig, separator: Any, frontend: str) -> FeatureStore:
+    return FeatureStore(Path(cfg.cache) if cfg.cache else None, vocals=cfg.vocals, separator=separator,
+                        max_segments=cfg.segments_per_song, frontend=frontend)
 
 
 def prepare(cfg: TrainConfig, *, emit: EmitFn, device: torch.device,
@@ -230,25 +307,29 @@ def prepare(cfg: TrainConfig, *, emit: EmitFn, device: torch.device,
                               labels=cfg.uses_labels)
     if len(split.train) < 2:
         raise TrainingError(f"{cfg.data}: training needs at least two training singers; add singers.")
-    emit({"event": "split", "singers": len(ds.singers), "songs": len(ds.songs),
-          "train": len(split.train), "val": len(split.val), "test": len(split.test),
-          "skipped": [[str(p), why] for p, why in ds.skipped][:50], "seed": split.seed})
+    emit(SplitEvent(singers=len(ds.singers), songs=len(ds.songs), train=len(split.train), val=len(split.val),
+                    test=len(split.test), skipped=[(str(p), why) for p, why in ds.skipped][:50], seed=split.seed))
     separator = load_separator(cfg.separator, device=device) if cfg.vocals == "separated" else None
-    store = FeatureStore(Path(cfg.cache) if cfg.cache else None, vocals=cfg.vocals,
-                         separator=separator, max_segments=cfg.segments_per_song, frontend=cfg.frontend)
     wanted = ds.subset(set(split.train) | set(split.val) | set(split.test))
-    songs, feats, failures = store.load_many(wanted, progress=_emit_progress(emit), cancel=cancel)
+    songs, feats, failures = _feature_store(cfg, separator, cfg.frontend).load_many(
+        wanted, progress=_emit_progress(emit), cancel=cancel)
     teacher_feats: dict[Path, Any] = {}
     if cfg.teacher > 0 and cfg.frontend != "ge2e":
         # The teacher reads its own front end of the same segments.
-        tstore = FeatureStore(Path(cfg.cache) if cfg.cache else None, vocals=cfg.vocals, separator=separator,
-                              max_segments=cfg.segments_per_song, frontend="ge2e")
-        tsongs, tfeats, _ = tstore.load_many(songs, progress=_emit_progress(emit), cancel=cancel)
+        tsongs, tfeats, _ = _feature_store(cfg, separator, "ge2e").load_many(
+            songs, progress=_emit_progress(emit), cancel=cancel)
         teacher_feats = {s.path: f for s, f in zip(tsongs, tfeats, strict=True)}
     if failures:
-        emit({"event": "warning", "message": f"{len(failures)} songs could not be read and were skipped",
-              "files": [[str(p), why] for p, why in failures][:50]})
-    def pool(names: list[str]) -> tuple[list[Any], list[Any]]:
+        emit(WarningEvent(message=f"{len(failures)} songs could not be read and were skipped",
+                          files=[(str(p), why) for p, why in failures][:50]))
+    return _pools(cfg, split, songs, feats, teacher_feats, emit=emit, device=device, cancel=cancel)
+
+
+def _pools(cfg: TrainConfig, split: Split, songs: list[SongEntry], feats: list[Any],
+           teacher_feats: dict[Path, Any], *, emit: EmitFn, device: torch.device,
+           cancel: CancelToken | None) -> Prepared:
+    """The training and validation pools of the split (and their GE2E outputs if needed)."""
+    def pool(names: list[str]) -> tuple[list[SongEntry], list[Any]]:
         sel = set(names)
         pairs = [(s, f) for s, f in zip(songs, feats, strict=True) if s.singer in sel]
         return [p[0] for p in pairs], [p[1] for p in pairs]
@@ -263,34 +344,43 @@ def prepare(cfg: TrainConfig, *, emit: EmitFn, device: torch.device,
     if cfg.sampling != "real" and train_pool.acc is None:
         raise TrainingError("Artificial mixtures need accompaniment segments, which this feature cache lacks; "
                             "clear the feature cache (--cache) and train again.")
-
     backbone = None
     if cfg.frontend == "ge2e" or cfg.teacher > 0:
         from core.embedding.ge2e import GE2E
 
         backbone = GE2E.pretrained().to(device)
 
-    def ge2e_cache(pool: SegmentPool | None, pool_songs: list[Any]) -> BackboneCache | None:
-        if pool is None or backbone is None:
+    def cache(p: SegmentPool | None, pool_songs: list[SongEntry]) -> BackboneCache | None:
+        if p is None or backbone is None:
             return None
-        if cfg.frontend == "ge2e":
-            emit({"event": "prepare", "stage": "backbone", "done": 0, "total": 1, "unit": "pools",
-                  "message": "GE2E outputs of the segments", "eta_s": None})
-            me, mh = backbone_outputs(backbone, pool.mix, cancel=cancel)
-            ve, vh = backbone_outputs(backbone, pool.vocal, cancel=cancel)
-            emit({"event": "prepare", "stage": "backbone", "done": 1, "total": 1, "unit": "pools",
-                  "message": "GE2E outputs of the segments", "eta_s": None})
-            return BackboneCache(me, mh, ve, vh)
-        if cfg.teacher > 0:  # the CNN's teacher: only the vocal's GE2E embedding
-            voc = [torch.from_numpy(teacher_feats[s.path].vocal) for s in pool_songs]
-            if sum(int(v.shape[0]) for v in voc) != pool.n_segments:
-                raise TrainingError("The teacher's segments do not line up with the encoders'; clear the feature cache.")
-            ve, _ = backbone_outputs(backbone, torch.cat(voc), cancel=cancel)
-            return BackboneCache(None, None, ve, None)
-        return None
+        return _ge2e_cache(cfg, backbone, p, [teacher_feats[s.path] for s in pool_songs] if teacher_feats else [],
+                           emit=emit, cancel=cancel)
 
     return Prepared(split=split, train=train_pool, val=val, test_songs=te_s, test_feats=te_f, n_songs=len(songs),
-                    train_ge2e=ge2e_cache(train_pool, tr_s), val_ge2e=ge2e_cache(val, va_s))
+                    train_ge2e=cache(train_pool, tr_s), val_ge2e=cache(val, va_s))
+
+
+def _ge2e_cache(cfg: TrainConfig, backbone: Any, pool: SegmentPool, teacher_feats: list[Any], *,
+                emit: EmitFn, cancel: CancelToken | None) -> BackboneCache | None:
+    """GE2E outputs of a pool's segments: all of them for the GE2E heads, the vocals' embedding
+    for the CNN's teacher (``teacher_feats``: the pool's songs' GE2E features)."""
+    if cfg.frontend == "ge2e":
+        def report(done: int) -> None:
+            emit(PrepareEvent(stage="backbone", done=done, total=1, unit="pools",
+                              message="GE2E outputs of the segments"))
+
+        report(0)
+        me, mh = backbone_outputs(backbone, pool.mix, cancel=cancel)
+        ve, vh = backbone_outputs(backbone, pool.vocal, cancel=cancel)
+        report(1)
+        return BackboneCache(me, mh, ve, vh)
+    if cfg.teacher > 0:  # the CNN's teacher: only the vocal's GE2E embedding
+        voc = [torch.from_numpy(f.vocal) for f in teacher_feats]
+        if sum(int(v.shape[0]) for v in voc) != pool.n_segments:
+            raise TrainingError("The teacher's segments do not line up with the encoders'; clear the feature cache.")
+        ve, _ = backbone_outputs(backbone, torch.cat(voc), cancel=cancel)
+        return BackboneCache(None, None, ve, None)
+    return None
 
 
 class _Views:
@@ -318,9 +408,10 @@ class _Views:
         if self.ge2e:
             assert self.cache is not None and self.cache.voc_hid is not None
             head = self.model.f_v
-            return head.project(self.cache.voc_emb[t].to(self.device), self.cache.voc_hid[t].to(self.device)).float()  # type: ignore[operator]
+            assert isinstance(head, GE2EHead)
+            return head.project(self.cache.voc_emb[t].to(self.device), self.cache.voc_hid[t].to(self.device)).float()
         with self._ctx():
-            out = self.model.f_v(self.pool.vocal[t].to(self.device, non_blocking=True).float())
+            out: torch.Tensor = self.model.f_v(self.pool.vocal[t].to(self.device, non_blocking=True).float())
         return out.float()
 
     def mix(self, idx: np.ndarray) -> torch.Tensor:
@@ -336,17 +427,19 @@ class _Views:
                 e, h = backbone_outputs(self.model.backbone, mixtures.mix)
                 emb[torch.from_numpy(fake)] = e
                 hid[torch.from_numpy(fake)] = h
-            return head.project(emb.to(self.device), hid.to(self.device)).float()  # type: ignore[operator]
+            assert isinstance(head, GE2EHead)
+            return head.project(emb.to(self.device), hid.to(self.device)).float()
         x = self.pool.mix[t].float()
         if mixtures is not None:
             x[torch.from_numpy(fake)] = mixtures.mix
         with self._ctx():
-            out = head(x.to(self.device, non_blocking=True))
+            out: torch.Tensor = head(x.to(self.device, non_blocking=True))
         return out.float()
 
     def teacher(self, idx: np.ndarray) -> torch.Tensor:
         assert self.cache is not None
-        return self.cache.voc_emb[torch.from_numpy(idx)].to(self.device)
+        emb: torch.Tensor = self.cache.voc_emb[torch.from_numpy(idx)]
+        return emb.to(self.device)
 
 
 def batch_loss(model: EncoderPair, pool: SegmentPool, rng: np.random.Generator, cfg: TrainConfig,
@@ -435,152 +528,214 @@ def train(cfg: TrainConfig, *, emit: EmitFn | None = None, cancel: CancelToken |
     Cancelled
         ``cancel`` was set while the data were being prepared (nothing to save yet).
     """
-    emit = emit or (lambda e: None)
+    emit = emit or _ignore
     cfg.check()
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    data_dir = Path(cfg.data).resolve()
-    if data_dir == out.resolve() or data_dir in out.resolve().parents:
-        raise TrainingError(f"{out}: the output folder must not be inside the data folder {data_dir} (it is never written).")
-    state_path = out / "state.pt"
-    state: dict[str, Any] | None = None
-    if state_path.exists():
-        if not resume:
-            raise TrainingError(
-                f"{out}: holds a training run already; pass --resume to continue it or choose another --out."
-            )
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        saved = json.loads(state["identity"])
-        saved["separator"] = separator_name(saved.get("separator"))  # an older spelling
-        if saved != json.loads(json.dumps(cfg.identity())):
-            raise TrainingError(
-                f"{state_path}: was made with other settings ({saved}); resume with the same settings or use another --out."
-            )
+    out = _output_folder(cfg)
+    state = _saved_state(out / "state.pt", cfg, resume=resume)
     device = resolve_device(cfg.device)
-    weights = cfg.weights()
     split = Split.from_dict(json.loads(state["split"])) if state is not None else None
     if split is None and cfg.split_file:
         split = _read_split(Path(cfg.split_file), seed=cfg.seed)
     prep = prepare(cfg, emit=emit, device=device, cancel=cancel, split=split)
     _write_json(out / "split.json", prep.split.to_dict())
 
-    if cfg.arch == "ge2e":
-        model = EncoderPair.ge2e_heads(hidden=cfg.head_hidden, seed=cfg.seed, name=cfg.loss)
-    else:
-        model = EncoderPair.create(width=cfg.width, embedding_dim=cfg.embedding_dim, seed=cfg.seed, name=cfg.loss)
-    model.to(device)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(trainable, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
-    epoch, start_batch, step = 0, 0, 0
-    best_val, best_epoch, since_best = math.inf, -1, 0
-    history: list[dict[str, Any]] = []
-    run_loss = (0.0, 0)
+    run = _Run(cfg, prep, device, out, emit)
     if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        epoch, start_batch, step = int(state["epoch"]), int(state["batch"]), int(state["step"])
-        best_val, best_epoch, since_best = float(state["best_val"]), int(state["best_epoch"]), int(state["since_best"])
-        history = json.loads(state["history"])
-        run_loss = (float(state["run_loss_sum"]), int(state["run_loss_n"]))
-        emit({"event": "resume", "epoch": epoch, "batch": start_batch, "best_val_loss": best_val})
-
-    def save_state(next_epoch: int, next_batch: int) -> None:
-        _atomic_torch_save({
-            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "optimizer": opt.state_dict(), "epoch": next_epoch, "batch": next_batch, "step": step,
-            "best_val": best_val, "best_epoch": best_epoch, "since_best": since_best,
-            "history": json.dumps(history), "identity": json.dumps(cfg.identity()),
-            "split": json.dumps(prep.split.to_dict()),
-            "run_loss_sum": run_loss[0], "run_loss_n": run_loss[1],
-        }, state_path)
-
-    emit({"event": "start", "device": str(device), "width": cfg.width, "loss": cfg.loss, "arch": cfg.arch,
-          "sampling": cfg.sampling, "pairs": cfg.pairs, "teacher": cfg.teacher,
-          "lambdas": list(weights.as_tuple()), "train_segments": prep.train.n_segments,
-          "train_singers": len(prep.train.singers), "val_singers": len(prep.val.singers) if prep.val else 0,
-          "batches_per_epoch": cfg.batches_per_epoch, "max_epochs": cfg.max_epochs,
-          "parameters": sum(p.numel() for p in trainable)})
-
-    t0 = time.monotonic()
-    batches_done_here = 0
-    stopped = "max_epochs"
-    best_path = out / "best.safetensors"
+        run.restore(state)
+    emit(run.start_event())
+    run.t0 = time.monotonic()
     try:
-        while epoch < cfg.max_epochs:
-            model.train()
-            for b in range(start_batch, cfg.batches_per_epoch):
-                if cancel is not None:
-                    cancel.check("training")
-                for g in opt.param_groups:
-                    g["lr"] = cfg.lr / (1.0 + cfg.lr_decay * step)
-                rng = np.random.default_rng([cfg.seed, epoch, b])
-                loss, terms = batch_loss(model, prep.train, rng, cfg, weights, device, cache=prep.train_ge2e)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()  # type: ignore[no-untyped-call]
-                opt.step()
-                step += 1
-                batches_done_here += 1
-                run_loss = (run_loss[0] + float(loss.detach()), run_loss[1] + 1)
-                if (b + 1) % cfg.log_every == 0 or b + 1 == cfg.batches_per_epoch:
-                    elapsed = time.monotonic() - t0
-                    per_batch = elapsed / batches_done_here
-                    left_epoch = cfg.batches_per_epoch - (b + 1)
-                    emit({"event": "batch", "epoch": epoch, "batch": b + 1, "batches": cfg.batches_per_epoch,
-                          "step": step, "loss": float(loss.detach()), "terms": terms, "lr": opt.param_groups[0]["lr"],
-                          "elapsed_s": elapsed, "epoch_eta_s": per_batch * left_epoch,
-                          "eta_s": per_batch * (left_epoch + cfg.batches_per_epoch * (cfg.max_epochs - epoch - 1))})
-            start_batch = 0
-            train_loss = run_loss[0] / max(1, run_loss[1])
-            run_loss = (0.0, 0)
-            val = (validation_loss(model, prep.val, cfg, weights, device, prep.val_ge2e)
-                   if prep.val is not None else train_loss)
-            improved = val < best_val - 1e-6
-            if improved:
-                best_val, best_epoch, since_best = val, epoch, 0
-                _save_best(model, best_path, cfg, prep, epoch, val)
-            else:
-                since_best += 1
-            history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val})
-            epoch += 1
-            save_state(epoch, 0)
-            elapsed = time.monotonic() - t0
-            per_epoch = elapsed / max(1e-9, batches_done_here / cfg.batches_per_epoch)
-            emit({"event": "epoch", "epoch": epoch - 1, "train_loss": train_loss, "val_loss": val,
-                  "val_source": "validation singers" if prep.val is not None else "training loss (no validation singers)",
-                  "best_val_loss": best_val, "best_epoch": best_epoch, "epochs_since_best": since_best,
-                  "improved": improved, "checkpoint": str(best_path), "elapsed_s": elapsed,
-                  "eta_s": per_epoch * min(cfg.max_epochs - epoch, cfg.patience - since_best)})
-            if since_best >= cfg.patience:
-                stopped = "early_stopping"
-                break
+        stopped = run.loop(cancel)
     except (Cancelled, KeyboardInterrupt):
-        # Steps run epoch by epoch, so the global step says where in this epoch to pick up.
-        save_state(epoch, _next_batch(step, cfg, epoch))
-        result = TrainResult("interrupted", best_path if best_path.exists() else None, best_val,
-                             best_epoch, epoch, None, history)
-        emit({"event": "done", "stopped": "interrupted", "resumable": True, "state": str(state_path),
-              "best_checkpoint": str(best_path) if best_path.exists() else None,
-              "best_val_loss": best_val if best_epoch >= 0 else None, "evaluation": None})
-        return result
+        return run.interrupted()
+    evaluation = _evaluate_best(cfg, prep, run.best_path, device, emit)
+    emit(DoneEvent(stopped=stopped, resumable=False, best_checkpoint=str(run.best_path),
+                   best_val_loss=run.best_val, best_epoch=run.best_epoch, epochs=run.epoch,
+                   evaluation=str(evaluation) if evaluation else None))
+    return TrainResult(stopped, run.best_path, run.best_val, run.best_epoch, run.epoch, evaluation, run.history)
 
-    evaluation = None
+
+def _ignore(event: TrainEvent) -> None:
+    pass
+
+
+def _output_folder(cfg: TrainConfig) -> Path:
+    """``cfg.out``, created; refused inside the data folder (which is never written)."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data_dir = Path(cfg.data).resolve()
+    if data_dir.is_file():  # a manifest file: its folder holds the data
+        data_dir = data_dir.parent
+    if data_dir == out.resolve() or data_dir in out.resolve().parents:
+        raise TrainingError(f"{out}: the output folder must not be inside the data folder {data_dir} (it is never written).")
+    return out
+
+
+def _saved_state(state_path: Path, cfg: TrainConfig, *, resume: bool) -> dict[str, Any] | None:
+    """The state of the run in ``cfg.out`` to resume (``None``: a new run), checked against ``cfg``."""
+    if not state_path.exists():
+        return None
+    if not resume:
+        raise TrainingError(
+            f"{state_path.parent}: holds a training run already; pass --resume to continue it or choose another --out."
+        )
+    state: dict[str, Any] = torch.load(state_path, map_location="cpu", weights_only=True)
+    saved = json.loads(state["identity"])
+    saved["separator"] = separator_name(saved.get("separator"))  # an older spelling
+    if saved != json.loads(json.dumps(cfg.identity())):
+        raise TrainingError(
+            f"{state_path}: was made with other settings ({saved}); resume with the same settings or use another --out."
+        )
+    return state
+
+
+class _Run:
+    """One run's model, optimiser and counters: the epochs, the state saved for resuming, and
+    the events of each logged batch and each epoch."""
+
+    def __init__(self, cfg: TrainConfig, prep: Prepared, device: torch.device, out: Path, emit: EmitFn) -> None:
+        self.cfg, self.prep, self.device, self.emit = cfg, prep, device, emit
+        self.weights = cfg.weights()
+        if cfg.arch == "ge2e":
+            self.model = EncoderPair.ge2e_heads(hidden=cfg.head_hidden, seed=cfg.seed, name=cfg.loss)
+        else:
+            self.model = EncoderPair.create(width=cfg.width, embedding_dim=cfg.embedding_dim, seed=cfg.seed,
+                                            name=cfg.loss)
+        self.model.to(device)
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.SGD(self.trainable, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+        self.state_path = out / "state.pt"
+        self.best_path = out / "best.safetensors"
+        self.epoch, self.start_batch, self.step = 0, 0, 0
+        self.best_val, self.best_epoch, self.since_best = math.inf, -1, 0
+        self.history: list[dict[str, Any]] = []
+        self.run_loss = (0.0, 0)
+        self.t0 = time.monotonic()
+        self.batches_done_here = 0
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.epoch, self.start_batch, self.step = int(state["epoch"]), int(state["batch"]), int(state["step"])
+        self.best_val, self.best_epoch = float(state["best_val"]), int(state["best_epoch"])
+        self.since_best = int(state["since_best"])
+        self.history = json.loads(state["history"])
+        self.run_loss = (float(state["run_loss_sum"]), int(state["run_loss_n"]))
+        self.emit(ResumeEvent(epoch=self.epoch, batch=self.start_batch, best_val_loss=self.best_val))
+
+    def save_state(self, next_epoch: int, next_batch: int) -> None:
+        _atomic_torch_save({
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": self.opt.state_dict(), "epoch": next_epoch, "batch": next_batch, "step": self.step,
+            "best_val": self.best_val, "best_epoch": self.best_epoch, "since_best": self.since_best,
+            "history": json.dumps(self.history), "identity": json.dumps(self.cfg.identity()),
+            "split": json.dumps(self.prep.split.to_dict()),
+            "run_loss_sum": self.run_loss[0], "run_loss_n": self.run_loss[1],
+        }, self.state_path)
+
+    def start_event(self) -> StartEvent:
+        cfg, prep = self.cfg, self.prep
+        return StartEvent(device=str(self.device), width=cfg.width, loss=cfg.loss, arch=cfg.arch,
+                          sampling=cfg.sampling, pairs=cfg.pairs, teacher=cfg.teacher,
+                          lambdas=self.weights.as_tuple(), train_segments=prep.train.n_segments,
+                          train_singers=len(prep.train.singers),
+                          val_singers=len(prep.val.singers) if prep.val else 0,
+                          batches_per_epoch=cfg.batches_per_epoch, max_epochs=cfg.max_epochs,
+                          parameters=sum(p.numel() for p in self.trainable))
+
+    def loop(self, cancel: CancelToken | None) -> Stopped:
+        """Epochs until early stopping or ``max_epochs``; raises Cancelled when ``cancel`` is set."""
+        while self.epoch < self.cfg.max_epochs:
+            self.model.train()
+            for b in range(self.start_batch, self.cfg.batches_per_epoch):
+                self.train_batch(b, cancel)
+            self.start_batch = 0
+            if self.end_epoch():
+                return "early_stopping"
+        return "max_epochs"
+
+    def train_batch(self, b: int, cancel: CancelToken | None) -> None:
+        cfg = self.cfg
+        if cancel is not None:
+            cancel.check("training")
+        for g in self.opt.param_groups:
+            g["lr"] = cfg.lr / (1.0 + cfg.lr_decay * self.step)
+        rng = np.random.default_rng([cfg.seed, self.epoch, b])
+        loss, terms = batch_loss(self.model, self.prep.train, rng, cfg, self.weights, self.device,
+                                 cache=self.prep.train_ge2e)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        self.opt.step()
+        self.step += 1
+        self.batches_done_here += 1
+        value = float(loss.detach())
+        self.run_loss = (self.run_loss[0] + value, self.run_loss[1] + 1)
+        if (b + 1) % cfg.log_every == 0 or b + 1 == cfg.batches_per_epoch:
+            elapsed = time.monotonic() - self.t0
+            per_batch = elapsed / self.batches_done_here
+            left_epoch = cfg.batches_per_epoch - (b + 1)
+            self.emit(BatchEvent(
+                epoch=self.epoch, batch=b + 1, batches=cfg.batches_per_epoch, step=self.step, loss=value,
+                terms=terms, lr=float(self.opt.param_groups[0]["lr"]), elapsed_s=elapsed,
+                epoch_eta_s=per_batch * left_epoch,
+                eta_s=per_batch * (left_epoch + cfg.batches_per_epoch * (cfg.max_epochs - self.epoch - 1))))
+
+    def end_epoch(self) -> bool:
+        """Validate, keep the best model, save the state; whether to stop early."""
+        cfg, prep = self.cfg, self.prep
+        train_loss = self.run_loss[0] / max(1, self.run_loss[1])
+        self.run_loss = (0.0, 0)
+        val = (validation_loss(self.model, prep.val, cfg, self.weights, self.device, prep.val_ge2e)
+               if prep.val is not None else train_loss)
+        improved = val < self.best_val - 1e-6
+        if improved:
+            self.best_val, self.best_epoch, self.since_best = val, self.epoch, 0
+            _save_best(self.model, self.best_path, cfg, prep, self.epoch, val)
+        else:
+            self.since_best += 1
+        self.history.append({"epoch": self.epoch, "train_loss": train_loss, "val_loss": val})
+        self.epoch += 1
+        self.save_state(self.epoch, 0)
+        elapsed = time.monotonic() - self.t0
+        per_epoch = elapsed / max(1e-9, self.batches_done_here / cfg.batches_per_epoch)
+        self.emit(EpochEvent(
+            epoch=self.epoch - 1, train_loss=train_loss, val_loss=val,
+            val_source="validation singers" if prep.val is not None else "training loss (no validation singers)",
+            best_val_loss=self.best_val, best_epoch=self.best_epoch, epochs_since_best=self.since_best,
+            improved=improved, checkpoint=str(self.best_path), elapsed_s=elapsed,
+            eta_s=per_epoch * min(cfg.max_epochs - self.epoch, cfg.patience - self.since_best)))
+        return self.since_best >= cfg.patience
+
+    def interrupted(self) -> TrainResult:
+        """Save the state where training stopped; the ``done`` event says it can be resumed."""
+        # Steps run epoch by epoch, so the global step says where in this epoch to pick up.
+        self.save_state(self.epoch, _next_batch(self.step, self.cfg, self.epoch))
+        best = self.best_path if self.best_path.exists() else None
+        self.emit(DoneEvent(stopped="interrupted", resumable=True, state=str(self.state_path),
+                            best_checkpoint=str(best) if best else None,
+                            best_val_loss=self.best_val if self.best_epoch >= 0 else None))
+        return TrainResult("interrupted", best, self.best_val, self.best_epoch, self.epoch, None, self.history)
+
+
+def _evaluate_best(cfg: TrainConfig, prep: Prepared, best_path: Path, device: torch.device,
+                   emit: EmitFn) -> Path | None:
+    """``OUT/evaluation.json`` of the best model on the test singers, when they allow one."""
+    if not (cfg.evaluate and best_path.exists()):
+        return None
     test_singers = {s.singer for s in prep.test_songs}
     multi = [s for s in test_singers if sum(1 for t in prep.test_songs if t.singer == s) >= 2]
-    if cfg.evaluate and best_path.exists() and len(multi) >= 2:
-        from training.evaluate import evaluate_songs, write_report
+    if len(multi) < 2:
+        emit(WarningEvent(message="no evaluation: the test split has no singer with two or more songs "
+                          "(label-agnostic training on untagged songs); evaluate on a tagged folder with "
+                          "crossmix evaluate"))
+        return None
+    from training.evaluate import evaluate_songs, write_report
 
-        best = EncoderPair.load(best_path, device=device)
-        report = evaluate_songs(best, prep.test_songs, {cfg.frontend: prep.test_feats},
-                                protocol="test singers of the training split",
-                                feature_store=_store_factory(cfg, device))
-        evaluation = write_report(report, out / "evaluation.json")
-    elif cfg.evaluate and best_path.exists():
-        emit({"event": "warning", "message": "no evaluation: the test split has no singer with two or more songs "
-              "(label-agnostic training on untagged songs); evaluate on a tagged folder with crossmix evaluate"})
-    emit({"event": "done", "stopped": stopped, "resumable": False, "best_checkpoint": str(best_path),
-          "best_val_loss": best_val, "best_epoch": best_epoch, "epochs": epoch,
-          "evaluation": str(evaluation) if evaluation else None})
-    return TrainResult(stopped, best_path, best_val, best_epoch, epoch, evaluation, history)
+    best = EncoderPair.load(best_path, device=device)
+    report = evaluate_songs(best, prep.test_songs, {cfg.frontend: prep.test_feats},
+                            protocol="test singers of the training split",
+                            feature_store=_store_factory(cfg, device))
+    return write_report(report, Path(cfg.out) / "evaluation.json")
 
 
 def _next_batch(step: int, cfg: TrainConfig, epoch: int) -> int:
@@ -600,8 +755,7 @@ def _store_factory(cfg: TrainConfig, device: torch.device) -> Callable[[str], Fe
     """Feature stores of the run's data for another front end (the evaluation's baselines)."""
     def make(frontend: str) -> FeatureStore:
         separator = load_separator(cfg.separator, device=device) if cfg.vocals == "separated" else None
-        return FeatureStore(Path(cfg.cache) if cfg.cache else None, vocals=cfg.vocals, separator=separator,
-                            max_segments=cfg.segments_per_song, frontend=frontend)
+        return _feature_store(cfg, separator, frontend)
     return make
 
 

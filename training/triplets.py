@@ -57,8 +57,8 @@ class SegmentPool:
         vocal = torch.from_numpy(np.concatenate([f.vocal for f in feats], axis=0))
         acc = levels = None
         if all(f.acc is not None and f.levels is not None for f in feats):
-            acc = torch.from_numpy(np.concatenate([f.acc for f in feats], axis=0))  # type: ignore[misc]
-            levels = np.concatenate([f.levels for f in feats], axis=0).astype(np.float32)  # type: ignore[misc]
+            acc = torch.from_numpy(np.concatenate([f.acc for f in feats], axis=0))
+            levels = np.concatenate([f.levels for f in feats], axis=0).astype(np.float32)
         return cls(mix=mix, vocal=vocal, song_start=starts, song_count=counts, singers=singers,
                    singer_songs=[np.array(b, dtype=np.int64) for b in by], acc=acc, levels=levels,
                    frontend=frontend)

@@ -10,7 +10,7 @@ from typing import Any
 
 from cli.flags import add_voice_flags
 from cli.options import add_model_flags
-from core.errors import CrossmixError, ModelError
+from core.errors import CrossmixError
 
 HELP = "render a cross-mix: QUERY's vocal over MATCH's accompaniment, tempo- and beat-aligned"
 
@@ -83,15 +83,12 @@ def _say(args: argparse.Namespace, text: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.audio.decode import audio_hash, load_audio
-    from core.audio.export import cross_mix_tags, export_cross_mix, export_format, stem_paths
+    from core.api import Crossmix, write_cross_mix
+    from core.audio.export import export_format, stem_paths
     from core.device import resolve_device
-    from core.registry import load_separator
-    from core.remix.analysis import analyze
-    from core.remix.render import RemixOptions, render_cross_mix
-    from core.remix.vocal_tempo import analyze_query, check_bpm
-    from core.separation.separator import default_stem_cache, separate_file
-    from core.separation.vocal_only import query_stems
+    from core.remix.render import RemixOptions
+    from core.remix.vocal_tempo import check_bpm
+    from core.separation.separator import default_stem_cache
 
     out: Path = args.output
     export_format(out)  # an unknown extension is refused now, not after the separation
@@ -104,29 +101,6 @@ def run(args: argparse.Namespace) -> int:
         for t in targets:
             if t.exists():
                 raise CrossmixError(f"{t}: the file exists; use --overwrite or another -o name.")
-    device = resolve_device(args.device)
-    separator = load_separator(args.separator, device=device)
-    cache = None if args.no_cache else default_stem_cache()
-
-    _say(args, f"separating {args.query.name} and {args.match.name}...")
-    q_audio = load_audio(args.query)
-    qs = query_stems(q_audio, audio_hash(q_audio), separator=separator, cache=cache,
-                     vocal_only=args.vocal_only)
-    if qs.check is not None and qs.vocal_only:
-        _say(args, f"{args.query.name}: {qs.check.describe()}")
-    q_stems = qs.stems
-    m_stems = separate_file(args.match, separator=separator, cache=cache)
-    _say(args, "analysing tempo, beats and key...")
-    q_an, tempo_source = analyze_query(q_stems.mix, voice=qs.vocal_only, bpm=args.bpm,
-                                       first_beat=args.first_beat)
-    m_an = analyze(m_stems.mix)
-
-    similarity: float | None = None
-    if args.similarity:
-        similarity = _similarity(q_stems, m_stems, device, args.encoders)
-        if similarity is None:
-            _say(args, "crossmix: note: no encoders available; similarity not computed (counted as 0).")
-
     options = RemixOptions(
         preview=not args.full,
         preview_seconds=args.preview_seconds,
@@ -139,30 +113,30 @@ def run(args: argparse.Namespace) -> int:
         bar_offset_beats=args.bar_offset,
         offset_ms=args.offset_ms,
     )
-    accompaniment = m_stems.accompaniment if args.spleeter_accompaniment else m_stems.full_band_accompaniment
-    _say(args, "rendering the cross-mix...")
-    cm = render_cross_mix(
-        query_vocals=q_stems.vocals,
-        query_analysis=q_an,
-        match_accompaniment=accompaniment,
-        match_analysis=m_an,
-        options=options,
-        similarity=similarity or 0.0,
-    )
-    tags = cross_mix_tags(
-        query_title=args.query.stem, match_title=args.match.stem,
-        query_source=args.query.name, match_source=args.match.name,
-    )
-    written = export_cross_mix(
-        out, cm.mix,
-        vocals=cm.vocals if args.stems else None,
-        accompaniment=cm.accompaniment if args.stems else None,
-        bitrate=args.bitrate, tags=tags, overwrite=args.overwrite,
-    )
+    _say(args, f"separating {args.query.name} and {args.match.name}, analysing and rendering...")
+    # the same engine object as the app's (core.api.Crossmix): the same stems, analysis,
+    # rendering and tags
+    with Crossmix(device=resolve_device(args.device), separator=args.separator,
+                  encoders=args.encoders or "",
+                  query_cache=None if args.no_cache else default_stem_cache()) as cx:
+        fr = cx.remix(args.query, args.match, options=options, vocal_only=args.vocal_only,
+                      tempo=args.bpm, first_beat=args.first_beat,
+                      band_limited=args.spleeter_accompaniment, similarity=args.similarity)
+    q = fr.query
+    if q.vocal_check is not None and q.vocal_only:
+        _say(args, f"{args.query.name}: {q.vocal_check.describe()}")
+    similarity = fr.similarity
+    if args.similarity and similarity is None:
+        _say(args, "crossmix: note: no encoders available; similarity not computed (counted as 0).")
+    cm = fr.crossmix
+    written = write_cross_mix(cm, out, tags=fr.tags, bitrate=args.bitrate, stems=args.stems,
+                              overwrite=args.overwrite)
+    q_an, tempo_source, m_an = q.analysis, q.tempo_source, fr.match_analysis
+    assert q_an is not None  # Crossmix.remix analyses the query
     if args.json:
         doc = {
             "query": {"path": str(args.query), "analysis": q_an.to_dict(),
-                      "vocal_only": qs.vocal_only, "tempo_source": tempo_source},
+                      "vocal_only": q.vocal_only, "tempo_source": tempo_source},
             "match": {"path": str(args.match), "analysis": m_an.to_dict()},
             "report": {**cm.report.to_dict(), "similarity": similarity},
             "similarity_computed": similarity is not None,
@@ -193,21 +167,3 @@ def run(args: argparse.Namespace) -> int:
         for p in written:
             print(f"wrote {p}")
     return 0
-
-
-def _similarity(q_stems: Any, m_stems: Any, device: Any, encoders_choice: str | None = None) -> float | None:
-    """Cosine of the query's vocal embedding and the match's mix embedding (V -> M)."""
-    import numpy as np
-
-    from core.embedding.song import embed_song
-    from core.registry import load_encoders
-
-    try:
-        encoders = load_encoders(encoders_choice, device=device)
-    except ModelError:
-        return None
-    q = embed_song(mix=q_stems.mix, vocals=q_stems.vocals, encoders=encoders)
-    m = embed_song(mix=m_stems.mix, vocals=m_stems.vocals, encoders=encoders)
-    if q.V is None:
-        return None
-    return float(np.dot(q.V, m.M))

@@ -55,9 +55,9 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from cli import query_separate
+    from core.api import Crossmix
     from core.audio.decode import (
         DEFAULT_MAX_DURATION,
-        audio_hash,
         load_audio,
         probe_duration,
         save_audio,
@@ -84,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crossmix-separate")
     separator_future = pool.submit(make_separator)
     cache = None if args.no_cache else default_stem_cache()
+    # the same engine object as the app's (core.api.Crossmix): one way to stems
+    cx = Crossmix(separator=lambda device: separator_future.result(), query_cache=cache)
     out_dir: Path = args.output
     failures = 0
     written: dict[str, Path] = {}  # output name -> the song that got it in this run
@@ -107,36 +109,40 @@ def run(args: argparse.Namespace) -> int:
                             raise CrossmixError(f"{t}: the file exists; use --overwrite or another -o folder.")
                 audio = load_audio(song, max_duration=DEFAULT_MAX_DURATION)
                 try:
-                    separator = separator_future.result()
+                    cx.separator()  # loaded on the second thread meanwhile
                 except CrossmixError as exc:
                     raise _SeparatorFailed(str(exc)) from None
-                key = audio_hash(audio)
-                stems = cache.get(key, separator.model_id) if cache is not None else None
-                caching: Future[Any] | None = None
-                if stems is not None:
+                caching: list[Future[Any]] = []
+                hit: list[bool] = []
+                with tqdm(total=probe_duration(song) or 1.0, desc=name[:30], unit="s", leave=False,
+                          file=sys.stderr,
+                          bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s "
+                                     "[{elapsed}<{remaining}]") as bar:
+
+                    def on_progress(p: Progress, bar: Any = bar, song: Path = song,
+                                    hit: list[bool] = hit) -> None:
+                        if p.message == "from the stem cache":
+                            hit.append(True)
+                            return
+                        bar.total = max(p.total, 1e-9)
+                        bar.n = p.done
+                        if p.message:
+                            bar.write(f"crossmix: {song}: {p.message}")
+                        bar.refresh()
+
+                    def put(c: Any, key: str, model: str, st: Any,
+                            caching: list[Future[Any]] = caching) -> None:
+                        caching.append(pool.submit(c.put, key, model, st))
+
+                    stems = cx.separate(audio, put=put, progress=on_progress)
+                if hit:
                     print(f"crossmix: {song}: from the stem cache", file=sys.stderr)
-                else:
-                    with tqdm(total=probe_duration(song) or 1.0, desc=name[:30], unit="s", leave=False,
-                              file=sys.stderr,
-                              bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s "
-                                         "[{elapsed}<{remaining}]") as bar:
-
-                        def on_progress(p: Progress, bar: Any = bar, song: Path = song) -> None:
-                            bar.total = max(p.total, 1e-9)
-                            bar.n = p.done
-                            if p.message:
-                                bar.write(f"crossmix: {song}: {p.message}")
-                            bar.refresh()
-
-                        stems = separator.separate(audio, progress=on_progress)
-                    if cache is not None:
-                        caching = pool.submit(cache.put, key, separator.model_id, stems)
                 accomp = stems.full_band_accompaniment if args.full_band else stems.accompaniment
                 save_audio(targets["vocals"], stems.vocals, overwrite=True)
                 save_audio(targets["accompaniment"], accomp, overwrite=True)
-                if caching is not None:
+                for pending in caching:
                     try:
-                        caching.result()
+                        pending.result()
                     except CrossmixError as exc:  # the stems are written: only the cache missed
                         print(f"crossmix: warning: {exc}", file=sys.stderr)
                 print(f"{song} -> {targets['vocals'].name}, {targets['accompaniment'].name}")

@@ -156,7 +156,7 @@ class QueryResult:
     message: str = ""  # why there are no results (no encoders, empty library...)
     space_note: str = ""  # which space "Best measured (auto)" searched, and why
     timings: dict[str, float] = field(default_factory=dict)
-    #: the query's tempo/key analysis, started beside its separation (see :meth:`Session.query`)
+    #: the query's tempo/key analysis, started beside its separation (see :meth:`Crossmix.query`)
     pending_analysis: BackgroundAnalysis | None = field(default=None, repr=False)
     #: the file is a voice alone: its stems are the file itself (nothing was separated)
     vocal_only: bool = False
@@ -278,7 +278,7 @@ class Rendered:
 
 @dataclass
 class Removal:
-    """What :meth:`Session.remove_path` removed, and the stems it leaves to free."""
+    """What :meth:`Crossmix.remove_path` removed, and the stems it leaves to free."""
 
     path: str
     files: int
@@ -347,7 +347,7 @@ def song_entries(lib: Any, *, damaged: set[int] | None = None) -> list[SongEntry
 
 @dataclass
 class BatchExport:
-    """What :meth:`Session.export_batch` did: files written, matches that failed and why."""
+    """What :meth:`Crossmix.export_batch` did: files written, matches that failed and why."""
 
     folder: Path
     total: int
@@ -1184,7 +1184,7 @@ class Crossmix:
         options are the export's, else rendered now (from its stems when there is a preview,
         separating the match first when it has none yet). Cancel is checked up to the
         encoding; the files are written together or not at all (:func:`export_cross_mix`)."""
-        from core.audio.export import cross_mix_tags, export_cross_mix, export_format
+        from core.audio.export import export_format
         from core.remix.render import RemixOptions, render_cross_mix
 
         fmt = fmt or export_format(Path(path))
@@ -1212,16 +1212,81 @@ class Crossmix:
         check_cancel(cancel, "the export")
         if progress is not None:
             progress(Progress("export", 1, 2, "steps", "encoding"))
-        artists = ", ".join(a for a in (query.artist, row.artist) if a)
-        tags = cross_mix_tags(query_title=query.title, match_title=row.title,
-                              artist=artists or "Crossmix", query_source=Path(query.path).name,
-                              match_source=Path(row.path).name)
-        written = export_cross_mix(path, cm.mix, vocals=cm.vocals if stems else None,
-                                   accompaniment=cm.accompaniment if stems else None,
-                                   format=fmt, bitrate=bitrate, tags=tags, overwrite=overwrite)
+        written = write_cross_mix(cm, path, tags=cross_mix_tags_of(query, row.title, row.artist,
+                                                                   row.path),
+                                  fmt=fmt, bitrate=bitrate, stems=stems, overwrite=overwrite)
         if progress is not None:
             progress(Progress("export", 2, 2, "steps"))
-        return Path(written[0])
+        return written[0]
+
+    def separate(self, audio: Audio, *, put: Callable[..., object] | None = None,
+                 progress: ProgressFn | None = None,
+                 cancel: CancelToken | None = None) -> Any:
+        """The stems of ``audio`` (``crossmix separate``): from the library's or the query
+        cache, else separated and kept in the query cache (by ``put`` when given, see
+        :func:`core.separation.separator.get_or_separate`)."""
+        from core.separation.separator import get_or_separate
+
+        return get_or_separate(audio, audio_hash(audio), separator=self.separator(),
+                               caches=[getattr(self.library(), "stem_cache", None),
+                                       self.stem_cache],
+                               store=self.stem_cache, put=put, progress=progress,
+                               cancel=cancel)
+
+    def remix(self, query: str | Path, match: str | Path, *, options: Any,
+              vocal_only: bool | None = None, tempo: float | None = None,
+              first_beat: float | None = None, band_limited: bool = False,
+              similarity: bool = False, progress: ProgressFn | None = None,
+              cancel: CancelToken | None = None) -> FileRemix:
+        """The cross-mix of two song files, ``query``'s vocal over ``match``'s accompaniment
+        (``crossmix remix``): the query is decoded, separated and analysed as :meth:`query`
+        does (a voice alone, a given ``tempo`` and ``first_beat``), the match is separated
+        through the same stem caches and analysed, and the two are rendered with ``options``.
+        ``band_limited``: Spleeter's accompaniment instead of mix minus vocal. ``similarity``:
+        also embed both (V -> M cosine; ``None`` when no encoders are installed)."""
+        from core.remix.analysis import analyze
+        from core.remix.render import render_cross_mix
+        from core.separation.separator import get_or_separate
+
+        if tempo is not None:
+            from core.remix.vocal_tempo import check_bpm
+
+            tempo = check_bpm(tempo)
+        audio, q = self._decoded(Path(query), progress)
+        q.pending_analysis = self._analyse(audio, bool(vocal_only), tempo, first_beat)
+        self._query_stems(q, audio, vocal_only=vocal_only, tempo=tempo, first_beat=first_beat,
+                          progress=progress, cancel=cancel)
+        m_audio = load_audio(match, max_duration=self.max_duration)
+        m_stems = get_or_separate(m_audio, audio_hash(m_audio), separator=self.separator(),
+                                  caches=[getattr(self.library(), "stem_cache", None),
+                                          self.stem_cache],
+                                  store=self.stem_cache, cancel=cancel)
+        q.analysis = self._query_analysis(q, 0, progress=None, cancel=cancel)
+        m_an = analyze(m_stems.mix, cancel=cancel)
+        sim = self._similarity(q.stems, m_stems, cancel) if similarity else None
+        cm = render_cross_mix(
+            query_vocals=q.stems.vocals, query_analysis=q.analysis,
+            match_accompaniment=(m_stems.accompaniment if band_limited
+                                 else m_stems.full_band_accompaniment),
+            match_analysis=m_an, options=options, similarity=sim or 0.0, cancel=cancel)
+        m_title, m_artist = read_tags(Path(match))
+        return FileRemix(crossmix=cm, query=q, match_path=Path(match), match_title=m_title,
+                         match_artist=m_artist, match_stems=m_stems, match_analysis=m_an,
+                         similarity=sim)
+
+    def _similarity(self, q_stems: Any, m_stems: Any, cancel: CancelToken | None) -> float | None:
+        """Cosine of the query's vocal embedding and the match's mix embedding (V -> M)."""
+        from core.embedding.song import embed_song
+
+        try:
+            encoders = self.encoders()
+        except ModelError:
+            return None
+        q = embed_song(mix=q_stems.mix, vocals=q_stems.vocals, encoders=encoders, cancel=cancel)
+        m = embed_song(mix=m_stems.mix, vocals=m_stems.vocals, encoders=encoders, cancel=cancel)
+        if q.V is None:
+            return None
+        return float(np.dot(q.V, m.M))
 
     def export_batch(self, query: QueryResult, rows: list[MatchRow], *, folder: Path, fmt: str,
                      bitrate: str, full: bool, options: Any, stems: bool = False,
@@ -1283,6 +1348,50 @@ class Crossmix:
         if progress is not None and not report.cancelled:
             progress(Progress("export", n, n, "matches"))
         return report
+
+
+@dataclass
+class FileRemix:
+    """The cross-mix of two song files (:meth:`Crossmix.remix`) and what it was made from."""
+
+    crossmix: Any  # core.remix.render.CrossMix
+    query: QueryResult  # decoded, separated and analysed (not searched)
+    match_path: Path
+    match_title: str
+    match_artist: str
+    match_stems: Any
+    match_analysis: Any
+    similarity: float | None
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return cross_mix_tags_of(self.query, self.match_title, self.match_artist,
+                                 self.match_path)
+
+
+def cross_mix_tags_of(query: QueryResult, match_title: str, match_artist: str,
+                      match_path: str | Path) -> dict[str, str]:
+    """The tags of a cross-mix file, the same from the app and from ``crossmix remix``: both
+    titles, both artists, and the two source file names."""
+    from core.audio.export import cross_mix_tags
+
+    artists = ", ".join(a for a in (query.artist, match_artist) if a)
+    return dict(cross_mix_tags(query_title=query.title, match_title=match_title,
+                               artist=artists or "Crossmix", query_source=Path(query.path).name,
+                               match_source=Path(match_path).name))
+
+
+def write_cross_mix(cm: Any, path: str | Path, *, tags: dict[str, str], fmt: str | None = None,
+                    bitrate: str = "192k", stems: bool = False,
+                    overwrite: bool = False) -> list[Path]:
+    """Write a rendered cross-mix (with ``stems``, its vocal and accompaniment beside it); the
+    files are written together or not at all. Returns the paths written."""
+    from core.audio.export import export_cross_mix
+
+    written = export_cross_mix(path, cm.mix, vocals=cm.vocals if stems else None,
+                               accompaniment=cm.accompaniment if stems else None,
+                               format=fmt, bitrate=bitrate, tags=tags, overwrite=overwrite)
+    return [Path(w) for w in written]
 
 
 def region_options(query: QueryResult, options: Any) -> Any:

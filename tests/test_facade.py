@@ -251,3 +251,31 @@ def test_the_demo_library_ranks_as_before_the_facade(
                 assert cli == [(n, pytest.approx(s, abs=1e-5)) for n, s in got]
     finally:
         session.close()
+
+
+def test_the_app_and_crossmix_remix_tag_a_cross_mix_alike(
+        full_library: Path, songs: Path, query_song: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The export of a match from the app and ``crossmix remix`` of the same two files write
+    the same tags (title, artist, comment naming both sources)."""
+    import mutagen
+
+    session = session_for(full_library, tmp_path / "stems")
+    try:
+        q = session.analyze(session.query(query_song, space="mix->mix", k=1))
+        row = q.rows[0]
+        app_file = session.export(q, row, path=tmp_path / "app.flac", full=False)
+    finally:
+        session.close()
+    cli_file = tmp_path / "cli.flac"
+    rc = main(["remix", str(query_song), row.path, "-o", str(cli_file), "--separator", "tiny",
+               "--no-cache"])
+    capsys.readouterr()
+    assert rc == 0
+
+    def tags(p: Path) -> dict[str, list[str]]:
+        f = mutagen.File(str(p), easy=True)
+        return {k: list(f.tags[k]) for k in ("title", "artist", "comment") if k in f.tags}
+
+    app, cli = tags(app_file), tags(cli_file)
+    assert app == cli and app["title"] == [f"query x {Path(row.path).stem}"], (app, cli)

@@ -298,16 +298,18 @@ class Library:
         if encoders is not None:
             return encoders
         if self._encoders is None:
-            from core.embedding.encoders import load_default_encoders
+            from core.registry import load_encoders
 
-            self._encoders = load_default_encoders(device=self.device)
+            self._encoders = load_encoders(None, device=self.device)
         return self._encoders
 
     def _get_separator(self, separator: Separator | None) -> Separator:
         if separator is not None:
             return separator
         if self._separator is None:
-            self._separator = Separator.spleeter_2stems(device=self.device)
+            from core.registry import load_separator
+
+            self._separator = load_separator(None, device=self.device)
         return self._separator
 
     # --- contents ---------------------------------------------------------------------------

@@ -636,6 +636,7 @@ def get_or_separate(
     separator: Separator,
     caches: Sequence[StemCache | None] = (),
     store: StemCache | str | None = FIRST_CACHE,
+    put: Callable[[StemCache, str, str, Stems], object] | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
 ) -> Stems:
@@ -654,8 +655,11 @@ def get_or_separate(
         the user's query cache, so a library song dropped as a query is not separated again.
     store : StemCache, ``FIRST_CACHE`` or None
         Where newly separated stems go (default: the first cache); ``None`` keeps them nowhere
-        (the caller stores them, e.g. on another thread). A cache that cannot be written (a
-        full disk, a read-only library) is logged and the stems are returned all the same.
+        (the caller stores them). A cache that cannot be written (a full disk, a read-only
+        library) is logged and the stems are returned all the same.
+    put : callable(cache, audio_key, model_id, stems), optional
+        Stores new stems instead of ``cache.put`` (e.g. on another thread, beside the
+        caller's own writing: ``crossmix separate``); its errors are the caller's.
     progress : ProgressFn, optional
         Stage ``"separate"`` (seconds of the song), or one report "from the stem cache".
     """
@@ -669,7 +673,9 @@ def get_or_separate(
             return hit
     stems = separator.separate(audio, progress=progress, cancel=cancel)
     target = (present[0] if present else None) if store == FIRST_CACHE else store
-    if isinstance(target, StemCache):
+    if isinstance(target, StemCache) and put is not None:
+        put(target, audio_key, separator.model_id, stems)
+    elif isinstance(target, StemCache):
         try:
             target.put(audio_key, separator.model_id, stems)
         except CrossmixError as exc:  # a full disk or a read-only folder must not lose the work

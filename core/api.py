@@ -174,6 +174,8 @@ class QueryResult:
     #: the query's exact tempo when the caller gave it with its first beat (a take recorded to
     #: the metronome), else ``None``
     tempo_bpm: float | None = None
+    #: the fingerprint being computed (collected into ``fingerprint`` before the search)
+    pending_fingerprint: Any | None = field(default=None, repr=False)
     #: the vectors came from the library (the file is an indexed song), not the encoders
     stored_vectors: bool = False
     #: why the query could not be searched at all (no encoders, no library, another
@@ -649,8 +651,11 @@ class Crossmix:
         result.tempo_bpm = tempo if (tempo is not None and first_beat is not None) else None
         return result
 
-    def _decoded(self, p: Path, progress: ProgressFn | None) -> tuple[Audio, QueryResult]:
-        """The decoded file and a result holding its tags, hashes and fingerprint."""
+    def _decoded(self, p: Path, progress: ProgressFn | None, *,
+                 fingerprinted: bool = True) -> tuple[Audio, QueryResult]:
+        """The decoded file and a result holding its tags and hashes; its fingerprint (only
+        the search's near-duplicate rule needs it) is computed on a thread meanwhile and
+        collected by :meth:`_search_into`."""
         t = time.perf_counter()
         if progress is not None:
             progress(Progress("decode", 0, 1, "steps", p.name))
@@ -659,7 +664,9 @@ class Crossmix:
         result = self.result_type(
             path=p, title=title, artist=artist, duration=audio.duration, stems=None,
             analysis=None, embedding=None, rows=[], content_hash=file_hash(p),
-            audio_key=audio_hash(audio), fingerprint=fingerprint(audio))
+            audio_key=audio_hash(audio))
+        if fingerprinted:
+            result.pending_fingerprint = _fingerprinting().submit(fingerprint, audio)
         result.timings["decode"] = time.perf_counter() - t
         return audio, result
 
@@ -936,6 +943,9 @@ class Crossmix:
         result.rows = []
         result.search = None
         result.error = ""
+        if result.pending_fingerprint is not None:
+            result.fingerprint = result.pending_fingerprint.result()
+            result.pending_fingerprint = None
         if lib is None:
             result.message = "No library is open: add a folder of songs on the Library tab."
             result.error = "no library is open"
@@ -1252,7 +1262,7 @@ class Crossmix:
             from core.remix.vocal_tempo import check_bpm
 
             tempo = check_bpm(tempo)
-        audio, q = self._decoded(Path(query), progress)
+        audio, q = self._decoded(Path(query), progress, fingerprinted=False)
         q.pending_analysis = self._analyse(audio, bool(vocal_only), tempo, first_beat)
         self._query_stems(q, audio, vocal_only=vocal_only, tempo=tempo, first_beat=first_beat,
                           progress=progress, cancel=cancel)
@@ -1392,6 +1402,19 @@ def write_cross_mix(cm: Any, path: str | Path, *, tags: dict[str, str], fmt: str
                                accompaniment=cm.accompaniment if stems else None,
                                format=fmt, bitrate=bitrate, tags=tags, overwrite=overwrite)
     return [Path(w) for w in written]
+
+
+_FINGERPRINTING: list[Any] = []
+
+
+def _fingerprinting() -> Any:
+    """The thread that fingerprints queries beside their separation (one for the process)."""
+    if not _FINGERPRINTING:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _FINGERPRINTING.append(ThreadPoolExecutor(max_workers=1,
+                                                  thread_name_prefix="crossmix-fingerprint"))
+    return _FINGERPRINTING[0]
 
 
 def region_options(query: QueryResult, options: Any) -> Any:

@@ -465,6 +465,7 @@ class Crossmix:
         self._encoders_error: str | None = None
         self._library: Any = None
         self._analyses: list[BackgroundAnalysis] = []  # stopped by close()
+        self._stores: list[Any] = []  # stem-cache writes under way (waited for by close())
         self._query_separator_factory = _query_separator_factory(query_separator)
         self._query_separator: Any = None
 
@@ -516,10 +517,12 @@ class Crossmix:
     def preload(self, *, progress: ProgressFn | None = None,
                 cancel: CancelToken | None = None) -> str | None:
         """Import the engine and load the separator and the encoders now (in a worker, at
-        start-up), so the first query does not wait for them, and run the analysis once on
-        4 s of noise so librosa's numba functions are compiled (compiling holds the GIL: better
-        before any query than during one). Reports each step as stage ``"start"``. Returns why
-        there are no encoders, if so."""
+        start-up), so the first query does not wait for them, and run the analysis, the
+        separator and the encoders once on a few seconds of noise: librosa's numba functions
+        are compiled (compiling holds the GIL: better before any query than during one) and the
+        first query does not pay for torch's first allocations (its separation was 0.5 s slower
+        than the next ones). Reports each step as stage ``"start"``. Returns why there are no
+        encoders, if so."""
         steps = ("the audio libraries", "the separator", "the tempo analysis", "the encoders")
 
         def step(i: int) -> None:
@@ -531,15 +534,19 @@ class Crossmix:
         step(0)
         warm_up()
         step(1)
-        self.separator()
+        rng = np.random.default_rng(0)
+        noise = Audio((rng.standard_normal((2, 6 * 44100)) * 0.1).astype(np.float32), 44100)
+        self.separator().separate(noise, cancel=cancel)
         step(2)
         from core.remix.analysis import analyze
 
-        rng = np.random.default_rng(0)
         analyze(Audio((rng.standard_normal((1, 4 * 22050)) * 0.1).astype(np.float32), 22050))
         step(3)
         try:
-            self.encoders()
+            encoders = self.encoders()
+            from core.embedding.song import embed_song
+
+            embed_song(mix=noise, vocals=noise, encoders=encoders, cancel=cancel)
         except ModelError as exc:
             return str(exc)
         finally:
@@ -581,6 +588,7 @@ class Crossmix:
             return self._library
 
     def close(self) -> None:
+        self.flush(timeout=30.0)  # a query's stems, being written, are kept
         with self._lock:
             lib = self._library
             self._library = None
@@ -666,9 +674,24 @@ class Crossmix:
             analysis=None, embedding=None, rows=[], content_hash=file_hash(p),
             audio_key=audio_hash(audio))
         if fingerprinted:
-            result.pending_fingerprint = _fingerprinting().submit(fingerprint, audio)
+            result.pending_fingerprint = _background().submit(fingerprint, audio)
         result.timings["decode"] = time.perf_counter() - t
         return audio, result
+
+    def _store_later(self, cache: Any, audio_key: str, model_id: str, stems: Any) -> None:
+        """Write a query's new stems to the stem cache on the side thread (1-2 s of FLAC
+        encoding that the results need not wait for); :meth:`flush` waits for them."""
+        job = _background().submit(_store, cache, audio_key, model_id, stems)
+        with self._lock:
+            self._stores = [f for f in self._stores if not f.done()] + [job]
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until the stems of earlier queries are in the stem cache."""
+        from concurrent.futures import wait
+
+        with self._lock:
+            stores, self._stores = self._stores, []
+        wait(stores, timeout=timeout)
 
     def _analyse(self, audio: Audio, voice: bool, bpm: float | None,
                  first_beat: float | None) -> BackgroundAnalysis:
@@ -698,8 +721,8 @@ class Crossmix:
         sep = None if vocal_only else self.separator()
         qs = query_stems(audio, str(result.audio_key), separator=sep,  # type: ignore[arg-type]
                          caches=[lib_cache, self.stem_cache], store=store,
-                         vocal_only=vocal_only, progress=_relabel(progress, "separate"),
-                         cancel=cancel)
+                         put=self._store_later, vocal_only=vocal_only,
+                         progress=_relabel(progress, "separate"), cancel=cancel)
         if (lib is not None and song_id is not None and store is lib_cache
                 and not qs.vocal_only and sep is not None):
             rec = lib.song(song_id)
@@ -1404,17 +1427,26 @@ def write_cross_mix(cm: Any, path: str | Path, *, tags: dict[str, str], fmt: str
     return [Path(w) for w in written]
 
 
-_FINGERPRINTING: list[Any] = []
+_BACKGROUND: list[Any] = []
 
 
-def _fingerprinting() -> Any:
-    """The thread that fingerprints queries beside their separation (one for the process)."""
-    if not _FINGERPRINTING:
+def _background() -> Any:
+    """The thread that does a query's side work off the path to its results: its fingerprint
+    (beside the separation) and writing its stems to the stem cache (after it), at a lower
+    priority than the query itself. One for the process."""
+    if not _BACKGROUND:
         from concurrent.futures import ThreadPoolExecutor
 
-        _FINGERPRINTING.append(ThreadPoolExecutor(max_workers=1,
-                                                  thread_name_prefix="crossmix-fingerprint"))
-    return _FINGERPRINTING[0]
+        _BACKGROUND.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="crossmix-side",
+                                              initializer=_lower_this_threads_priority))
+    return _BACKGROUND[0]
+
+
+def _store(cache: Any, audio_key: str, model_id: str, stems: Any) -> None:
+    try:
+        cache.put(audio_key, model_id, stems)
+    except CrossmixError as exc:  # a full disk or a read-only folder must not lose the query
+        log.warning("%s", exc)
 
 
 def region_options(query: QueryResult, options: Any) -> Any:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -198,6 +198,7 @@ class QueryStems:
 def query_stems(audio: Audio, audio_key: str, *, separator: Separator,
                 cache: StemCache | None = None, vocal_only: bool | None = None,
                 caches: Sequence[StemCache | None] = (), store: StemCache | str | None = FIRST,
+                put: Callable[[StemCache, str, str, Stems], object] | None = None,
                 progress: ProgressFn | None = None,
                 cancel: CancelToken | None = None) -> QueryStems:
     """The stems of a query: the file itself when it is a voice alone, else its separation.
@@ -224,7 +225,7 @@ def query_stems(audio: Audio, audio_key: str, *, separator: Separator,
     if vocal_only:
         return QueryStems(vocal_only_stems(audio), True, None)
     stems = get_or_separate(audio, audio_key, separator=separator, caches=[cache, *caches],
-                            store=store, progress=progress, cancel=cancel)
+                            store=store, put=put, progress=progress, cancel=cancel)
     check = None
     if vocal_only is None:
         check = detect_vocal_only(audio, separator, stems=stems, cancel=cancel)

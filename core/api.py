@@ -867,13 +867,14 @@ class Crossmix:
                                   progress=progress, cancel=cancel)
 
     def compatibility(self, result: QueryResult, *, key_match: bool = True, max_shift: int = 3,
-                      progress: ProgressFn | None = None,
+                      first: int | None = None, progress: ProgressFn | None = None,
                       cancel: CancelToken | None = None) -> QueryResult:
         """Tempo, beats and key of the query, then each match's compatibility (stretch, shift,
         mashability, with or without key matching). Fills ``result.analysis`` and replaces
-        ``result.rows``."""
+        ``result.rows``. ``first``: only the matches ranked 1 to ``first`` (the app shows the
+        best match's cross-mix before the others' columns are known)."""
         t = time.perf_counter()
-        n = len(result.rows)
+        n = len(result.rows) if first is None else min(first, len(result.rows))
         if result.analysis is None:
             result.analysis = self._query_analysis(result, n, progress=progress, cancel=cancel)
         check_cancel(cancel, "the analysis")
@@ -882,12 +883,12 @@ class Crossmix:
         from core.remix.render import compatibility as fit
 
         for i, row in enumerate(result.rows):
-            if progress is not None:
-                progress(Progress("analyze", i + 1, n + 1, "steps", row.title))
-            check_cancel(cancel, "the analysis")
-            if lib is None:
+            if lib is None or (first is not None and row.rank > first):
                 rows.append(row)
                 continue
+            if progress is not None:
+                progress(Progress("analyze", min(i + 1, n), n + 1, "steps", row.title))
+            check_cancel(cancel, "the analysis")
             try:
                 rep = fit(result.analysis, lib.analysis_for(row.match.song_id),
                                     similarity=row.similarity, max_shift=max_shift,

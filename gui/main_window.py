@@ -524,27 +524,47 @@ class MainWindow(QMainWindow):
             self.table.selectRow(idx.row())
             self.table.scrollTo(idx)
 
-    def _start_analysis(self, r: QueryResult, *, tempo: tuple[float | None, str] | None = None) -> None:
+    def _start_analysis(self, r: QueryResult, *, tempo: tuple[float | None, str] | None = None,
+                        best_first: bool = True) -> None:
         """Tempo and key of the query, then each match's compatibility (after the results);
         with ``tempo`` (BPM or ``None`` for the estimate, and where it came from) the query is
-        put on that beat grid first."""
+        put on that beat grid first. ``best_first``: the best match is analysed alone first,
+        so its cross-mix preview starts while the other matches are analysed (a library
+        indexed in fast mode analyses a song the first time it is a match)."""
         if self._closing:
             return
         if self.analysis_task is not None:
             self.analysis_task.cancel()
         common = {"key_match": self.preview_panel.key_match.isChecked(),
                   "max_shift": int(self.settings.get("remix/max_shift"))}
-        task = (Task(self.session.analyze, r, **common, name="the analysis") if tempo is None
+        first = (tempo is None and best_first and len(r.rows) > 1 and self.preview is None
+                 and self.preview_task is None)
+        task = (Task(self.session.analyze, r, **common, first=1 if first else None,
+                     name="the analysis") if tempo is None
                 else Task(self.session.set_tempo, r, tempo[0], source=tempo[1], **common,
                           name="the new tempo"))
         task.signals.progress.connect(self.query_panel.stages.update_progress)
-        task.signals.finished.connect(lambda res, t=task: self._analysis_done(t, res))
+        if first:
+            task.signals.finished.connect(lambda res, t=task: self._best_analysed(t, res))
+        else:
+            task.signals.finished.connect(lambda res, t=task: self._analysis_done(t, res))
         task.signals.failed.connect(lambda msg, _e, t=task: self._analysis_failed(t, msg))
         task.signals.cancelled.connect(lambda t=task: self._analysis_cancelled(t))
         task.signals.done.connect(lambda t=task: self._analysis_task_done(t))
         self.analysis_task = task
         self.query_panel.stages.cancel_button.setEnabled(True)
         self.runner.start(task)
+
+    def _best_analysed(self, task: Task, r: QueryResult) -> None:
+        """The query and its best match are analysed: preview it, and analyse the others."""
+        if task is not self.analysis_task or r is not self.result:
+            return
+        if r.analysis is not None:
+            self.query_panel.show_analysis(tempo=r.analysis.tempo, key=r.analysis.key)
+        self.results_model.update_rows(r.rows)
+        if self.preview is None and self.preview_task is None and self.selected_row() is not None:
+            self.render_preview()
+        self._start_analysis(r, best_first=False)
 
     def _analysis_done(self, task: Task, r: QueryResult) -> None:
         if task is not self.analysis_task or r is not self.result:

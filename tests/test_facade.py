@@ -280,3 +280,21 @@ def test_the_app_and_crossmix_remix_tag_a_cross_mix_alike(
 
     app, cli = tags(app_file), tags(cli_file)
     assert app == cli and app["title"] == [f"query x {Path(row.path).stem}"], (app, cli)
+
+
+def test_the_best_match_can_be_analysed_first(full_library: Path, query_song: Path,
+                                              tmp_path: Path) -> None:
+    """The app previews the best match while the others are analysed: ``first=1`` fills the
+    best row alone, and the full pass the rest (the same values for the best)."""
+    session = session_for(full_library, tmp_path / "stems")
+    try:
+        q = session.query(query_song, space="mix->mix", k=3)
+        session.compatibility(q, first=1)
+        assert q.analysis is not None
+        assert q.rows[0].mashability is not None
+        assert all(r.mashability is None for r in q.rows[1:])
+        best = q.rows[0]
+        session.compatibility(q)
+        assert all(r.mashability is not None for r in q.rows) and q.rows[0] == best
+    finally:
+        session.close()

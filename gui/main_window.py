@@ -596,6 +596,9 @@ class MainWindow(QMainWindow):
         if self.analysis_task is task:
             self.analysis_task = None
             QTimer.singleShot(0, self._start_next_query)
+            # the best match's preview may have come before the others were analysed: the
+            # top matches are rendered ahead now
+            QTimer.singleShot(0, self._render_ahead)
 
     def _query_failed(self, msg: str, _exc: object) -> None:
         self.query_panel.stages.finish("failed")

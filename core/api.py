@@ -1005,18 +1005,10 @@ class Crossmix:
                           stretch_percent=None, semitone_shift=None, mashability=None,
                           path=str(m.path), match=m) for m in sr.matches]
         result.rows = rows
-        dups = len(sr.excluded_duplicates)
-        result.message = "" if rows else "No library song passed the search."
-        if not rows and (tempo_range is not None or key):
-            # Songs never analysed have no tempo or key, so any filter leaves them out.
-            result.message = ("No library song passed the tempo/key filters (songs not yet "
-                              "analysed are left out: scan the library in full mode to analyse "
-                              "them all).")
+        result.message = _search_message(bool(rows), tempo_range is not None or bool(key),
+                                         len(sr.excluded_duplicates))
         if why:
             result.space_note = f"Search space: {why}."
-        if dups:
-            result.message = (result.message + " " if result.message else "") + (
-                f"{dups} near-duplicate{'s' if dups > 1 else ''} of the query left out.")
 
     def auto_space(self, lib: Any | None = None) -> tuple[str, str]:
         """The best measured search space for the current encoders that the library can serve."""
@@ -1426,6 +1418,19 @@ def write_cross_mix(cm: Any, path: str | Path, *, tags: dict[str, str], fmt: str
                                accompaniment=cm.accompaniment if stems else None,
                                format=fmt, bitrate=bitrate, tags=tags, overwrite=overwrite)
     return [Path(w) for w in written]
+
+
+def _search_message(found: bool, filtered: bool, dups: int) -> str:
+    """What the results note says: why there are no matches, and near-duplicates left out."""
+    message = "" if found else "No library song passed the search."
+    if not found and filtered:
+        # Songs never analysed have no tempo or key, so any filter leaves them out.
+        message = ("No library song passed the tempo/key filters (songs not yet analysed are "
+                   "left out: scan the library in full mode to analyse them all).")
+    if dups:
+        message = (message + " " if message else "") + (
+            f"{dups} near-duplicate{'s' if dups > 1 else ''} of the query left out.")
+    return message
 
 
 _BACKGROUND: list[Any] = []

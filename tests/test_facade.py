@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from synth_songs import make_song
+from test_voice_query import CountingSeparator, counting_separator
 
 from cli import main
 from core import Crossmix
@@ -29,22 +30,6 @@ from gui.engine import Session
 
 TINY = ["--encoders", "tiny", "--separator", "tiny"]
 HERE = Path(__file__).resolve().parent
-
-
-class CountingSeparator(Separator):
-    """A tiny random-weight separator that counts its separations."""
-
-    calls = 0
-
-    def separate(self, audio: Any, **kw: Any) -> Any:  # type: ignore[override]
-        type(self).calls += 1
-        return super().separate(audio, **kw)
-
-
-def counting_separator() -> CountingSeparator:
-    base = Separator.tiny(seed=0)
-    CountingSeparator.calls = 0
-    return CountingSeparator(base._nets, model_id=base.model_id, name=base.name)
 
 
 def write(path: Path, samples: np.ndarray, sr: int) -> Path:

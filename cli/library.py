@@ -231,9 +231,10 @@ def _ctrl_c_cancels(token: CancelToken) -> Iterator[None]:
 def _run_scan(lib: Library, args: argparse.Namespace) -> ScanReport:
     from tqdm import tqdm
 
+    from core.api import Crossmix
+
     models = _models(args)
     encoders = models.load_encoders()
-    separator = models.load_separator() if args.mode == "full" else None
     token = CancelToken()
     bar = tqdm(total=0, unit="song", file=sys.stderr, disable=not sys.stderr.isatty(),
                dynamic_ncols=True)
@@ -249,9 +250,13 @@ def _run_scan(lib: Library, args: argparse.Namespace) -> ScanReport:
         with _ctrl_c_cancels(token):
             if args.engine == "ray":
                 return _run_ray_scan(lib, args, encoders, on_progress, token)
-            return lib.scan(mode=args.mode, separator=separator, encoders=encoders,
-                            analyze=args.analyze, workers=args.workers,
-                            retry_failed=args.retry_failed, progress=on_progress, cancel=token)
+            # the same engine object as the app's Library tab (core.api.Crossmix)
+            cx = Crossmix(separator=lambda d: models.load_separator(),
+                          encoders=lambda d: encoders, library=lib)
+            report: ScanReport = cx.scan(mode=args.mode, analyze=args.analyze,
+                                         workers=args.workers, retry_failed=args.retry_failed,
+                                         progress=on_progress, cancel=token)
+            return report
     finally:
         bar.close()
 
@@ -435,9 +440,16 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
+    from core.api import Crossmix
+
     with _open(args) as lib:
-        files, songs = lib.remove(args.path)
-        print(f"removed {files} files and {songs} songs from {lib.root}")
+        # as the app's Library tab does it (core.api.Crossmix); the removed songs' stems are
+        # freed, as the app frees them once its undo is no longer offered
+        cx = Crossmix(library=lib, query_cache=None)
+        removal = cx.remove_path(args.path)
+        freed = cx.free_stems(removal.stems)
+        print(f"removed {removal.files} files and {removal.songs} songs from {lib.root}"
+              + (f"; freed {_size(freed)} of their separated stems" if freed else ""))
     return 0
 
 

@@ -1112,9 +1112,11 @@ class Crossmix:
                 log.warning("could not delete the stems %s: %s", f, exc)
         return freed
 
-    def scan(self, *, mode: str = "fast", progress: ProgressFn | None = None,
+    def scan(self, *, mode: str = "fast", analyze: bool | None = None, workers: int = 2,
+             retry_failed: bool = False, progress: ProgressFn | None = None,
              cancel: CancelToken | None = None) -> Any:
         """Index new and changed files (and re-embed with a new checkpoint); a ScanReport.
+        ``analyze``, ``workers`` and ``retry_failed`` as :meth:`core.library.library.Library.scan`.
 
         Raises
         ------
@@ -1125,7 +1127,8 @@ class Crossmix:
         encoders = self.encoders()
         # Full songs are re-embedded from their cached stems, which needs the separator's id.
         separator = self.separator() if mode == "full" or lib.status().full else None
-        return lib.scan(mode=mode, encoders=encoders, separator=separator,
+        return lib.scan(mode=mode, encoders=encoders, separator=separator, analyze=analyze,
+                        workers=workers, retry_failed=retry_failed,
                         max_duration=self.max_duration, progress=progress, cancel=cancel)
 
     # --- preview / export --------------------------------------------------------------------

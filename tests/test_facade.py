@@ -283,3 +283,23 @@ def test_the_best_match_can_be_analysed_first(full_library: Path, query_song: Pa
         assert all(r.mashability is not None for r in q.rows) and q.rows[0] == best
     finally:
         session.close()
+
+
+def test_library_remove_on_the_command_line_is_the_apps(songs: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """``crossmix library remove`` runs the facade's removal: the song leaves the library and
+    its separated stems are freed, as the app frees them once its undo is gone."""
+    lib_dir = tmp_path / "lib"
+    with Library.open(lib_dir, separator=Separator.tiny(), encoders=EncoderPair.tiny()) as lib:
+        lib.add_paths([songs])
+        lib.scan(mode="full")
+        song = next(s for s in lib.songs() if s.path.endswith("song0.wav"))
+        assert song.audio_key and song.stems_model
+        stems_file = lib.stem_cache.path_for(song.audio_key, song.stems_model)
+    assert stems_file.is_file()
+    rc = main(["library", "remove", str(songs / "song0.wav"), "--library", str(lib_dir)])
+    out = capsys.readouterr().out
+    assert rc == 0 and "removed 1 files and 1 songs" in out and "freed" in out, out
+    assert not stems_file.exists()
+    with Library.open(lib_dir) as lib:
+        assert len(lib.songs()) == 3

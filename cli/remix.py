@@ -87,14 +87,11 @@ def run(args: argparse.Namespace) -> int:
     from core.audio.export import export_format, stem_paths
     from core.device import resolve_device
     from core.remix.render import RemixOptions
-    from core.remix.vocal_tempo import check_bpm
     from core.separation.separator import default_stem_cache
 
     out: Path = args.output
     export_format(out)  # an unknown extension is refused now, not after the separation
-    if args.bpm is not None:
-        check_bpm(args.bpm)
-    elif args.first_beat is not None:
+    if args.bpm is None and args.first_beat is not None:  # Crossmix.remix checks --bpm itself
         raise CrossmixError("--first-beat places the beat grid of --bpm: give --bpm too.")
     targets = [out, *stem_paths(out)] if args.stems else [out]
     if not args.overwrite:

@@ -28,6 +28,7 @@ analyses, and the result says why there are no matches.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import threading
@@ -39,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+import core.registry as registry
 from core.audio.decode import DEFAULT_MAX_DURATION, Audio, audio_hash, file_hash, load_audio
 from core.audio.fingerprints import fingerprint
 from core.errors import Cancelled, CrossmixError, ModelError
@@ -359,51 +361,34 @@ class BatchExport:
     exported: dict[int, Path] = field(default_factory=dict)  # song id -> its file written
 
 
-def _separator_factory(spec: Any) -> Callable[[torch.device], Any]:
-    """``spec``: a name (``"spleeter-2stems"``, ``"tiny"``), a separator, or a factory."""
-    if callable(spec) and not hasattr(spec, "separate"):
-        return spec  # type: ignore[no-any-return]
-    if not isinstance(spec, str):
-        return lambda device: spec
-
-    def make(device: torch.device) -> Any:
-        from core.registry import load_separator
-
-        return load_separator(spec or None, device=device)
-
-    return make
-
-
-def _encoders_factory(spec: Any) -> Callable[[torch.device], Any]:
-    """``spec``: ``""``/``"shipped"``, ``"resemblyzer"``, ``"tiny"``, a checkpoint path, an
-    encoder pair, or a factory."""
+def _model_factory(spec: Any, load: Callable[..., Any], model_attr: str
+                   ) -> Callable[[torch.device], Any]:
+    """A factory ``(device) -> model`` from what a caller gave: a name or path (resolved by
+    ``load``, one of :mod:`core.registry`'s loaders; empty or ``None``: the default), a model
+    already built (it has ``model_attr``), or a factory."""
     if spec is None or isinstance(spec, (str, Path)):
-        return encoders_factory_for(str(spec or ""))
-    if callable(spec) and not hasattr(spec, "model_id"):
-        return spec  # type: ignore[no-any-return]
-    return lambda device: spec
-
-
-def _query_separator_factory(spec: Any) -> Callable[[torch.device], Any]:
-    if callable(spec) and not hasattr(spec, "separate"):
-        return spec  # type: ignore[no-any-return]
-    if not isinstance(spec, (str, Path)):
+        name = str(spec) if spec else None
+        return lambda device: load(name, device=device)
+    if hasattr(spec, model_attr):
         return lambda device: spec
-
-    def make(device: torch.device) -> Any:
-        from core.registry import load_query_separator
-
-        return load_query_separator(str(spec), device=device)
-
-    return make
+    return spec  # type: ignore[no-any-return]
 
 
 def _library_factory(spec: Any) -> Callable[[], Any] | None:
+    """A factory opening the library ``spec`` names (a folder; empty: the default one), the
+    library itself, a factory, or ``None`` (no library)."""
     if spec is None or callable(spec) and not hasattr(spec, "search"):
         return spec  # type: ignore[no-any-return]
-    if isinstance(spec, (str, Path)):
-        return library_factory_for(str(spec))
-    return lambda: spec
+    if not isinstance(spec, (str, Path)):
+        return lambda: spec
+
+    def make() -> Any:
+        from core.library.library import Library
+
+        # a catalogue built on a cluster (or a folder that may not be written) opens read-only
+        return Library.open(Path(spec) if spec else None, read_only=None)
+
+    return make
 
 
 class Crossmix:
@@ -451,8 +436,8 @@ class Crossmix:
 
             device = resolve_device(device)
         self._device = device  # None: the CPU, decided on first use (importing torch then)
-        self._separator_factory = _separator_factory(separator)
-        self._encoders_factory = _encoders_factory(encoders)
+        self._separator_factory = _model_factory(separator, registry.load_separator, "separate")
+        self._encoders_factory = _model_factory(encoders, registry.load_encoders, "model_id")
         self._library_factory = _library_factory(library)
         self.stem_cache = query_cache
         self.max_duration = max_duration
@@ -466,7 +451,8 @@ class Crossmix:
         self._library: Any = None
         self._analyses: list[BackgroundAnalysis] = []  # stopped by close()
         self._stores: list[Any] = []  # stem-cache writes under way (waited for by close())
-        self._query_separator_factory = _query_separator_factory(query_separator)
+        self._query_separator_factory = _model_factory(query_separator,
+                                                      registry.load_query_separator, "separate")
         self._query_separator: Any = None
 
     def __enter__(self) -> Crossmix:
@@ -517,12 +503,10 @@ class Crossmix:
     def preload(self, *, progress: ProgressFn | None = None,
                 cancel: CancelToken | None = None) -> str | None:
         """Import the engine and load the separator and the encoders now (in a worker, at
-        start-up), so the first query does not wait for them, and run the analysis, the
-        separator and the encoders once on a few seconds of noise: librosa's numba functions
-        are compiled (compiling holds the GIL: better before any query than during one) and the
-        first query does not pay for torch's first allocations (its separation was 0.5 s slower
-        than the next ones). Reports each step as stage ``"start"``. Returns why there are no
-        encoders, if so."""
+        start-up), so the first query does not wait for them, and run the analysis once on
+        4 s of noise so librosa's numba functions are compiled (compiling holds the GIL: better
+        before any query than during one). Reports each step as stage ``"start"``. Returns why
+        there are no encoders, if so."""
         steps = ("the audio libraries", "the separator", "the tempo analysis", "the encoders")
 
         def step(i: int) -> None:
@@ -534,19 +518,15 @@ class Crossmix:
         step(0)
         warm_up()
         step(1)
-        rng = np.random.default_rng(0)
-        noise = Audio((rng.standard_normal((2, 6 * 44100)) * 0.1).astype(np.float32), 44100)
-        self.separator().separate(noise, cancel=cancel)
+        self.separator()
         step(2)
         from core.remix.analysis import analyze
 
+        rng = np.random.default_rng(0)
         analyze(Audio((rng.standard_normal((1, 4 * 22050)) * 0.1).astype(np.float32), 22050))
         step(3)
         try:
-            encoders = self.encoders()
-            from core.embedding.song import embed_song
-
-            embed_song(mix=noise, vocals=noise, encoders=encoders, cancel=cancel)
+            self.encoders()
         except ModelError as exc:
             return str(exc)
         finally:
@@ -560,7 +540,7 @@ class Crossmix:
     def set_encoders(self, encoders: Any) -> None:
         """Use other encoders from now on (a name, path, pair or factory, as the constructor)."""
         with self._lock:
-            self._encoders_factory = _encoders_factory(encoders)
+            self._encoders_factory = _model_factory(encoders, registry.load_encoders, "model_id")
             self._encoders = None
             self._encoders_error = None
             if isinstance(encoders, str):
@@ -1436,19 +1416,15 @@ def _search_message(found: bool, filtered: bool, dups: int) -> str:
     return message
 
 
-_BACKGROUND: list[Any] = []
-
-
+@functools.cache
 def _background() -> Any:
     """The thread that does a query's side work off the path to its results: its fingerprint
     (beside the separation) and writing its stems to the stem cache (after it), at a lower
     priority than the query itself. One for the process."""
-    if not _BACKGROUND:
-        from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import ThreadPoolExecutor
 
-        _BACKGROUND.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="crossmix-side",
-                                              initializer=_lower_this_threads_priority))
-    return _BACKGROUND[0]
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="crossmix-side",
+                              initializer=_lower_this_threads_priority)
 
 
 def _store(cache: Any, audio_key: str, model_id: str, stems: Any) -> None:
@@ -1466,27 +1442,3 @@ def region_options(query: QueryResult, options: Any) -> Any:
     start, end = query.region
     return dataclasses.replace(options, preview_start=start,
                                preview_seconds=min(options.preview_seconds, end - start))
-
-
-def encoders_factory_for(checkpoint: str) -> Callable[[torch.device], Any]:
-    """Factory loading ``checkpoint`` (a ``.safetensors`` path or a name such as ``"resemblyzer"``),
-    or the shipped model when empty."""
-
-    def make(device: torch.device) -> Any:
-        from core.registry import load_encoders
-
-        return load_encoders(checkpoint, device=device)
-
-    return make
-
-
-def library_factory_for(location: str) -> Callable[[], Any]:
-    """Factory opening the library at ``location`` (empty: the default library folder)."""
-
-    def make() -> Any:
-        from core.library.library import Library
-
-        # a catalogue built on a cluster (or a folder that may not be written) opens read-only
-        return Library.open(Path(location) if location else None, read_only=None)
-
-    return make

@@ -155,7 +155,12 @@ class TaskRunner(QObject):
         which drops their already-queued events, so no slot runs on a closed window.
         """
         self.cancel_all()
-        self.pool.clear()  # tasks queued but not started never run
+        for task in list(self._running):
+            # A task still queued behind busy threads never runs: it is taken back from the
+            # pool and counts as finished (otherwise it would stay "running" for ever).
+            if self.pool.tryTake(task):
+                task.finished_event.set()
+        self.pool.clear()
         ok = bool(self.pool.waitForDone(int(timeout_s * 1000)))
         for task in list(self._running):
             if task.finished_event.is_set():

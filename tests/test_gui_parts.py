@@ -144,6 +144,28 @@ def test_task_cancel_and_failure_become_signals(qtbot):
     assert runner.shutdown(timeout_s=5)
 
 
+def test_shutdown_drops_a_task_still_queued_behind_a_busy_thread(qtbot):
+    """Closing with a task waiting for a thread: it never runs and nothing stays "running"."""
+    from gui.workers import Task, TaskRunner
+
+    runner = TaskRunner(max_threads=1)
+    ran = []
+
+    def busy(*, progress, cancel):
+        while not cancel.cancelled:
+            time.sleep(0.01)
+
+    def queued(*, progress, cancel):
+        ran.append(True)
+
+    first = runner.start(Task(busy))
+    runner.start(Task(queued))
+    qtbot.waitUntil(lambda: runner.pool.activeThreadCount() == 1, timeout=5000)
+    assert len(runner.running) == 2
+    assert runner.shutdown(timeout_s=5)
+    assert runner.running == [] and first.finished_event.is_set() and ran == []
+
+
 # --- stall monitor ------------------------------------------------------------------------------
 
 

@@ -14,13 +14,14 @@ MODE=${1:-app}
 [ $# -gt 0 ] && shift
 
 # ffmpeg: mp3/m4a/ogg decode + export; libportaudio2: playback; festival + voices, fluidsynth +
-# GM soundfont: the synthetic singing corpus / demo library; rubberband-cli: time-stretch;
+# GM soundfont: the synthetic singing corpus / demo library (espeak-ng: only the evaluation-only
+# voice set, never training); rubberband-cli: time-stretch;
 # xvfb + xcb libs: the Qt window on a virtual screen (screenshots, headless machines).
 APT_PACKAGES=(
   ffmpeg libsndfile1 libportaudio2
   festival festvox-czech-dita festvox-czech-krb festvox-czech-machac festvox-czech-ph
   festvox-suopuhe-lj festvox-suopuhe-mv festvox-kallpc16k festvox-kdlpc16k festvox-italp16k festvox-itapc16k
-  flite festvox-ca-ona-hts
+  flite festvox-ca-ona-hts espeak-ng
   fluidsynth fluid-soundfont-gm rubberband-cli sox
   xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-xinerama0
   libxcb-xkb1 libxkbcommon-x11-0 libxcb-cursor0 libegl1 libgl1 libfontconfig1 libdbus-1-3

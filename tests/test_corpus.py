@@ -355,3 +355,41 @@ def test_speech_voices_say_each_syllable_on_its_note(tmp_path: Path) -> None:
         v = song.vocals.samples
         assert np.sqrt(np.mean(v ** 2)) > 1e-3, voice
         assert _band_energy_ratio(v, 44100, VOCAL_BANDWIDTH_HZ + 1000.0) < 1e-5, voice
+
+
+def test_the_independent_voice_set_is_espeak_only_and_one_voice_per_singer() -> None:
+    from training.corpus_singers import EVALUATION_VOICE_SETS, EVALUATION_VOICES, VOICE_SETS
+
+    drawn = [draw_singer(seed=101, index=i, voices="independent").voice for i in range(30)]
+    assert len(set(drawn)) == 30 == len(EVALUATION_VOICES)
+    assert all(v.engine == "espeak-ng" for v in EVALUATION_VOICES)
+    training_voices = {v.name for s in VOICE_SETS.values() for v in s}
+    assert not training_voices & {v.name for v in EVALUATION_VOICES}
+    assert not set(VOICE_SETS) & set(EVALUATION_VOICE_SETS)
+
+
+@pytest.mark.slow
+def test_an_espeak_corpus_sings_and_training_refuses_it(tmp_path: Path) -> None:
+    """espeak-ng voices make an evaluation corpus; no training run may read its songs, also
+    when a manifest in another folder lists them."""
+    from core.errors import TrainingError
+    from training.corpus import generate_corpus
+    from training.corpus_singers import EVALUATION_MARKER
+    from training.trainer import TrainConfig, train
+
+    out = tmp_path / "independent"
+    generate_corpus(out_dir=out, seed=101, singers=2, songs=1, seconds=4.0, voices="independent")
+    assert (out / EVALUATION_MARKER).is_file()
+    voc, sr = sf.read(str(out / "singer_001" / "song_00" / "vocals.flac"))
+    assert sr == 44100 and np.sqrt(np.mean(voc ** 2)) > 1e-3  # it sang
+    with pytest.raises(TrainingError, match="evaluation-only"):
+        train(TrainConfig(data=str(out), out=str(tmp_path / "run"), device="cpu"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for truth in out.rglob("truth.json"):
+        truth.unlink()  # the folder's marker alone still counts
+    (elsewhere / "manifest.csv").write_text(
+        "path,singer\n" + "".join(f"{p},S{i}\n" for i, p in enumerate(sorted(out.rglob("mix.flac")))),
+        encoding="utf-8")
+    with pytest.raises(TrainingError, match="evaluation-only"):
+        train(TrainConfig(data=str(elsewhere), out=str(tmp_path / "run2"), device="cpu"))

@@ -271,6 +271,8 @@ def generate_corpus(
     voices : str
         Base-voice set: ``"classic"`` (six Czech and Finnish voices) or ``"extended"`` (also
         two English and two Italian ones); see :data:`training.corpus_singers.VOICE_SETS`.
+        ``"independent"`` (espeak-ng voices) makes an evaluation-only corpus: its folder gets
+        :data:`training.corpus_singers.EVALUATION_MARKER` and ``crossmix train`` refuses it.
 
     Raises
     ------
@@ -285,13 +287,18 @@ def generate_corpus(
         raise TrainingError(f"{out_dir}: songs must be at least 4 s long (got {seconds}).")
     if first_singer < 0 or jobs < 1:
         raise TrainingError(f"{out_dir}: first singer must be >= 0 and jobs >= 1.")
-    from training.corpus_singers import VOICE_SETS
+    from training.corpus_singers import EVALUATION_MARKER, EVALUATION_VOICE_SETS, VOICE_SETS
 
-    if voices not in VOICE_SETS:
-        raise TrainingError(f"Unknown voice set {voices!r}: use one of {', '.join(VOICE_SETS)}.")
+    if voices not in VOICE_SETS and voices not in EVALUATION_VOICE_SETS:
+        raise TrainingError(f"Unknown voice set {voices!r}: use one of "
+                            f"{', '.join([*VOICE_SETS, *EVALUATION_VOICE_SETS])}.")
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
+        if voices in EVALUATION_VOICE_SETS:  # written first: training refuses these songs
+            (out_dir / EVALUATION_MARKER).write_text(
+                f"Voice set {voices!r} (espeak-ng voices) is reserved for independent evaluation: "
+                "crossmix train refuses the songs of this folder.\n", encoding="utf-8")
     except OSError as exc:
         raise TrainingError(f"{out_dir}: cannot create the corpus folder ({exc.strerror or exc}).") from None
     indices = [(i, j) for i in range(first_singer, first_singer + singers) for j in range(songs)]

@@ -97,7 +97,17 @@ def speak_syllables(lyrics: list[str], *, voice: BaseVoice, workdir: Path) -> di
     """Each of ``lyrics`` said once by speech-only ``voice`` (flite or Festival's plain text
     mode), trimmed of silence: mono float64 at :data:`WORLD_SR` by syllable."""
     wavs = {syl: workdir / f"syllable_{i:03d}.wav" for i, syl in enumerate(lyrics)}
-    if voice.engine == "flite":
+    if voice.engine == "espeak-ng":  # evaluation corpora only (EVALUATION_VOICES)
+        exe = shutil.which("espeak-ng")
+        if exe is None:
+            raise TrainingError("espeak-ng is not installed; install it with: sudo apt-get install espeak-ng")
+        for syl, wav in wavs.items():
+            proc = subprocess.run([exe, "-v", voice.name.removeprefix("espeak_"), "-w", str(wav), syl],
+                                  capture_output=True, check=False, timeout=120, cwd=workdir)
+            if proc.returncode != 0:
+                raise TrainingError(f"espeak-ng could not say {syl!r} with voice {voice.name} "
+                                    f"({proc.stderr.decode('utf-8', 'replace').strip()[-300:]}).")
+    elif voice.engine == "flite":
         exe = shutil.which("flite")
         if exe is None:
             raise TrainingError("flite is not installed; install it with: sudo apt-get install flite")

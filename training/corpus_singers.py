@@ -35,8 +35,8 @@ class BaseVoice:
     """An installed voice and its natural speaking pitch (Hz).
 
     ``engine`` says how it is made to sing: ``"festival-singing"`` (a Festival diphone voice
-    sings the notes itself, ``text2wave -mode singing``), ``"flite"`` or ``"festival-speech"``
-    (a speech-only voice says each syllable once, and the syllables are stretched onto the
+    sings the notes itself, ``text2wave -mode singing``), ``"flite"``, ``"festival-speech"`` or
+    ``"espeak-ng"`` (evaluation only) (a speech-only voice says each syllable once, and the syllables are stretched onto the
     notes with WORLD: :func:`training.corpus_render.speech_sing`).
     """
 
@@ -96,6 +96,27 @@ VOICE_SETS: dict[str, tuple[BaseVoice, ...]] = {
     "wide": BASE_VOICES + EXTRA_VOICES + SPEECH_VOICES,
 }
 
+#: espeak-ng's formant voices, **for independent evaluation only**: never in a training voice
+#: set (:data:`VOICE_SETS`), and ``crossmix train`` refuses a corpus made from them
+#: (:data:`EVALUATION_MARKER`). Thirty base voices, ten languages crossed with fifteen
+#: espeak-ng variants (each language-variant pair once), made to sing syllable by syllable
+#: like the speech voices; singer ``i`` of such a corpus gets base voice ``i mod 30``, so 30
+#: singers are 30 different voices, unlike any voice the models trained on.
+_EVAL_LANGUAGES = ("en", "de", "es", "fr", "it", "pt", "nl", "pl", "sv", "hu")
+_EVAL_VARIANTS = ("m1", "f1", "m2", "f2", "m3", "f3", "m4", "f4", "m5", "f5", "m6", "m7", "adam", "linda", "steph")
+_FEMALE_VARIANTS = ("f1", "f2", "f3", "f4", "f5", "linda", "steph")
+EVALUATION_VOICES: tuple[BaseVoice, ...] = tuple(
+    BaseVoice(f"espeak_{lang}+{var}", lang, 200.0 if var in _FEMALE_VARIANTS else 110.0,
+              var in _FEMALE_VARIANTS, "espeak-ng")
+    for lang, var in ((_EVAL_LANGUAGES[i % 10], _EVAL_VARIANTS[i % 15]) for i in range(30))
+)
+
+#: Voice sets for evaluation corpora only (``crossmix corpus --voices independent``).
+EVALUATION_VOICE_SETS: dict[str, tuple[BaseVoice, ...]] = {"independent": EVALUATION_VOICES}
+
+#: The file an evaluation-only corpus carries in its root folder; training refuses its songs.
+EVALUATION_MARKER = "EVALUATION_ONLY"
+
 # Entropy tags that keep the singer and song random streams independent.
 _SINGER_STREAM = 0x5161
 _SONG_STREAM = 0x5049
@@ -154,11 +175,14 @@ def draw_singer(*, seed: int, index: int, voices: str = "classic") -> Singer:
     """
     if index < 0:
         raise ValueError(f"singer index must be >= 0, got {index}")
-    if voices not in VOICE_SETS:
-        raise ValueError(f"unknown voice set {voices!r}: use one of {', '.join(VOICE_SETS)}")
-    pool = VOICE_SETS[voices]
+    sets = VOICE_SETS | EVALUATION_VOICE_SETS
+    if voices not in sets:
+        raise ValueError(f"unknown voice set {voices!r}: use one of {', '.join(sets)}")
+    pool = sets[voices]
     rng = singer_rng(seed, index)
     voice = pool[int(rng.integers(len(pool)))]
+    if voices in EVALUATION_VOICE_SETS:  # one base voice per singer, as many as there are
+        voice = pool[index % len(pool)]
     # Range centre: female voices around A4 (69), male around A3 (57), with spread.
     centre = (66.0 if voice.female else 54.0) + rng.normal(0.0, 3.0)
     span = int(rng.integers(12, 18))  # an octave to an octave and a half
@@ -184,7 +208,7 @@ def draw_singer(*, seed: int, index: int, voices: str = "classic") -> Singer:
 
 
 def base_voice(name: str) -> BaseVoice:
-    for v in VOICE_SETS["wide"]:
+    for v in VOICE_SETS["wide"] + EVALUATION_VOICES:
         if v.name == name:
             return v
     raise KeyError(name)

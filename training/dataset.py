@@ -84,6 +84,57 @@ class Dataset:
         return [s for s in sorted(self.songs, key=lambda e: (e.singer, str(e.path))) if s.singer in keep]
 
 
+def refuse_evaluation_only(songs: list[SongEntry]) -> None:
+    """Raise when any of ``songs`` belongs to an evaluation-only corpus (espeak-ng voices).
+
+    Such a corpus carries :data:`training.corpus_singers.EVALUATION_MARKER` in its root
+    folder, and each of its songs a ``truth.json`` naming the voice set; either one is enough.
+    The songs may be listed by a manifest or a library anywhere else, so the folders above
+    every song are checked, not only the training folder.
+
+    Raises
+    ------
+    TrainingError
+        Naming the first such song.
+    """
+    import json
+
+    from training.corpus_singers import EVALUATION_MARKER, EVALUATION_VOICE_SETS
+
+    marked: dict[Path, bool] = {}
+
+    def under_marker(folder: Path) -> bool:
+        chain = [folder, *folder.parents]
+        for d in chain:
+            if d in marked:
+                hit = marked[d]
+                break
+            if (d / EVALUATION_MARKER).is_file():
+                hit = True
+                break
+        else:
+            hit = False
+        for d in chain:  # every folder below the answer shares it
+            if d in marked:
+                break
+            marked[d] = hit
+        return hit
+
+    for song in songs:
+        folder = Path(song.path).resolve().parent
+        voices = None
+        truth = folder / "truth.json"
+        if truth.is_file():
+            try:
+                voices = json.loads(truth.read_text(encoding="utf-8")).get("voices")
+            except (OSError, ValueError, AttributeError):
+                voices = None
+        if voices in EVALUATION_VOICE_SETS or under_marker(folder):
+            raise TrainingError(
+                f"{song.path}: this song is from an evaluation-only corpus (espeak-ng voices, "
+                "reserved for independent evaluation); remove it from the training data.")
+
+
 #: Prefix of the pseudo-label of an untagged song in label-agnostic training.
 UNLABELLED = "song:"
 

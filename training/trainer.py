@@ -50,6 +50,7 @@ from training.dataset import (
     SongEntry,
     Split,
     load_dataset,
+    refuse_evaluation_only,
     split_singers,
 )
 from training.events import (
@@ -302,6 +303,7 @@ def prepare(cfg: TrainConfig, *, emit: EmitFn, device: torch.device,
             cancel: CancelToken | None = None, split: Split | None = None) -> Prepared:
     """Read the folder, split singers, compute (or load cached) segments of every song."""
     ds = load_dataset(cfg.data, labels=cfg.uses_labels)
+    refuse_evaluation_only(ds.songs)
     if split is None:
         split = split_singers(ds, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=cfg.seed,
                               labels=cfg.uses_labels)

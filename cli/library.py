@@ -1,4 +1,7 @@
-"""``crossmix library ...`` (add, scan, status, remove) and ``crossmix match SONG``."""
+"""``crossmix library ...`` (add, scan, index, status, repair, remove) and ``crossmix match SONG``.
+
+Every command runs through :class:`core.api.Crossmix`, the engine object the app's Library
+tab uses; this module parses flags and prints what it returns."""
 
 from __future__ import annotations
 
@@ -18,8 +21,8 @@ from core.library.spaces import SEARCH_SPACES
 from core.progress import CancelToken, Progress
 
 if TYPE_CHECKING:
-    from core.embedding.encoders import EncoderPair
-    from core.library.cluster import ModelSpec
+    from core.api import LibraryReport
+    from core.library.cluster import ModelSpec, RayOptions
     from core.library.library import Library
     from core.library.scan import ScanReport
 
@@ -246,51 +249,48 @@ def _run_scan(lib: Library, args: argparse.Namespace) -> ScanReport:
             bar.set_postfix_str(p.message[:40])
             bar.refresh()
 
+    # the same engine object as the app's Library tab (core.api.Crossmix)
+    cx = Crossmix(separator=lambda d: models.load_separator(), encoders=lambda d: encoders,
+                  library=lib)
     try:
         with _ctrl_c_cancels(token):
+            report: ScanReport
             if args.engine == "ray":
-                return _run_ray_scan(lib, args, encoders, on_progress, token)
-            # the same engine object as the app's Library tab (core.api.Crossmix)
-            cx = Crossmix(separator=lambda d: models.load_separator(),
-                          encoders=lambda d: encoders, library=lib)
-            report: ScanReport = cx.scan(mode=args.mode, analyze=args.analyze,
-                                         workers=args.workers, retry_failed=args.retry_failed,
-                                         progress=on_progress, cancel=token)
+                report = cx.scan_on_ray(models=models, options=_ray_options(args),
+                                        mode=args.mode, analyze=args.analyze,
+                                        retry_failed=args.retry_failed, progress=on_progress,
+                                        cancel=token)
+            else:
+                report = cx.scan(mode=args.mode, analyze=args.analyze, workers=args.workers,
+                                 retry_failed=args.retry_failed, progress=on_progress,
+                                 cancel=token)
             return report
     finally:
         bar.close()
 
 
-def _run_ray_scan(lib: Library, args: argparse.Namespace, encoders: EncoderPair,
-                  on_progress: Any, token: CancelToken) -> ScanReport:
-    from core.library.cluster import RayOptions, run_scan
+def _ray_options(args: argparse.Namespace) -> RayOptions:
+    from core.library.cluster import RayOptions
 
-    options = RayOptions(address=args.address, actors=args.actors,
-                         gpus_per_actor=args.gpus_per_actor, shards=args.shards,
-                         rows_per_shard=args.rows_per_shard)
-    analyze = args.analyze if args.analyze is not None else args.mode == "full"
-    return run_scan(lib, mode=args.mode, spec=_models(args), encoders=encoders,
-                    analyze=analyze, options=options, retry_failed=args.retry_failed,
-                    progress=on_progress, cancel=token)
+    return RayOptions(address=args.address, actors=args.actors,
+                      gpus_per_actor=args.gpus_per_actor, shards=args.shards,
+                      rows_per_shard=args.rows_per_shard)
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from core.library.index import INDEX_KIND_META
-    from core.library.spaces import INDEXED_SPACES
+    from core.api import Crossmix
+    from core.errors import EmptyLibraryError
 
     with _open(args) as lib:
-        model = lib.catalog.model_id
-        if model is None:
+        try:
+            built = Crossmix(library=lib, query_cache=None).rebuild_indexes(kind=args.kind)
+        except EmptyLibraryError:
             print(f"crossmix: the library {lib.root} is empty; add folders with "
                   "'crossmix library add DIR'.", file=sys.stderr)
             return 1
-        if args.kind is not None:
-            lib.catalog.set_meta(INDEX_KIND_META, args.kind)
-        lib.indexes.rebuild_all(list(INDEXED_SPACES), model, force=True)
-        for space in INDEXED_SPACES:
-            idx = lib.indexes.get(space, model)
-            if idx.ntotal:
-                print(f"{space}: {idx.kind} index of {idx.ntotal} songs")
+        for idx in built:
+            if idx.songs:
+                print(f"{idx.space}: {idx.kind} index of {idx.songs} songs")
     return 0
 
 
@@ -361,16 +361,12 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def cmd_repair(args: argparse.Namespace) -> int:
-    from core.library.catalog import repair_catalog
-    from core.library.library import Library
+    from core.api import Crossmix
 
-    catalog = _existing(args.library) if args.library is not None else None
-    if catalog is None:
-        from core.library.library import CATALOG_NAME
-        from core.paths import default_library_dir
-
-        catalog = default_library_dir() / CATALOG_NAME
-    r = repair_catalog(catalog, dry_run=args.check)
+    if args.library is not None:
+        _existing(args.library)
+    fixed = Crossmix(library=None).repair(args.library, check_only=args.check)
+    r, catalog = fixed.report, fixed.catalog
     if not r.problems:
         print(f"{catalog}: the catalog is sound.")
         return 0
@@ -383,60 +379,52 @@ def cmd_repair(args: argparse.Namespace) -> int:
     kept = ", ".join(f"{t} {n}" for t, n in r.kept.items() if n)
     print(f"salvaged: {kept or 'nothing readable'}; {r.lost_songs} songs lost (their files are "
           f"indexed again by the next scan). The damaged file was kept as {r.damaged_copy}.")
-    with Library.open(catalog.parent) as lib:
-        st = lib.status()
-    print(f"the library now holds {st.songs} songs; run 'crossmix library scan"
+    print(f"the library now holds {fixed.songs} songs; run 'crossmix library scan"
           + (f" --library {args.library}" if args.library is not None else "")
           + "' to index the lost ones again.")
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    with _open(args, read_only=None) as lib:  # only reads: a catalogue stays untouched
-        st = lib.status()
-        failures = lib.failures()
-        from core.embedding.quality import library_has_vocals, quality_for
+    from core.api import Crossmix
 
-        q = quality_for(model_id=st.model_id) if st.model_id else None
-        space, why = q.best_space(has_vocals=library_has_vocals(st)) if q is not None else ("", "")
-        if args.json:
-            d = st.to_dict()
-            if q is not None:
-                d["quality"] = {"protocol": q.protocol, "name": q.name,
-                                "spaces": {k: {"top1": v.top1, "top5": v.top5} for k, v in q.spaces.items()},
-                                "default_space": space, "default_space_reason": why}
-            d["failure_list"] = [
-                {"path": f.path, "stage": f.stage, "error": f.error, "reason": f.reason}
-                for f in failures
-            ]
-            print(json.dumps(d, indent=2))
-            return 0
-        print(f"library   {st.root}")
-        for r in st.roots:
-            print(f"folder    {r}")
-        print(f"model     {st.model_id or '(none yet)'}")
-        if st.model_id and q is None:
-            print("quality   not measured for these encoders (crossmix evaluate measures it)")
-        elif q is not None:
-            print(f"quality   {q.summary()}")
-            print(f"search    default space {space}: {why}")
-        print(f"songs     {st.songs} ({st.files} files; {st.current} searchable, "
-              f"{st.full} with vocals, {st.analysed} analysed)")
-        if st.stale:
-            print(f"stale     {st.stale} songs embedded by another checkpoint: run "
-                  "'crossmix library scan' to re-embed them")
-        if st.damaged:
-            print(f"damaged   {st.damaged} songs have a stored vector that fails its checksum "
-                  "(left out of searches): run 'crossmix library scan' to re-embed them")
-        print("vectors   " + ", ".join(f"{k}: {v}" for k, v in sorted(st.vectors.items())))
-        print(f"disk      {_size(st.size_bytes)} (catalog {_size(st.catalog_bytes)}, indexes "
-              f"{_size(st.index_bytes)}, stems {_size(st.stems_bytes)})")
-        print(f"failures  {st.failures}")
-        for f in failures[:50]:
-            print(f"  {f.path}: [{f.stage}] {f.error}: {f.reason}")
-        if len(failures) > 50:
-            print(f"  ... and {len(failures) - 50} more (--json lists all)")
+    with _open(args, read_only=None) as lib:  # only reads: a catalogue stays untouched
+        # the figures the app's Library tab shows (core.api.Crossmix.status)
+        report = Crossmix(library=lib, query_cache=None).status()
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+        return 0
+    _print_status(report)
     return 0
+
+
+def _print_status(report: LibraryReport) -> None:
+    st, q, failures = report.status, report.quality, report.failures
+    print(f"library   {st.root}")
+    for r in st.roots:
+        print(f"folder    {r}")
+    print(f"model     {st.model_id or '(none yet)'}")
+    if st.model_id and q is None:
+        print("quality   not measured for these encoders (crossmix evaluate measures it)")
+    elif q is not None:
+        print(f"quality   {q.summary()}")
+        print(f"search    default space {report.default_space}: {report.default_space_reason}")
+    print(f"songs     {st.songs} ({st.files} files; {st.current} searchable, "
+          f"{st.full} with vocals, {st.analysed} analysed)")
+    if st.stale:
+        print(f"stale     {st.stale} songs embedded by another checkpoint: run "
+              "'crossmix library scan' to re-embed them")
+    if st.damaged:
+        print(f"damaged   {st.damaged} songs have a stored vector that fails its checksum "
+              "(left out of searches): run 'crossmix library scan' to re-embed them")
+    print("vectors   " + ", ".join(f"{k}: {v}" for k, v in sorted(st.vectors.items())))
+    print(f"disk      {_size(st.size_bytes)} (catalog {_size(st.catalog_bytes)}, indexes "
+          f"{_size(st.index_bytes)}, stems {_size(st.stems_bytes)})")
+    print(f"failures  {st.failures}")
+    for f in failures[:50]:
+        print(f"  {f.path}: [{f.stage}] {f.error}: {f.reason}")
+    if len(failures) > 50:
+        print(f"  ... and {len(failures) - 50} more (--json lists all)")
 
 
 def cmd_remove(args: argparse.Namespace) -> int:

@@ -1014,14 +1014,15 @@ class Crossmix:
         """Status, per-folder file/song counts, failures and the song list (reads the catalog
         only)."""
         lib = self._require_library()
-        status = lib.status()
+        report = self.status()  # the figures `crossmix library status` prints
+        status = report.status
         rows = lib.catalog.file_rows()
         folders = []
         for root in status.roots:
             prefix = root.rstrip("/") + "/"
             under = [r for p, r in rows.items() if p == root or p.startswith(prefix)]
             folders.append((root, len(under), len({r.song_id for r in under})))
-        return LibraryOverview(status=status, folders=folders, failures=lib.failures(),
+        return LibraryOverview(status=status, folders=folders, failures=report.failures,
                                songs=song_entries(lib,
                                                   damaged=lib.catalog.damaged_vector_songs()
                                                   if status.damaged else set()))
@@ -1358,6 +1359,111 @@ class Crossmix:
             progress(Progress("export", n, n, "matches"))
         return report
 
+    # --- library upkeep (crossmix library status | index | repair, --engine ray) ------------
+
+    def status(self) -> LibraryReport:
+        """The library's counts and sizes, the files that could not be indexed, and the
+        measured quality of its encoders with the search space it serves best: what
+        ``crossmix library status`` prints and the Library tab's summary shows (reads the
+        catalog only; a read-only catalogue stays untouched)."""
+        from core.embedding.quality import library_has_vocals, quality_for
+
+        lib = self._require_library()
+        st = lib.status()
+        q = quality_for(model_id=st.model_id) if st.model_id else None
+        space, why = q.best_space(has_vocals=library_has_vocals(st)) if q is not None else ("", "")
+        return LibraryReport(status=st, failures=list(lib.failures()), quality=q,
+                             default_space=space, default_space_reason=why)
+
+    def rebuild_indexes(self, *, kind: str | None = None) -> list[IndexInfo]:
+        """Build every search index of the library again from its catalog
+        (``crossmix library index``). ``kind``: ``"auto"`` (exact up to
+        :data:`core.library.index.FLAT_LIMIT` songs, IVF-PQ above), ``"flat"``, ``"ivf"`` or
+        ``"ivfpq"``, kept in the catalog for later scans; ``None`` keeps the library's choice.
+
+        Raises
+        ------
+        EmptyLibraryError
+            The library has no indexed songs yet.
+        LibraryError
+            ``kind`` is unknown, or the library may not be written.
+        """
+        from core.errors import EmptyLibraryError, LibraryError
+        from core.library.index import INDEX_KIND_META, KINDS
+        from core.library.spaces import INDEXED_SPACES
+
+        if kind is not None and kind not in ("auto", *KINDS):
+            raise LibraryError(f"index kind {kind!r}: choose auto, {', '.join(KINDS)}.")
+        lib = self._require_library()
+        model = lib.catalog.model_id
+        if model is None:
+            raise EmptyLibraryError(f"{lib.root}: the library is empty; add folders with "
+                                    "'crossmix library add DIR'.")
+        if kind is not None:
+            lib.catalog.set_meta(INDEX_KIND_META, kind)
+        lib.indexes.rebuild_all(list(INDEXED_SPACES), model, force=True)
+        built = [(space, lib.indexes.get(space, model)) for space in INDEXED_SPACES]
+        return [IndexInfo(space=s, kind=str(idx.kind), songs=int(idx.ntotal)) for s, idx in built]
+
+    def repair(self, folder: str | Path | None = None, *,
+               check_only: bool = False) -> CatalogRepair:
+        """Check a library's catalog and salvage a damaged one (``crossmix library repair``,
+        :func:`core.library.catalog.repair_catalog`): every row that can still be read goes
+        into a new catalog, the damaged file stays beside it, and the next :meth:`scan`
+        indexes the lost songs again. ``folder``: the library's folder (default: the one this
+        object has open, else the user's library); the catalog is checked without opening
+        the library, which a damaged one may not allow. ``check_only``: change nothing.
+
+        This object's library, when it is that folder, is closed first (its catalog file is
+        replaced) and opened again on next use (when it was given as a folder or factory).
+        """
+        from core.library.catalog import repair_catalog
+        from core.library.library import CATALOG_NAME, Library
+        from core.paths import default_library_dir
+
+        with self._lock:
+            open_lib = self._library
+        if folder is None:
+            folder = open_lib.root if open_lib is not None else default_library_dir()
+        catalog = Path(folder).expanduser() / CATALOG_NAME
+        if (not check_only and open_lib is not None
+                and Path(open_lib.root).resolve() == catalog.parent.resolve()):
+            self.close()
+        report = repair_catalog(catalog, dry_run=check_only)
+        songs = None
+        if report.repaired:
+            with Library.open(catalog.parent) as lib:
+                songs = lib.status().songs
+        return CatalogRepair(catalog=catalog, report=report, songs=songs)
+
+    def scan_on_ray(self, *, models: Any, options: Any = None, mode: str = "fast",
+                    analyze: bool | None = None, retry_failed: bool = False,
+                    progress: ProgressFn | None = None,
+                    cancel: CancelToken | None = None) -> Any:
+        """:meth:`scan` as a Ray Data job (``crossmix library add|scan --engine ray``, see
+        :mod:`core.library.cluster`): a ScanReport, the same as a local scan's. ``models``
+        (a :class:`core.library.cluster.ModelSpec`) names the models each actor loads on its
+        own node; this object's encoders give the catalog's model id. ``options``: a
+        :class:`core.library.cluster.RayOptions` (default: a local cluster for the job).
+        ``analyze``: default in full mode only.
+
+        Raises
+        ------
+        ClusterError
+            Ray missing, the cluster unreachable, the shard folder unusable, or the job failed.
+        ModelError
+            No encoders are installed.
+        """
+        from core.library.cluster import RayOptions, run_scan
+
+        lib = self._require_library()
+        encoders = self.encoders()
+        return run_scan(lib, mode=mode, spec=models, encoders=encoders,
+                        analyze=analyze if analyze is not None else mode == "full",
+                        options=options if options is not None else RayOptions(),
+                        retry_failed=retry_failed, max_duration=self.max_duration,
+                        progress=progress, cancel=cancel)
+
 
 @dataclass
 class FileRemix:
@@ -1442,3 +1548,47 @@ def region_options(query: QueryResult, options: Any) -> Any:
     start, end = query.region
     return dataclasses.replace(options, preview_start=start,
                                preview_seconds=min(options.preview_seconds, end - start))
+
+
+@dataclass
+class LibraryReport:
+    """What :meth:`Crossmix.status` reads: ``crossmix library status`` and the Library tab."""
+
+    status: Any  # core.library.library.LibraryStatus
+    failures: list[Any]  # core.library.catalog.Failure
+    quality: Any | None  # core.embedding.quality.Quality (None: not measured)
+    default_space: str  # the space "auto" searches ("" when not measured)
+    default_space_reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as JSON-ready values (``crossmix library status --json``)."""
+        d: dict[str, Any] = self.status.to_dict()
+        q = self.quality
+        if q is not None:
+            d["quality"] = {"protocol": q.protocol, "name": q.name,
+                            "spaces": {k: {"top1": v.top1, "top5": v.top5}
+                                       for k, v in q.spaces.items()},
+                            "default_space": self.default_space,
+                            "default_space_reason": self.default_space_reason}
+        d["failure_list"] = [{"path": f.path, "stage": f.stage, "error": f.error,
+                              "reason": f.reason} for f in self.failures]
+        return d
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    """One search index built by :meth:`Crossmix.rebuild_indexes`."""
+
+    space: str  # the library's space ("M", "V", "[M+V]", "[M,V]")
+    kind: str  # "flat", "ivf" or "ivfpq"
+    songs: int  # vectors in it
+
+
+@dataclass
+class CatalogRepair:
+    """What :meth:`Crossmix.repair` found and did."""
+
+    catalog: Path
+    report: Any  # core.library.catalog.RepairReport
+    #: the songs the library holds after a repair (``None`` when nothing was repaired)
+    songs: int | None = None

@@ -99,6 +99,10 @@ class NoVocalError(LibraryError):
     """A query has no singing voice (or too little audio) to be matched by its vocal."""
 
 
+class EmptyLibraryError(LibraryError):
+    """The library has no indexed songs yet (nothing to search or to build indexes of)."""
+
+
 class ClusterError(CrossmixError):
     """Distributed indexing (Ray) is not installed, its cluster cannot be reached, or its
     shard folder cannot be used."""

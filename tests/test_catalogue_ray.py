@@ -283,3 +283,38 @@ def test_user_errors_are_messages_not_tracebacks(
     assert main(["library", "add", music, "--library", str(fresh), "--engine", "ray", *TINY]) == 1
     assert "pip install -e '.[scale]'" in capsys.readouterr().err
     assert not fresh.exists()  # refused before anything was made
+
+
+def test_the_ray_engine_runs_through_the_facade(built: dict[str, Path], tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """``library add --engine ray`` is ``Crossmix.scan_on_ray`` (the facade the app and the
+    local scan use): the flags arrive as the models each actor loads and the job's options,
+    and what it prints is the report the job made."""
+    from core.api import Crossmix
+
+    calls: list[tuple[dict[str, Any], Any]] = []
+    real = Crossmix.scan_on_ray
+
+    def spy(self: Crossmix, **kw: Any) -> Any:
+        report = real(self, **kw)
+        calls.append((kw, report))
+        return report
+
+    monkeypatch.setattr(Crossmix, "scan_on_ray", spy)
+    lib_dir = tmp_path / "catalogue"
+    shutil.copytree(built["ray"], lib_dir)
+    new = tmp_path / "new"
+    write_song(new / "late.wav", seed=150, seconds=8.0)
+    assert main(["library", "add", str(new), "--library", str(lib_dir), "--mode", "full",
+                 "--engine", "ray", "--rows-per-shard", "3", *TINY]) == 0
+    out = capsys.readouterr().out
+    (kw, report), = calls
+    assert kw["models"] == ModelSpec(encoders="tiny", separator="tiny", device="cpu")
+    assert kw["options"].rows_per_shard == 3 and kw["mode"] == "full"
+    assert report.indexed == 1 and report.unchanged == SONGS + 1
+    assert f"{report.total} audio files: 1 indexed, 0 re-embedded" in out
+    with Library.open(lib_dir, read_only=True) as lib:
+        (late,) = [s for s in lib.songs() if s.path.endswith("late.wav")]
+        assert late.mode == "full" and late.analysis is not None  # analysed: full mode's default
+    assert is_catalogue(lib_dir)

@@ -303,3 +303,185 @@ def test_library_remove_on_the_command_line_is_the_apps(songs: Path, tmp_path: P
     assert not stems_file.exists()
     with Library.open(lib_dir) as lib:
         assert len(lib.songs()) == 3
+
+
+# --- crossmix library status | index | repair: the facade's, as the Library tab's ------------
+
+
+@pytest.fixture
+def spy(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``spy("status")``: the list of what each call of ``Crossmix.status`` returned (or
+    raised), by anyone (the CLI, a Session in a worker thread); the real method still runs.
+    A front end that reads the library past the facade leaves the list empty."""
+
+    def install(name: str) -> list[Any]:
+        real = getattr(Crossmix, name)
+        seen: list[Any] = []
+
+        def wrapper(self: Crossmix, *args: Any, **kw: Any) -> Any:
+            try:
+                result = real(self, *args, **kw)
+            except Exception as exc:
+                seen.append(exc)
+                raise
+            seen.append(result)
+            return result
+
+        monkeypatch.setattr(Crossmix, name, wrapper)
+        return seen
+
+    return install
+
+
+@pytest.mark.gui
+def test_library_status_on_the_command_line_is_the_library_tabs(
+        songs: Path, tmp_path: Path, qtbot: Any, capsys: pytest.CaptureFixture[str],
+        spy: Any) -> None:
+    """``crossmix library status`` and the Library tab's summary, folders and failures are
+    one facade call (``Crossmix.status``) on a real library with a file that failed."""
+    import shutil
+
+    from gui.library_panel import LibraryPanel
+    from gui.settings import Settings
+    from gui.workers import TaskRunner
+
+    music = tmp_path / "music"
+    shutil.copytree(songs, music)
+    (music / "broken.flac").write_bytes(b"fLaC" + b"\0" * 100)
+    lib_dir = tmp_path / "lib"
+    with Library.open(lib_dir, separator=Separator.tiny(), encoders=EncoderPair.tiny()) as lib:
+        lib.add_paths([music])
+        assert lib.scan(mode="fast").failed == 1
+    reports = spy("status")
+
+    assert main(["library", "status", "--library", str(lib_dir), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert len(reports) == 1 and doc == json.loads(json.dumps(reports[0].to_json()))
+    assert (doc["songs"], doc["current"], doc["failures"]) == (4, 4, 1)
+    assert [Path(f["path"]).name for f in doc["failure_list"]] == ["broken.flac"]
+    assert main(["library", "status", "--library", str(lib_dir)]) == 0
+    text = capsys.readouterr().out
+    st = reports[1].status
+    assert len(reports) == 2
+    assert f"songs     {st.songs} ({st.files} files; {st.current} searchable" in text
+    assert f"failures  {st.failures}\n  {reports[1].failures[0].path}: [" in text
+
+    session = Session(separator_factory=lambda d: Separator.tiny(),
+                      encoders_factory=lambda d: EncoderPair.tiny(),
+                      library_factory=lambda: Library.open(lib_dir),
+                      stem_cache=StemCache(tmp_path / "stems"))
+    panel = LibraryPanel(session, Settings(tmp_path / "s.ini"), TaskRunner())
+    qtbot.addWidget(panel)
+    try:
+        with qtbot.waitSignal(panel.overview_updated, timeout=30_000):
+            panel.refresh()
+        assert len(reports) == 3  # the tab's figures came from the same facade method
+        shown = panel.overview.status
+        assert shown is reports[2].status and panel.overview.failures == reports[2].failures
+        figures = ("songs", "files", "current", "stale", "full", "failures", "model_id", "roots")
+        assert {k: getattr(shown, k) for k in figures} == {k: doc[k] for k in figures}
+        summary = panel.summary.text().replace("<b>", "").replace("</b>", "")
+        assert f"{doc['songs']} songs in {doc['files']} files" in summary
+        assert f"{doc['failures']} failures" in summary
+        assert [panel.failures.item(i, 0).text() for i in range(panel.failures.rowCount())] == \
+            [Path(f["path"]).name for f in doc["failure_list"]]
+    finally:
+        session.close()
+
+
+def test_library_index_on_the_command_line_is_the_facades(
+        full_library: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        spy: Any) -> None:
+    """``crossmix library index`` prints what ``Crossmix.rebuild_indexes`` built: real faiss
+    indexes of the kind asked for, the choice kept in the catalog; an empty library is said."""
+    import shutil
+
+    from core.errors import EmptyLibraryError
+    from core.library.index import INDEX_KIND_META
+    from core.library.spaces import INDEXED_SPACES
+
+    lib_dir = tmp_path / "lib"
+    shutil.copytree(full_library, lib_dir)
+    for f in (lib_dir / "index").iterdir():
+        f.unlink()
+    built = spy("rebuild_indexes")
+    assert main(["library", "index", "--kind", "flat", "--library", str(lib_dir)]) == 0
+    out = capsys.readouterr().out
+    assert len(built) == 1
+    assert out.splitlines() == [f"{i.space}: {i.kind} index of {i.songs} songs"
+                                for i in built[0]]
+    assert [(i.space, i.kind, i.songs) for i in built[0]] == [(s, "flat", 4)
+                                                              for s in INDEXED_SPACES]
+    with Library.open(lib_dir) as lib:
+        assert lib.catalog.get_meta(INDEX_KIND_META) == "flat"
+        model = lib.catalog.model_id or ""
+        for i in built[0]:
+            assert lib.indexes.paths(i.space)[0].is_file()
+            idx = lib.indexes.get(i.space, model)
+            assert (idx.kind, idx.ntotal) == (i.kind, i.songs)
+
+    empty = tmp_path / "empty"
+    Library.open(empty).close()
+    assert main(["library", "index", "--library", str(empty)]) == 1
+    err = capsys.readouterr().err
+    assert f"crossmix: the library {empty} is empty; add folders with" in err, err
+    assert len(built) == 2 and isinstance(built[1], EmptyLibraryError)
+
+
+def _bad_utf8_artist(lib_dir: Path) -> None:
+    """Damage the catalog as a flipped byte in a tag does (a value SQLite cannot decode)."""
+    import sqlite3
+
+    conn = sqlite3.connect(lib_dir / "catalog.sqlite")
+    conn.execute("UPDATE songs SET artist = CAST(x'41ff42' AS TEXT) WHERE id = "
+                 "(SELECT MIN(id) FROM songs)")
+    conn.commit()
+    conn.close()
+
+
+def test_library_repair_on_the_command_line_is_the_facades(
+        full_library: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        spy: Any) -> None:
+    """``crossmix library repair [--check]`` prints what ``Crossmix.repair`` found and did."""
+    import shutil
+
+    lib_dir = tmp_path / "lib"
+    shutil.copytree(full_library, lib_dir)
+    repairs = spy("repair")
+    assert main(["library", "repair", "--check", "--library", str(lib_dir)]) == 0
+    assert "the catalog is sound" in capsys.readouterr().out
+    assert len(repairs) == 1 and not repairs[0].report.problems
+    _bad_utf8_artist(lib_dir)
+    assert main(["library", "repair", "--check", "--library", str(lib_dir)]) == 1
+    out = capsys.readouterr().out
+    checked = repairs[1]
+    assert checked.report.problems and not checked.report.repaired and checked.songs is None
+    assert f"{checked.catalog}: the catalog is damaged:\n  {checked.report.problems[0]}" in out
+    assert not list(lib_dir.glob("catalog.sqlite.damaged-*"))  # --check changes nothing
+    assert main(["library", "repair", "--library", str(lib_dir)]) == 0
+    out = capsys.readouterr().out
+    fixed = repairs[2]
+    assert fixed.catalog == lib_dir / "catalog.sqlite" and fixed.report.repaired
+    assert f"kept as {fixed.report.damaged_copy}." in out and Path(fixed.report.damaged_copy).is_file()
+    assert f"the library now holds {fixed.songs} songs" in out
+    with Library.open(lib_dir) as lib:
+        assert lib.status().songs == fixed.songs == 4
+
+
+def test_repair_closes_and_reopens_the_facades_own_library(full_library: Path,
+                                                           tmp_path: Path) -> None:
+    """``Crossmix.repair()`` without a folder repairs the library it has open, which is
+    opened again (repaired) on next use."""
+    import shutil
+
+    lib_dir = tmp_path / "lib"
+    shutil.copytree(full_library, lib_dir)
+    with Crossmix(library=lib_dir, separator="tiny", encoders="tiny") as cx:
+        before = cx.status().status
+        _bad_utf8_artist(lib_dir)
+        fixed = cx.repair()
+        assert fixed.catalog == lib_dir / "catalog.sqlite" and fixed.report.repaired
+        after = cx.status().status  # the repaired catalog, opened again
+        assert (after.songs, after.current, after.vectors) == (before.songs, before.current,
+                                                               before.vectors)
+        assert "\ufffd" in "".join(s.artist or "" for s in cx.library().songs())

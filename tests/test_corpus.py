@@ -366,6 +366,8 @@ def test_the_independent_voice_set_is_espeak_only_and_one_voice_per_singer() -> 
     training_voices = {v.name for s in VOICE_SETS.values() for v in s}
     assert not training_voices & {v.name for v in EVALUATION_VOICES}
     assert not set(VOICE_SETS) & set(EVALUATION_VOICE_SETS)
+    val = {v.name for v in EVALUATION_VOICE_SETS["independent-val"]}
+    assert len(val) == 30 and not val & {v.name for v in EVALUATION_VOICES} and not val & training_voices
 
 
 @pytest.mark.slow

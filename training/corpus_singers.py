@@ -105,14 +105,24 @@ VOICE_SETS: dict[str, tuple[BaseVoice, ...]] = {
 _EVAL_LANGUAGES = ("en", "de", "es", "fr", "it", "pt", "nl", "pl", "sv", "hu")
 _EVAL_VARIANTS = ("m1", "f1", "m2", "f2", "m3", "f3", "m4", "f4", "m5", "f5", "m6", "m7", "adam", "linda", "steph")
 _FEMALE_VARIANTS = ("f1", "f2", "f3", "f4", "f5", "linda", "steph")
-EVALUATION_VOICES: tuple[BaseVoice, ...] = tuple(
-    BaseVoice(f"espeak_{lang}+{var}", lang, 200.0 if var in _FEMALE_VARIANTS else 110.0,
-              var in _FEMALE_VARIANTS, "espeak-ng")
-    for lang, var in ((_EVAL_LANGUAGES[i % 10], _EVAL_VARIANTS[i % 15]) for i in range(30))
-)
+def _espeak(pairs: list[tuple[int, int]]) -> tuple[BaseVoice, ...]:
+    return tuple(
+        BaseVoice(f"espeak_{_EVAL_LANGUAGES[a]}+{_EVAL_VARIANTS[b]}", _EVAL_LANGUAGES[a],
+                  200.0 if _EVAL_VARIANTS[b] in _FEMALE_VARIANTS else 110.0,
+                  _EVAL_VARIANTS[b] in _FEMALE_VARIANTS, "espeak-ng")
+        for a, b in pairs)
 
-#: Voice sets for evaluation corpora only (``crossmix corpus --voices independent``).
-EVALUATION_VOICE_SETS: dict[str, tuple[BaseVoice, ...]] = {"independent": EVALUATION_VOICES}
+
+EVALUATION_VOICES: tuple[BaseVoice, ...] = _espeak([(i % 10, i % 15) for i in range(30)])
+#: Thirty *other* language-variant pairs (variant index = language index + 2 mod 5 where the
+#: set above has them equal mod 5, so no pair is shared): a validation set for choices between
+#: finished models on voices unlike the training voices, kept apart from the test voices.
+EVALUATION_VAL_VOICES: tuple[BaseVoice, ...] = _espeak([(i % 10, (i + 7) % 15) for i in range(30)])
+
+#: Voice sets for evaluation corpora only (``crossmix corpus --voices independent`` for test,
+#: ``independent-val`` for validation).
+EVALUATION_VOICE_SETS: dict[str, tuple[BaseVoice, ...]] = {
+    "independent": EVALUATION_VOICES, "independent-val": EVALUATION_VAL_VOICES}
 
 #: The file an evaluation-only corpus carries in its root folder; training refuses its songs.
 EVALUATION_MARKER = "EVALUATION_ONLY"
@@ -208,7 +218,7 @@ def draw_singer(*, seed: int, index: int, voices: str = "classic") -> Singer:
 
 
 def base_voice(name: str) -> BaseVoice:
-    for v in VOICE_SETS["wide"] + EVALUATION_VOICES:
+    for v in VOICE_SETS["wide"] + EVALUATION_VOICES + EVALUATION_VAL_VOICES:
         if v.name == name:
             return v
     raise KeyError(name)

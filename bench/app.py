@@ -355,25 +355,27 @@ def main() -> int:
         # Click the other top matches once they are rendered ahead, and one outside them.
         mon.start()
         t = time.perf_counter()
-        by_rank = sorted(range(w.search_page.results_model.rowCount()),
-                         key=lambda i: w.search_page.results_model.row(i).rank)
-        top = [w.search_page._song_id(w.search_page.results_model.row(i)) for i in by_rank[: w.search_page.RENDER_AHEAD]]
-        while not all(sid in w.search_page._previews or sid in w.search_page._ahead_failed for sid in top):
+        page = w.search_page
+        by_rank = sorted(range(page.results_model.rowCount()),
+                         key=lambda i: page.results_model.row(i).rank)
+        top = [page._song_id(page.results_model.row(i))
+               for i in by_rank[: page.RENDER_AHEAD]]
+        while not all(sid in page._previews or sid in page._ahead_failed for sid in top):
             _wait_ms(app, 50)
         ahead_s = time.perf_counter() - t
         clicks = []
         for i in by_rank[1:]:
             got: list[float] = []
-            w.search_page.preview_finished.connect(lambda _p, got=got: got.append(time.perf_counter()))
-            idx = w.search_page.results_proxy.mapFromSource(w.search_page.results_model.index(i, 0))
+            page.preview_finished.connect(lambda _p, got=got: got.append(time.perf_counter()))
+            idx = page.results_proxy.mapFromSource(page.results_model.index(i, 0))
             tc = time.perf_counter()
-            w.search_page.table.selectRow(idx.row())
+            page.table.selectRow(idx.row())
             while not got:
                 _wait_ms(app, 5)
-            clicks.append({"rank": w.search_page.results_model.row(i).rank,
-                           "rendered_ahead": w.search_page.results_model.row(i).rank <= w.search_page.RENDER_AHEAD,
+            clicks.append({"rank": page.results_model.row(i).rank,
+                           "rendered_ahead": page.results_model.row(i).rank <= page.RENDER_AHEAD,
                            "click_to_preview_s": round(got[0] - tc, 3)})
-            if len(clicks) >= w.search_page.RENDER_AHEAD:  # the last one: outside the rendered-ahead
+            if len(clicks) >= page.RENDER_AHEAD:  # the last one: outside the rendered-ahead
                 break
         mon.stop()
         results.append({

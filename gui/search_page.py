@@ -132,9 +132,8 @@ class SearchPage(SearchPreview):
         self.preview_task: Task | None = None
         self.search_task: Task | None = None
         self.ahead_task: Task | None = None  # a preview rendered ahead (not the selected row)
-        #: rendered previews of self.result by song id, for the options in _previews_options
+        # the preview's state (documented in SearchPreview)
         self._previews: OrderedDict[int, PreviewResult] = OrderedDict()
-        #: remove / keep choices by (query path, song id), and the one a Cancel restores
         self._source_choices: dict[tuple[Path, int | None], Any] = {}
         self._choice_undo: tuple[tuple[Path, int | None], Any] | None = None
         self._previews_options: Any = None

@@ -273,7 +273,7 @@ def _results_table(w: SearchPage) -> None:
 
 
 def _preview(w: SearchPage) -> None:
-    """The cross-mix preview panel, wired to the window."""
+    """The cross-mix preview panel, wired to the page."""
     w.preview_panel = PreviewPanel()
     w.preview_panel.source_changed.connect(w._source_changed)
     w.preview_panel.gains_changed.connect(w._gains_changed)

@@ -86,11 +86,14 @@ def main() -> int:
         args.query = example_clip_path()
     w.enqueue([str(args.query)])
     r = wait(w.search_page.query_finished)
-    print(f"query: {w.search_page.results_model.rowCount()} matches; {getattr(r, 'message', '')} {w.errors}",
+    print(f"query: {w.search_page.results_model.rowCount()} matches; "
+          f"{getattr(r, 'message', '')} {w.errors}",
           file=sys.stderr, flush=True)
     if r is None or w.search_page.results_model.rowCount() == 0:
         return 1
-    p = w.search_page.preview if w.search_page.preview is not None else wait(w.search_page.preview_finished)
+    p = w.search_page.preview
+    if p is None:
+        p = wait(w.search_page.preview_finished)
     if p is None:
         print("no preview:", w.errors, file=sys.stderr)
         return 1

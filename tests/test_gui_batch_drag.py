@@ -124,7 +124,8 @@ def test_batch_export_writes_every_match_once_with_unique_names(qtbot, window, q
     with qtbot.waitSignal(w.search_page.batch_export.finished, timeout=180_000) as sig:
         task = w.search_page.batch_export.start(rows, choice)
         task.signals.progress.connect(lambda p: seen.append((p.done, p.total, p.message)))
-        assert w.search_page.batch_export.progress_dialog is not None  # one progress window, with Cancel
+        # one progress window, with Cancel
+        assert w.search_page.batch_export.progress_dialog is not None
     report = sig.args[0]
     assert report is not None and not report.failed and not report.cancelled, w.errors
     names = sorted(p.name for p in report.written)
@@ -152,8 +153,9 @@ def test_batch_export_writes_every_match_once_with_unique_names(qtbot, window, q
     assert [r.title for r in w.search_page.shown_rows()] == [
         w.search_page.results_proxy.index(i, 1).data() for i in range(4)]
     # names stay unique against the files of the first batch
-    again = w.session.export_batch(w.search_page.result, rows[:2], folder=out, fmt="wav", bitrate="192k",
-                                   full=False, options=w.search_page.remix_options(),
+    again = w.session.export_batch(w.search_page.result, rows[:2], folder=out, fmt="wav",
+                                   bitrate="192k", full=False,
+                                   options=w.search_page.remix_options(),
                                    previews=w.search_page.rendered_previews())
     assert all(" (2)" in p.name or " (3)" in p.name for p in again.written), again.written
     assert len(list(out.glob("*.wav"))) == 7  # 4 + 2 + the user's own
@@ -223,7 +225,8 @@ def test_batch_export_on_a_disk_that_fills_keeps_the_files_written(qtbot, window
     w = window
     _query(qtbot, w, query_song)
     rows = w.search_page.shown_rows()
-    one = w.session.export(w.search_page.result, w.search_page.preview.row, preview=w.search_page.preview, path=tmp_path / "one.wav", fmt="wav",
+    one = w.session.export(w.search_page.result, w.search_page.preview.row,
+                           preview=w.search_page.preview, path=tmp_path / "one.wav", fmt="wav",
                            bitrate="192k", full=False, options=w.search_page.remix_options())
     size = one.stat().st_size
     disk = tmpfs(int(1.6 * size / 1024))  # room for one file, not two
@@ -257,7 +260,8 @@ def test_cancelling_a_batch_export_keeps_whole_files_only(qtbot, window, query_s
     assert 1 <= len(report.written) < 4
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in report.written)
     assert all(load_audio(p).samples.std() > 1e-4 for p in report.written)
-    assert "Batch export cancelled" in w.search_page.banner.text() and "complete files" in w.search_page.banner.text()
+    banner = w.search_page.banner.text()
+    assert "Batch export cancelled" in banner and "complete files" in banner
 
 
 def test_dragging_matches_out_carries_real_files_of_their_cross_mixes(qtbot, window,

@@ -99,8 +99,9 @@ def test_tempo_and_key_filters_narrow_the_matches_and_are_remembered(
     assert _titles(window) == {t for t, (_, k) in known.items() if k == key}
 
     # a key no song has: no rows, and the note says why
-    other = next(window.search_page.key_combo.itemData(i) for i in range(1, window.search_page.key_combo.count())
-                 if window.search_page.key_combo.itemData(i) not in {k for _, k in known.values()})
+    combo = window.search_page.key_combo
+    other = next(combo.itemData(i) for i in range(1, combo.count())
+                 if combo.itemData(i) not in {k for _, k in known.values()})
     with qtbot.waitSignal(window.search_page.search_finished, timeout=120_000):
         window.search_page.key_combo.setCurrentIndex(window.search_page.key_combo.findData(other))
     assert window.search_page.results_model.rowCount() == 0
@@ -198,7 +199,8 @@ def test_preview_a_b_loop_repeats_until_switched_off(qtbot, window, query_song):
     panel.loop_button.click()
     assert player.loop is not None
     other = next(r for r in range(window.search_page.results_proxy.rowCount())
-                 if window.search_page.results_proxy.index(r, 0).row() != window.search_page.table.currentIndex().row())
+                 if window.search_page.results_proxy.index(r, 0).row()
+                 != window.search_page.table.currentIndex().row())
     with qtbot.waitSignal(window.search_page.preview_finished, timeout=120_000):
         window.search_page.table.selectRow(other)
     assert player.loop is None and panel.loop_a is None and not panel.loop_button.isChecked()
@@ -226,8 +228,8 @@ def test_export_with_stems_writes_the_mix_and_its_parts(qtbot, window, query_son
 
     out = tmp_path / "exports" / "cross.flac"
     with qtbot.waitSignal(window.search_page.export_finished, timeout=60_000) as sig:
-        window.search_page.export_to(ExportChoice(path=out, format="flac", bitrate="192k", full=False,
-                                      stems=True))
+        window.search_page.export_to(ExportChoice(path=out, format="flac", bitrate="192k",
+                                                  full=False, stems=True))
     assert sig.args[0] == out, window.errors
     assert "stems" in window.statusBar().currentMessage()
     files = [out, out.with_name("cross_vocals.flac"), out.with_name("cross_accompaniment.flac")]
@@ -239,5 +241,6 @@ def test_export_with_stems_writes_the_mix_and_its_parts(qtbot, window, query_son
     # without stems: the mix only
     plain = tmp_path / "exports" / "plain.flac"
     with qtbot.waitSignal(window.search_page.export_finished, timeout=60_000) as sig:
-        window.search_page.export_to(ExportChoice(path=plain, format="flac", bitrate="192k", full=False))
+        window.search_page.export_to(ExportChoice(path=plain, format="flac", bitrate="192k",
+                                                  full=False))
     assert sig.args[0] == plain and not plain.with_name("plain_vocals.flac").exists()

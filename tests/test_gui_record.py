@@ -367,7 +367,8 @@ def test_a_microphone_that_stops_delivering_ends_the_take_and_keeps_it(
         x, _ = sf.read(take.path, dtype="float32")
         lag, corr = _best_lag(x, voice)
         assert corr > 0.999 and len(x) < len(voice) + 0.5 * SR
-        assert w.search_page.query_task is None and not w.search_page.queue  # not queried: the user decides
+        # not queried: the user decides
+        assert w.search_page.query_task is None and not w.search_page.queue
         # closing the stuck stream waits at most CLOSE_WAIT_S on the GUI thread
         assert mon.max_stall_ms < 1000 * CLOSE_WAIT_S + 500
         w.close()

@@ -93,8 +93,9 @@ def test_remove_keep_cancel_undo_rerender_the_cross_mix(qtbot, window, query_son
     assert w.search_page._source_choice(None) == kept.choice  # kept with the match
 
     # the export includes it: a full-song render goes over the chosen accompaniment
-    out = w.session.export(w.search_page.result, kept.row, preview=kept, path=tmp_path / "x.wav", fmt="wav", bitrate="192k",
-                           full=True, options=w.search_page.remix_options(full=True))
+    out = w.session.export(w.search_page.result, kept.row, preview=kept, path=tmp_path / "x.wav",
+                           fmt="wav", bitrate="192k", full=True,
+                           options=w.search_page.remix_options(full=True))
     assert out.is_file()
 
     # Cancel while applying: the previous choice (keep) comes back

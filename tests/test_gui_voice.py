@@ -81,7 +81,8 @@ def query(qtbot, w: MainWindow, path: Path, **opts: Any) -> Any:
     with qtbot.waitSignal(w.search_page.query_finished, timeout=WAIT) as sig:
         w.search_page.query_file(path, **opts)
     assert sig.args[0] is not None, w.errors
-    with qtbot.waitSignals([w.search_page.analysis_finished, w.search_page.preview_finished], timeout=WAIT):
+    with qtbot.waitSignals([w.search_page.analysis_finished, w.search_page.preview_finished],
+                           timeout=WAIT):
         pass
     assert w.search_page.preview is not None, w.errors
     return sig.args[0]
@@ -104,7 +105,8 @@ def test_the_voice_alone_toggle_runs_the_query_again_without_separating(qtbot, w
     assert voice.vocal_only.isChecked() and "not separated" in voice.vocal_note.text()
     assert "file itself" in w.search_page.query_panel.vocal_wave.getPlotItem().titleLabel.text
     np.testing.assert_array_equal(r2.stems.vocals.samples, r2.stems.mix.samples)
-    with qtbot.waitSignals([w.search_page.analysis_finished, w.search_page.preview_finished], timeout=WAIT):
+    with qtbot.waitSignals([w.search_page.analysis_finished, w.search_page.preview_finished],
+                           timeout=WAIT):
         pass
     # a voice's tempo is estimated from its onsets, with a confidence shown
     assert r2.tempo_source == "onsets"
@@ -117,7 +119,8 @@ def test_typed_and_tapped_tempo_and_live_offsets(qtbot, window, files):
     voice = w.search_page.query_panel.voice
     query(qtbot, w, files["voice"], vocal_only=True)
     # typed: the query goes on an 80 BPM grid and the preview is rendered again on it
-    with qtbot.waitSignals([w.search_page.analysis_finished, w.search_page.preview_finished], timeout=WAIT):
+    with qtbot.waitSignals([w.search_page.analysis_finished, w.search_page.preview_finished],
+                           timeout=WAIT):
         voice.tempo.lineEdit().selectAll()
         qtbot.keyClicks(voice.tempo.lineEdit(), "80")
         qtbot.keyClick(voice.tempo.lineEdit(), Qt.Key.Key_Return)
@@ -132,7 +135,8 @@ def test_typed_and_tapped_tempo_and_live_offsets(qtbot, window, files):
     qtbot.keyClick(w.search_page.table, Qt.Key.Key_T)
     assert len(voice._taps) == 1
     # tapped: four taps half a second apart are 120 BPM, applied when the taps stop
-    with qtbot.waitSignals([w.search_page.analysis_finished, w.search_page.preview_finished], timeout=WAIT):
+    with qtbot.waitSignals([w.search_page.analysis_finished, w.search_page.preview_finished],
+                           timeout=WAIT):
         for t in (10.0, 10.5, 11.0, 11.5):
             voice.tap(at=t)
     assert r.tempo_source == "tapped" and r.analysis.tempo == pytest.approx(120.0)
@@ -145,9 +149,11 @@ def test_typed_and_tapped_tempo_and_live_offsets(qtbot, window, files):
     assert w.player._sources["crossmix"].offsets == (0, round((0.5 + 0.05) * sr))
     opts = w.search_page.remix_options()
     assert (opts.bar_offset_beats, opts.offset_ms) == (1, 50.0)
-    assert w.search_page._render_options().bar_offset_beats == 0  # the preview is not rendered again
+    # the preview is not rendered again
+    assert w.search_page._render_options().bar_offset_beats == 0
     # back to the estimate
-    with qtbot.waitSignals([w.search_page.analysis_finished, w.search_page.preview_finished], timeout=WAIT):
+    with qtbot.waitSignals([w.search_page.analysis_finished, w.search_page.preview_finished],
+                           timeout=WAIT):
         qtbot.mouseClick(voice.estimate_button, Qt.MouseButton.LeftButton)
     assert r.tempo_source == "onsets"
 
@@ -202,8 +208,8 @@ def test_a_region_dragged_across_the_mix_is_searched_and_previewed(qtbot, window
     sel = voice.selection
     assert sel is not None and abs(sel[0] - 2.0) < 0.3 and abs(sel[1] - 7.0) < 0.3, sel
     assert voice.search_region_button.isEnabled()
-    with qtbot.waitSignals([w.search_page.search_finished, w.search_page.analysis_finished, w.search_page.preview_finished],
-                           timeout=WAIT):
+    with qtbot.waitSignals([w.search_page.search_finished, w.search_page.analysis_finished,
+                            w.search_page.preview_finished], timeout=WAIT):
         qtbot.mouseClick(voice.search_region_button, Qt.MouseButton.LeftButton)
     assert r.region == sel and w.search_page.results_model.rowCount() == 3
     assert not np.allclose(r.embedding.V, whole.V, atol=1e-4)  # only the region embedded
@@ -212,7 +218,8 @@ def test_a_region_dragged_across_the_mix_is_searched_and_previewed(qtbot, window
     assert w.search_page.preview.crossmix.start_s == pytest.approx(sel[0], abs=0.01)
     assert w.search_page.preview.crossmix.mix.duration == pytest.approx(sel[1] - sel[0], abs=0.01)
     # the whole song again
-    with qtbot.waitSignals([w.search_page.search_finished, w.search_page.preview_finished], timeout=WAIT):
+    with qtbot.waitSignals([w.search_page.search_finished, w.search_page.preview_finished],
+                           timeout=WAIT):
         qtbot.mouseClick(voice.whole_song_button, Qt.MouseButton.LeftButton)
     assert r.region is None and r.embedding is whole
     assert w.search_page.preview.crossmix.start_s == 0.0  # the 10-s song fits one preview

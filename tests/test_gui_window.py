@@ -199,7 +199,8 @@ def test_export_writes_a_file_that_decodes_back(qtbot, window, query_song, tmp_p
     assert p is not None, window.errors
     out = tmp_path / "exports" / "cross.flac"
     with qtbot.waitSignal(window.search_page.export_finished, timeout=60_000) as sig:
-        window.search_page.export_to(ExportChoice(path=out, format="flac", bitrate="192k", full=False))
+        window.search_page.export_to(ExportChoice(path=out, format="flac", bitrate="192k",
+                                                  full=False))
     assert sig.args[0] == out, window.errors
     back = load_audio(out)
     assert back.duration == pytest.approx(p.crossmix.mix.duration, abs=0.05)
@@ -212,11 +213,13 @@ def test_export_writes_a_file_that_decodes_back(qtbot, window, query_song, tmp_p
     window.search_page.preview_panel.set_gains_db(-6.0, 0.0)
     mp3 = tmp_path / "exports" / "cross-full.mp3"
     with qtbot.waitSignal(window.search_page.export_finished, timeout=120_000) as sig:
-        window.search_page.export_to(ExportChoice(path=mp3, format="mp3", bitrate="128k", full=True))
+        window.search_page.export_to(ExportChoice(path=mp3, format="mp3", bitrate="128k",
+                                                  full=True))
     assert sig.args[0] == mp3, window.errors
     assert load_audio(mp3).duration == pytest.approx(10.0, abs=0.15)
     with qtbot.waitSignal(window.search_page.export_finished, timeout=60_000) as sig:
-        window.search_page.export_to(ExportChoice(path=mp3, format="mp3", bitrate="128k", full=True))
+        window.search_page.export_to(ExportChoice(path=mp3, format="mp3", bitrate="128k",
+                                                  full=True))
     assert sig.args[0] is None and "exists" in window.errors[-1]
 
 
@@ -316,9 +319,11 @@ def test_a_failed_query_keeps_the_previous_results_and_marks_its_stage(qtbot, wi
         # while it runs: the old match's preview (heading, report, waves) is gone with it,
         # the old results stay, greyed, and say whose they are
         assert window.search_page.preview_panel.report.text() == ""
-        assert window.search_page.preview_panel.heading.text() == window.search_page.preview_panel.IDLE_HEADING
+        panel = window.search_page.preview_panel
+        assert panel.heading.text() == panel.IDLE_HEADING
         assert window.search_page.preview_panel.waves["crossmix"].drawn_points == 0
-        assert window.search_page.results_model.rowCount() == 3 and not window.search_page.table.isEnabled()
+        assert window.search_page.results_model.rowCount() == 3
+        assert not window.search_page.table.isEnabled()
         assert "The Query" in window.search_page.results_note.text()
     assert sig.args[0] is None and "broken.mp3" in window.errors[-1]
     # the failed stage is marked as failed, not ticked
@@ -364,7 +369,8 @@ def test_after_sorting_a_new_query_or_k_previews_the_best_match(qtbot, window, q
     with qtbot.waitSignal(window.search_page.preview_finished, timeout=120_000):
         window.enqueue([str(query_song)])
     window.search_page.table.sortByColumn(3, Qt.SortOrder.AscendingOrder)  # the best match last
-    assert window.search_page.results_proxy.data(window.search_page.results_proxy.index(0, 0), ROW_ROLE).rank != 1
+    proxy = window.search_page.results_proxy
+    assert proxy.data(proxy.index(0, 0), ROW_ROLE).rank != 1
     with qtbot.waitSignal(window.search_page.preview_finished, timeout=120_000) as sig:
         window.enqueue([str(query_song)])
     assert sig.args[0].row.rank == 1, sig.args[0].row
@@ -470,8 +476,8 @@ def test_a_dropped_folder_queues_its_songs_and_cancel_stops_the_queue(qtbot, win
     drop_files(window.search_page.drop_zone, [folder])
     # the first runs, the other two wait in a visible queue
     assert window.search_page.querying
-    assert [window.search_page.queue_list.item(i).text() for i in range(window.search_page.queue_list.count())] == \
-        ["b.flac", "c.flac"]
+    queue_list = window.search_page.queue_list
+    assert [queue_list.item(i).text() for i in range(queue_list.count())] == ["b.flac", "c.flac"]
     assert window.search_page.queue_label.text() == "2 more queued"
     window.search_page.queue_list.item(0).setSelected(True)
     window.search_page.queue_remove_button.click()
@@ -518,8 +524,8 @@ def test_top_matches_are_rendered_ahead_and_a_click_shows_them_without_rendering
     with qtbot.waitSignal(window.search_page.preview_finished, timeout=120_000):
         pass
     # then the other top matches, one at a time, in the background
-    qtbot.waitUntil(lambda: len(window.search_page._previews) == 3 and window.search_page.ahead_task is None,
-                    timeout=120_000)
+    qtbot.waitUntil(lambda: len(window.search_page._previews) == 3
+                    and window.search_page.ahead_task is None, timeout=120_000)
     assert sorted(calls) == sorted(t for t, *_ in SONGS)
     shown: list = []
     window.search_page.preview_finished.connect(shown.append)
@@ -530,7 +536,8 @@ def test_top_matches_are_rendered_ahead_and_a_click_shows_them_without_rendering
     assert len(calls) == 3
     # Other options (key matching) are another render: the kept previews are dropped.
     with qtbot.waitSignal(window.search_page.preview_finished, timeout=120_000):
-        window.search_page.preview_panel.key_match.setChecked(not window.search_page.preview_panel.key_match.isChecked())
+        key_match = window.search_page.preview_panel.key_match
+        key_match.setChecked(not key_match.isChecked())
     assert len(calls) == 4
 
 
@@ -538,7 +545,8 @@ def test_songs_dropped_while_the_engine_loads_wait_for_it(qtbot, window, query_s
     window.search_page.engine_loading = True  # as gui.app sets it until the engine is imported
     window.enqueue([str(query_song)])
     qtbot.wait(200)
-    assert window.search_page.query_task is None and list(window.search_page.queue) == [str(query_song)]
+    assert window.search_page.query_task is None
+    assert list(window.search_page.queue) == [str(query_song)]
     with qtbot.waitSignal(window.search_page.query_finished, timeout=120_000) as sig:
         window.engine_imported()
     assert sig.args[0] is not None, window.errors
@@ -586,12 +594,15 @@ def test_export_can_be_cancelled_and_writes_nothing(qtbot, window, query_song, t
     assert sig.args[0] is not None, window.errors
     out = tmp_path / "exports" / "cancelled.wav"
     with qtbot.waitSignal(window.search_page.export_finished, timeout=60_000) as sig:
-        window.search_page.export_to(ExportChoice(path=out, format="wav", bitrate="192k", full=True))
-        window.search_page.export_progress.findChild(QPushButton).click()  # the dialog's Cancel button
+        window.search_page.export_to(ExportChoice(path=out, format="wav", bitrate="192k",
+                                                  full=True))
+        # the dialog's Cancel button
+        window.search_page.export_progress.findChild(QPushButton).click()
     assert sig.args[0] is None and not out.exists()
     assert "Export cancelled" in window.statusBar().currentMessage()
     assert not window.search_page.export_progress.isVisible()
     # and an export left alone still completes, with the dialog closed afterwards
     with qtbot.waitSignal(window.search_page.export_finished, timeout=120_000) as sig:
-        window.search_page.export_to(ExportChoice(path=out, format="wav", bitrate="192k", full=False))
+        window.search_page.export_to(ExportChoice(path=out, format="wav", bitrate="192k",
+                                                  full=False))
     assert sig.args[0] == out and out.exists()

@@ -320,8 +320,8 @@ def main() -> int:
 
         setattr(obj, name, wrapper)
 
-    spy(w.query_panel.stages, "update_progress")
-    spy(w.preview_panel, "show_message")
+    spy(w.search_page.query_panel.stages, "update_progress")
+    spy(w.search_page.preview_panel, "show_message")
     for name in ("query_finished", "analysis_finished", "preview_finished"):
         getattr(w, name).connect(
             lambda *_a, name=name: (seen.append(time.perf_counter()),
@@ -332,8 +332,8 @@ def main() -> int:
         events.clear()
         t0 = time.perf_counter()
         c = time.process_time()
-        _drop(w.drop_zone, [q])
-        (r,) = _wait(app, w.query_finished, 1800)
+        _drop(w.search_page.drop_zone, [q])
+        (r,) = _wait(app, w.search_page.query_finished, 1800)
         elapsed = events["query_finished"] - t0
         cpu = time.process_time() - c
         load = os.getloadavg()[0]
@@ -343,7 +343,7 @@ def main() -> int:
         over_q = mon.count_over(100)
         while "preview_finished" not in events or "analysis_finished" not in events:
             _wait_ms(app, 20)
-        p = w.preview
+        p = w.search_page.preview
         analysis_s = events["analysis_finished"] - events["query_finished"]
         preview_s = events["preview_finished"] - events["query_finished"]
         t_preview = events["preview_finished"]
@@ -355,25 +355,27 @@ def main() -> int:
         # Click the other top matches once they are rendered ahead, and one outside them.
         mon.start()
         t = time.perf_counter()
-        by_rank = sorted(range(w.results_model.rowCount()),
-                         key=lambda i: w.results_model.row(i).rank)
-        top = [w._song_id(w.results_model.row(i)) for i in by_rank[: w.RENDER_AHEAD]]
-        while not all(sid in w._previews or sid in w._ahead_failed for sid in top):
+        page = w.search_page
+        by_rank = sorted(range(page.results_model.rowCount()),
+                         key=lambda i: page.results_model.row(i).rank)
+        top = [page._song_id(page.results_model.row(i))
+               for i in by_rank[: page.RENDER_AHEAD]]
+        while not all(sid in page._previews or sid in page._ahead_failed for sid in top):
             _wait_ms(app, 50)
         ahead_s = time.perf_counter() - t
         clicks = []
         for i in by_rank[1:]:
             got: list[float] = []
-            w.preview_finished.connect(lambda _p, got=got: got.append(time.perf_counter()))
-            idx = w.results_proxy.mapFromSource(w.results_model.index(i, 0))
+            page.preview_finished.connect(lambda _p, got=got: got.append(time.perf_counter()))
+            idx = page.results_proxy.mapFromSource(page.results_model.index(i, 0))
             tc = time.perf_counter()
-            w.table.selectRow(idx.row())
+            page.table.selectRow(idx.row())
             while not got:
                 _wait_ms(app, 5)
-            clicks.append({"rank": w.results_model.row(i).rank,
-                           "rendered_ahead": w.results_model.row(i).rank <= w.RENDER_AHEAD,
+            clicks.append({"rank": page.results_model.row(i).rank,
+                           "rendered_ahead": page.results_model.row(i).rank <= page.RENDER_AHEAD,
                            "click_to_preview_s": round(got[0] - tc, 3)})
-            if len(clicks) >= w.RENDER_AHEAD:  # the last one: outside the rendered-ahead
+            if len(clicks) >= page.RENDER_AHEAD:  # the last one: outside the rendered-ahead
                 break
         mon.stop()
         results.append({

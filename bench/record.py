@@ -149,7 +149,7 @@ def main() -> int:
                       encoders_factory=lambda _d: EncoderPair.tiny(), library_factory=None)
     w = MainWindow(settings=settings, session=session)
     w.show()
-    rp = w.record_panel
+    rp = w.search_page.record_panel
     rec = rp.recorder
     if not rp.record_button.isEnabled():
         print(f"cannot record: {rp.reason.text()}", file=sys.stderr)

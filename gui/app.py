@@ -93,7 +93,7 @@ def build_window(files: list[str] | None = None, *, settings_path: str | Path | 
     say("Building the window")
     window = MainWindow(settings=settings, session=session, example_path=example)
     add_placeholder_tabs(window)
-    window.engine_loading = True
+    window.search_page.engine_loading = True
     if files:
         window.enqueue([str(Path(f).expanduser()) for f in files])
 

@@ -22,21 +22,21 @@ from gui.results_model import ResultRow
 from gui.workers import Task
 
 if TYPE_CHECKING:
-    from gui.main_window import MainWindow
+    from gui.search_page import SearchPage
 
 
 class BatchExporter(QObject):
     finished = Signal(object)  # BatchExport | None (nothing could start, or nothing written)
 
-    def __init__(self, window: MainWindow) -> None:
-        super().__init__(window)
-        self.window = window
+    def __init__(self, page: SearchPage) -> None:
+        super().__init__(page)
+        self.page = page
         self.task: Task | None = None
         self.progress_dialog: QProgressDialog | None = None
         self.report_box: QMessageBox | None = None
 
     def _why_not(self, rows: list[ResultRow]) -> str | None:
-        w = self.window
+        w = self.page
         if w.result is None or not w.results_model.rowCount():
             return "There are no matches to export: drop a song first."
         if not rows:
@@ -53,11 +53,11 @@ class BatchExporter(QObject):
         """Ask where and how to export ``rows`` (the dialog is returned, shown modally)."""
         why = self._why_not(rows)
         if why is not None:
-            self.window.show_error(why)
+            self.page.show_error(why)
             return None
-        r = self.window.result
+        r = self.page.result
         assert r is not None
-        dlg = ExportDialog(self.window.settings, parent=self.window, batch=len(rows),
+        dlg = ExportDialog(self.page.settings, parent=self.page, batch=len(rows),
                            suggested_name=f"{r.title} x {rows[0].title}")
         dlg.accepted.connect(lambda: self.start(rows, dlg.choice()))
         dlg.open()
@@ -65,7 +65,7 @@ class BatchExporter(QObject):
 
     def start(self, rows: list[ResultRow], choice: ExportChoice) -> Task | None:
         """Export ``rows`` into ``choice.path.parent`` as ``choice`` says."""
-        w = self.window
+        w = self.page
         why = self._why_not(rows)
         if why is not None:
             w.show_error(why)
@@ -92,7 +92,7 @@ class BatchExporter(QObject):
                 dlg.setValue(int(1000 * min(p.done / p.total, 1.0)))
             if p.message and not task.cancelled:
                 dlg.setLabelText(f"Exporting {p.message}…")
-                w.statusBar().showMessage(f"Exporting {p.message}")
+                w.say(f"Exporting {p.message}")
 
         task.signals.progress.connect(progress)
         task.signals.finished.connect(self._finished)
@@ -119,7 +119,7 @@ class BatchExporter(QObject):
 
     def _finished(self, report: BatchExport) -> None:
         self._done()
-        w = self.window
+        w = self.page
         for sid, path in report.exported.items():
             w.drag_out.remember_song_export(sid, path)
         written = len(report.written)
@@ -139,7 +139,7 @@ class BatchExporter(QObject):
         box = QMessageBox(QMessageBox.Icon.Warning, "Batch export",
                           f"{len(report.written)} of {report.total} cross-mixes were written "
                           f"to {report.folder}; {len(report.failed)} could not be.",
-                          QMessageBox.StandardButton.Close, self.window)
+                          QMessageBox.StandardButton.Close, self.page)
         box.setInformativeText("The files written are complete; nothing was written for the "
                                "others. The reasons:")
         box.setDetailedText("\n\n".join(f"{name}: {reason}" for name, reason in report.failed))
@@ -149,13 +149,13 @@ class BatchExporter(QObject):
 
     def _failed(self, msg: str, _exc: Any) -> None:
         self._done()
-        self.window.show_error(f"Nothing was exported: {msg}")
+        self.page.show_error(f"Nothing was exported: {msg}")
         self.finished.emit(None)
 
     def _cancelled(self, task: Task) -> None:
         self._done()
         report = task.result if isinstance(task.result, BatchExport) else None
-        w = self.window
+        w = self.page
         if report is None or not report.written:
             w.show_info("Batch export cancelled: nothing was written.")
         else:

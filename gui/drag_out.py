@@ -31,7 +31,7 @@ from gui.workers import Task
 if TYPE_CHECKING:
     from PySide6.QtCore import QMimeData
 
-    from gui.main_window import MainWindow
+    from gui.search_page import SearchPage
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +77,9 @@ class DragOut(QObject):
 
     prepared = Signal(object)  # list[Path] | None (failed or cancelled)
 
-    def __init__(self, window: MainWindow) -> None:
-        super().__init__(window)
-        self.window = window
+    def __init__(self, page: SearchPage) -> None:
+        super().__init__(page)
+        self.page = page
         self.task: Task | None = None
         #: files exported by the user, by (query audio, song id): a drag carries those
         self.exported: dict[tuple[str, int], Path] = {}
@@ -88,33 +88,33 @@ class DragOut(QObject):
     # --- which file a match drags as ---------------------------------------------------------
 
     def _query_key(self) -> str:
-        r = self.window.result
+        r = self.page.result
         assert r is not None
         return str(r.audio_key or r.path)
 
     def export_settings(self) -> tuple[str, str, bool]:
         """Format, bitrate and length (full song or not) of the last export."""
-        s = self.window.settings
+        s = self.page.settings
         return str(s.get("export/format")), str(s.get("export/bitrate")), bool(s.get("export/full"))
 
     def remember_song_export(self, song_id: int | None, path: Path) -> None:
         """The user exported the current query's cross-mix with song ``song_id`` to ``path``:
         a drag of that match carries this file from now on."""
-        if self.window.result is not None and song_id is not None:
+        if self.page.result is not None and song_id is not None:
             self.exported[(self._query_key(), int(song_id))] = Path(path)
 
     def file_for(self, row: ResultRow) -> Path:
         """Where ``row``'s cross-mix is, or will be, for a drag (it may not exist yet)."""
         from core.audio.export import export_file_name
 
-        r = self.window.result
+        r = self.page.result
         assert r is not None
         sid = getattr(row.match, "song_id", None)
         done = self.exported.get((self._query_key(), int(sid))) if sid is not None else None
         if done is not None and done.is_file():
             return done
         fmt, bitrate, full = self.export_settings()
-        opts = self.window.remix_options(full=full)
+        opts = self.page.remix_options(full=full)
         key = repr((self._query_key(), sid, row.path, dataclasses.astuple(opts), fmt,
                     bitrate if fmt in ("mp3", "ogg") else "", full))
         sub = hashlib.sha256(key.encode()).hexdigest()[:16]
@@ -122,7 +122,7 @@ class DragOut(QObject):
 
     def mime_data(self, rows: list[ResultRow]) -> QMimeData | None:
         """What a drag of ``rows`` carries: their files' URLs, once every file exists."""
-        if self.window.result is None:
+        if self.page.result is None:
             return None
         files = [self.file_for(row) for row in rows]
         return files_mime_data(files) if all(f.is_file() for f in files) else None
@@ -139,7 +139,7 @@ class DragOut(QObject):
 
     def prepare(self, rows: list[ResultRow], *, drag_when_ready: bool = False) -> Task | None:
         """Write the files of ``rows`` that do not exist yet (in a worker)."""
-        w = self.window
+        w = self.page
         r = w.result
         if not rows:
             return None
@@ -149,7 +149,7 @@ class DragOut(QObject):
             self.prepared.emit(None)
             return None
         if self.task is not None:
-            w.statusBar().showMessage("Still preparing the previous drag…", 5000)
+            w.say("Still preparing the previous drag…", 5000)
             return None
         fmt, bitrate, full = self.export_settings()
         todo = [(row, self.file_for(row)) for row in rows]
@@ -168,7 +168,7 @@ class DragOut(QObject):
             return [path for _, path in todo]
 
         names = ", ".join(row.title for row, _ in todo)
-        w.statusBar().showMessage(f"Preparing {names} for the drag…")
+        w.say(f"Preparing {names} for the drag…")
         task = Task(write, name="preparing the files to drag")
         task.signals.finished.connect(lambda _p: self._ready(rows, drag_when_ready))
         task.signals.failed.connect(self._failed)
@@ -197,19 +197,19 @@ class DragOut(QObject):
             self.exec_drag(mime)
         else:
             what = rows[0].title if len(rows) == 1 else f"{len(rows)} matches"
-            self.window.statusBar().showMessage(
+            self.page.say(
                 f"Ready to drag: {what} (drag the row again to drop the file).", 15000)
 
     def _failed(self, msg: str, _exc: object) -> None:
         self._done()
-        self.window.show_error(f"The file to drag could not be written: {msg}")
+        self.page.show_error(f"The file to drag could not be written: {msg}")
         self.prepared.emit(None)
 
     def exec_drag(self, mime: QMimeData) -> Qt.DropAction:
-        drag = QDrag(self.window.table)
+        drag = QDrag(self.page.table)
         drag.setMimeData(mime)
         n = len(mime.urls())
-        self.window.statusBar().showMessage(
+        self.page.say(
             f"Dragging {n} file{'s' if n > 1 else ''}: drop on a folder or an app.", 5000)
         return drag.exec(Qt.DropAction.CopyAction, Qt.DropAction.CopyAction)
 

@@ -1,9 +1,9 @@
 """The Search tab's recording box: Record / Stop, the input level, the metronome and count-in,
 and the last takes (play, rename, delete, search with it).
 
-A finished take is trimmed in a worker and handed to the window with :attr:`take_ready`
-(``path, tempo_bpm``): the window queries it as a vocal-only file whose tempo is the
-metronome's when one was heard (``MainWindow.query_take``).
+A finished take is trimmed in a worker and handed to the Search page with :attr:`take_ready`
+(``path, tempo_bpm``): the page queries it as a vocal-only file whose tempo is the
+metronome's when one was heard (``SearchPage.query_take``).
 """
 
 from __future__ import annotations

@@ -1,349 +1,692 @@
-"""The Search page: drop zone and queue, the query, the results and the cross-mix preview.
+"""The Search page: drop a song, watch the staged query, browse matches, audition, export.
 
-:func:`build_search_page` builds the page's widgets for a :class:`gui.main_window.MainWindow`
-(the frame that receives its pages; the Library, Retrain and Settings pages come from
-:mod:`gui.tabs`) and wires them to the window's handlers. The widgets stay reachable as the
-window's attributes (``w.drop_zone``, ``w.table``, ``w.preview_panel``...), which is what the
-window's logic and the tests use.
+:class:`SearchPage` owns the page's widgets (built by :mod:`gui.search_widgets`) and its
+logic: the queue of songs to query, the query and its follow-up analysis, the results with
+their search space and filters, the history, and (:class:`gui.search_preview.SearchPreview`)
+the cross-mix preview, its playback and the export. It receives what it needs in its
+constructor (the session, the settings, the task runner, the player and how to tell the user
+something); :class:`gui.main_window.MainWindow` is the frame that holds it.
+
+All engine work goes through :class:`gui.engine.Session` in :class:`gui.workers.Task` workers;
+this module only wires signals to widgets on the GUI thread.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import logging
+import os
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QEvent, QObject, Qt, Signal
-from PySide6.QtGui import QAction, QKeyEvent, QKeySequence, QShortcut
-from PySide6.QtWidgets import (
-    QAbstractItemView,
-    QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
-    QHBoxLayout,
-    QHeaderView,
-    QLabel,
-    QListWidget,
-    QMainWindow,
-    QPushButton,
-    QSpinBox,
-    QSplitter,
-    QStackedWidget,
-    QVBoxLayout,
-    QWidget,
-)
+from PySide6.QtCore import QPoint, QTimer, Signal
+from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import QMenu, QProgressDialog, QWidget
 
-from gui.batch_export import BatchExporter
-from gui.drag_out import DragOut, ResultsTable
-from gui.drop_zone import DropZone
-from gui.history import HistoryPanel
-from gui.preview_panel import PreviewPanel
-from gui.query_panel import QueryPanel
-from gui.record_panel import RecordPanel
-from gui.results_model import ResultsModel, ResultsProxy
-from gui.settings import SPACES, choice_label
+from core.audio.decode import AUDIO_EXTENSIONS
+from core.progress import Progress
+from gui import desktop
+from gui.engine import PreviewResult, QueryResult, Session
+from gui.playback import Player
+from gui.results_model import ROW_ROLE, ResultRow
+from gui.search_preview import SearchPreview
+from gui.search_widgets import build_search_widgets
+from gui.settings import SPACES, Settings
+from gui.voice_controls import show_voice
+from gui.workers import Task, TaskRunner
 
 if TYPE_CHECKING:
-    from gui.main_window import MainWindow
+    from PySide6.QtGui import QShortcut
+    from PySide6.QtWidgets import (
+        QCheckBox,
+        QComboBox,
+        QDoubleSpinBox,
+        QLabel,
+        QListWidget,
+        QPushButton,
+        QSpinBox,
+    )
 
-SPACE_LABELS = {s: choice_label("search/space", s) for s in SPACES}
+    from gui.drop_zone import DropZone
+    from gui.history import HistoryPanel
+    from gui.query_panel import QueryPanel
+    from gui.record_panel import RecordPanel
+    from gui.results_model import ResultsModel
+    from gui.search_widgets import Banner, _WindowShortcutKeys
+
+log = logging.getLogger(__name__)
 
 
-class Banner(QLabel):
-    """A message strip: info, warning or error. Shown by its :class:`MessageArea`."""
+def songs_in_folder(folder: Path) -> list[str]:
+    """The audio files in ``folder`` and below (hidden ones left out), sorted by path."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        out += [os.path.join(dirpath, f) for f in sorted(filenames)
+                if not f.startswith(".") and Path(f).suffix.lower() in AUDIO_EXTENSIONS]
+    return out
 
-    text_changed = Signal()
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+class SearchPage(SearchPreview):
+    """The Search page (a tab of the main window), its widgets and its logic."""
+
+    # The page's widgets (built by gui.search_widgets.build_search_widgets; the preview's
+    # are declared in SearchPreview).
+    _window_keys: _WindowShortcutKeys
+    banner: Banner
+    drop_zone: DropZone
+    example_button: QPushButton
+    hint: Banner
+    history_panel: HistoryPanel
+    k_spin: QSpinBox
+    key_combo: QComboBox
+    duplicates_check: QCheckBox
+    query_panel: QueryPanel
+    queue_clear_button: QPushButton
+    queue_label: QLabel
+    queue_list: QListWidget
+    queue_remove_button: QPushButton
+    record_panel: RecordPanel
+    results_model: ResultsModel
+    results_note: QLabel
+    space_combo: QComboBox
+    tap_shortcut: QShortcut
+    tempo_check: QCheckBox
+    tempo_max: QDoubleSpinBox
+    tempo_min: QDoubleSpinBox
+
+    query_finished = Signal(object)  # QueryResult | None (failed / cancelled): results shown
+    analysis_finished = Signal(object)  # QueryResult | None: tempo, key, compatibility shown
+    search_finished = Signal(object)  # QueryResult: a new space, k or filter searched again
+    result_reopened = Signal(object)  # QueryResult: a query of the history shown again
+
+    #: Query results kept in memory, so the history reopens them at once (each holds the
+    #: query's stems: tens of MB per minute of song); older ones are queried again.
+    RESULTS_KEPT = 3
+
+    def __init__(self, *, settings: Settings, session: Session, runner: TaskRunner,
+                 player: Player, show_error: Callable[[str], None],
+                 show_info: Callable[[str], None], status: Callable[[str, int], None],
+                 example_path: Path | None = None, parent: QWidget | None = None) -> None:
+        """``show_error`` and ``show_info`` tell the user something (the window keeps the
+        errors and writes them in its status bar too); ``status(text, ms)`` writes in the status
+        bar for ``ms`` milliseconds (0: until the next message)."""
         super().__init__(parent)
-        self.setWordWrap(True)
-        self.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+        self.settings = settings
+        self.session = session
+        self.runner = runner
+        self.player = player
+        self._show_error = show_error
+        self._show_info = show_info
+        self._status = status
+        self.example_path = example_path
+        self.queue: deque[str] = deque()
+        #: keyword arguments of Session.query for a queued file (vocal_only, tempo, first_beat,
+        #: region: see query_file; a take: vocal_only and its metronome's tempo)
+        self._query_options: dict[str, dict[str, Any]] = {}
+        #: the last results by their history key, newest last (see RESULTS_KEPT)
+        self._recent: OrderedDict[tuple[str, str], QueryResult] = OrderedDict()
+        self.query_task: Task | None = None
+        self.analysis_task: Task | None = None
+        self.preview_task: Task | None = None
+        self.search_task: Task | None = None
+        self.ahead_task: Task | None = None  # a preview rendered ahead (not the selected row)
+        # the preview's state (documented in SearchPreview)
+        self._previews: OrderedDict[int, PreviewResult] = OrderedDict()
+        self._source_choices: dict[tuple[Path, int | None], Any] = {}
+        self._choice_undo: tuple[tuple[Path, int | None], Any] | None = None
+        self._previews_options: Any = None
+        self._ahead_failed: set[int] = set()
+        self._loop_song: int | None = None  # the match whose A-B loop the preview panel holds
+        #: True while the engine loads (gui.app starts it after the window shows): queries wait
+        self.engine_loading = False
+        self.export_progress: QProgressDialog | None = None
+        self.result: QueryResult | None = None
+        self.preview: PreviewResult | None = None
+        #: the last successful query and its preview, shown again if the next one fails
+        self._previous: tuple[QueryResult, PreviewResult | None] | None = None
+        self._closing = False
 
-    def show_text(self, text: str, kind: str = "info") -> None:
-        self.setObjectName(f"banner_{kind}")
-        self.setProperty("kind", kind)
-        self.setText(text)
-        self.setToolTip(text)  # the whole text, should it not fit the strip
-        self.style().unpolish(self)
-        self.style().polish(self)
-        self.text_changed.emit()
+        build_search_widgets(self)
+        self._update_queue_label()
+        self._wire_player()
+        self.settings.changed.connect(self._setting_changed)
 
-    @property
-    def kind(self) -> str:
-        return str(self.property("kind") or "")
+    def _setting_changed(self, key: str, value: Any) -> None:
+        """Apply a setting of the page changed on the Settings tab."""
+        if key == "audio/output_device":
+            self.player.set_device(str(value) or None)
+            self._update_playback_reason()
+            self.record_panel.update_devices()
+        elif key == "audio/input_device":
+            self.record_panel.update_devices()
+        elif key == "search/space":
+            i = SPACES.index(str(value))
+            if self.space_combo.currentIndex() != i:
+                self.space_combo.setCurrentIndex(i)
+        elif key == "search/k" and self.k_spin.value() != int(value):
+            self.k_spin.setValue(int(value))
+
+    def shutdown(self) -> None:
+        """The window closes: no new work starts, the player stops, a take being recorded
+        is stopped and kept."""
+        self._closing = True
+        self.queue.clear()
+        self.player.close()
+        self.record_panel.shutdown()
+
+    # --- search filters ---------------------------------------------------------------------
+
+    def _tempo_filter_toggled(self, on: bool, *, search: bool = True) -> None:
+        self.tempo_min.setEnabled(on)
+        self.tempo_max.setEnabled(on)
+        if search:
+            self._search_options_changed()
+
+    def search_filters(self) -> dict[str, Any]:
+        """The ``tempo_range``, ``key`` and ``include_duplicates`` arguments of a search, from
+        the filter widgets."""
+        tempo = None
+        if self.tempo_check.isChecked():
+            lo, hi = self.tempo_min.value(), self.tempo_max.value()
+            tempo = (min(lo, hi), max(lo, hi))
+        return {"tempo_range": tempo, "key": str(self.key_combo.currentData() or "") or None,
+                "include_duplicates": self.duplicates_check.isChecked()}
+
+    # --- results menu ----------------------------------------------------------------------
+
+    def results_menu(self, row: ResultRow) -> QMenu:
+        """The right-click menu of a match."""
+        menu = QMenu(self)
+        menu.addAction("Use as query", lambda: self.enqueue([row.path]))
+        menu.addAction("Show in folder", lambda: self.show_in_folder(row.path))
+        menu.addAction("Copy file path",
+                       lambda: QGuiApplication.clipboard().setText(row.path))
+        menu.addSeparator()
+        n = len(self.table.selected_result_rows())
+        menu.addAction(f"Export selected ({n})…" if n > 1 else "Export selected…",
+                       self.export_selected_dialog)
+        menu.addAction(f"Export all shown ({self.results_model.rowCount()})…",
+                       self.export_all_dialog)
+        return menu
+
+    def _results_menu_requested(self, pos: QPoint) -> None:
+        idx = self.table.indexAt(pos)
+        row = self.results_proxy.data(idx, ROW_ROLE) if idx.isValid() else None
+        if isinstance(row, ResultRow):
+            self.results_menu(row).popup(self.table.viewport().mapToGlobal(pos))
+
+    def show_in_folder(self, path: str) -> bool:
+        """Open the file manager on the folder holding ``path``."""
+        why = desktop.show_in_folder(path)
+        if why is not None:
+            self.show_error(why)
+        return why is None
+
+    # --- queries ----------------------------------------------------------------------------
+
+    def open_example(self) -> None:
+        if self.example_path is not None:
+            self.enqueue([str(self.example_path)])
+
+    def enqueue(self, paths: list[str]) -> None:
+        """Queue songs to query (a folder: its songs); the first starts at once when nothing
+        is running."""
+        files: list[str] = []
+        for p in paths:
+            if Path(p).is_dir():
+                found = songs_in_folder(Path(p))
+                if not found:
+                    self.show_error(f"{p}: no songs in this folder or below it (looked for "
+                                    f"{', '.join(sorted(AUDIO_EXTENSIONS))} files).")
+                else:
+                    self.say(f"Queued {len(found)} songs from {Path(p).name}", 10000)
+                files += found
+            else:
+                files.append(str(p))
+        if not files:
+            return
+        self.queue.extend(files)
+        if not self.settings.get("ui/first_run_done"):
+            self.settings.set("ui/first_run_done", True)
+            self.hint.show_text("", "info")
+        self._update_queue_label()
+        if not self.querying:
+            self.start_next_query()
+
+    def _update_queue_label(self) -> None:
+        n = len(self.queue)
+        self.queue_label.setText(f"{n} more queued" if n else "Queue empty")
+        self.queue_list.clear()
+        for path in self.queue:
+            self.queue_list.addItem(Path(path).name)
+            self.queue_list.item(self.queue_list.count() - 1).setToolTip(path)
+        self._update_queue_buttons()
+
+    def _update_queue_buttons(self) -> None:
+        self.queue_remove_button.setEnabled(bool(self.queue_list.selectedItems()))
+        self.queue_clear_button.setEnabled(bool(self.queue))
+
+    def remove_from_queue(self) -> None:
+        """Take the selected songs out of the queue (the running query goes on)."""
+        rows = {self.queue_list.row(i) for i in self.queue_list.selectedItems()}
+        self.queue = deque(p for i, p in enumerate(self.queue) if i not in rows)
+        self._update_queue_label()
+
+    def clear_queue(self) -> None:
+        self.queue.clear()
+        self._update_queue_label()
+
+    def start_next_query(self) -> None:
+        if not self.queue or self._closing or self.querying:
+            return
+        if self.engine_loading:  # started by engine_loaded()
+            self.say("The query starts as soon as the engine is loaded…")
+            return
+        path = self.queue.popleft()
+        options = self._query_options.pop(path, {})
+        self._update_queue_label()
+        self._drop_previews_and_playback()
+        if self.result is not None:
+            self._previous = (self.result, self.preview)
+        self.result = None
+        self.preview = None
+        # The previous results stay until this query's are ready (or it fails): greyed out,
+        # while the preview of the previous match goes, with its text.
+        self.table.setEnabled(False)
+        self.results_note.setText(
+            f"Results for “{self._previous[0].title}” until those for “{Path(path).name}” "
+            "are ready." if self._previous is not None and self.results_model.rowCount()
+            else "")
+        self.preview_panel.clear()
+        self.preview_panel.phase.reset()  # another voice: its bar lines are found afresh
+        self._update_playback_reason()
+        self.export_ready.emit(False)
+        self.banner.show_text("", "info")
+        self.query_panel.clear()
+        self.query_panel.show_file(title=Path(path).name, artist="", duration=None)
+        self.query_panel.mix_wave.show_message("decoding…")
+        self.query_panel.stages.start()
+        self.say(f"Querying {path}")
+        task = Task(self.session.query, path, space=self.current_space(), k=self.k_spin.value(),
+                    **self.search_filters(), **options, name=f"the query for {Path(path).name}")
+        task.query_options = options  # type: ignore[attr-defined]  # for the history
+        task.signals.progress.connect(self._query_progress)
+        # remembered first: the history lists it by the time query_finished is emitted
+        task.signals.finished.connect(lambda r, t=task: self._remember(r, t.query_options))
+        task.signals.finished.connect(self._query_done)
+        task.signals.failed.connect(self._query_failed)
+        task.signals.cancelled.connect(self._query_cancelled)
+        task.signals.done.connect(lambda t=task: self._query_task_done(t))
+        self.query_task = task
+        self.runner.start(task)
+
+    def cancel_query(self) -> None:
+        """Cancel the running query (or its analysis) and every song queued after it."""
+        dropped = len(self.queue)
+        self.queue.clear()
+        self._update_queue_label()
+        for task in (self.query_task, self.analysis_task):
+            if task is not None:
+                task.cancel()
+                self.query_panel.stages.cancel_button.setEnabled(False)
+        if dropped or self.querying:
+            self.say(
+                "Cancelling…" + (f" ({dropped} queued song{'s' if dropped > 1 else ''} "
+                                 "removed from the queue)" if dropped else ""), 10000)
+
+    def _query_progress(self, p: Progress) -> None:
+        self.query_panel.stages.update_progress(p)
+        if p.stage == "separate" and self.query_panel.vocal_wave.env is None:
+            self.query_panel.vocal_wave.show_message("separating…")
+
+    def _query_done(self, r: QueryResult) -> None:
+        self.result = r
+        self._previous = None
+        self.table.setEnabled(True)
+        self.query_panel.show_file(title=r.title, artist=r.artist, duration=r.duration)
+        self.query_panel.show_waves(r.mix_env, r.vocal_env)
+        show_voice(self.query_panel, r)
+        self.query_panel.tempo_label.setText("analysing…")
+        self.query_panel.key_label.setText("analysing…")
+        self._show_rows(r)
+        total = sum(r.timings.values())
+        self.say(f"{r.title}: {len(r.rows)} matches in {total:.1f} s")
+        self.query_finished.emit(r)
+        self._start_analysis(r)
+
+    def _show_rows(self, r: QueryResult) -> None:
+        self.results_model.set_rows(r.rows)
+        self.results_note.setText(" ".join(t for t in (r.message, r.space_note) if t))
+        if r.message:
+            self.banner.show_text(r.message, "warning")
+        if r.rows:
+            # The best match, wherever the user's sort puts it.
+            best = min(range(len(r.rows)), key=lambda i: r.rows[i].rank)
+            idx = self.results_proxy.mapFromSource(self.results_model.index(best, 0))
+            self.table.selectRow(idx.row())
+            self.table.scrollTo(idx)
+
+    def _start_analysis(self, r: QueryResult, *, tempo: tuple[float | None, str] | None = None,
+                        best_first: bool = True) -> None:
+        """Tempo and key of the query, then each match's compatibility (after the results);
+        with ``tempo`` (BPM or ``None`` for the estimate, and where it came from) the query is
+        put on that beat grid first. ``best_first``: the best match is analysed alone first,
+        so its cross-mix preview starts while the other matches are analysed (a library
+        indexed in fast mode analyses a song the first time it is a match)."""
+        if self._closing:
+            return
+        if self.analysis_task is not None:
+            self.analysis_task.cancel()
+        common = {"key_match": self.preview_panel.key_match.isChecked(),
+                  "max_shift": int(self.settings.get("remix/max_shift"))}
+        first = (tempo is None and best_first and len(r.rows) > 1 and self.preview is None
+                 and self.preview_task is None)
+        task = (Task(self.session.analyze, r, **common, first=1 if first else None,
+                     name="the analysis") if tempo is None
+                else Task(self.session.set_tempo, r, tempo[0], source=tempo[1], **common,
+                          name="the new tempo"))
+        task.signals.progress.connect(self.query_panel.stages.update_progress)
+        if first:
+            task.signals.finished.connect(lambda res, t=task: self._best_analysed(t, res))
+        else:
+            task.signals.finished.connect(lambda res, t=task: self._analysis_done(t, res))
+        task.signals.failed.connect(lambda msg, _e, t=task: self._analysis_failed(t, msg))
+        task.signals.cancelled.connect(lambda t=task: self._analysis_cancelled(t))
+        task.signals.done.connect(lambda t=task: self._analysis_task_done(t))
+        self.analysis_task = task
+        self.query_panel.stages.cancel_button.setEnabled(True)
+        self.runner.start(task)
+
+    def _best_analysed(self, task: Task, r: QueryResult) -> None:
+        """The query and its best match are analysed: preview it, and analyse the others."""
+        if task is not self.analysis_task or r is not self.result:
+            return
+        if r.analysis is not None:
+            self.query_panel.show_analysis(tempo=r.analysis.tempo, key=r.analysis.key)
+        self.results_model.update_rows(r.rows)
+        if self.preview is None and self.preview_task is None and self.selected_row() is not None:
+            self.render_preview()
+        self._start_analysis(r, best_first=False)
+
+    def _analysis_done(self, task: Task, r: QueryResult) -> None:
+        if task is not self.analysis_task or r is not self.result:
+            return
+        if r.analysis is not None:
+            self.query_panel.show_analysis(tempo=r.analysis.tempo, key=r.analysis.key)
+        show_voice(self.query_panel, r)
+        self.results_model.update_rows(r.rows)
+        self.query_panel.stages.finish("done")
+        self.analysis_finished.emit(r)
+        if self.preview is None and self.preview_task is None and self.selected_row() is not None:
+            self.render_preview()
+
+    def _analysis_cancelled(self, task: Task) -> None:
+        if task is self.analysis_task:
+            self.query_panel.stages.finish("cancelled", stage="analyze")
+            self.preview_panel.show_message("")
+
+    def _analysis_failed(self, task: Task, msg: str) -> None:
+        if task is self.analysis_task:
+            self.query_panel.stages.finish("analysis failed", stage="analyze")
+            self.query_panel.tempo_label.setText("–")
+            self.query_panel.key_label.setText("–")
+            self.preview_panel.show_message("")
+            self.show_error(msg)
+            self.analysis_finished.emit(None)
+
+    def _analysis_task_done(self, task: Task) -> None:
+        if self.analysis_task is task:
+            self.analysis_task = None
+            QTimer.singleShot(0, self.start_next_query)
+            # the best match's preview may have come before the others were analysed: the
+            # top matches are rendered ahead now
+            QTimer.singleShot(0, self._render_ahead)
+
+    def _query_failed(self, msg: str, _exc: object) -> None:
+        self.query_panel.stages.finish("failed")
+        self.query_panel.mix_wave.show_message("")
+        self.query_panel.vocal_wave.show_message("")
+        self.show_error(msg)
+        self._restore_previous("the new query failed")
+        self.query_finished.emit(None)
+
+    def _query_cancelled(self) -> None:
+        self.query_panel.stages.finish("cancelled")
+        self.query_panel.mix_wave.show_message("")
+        self.query_panel.vocal_wave.show_message("")
+        self.say("Query cancelled", 5000)
+        self._restore_previous("the new query was cancelled")
+        self.query_finished.emit(None)
+
+    def _restore_previous(self, why: str) -> None:
+        """A query that did not finish leaves the previous results (and preview) usable."""
+        self.table.setEnabled(True)
+        prev, self._previous = self._previous, None
+        if prev is None:
+            self.results_note.setText("")
+            return
+        r, p = prev
+        self.result = r
+        self.query_panel.show_file(title=r.title, artist=r.artist, duration=r.duration)
+        self.query_panel.show_waves(r.mix_env, r.vocal_env)
+        if r.analysis is not None:
+            self.query_panel.show_analysis(tempo=r.analysis.tempo, key=r.analysis.key)
+        show_voice(self.query_panel, r)
+        self.results_note.setText(f"Showing the results for “{r.title}” ({why}).")
+        if p is not None:
+            self._show_preview(p)
+        elif self.selected_row() is not None:
+            self.render_preview()
+
+    def _query_task_done(self, task: Task) -> None:
+        if self.query_task is task:
+            self.query_task = None
+            QTimer.singleShot(0, self.start_next_query)
 
 
-class MessageArea(QStackedWidget):
-    """One strip of fixed height for the banners: a message appearing or going never moves
-    the rest of the page (no row jumps away from under a click). The error/warning banner
-    has precedence over the first-run hint."""
+    # --- takes and history -------------------------------------------------------------------
 
-    LINES = 3
+    def _wire_record_and_history(self) -> None:
+        rp, hp = self.record_panel, self.history_panel
+        rp.take_ready.connect(self.query_take)
+        rp.message.connect(self._panel_message)
+        rp.take_renamed.connect(lambda old, new: hp.rename_path(old, new, Path(new).stem))
+        rp.take_deleted.connect(lambda _p: hp.refresh())
+        hp.reopen_requested.connect(self.reopen)
+        hp.message.connect(self._panel_message)
+        if hp.history.note:
+            QTimer.singleShot(0, lambda: self.show_info(hp.history.note))
+        # one sound at a time: a take played stops the preview, and the other way round
+        rp.player.state_changed.connect(
+            lambda s: self.player.stop() if s == "playing" and self.player.playing else None)
+        self.player.state_changed.connect(
+            lambda s: rp.player.stop() if s == "playing" and rp.player.playing else None)
 
-    def __init__(self, *banners: Banner, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.banners = banners  # highest precedence first
-        self.empty = QWidget()  # nothing to say
-        self.addWidget(self.empty)
-        for b in banners:
-            self.addWidget(b)
-            b.text_changed.connect(self._update)
-        self.setFixedHeight(self.fontMetrics().lineSpacing() * self.LINES + 12)
-        self._update()
+    def _panel_message(self, text: str, kind: str) -> None:
+        if kind == "error":
+            self.show_error(text)
+        else:
+            self.banner.show_text(text, kind)
+            self.say(text[:200], 10000)
 
-    def _update(self) -> None:
-        shown = next((b for b in self.banners if b.text()), None)
-        self.setCurrentWidget(shown if shown is not None else self.empty)
+    def query_take(self, path: str, tempo_bpm: float | None) -> None:
+        """A microphone take becomes the query, as a drop would make it, but known to be a
+        voice alone (not separated) and, when a metronome was heard, with its exact tempo and
+        a first beat at 0 s (the take is trimmed in whole bars)."""
+        self.query_file(path, vocal_only=True, tempo=tempo_bpm,
+                        first_beat=0.0 if tempo_bpm else None)
 
+    def enqueue_with_options(self, path: str, **options: Any) -> None:
+        """Queue ``path`` with keyword arguments of ``Session.query`` (the history reruns a
+        query with the options it had; :meth:`query_file` names them)."""
+        self._query_options[str(path)] = {k: v for k, v in options.items() if v is not None}
+        self.enqueue([str(path)])
 
-class _WindowShortcutKeys(QObject):
-    """Lets the window's own shortcuts through a line edit that would take them (Ctrl+E
-    is "end of line" in a Qt line edit)."""
+    def _remember(self, r: QueryResult, options: dict[str, Any]) -> None:
+        """A finished query: first in the history, and kept in memory to reopen at once."""
+        from core.library.history import HistoryEntry
 
-    def __init__(self, window: QMainWindow) -> None:
-        super().__init__(window)
-        self.window = window
+        kind = "take" if Path(r.path).parent == self.record_panel.store.root else "file"
+        best = min(r.rows, key=lambda row: row.rank).title if r.rows else ""
+        entry = HistoryEntry(path=str(r.path), title=r.title, kind=kind, options=dict(options),
+                             matches=len(r.rows), best=best)
+        self.history_panel.record(entry)
+        self._recent[entry.key] = r
+        self._recent.move_to_end(entry.key)
+        while len(self._recent) > self.RESULTS_KEPT:
+            self._recent.popitem(last=False)
 
-    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802
-        if event.type() == QEvent.Type.ShortcutOverride and isinstance(event, QKeyEvent):
-            keys = QKeySequence(event.keyCombination())
-            for action in self.window.findChildren(QAction):
-                if action.isEnabled() and any(
-                        k.matches(keys) == QKeySequence.SequenceMatch.ExactMatch
-                        for k in action.shortcuts()):
-                    return True  # not overridden: the shortcut fires
-        return False
+    def reopen(self, entry: Any) -> None:
+        """Show a query of the history again: at once when its results are still in memory,
+        else by querying its file again (the stem cache spares the separation)."""
+        kept = self._recent.get(entry.key)
+        if kept is not None and not self.querying:
+            self._recent.move_to_end(entry.key)
+            self.show_result(kept)
+            if not entry.exists:
+                self.show_info(f"{entry.path}: the file is not there any more; these are the "
+                               "results kept from before.")
+            return
+        if not entry.exists:
+            self.show_error(f"{entry.path}: this query's file is not there any more (moved, "
+                            "renamed or deleted), so it cannot be run again. Forget missing "
+                            "removes it from the list.")
+            self.history_panel.refresh()
+            return
+        self.enqueue_with_options(entry.path, **entry.options)
 
+    def _drop_previews_and_playback(self) -> None:
+        """Another result is coming: stop its previews' work and the player."""
+        for task in (self.preview_task, self.search_task, self.ahead_task):
+            if task is not None:
+                task.cancel()
+        self.preview_task = self.search_task = self.ahead_task = None
+        self._forget_previews()
+        self.player.stop()
+        self.player.clear_sources()
 
-def build_search_page(w: MainWindow) -> QWidget:
-    """The Search page of ``w``, its widgets set as ``w``'s attributes and wired to it."""
-    page = QWidget()
-    w.hint = Banner()
-    w.banner = Banner()
-    top = _queue_row(w)
-    _query_side(w)
-    opts = _search_options(w)
-    filters = _filters(w)
-    _results_table(w)
-    results = QWidget()
-    rl = QVBoxLayout(results)
-    rl.setContentsMargins(0, 0, 0, 0)
-    rl.addLayout(opts)
-    rl.addLayout(filters)
-    rl.addWidget(w.results_note)
-    rl.addWidget(w.table, 1)
-    _preview(w)
-    side = QSplitter(Qt.Orientation.Vertical)
-    side.addWidget(w.record_panel)
-    side.addWidget(w.history_panel)
-    lower = QSplitter(Qt.Orientation.Horizontal)
-    lower.addWidget(side)
-    lower.addWidget(results)
-    lower.addWidget(w.preview_panel)
-    lower.setStretchFactor(0, 1)
-    lower.setStretchFactor(1, 3)
-    lower.setStretchFactor(2, 2)
-    upper = QSplitter(Qt.Orientation.Vertical)
-    upper.addWidget(w.query_panel)
-    upper.addWidget(lower)
-    upper.setStretchFactor(0, 2)
-    upper.setStretchFactor(1, 3)
+    def show_result(self, r: QueryResult) -> None:
+        """Show a finished query's results (from the history) without running it again."""
+        self._drop_previews_and_playback()
+        self.result, self.preview, self._previous = r, None, None
+        self.preview_panel.clear()
+        self._update_playback_reason()
+        self.export_ready.emit(False)
+        self.banner.show_text("", "info")
+        self.query_panel.clear()
+        self.query_panel.show_file(title=r.title, artist=r.artist, duration=r.duration)
+        self.query_panel.show_waves(r.mix_env, r.vocal_env)
+        self.table.setEnabled(True)
+        self._show_rows(r)
+        if r.analysis is not None:
+            self.query_panel.show_analysis(tempo=r.analysis.tempo, key=r.analysis.key)
+            self.query_panel.stages.finish("done")
+        else:
+            self._start_analysis(r)
+        self.say(f"{r.title}: {len(r.rows)} matches (from the history)", 10000)
+        self.result_reopened.emit(r)
 
-    lay = QVBoxLayout(page)
-    lay.addWidget(MessageArea(w.banner, w.hint))
-    lay.addLayout(top)
-    lay.addWidget(upper, 1)
-    if not w.settings.get("ui/first_run_done"):
-        w.hint.show_text(
-            "First time here? Click “Try the example song” (or drop any song on the box "
-            "below). Crossmix separates its vocal and searches your library (at first the "
-            "demo songs, indexed on the Library tab) for songs whose accompaniment suits "
-            "that voice. Click a match to hear the cross-mix; Space plays and pauses.",
-            "info")
-    return page
+    # --- search options ---------------------------------------------------------------------
 
+    def current_space(self) -> str:
+        return str(self.space_combo.currentData())
 
-def _queue_row(w: MainWindow) -> QHBoxLayout:
-    """The drop zone, the example button and the queue of songs waiting."""
-    w.drop_zone = DropZone()
-    w.drop_zone.files_dropped.connect(w.enqueue)
-    w.example_button = QPushButton("Try the example song")
-    w.example_button.setToolTip("Query with the song clip shipped with Crossmix")
-    w.example_button.clicked.connect(w.open_example)
-    w.example_button.setEnabled(w.example_path is not None)
-    w.queue_label = QLabel("")
-    # The queue, visible: what will be queried next; Delete (or Remove) takes a song out.
-    w.queue_list = QListWidget()
-    w.queue_list.setToolTip("Songs waiting to be queried, in order")
-    w.queue_list.setFixedHeight(72)
-    w.queue_list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
-    w.queue_list.itemSelectionChanged.connect(w._update_queue_buttons)
-    remove_key = QShortcut(QKeySequence(QKeySequence.StandardKey.Delete), w.queue_list)
-    remove_key.setContext(Qt.ShortcutContext.WidgetShortcut)
-    remove_key.activated.connect(w.remove_from_queue)
-    w.queue_remove_button = QPushButton("Remove")
-    w.queue_remove_button.setToolTip("Take the selected songs out of the queue")
-    w.queue_remove_button.clicked.connect(w.remove_from_queue)
-    w.queue_clear_button = QPushButton("Clear queue")
-    w.queue_clear_button.clicked.connect(w.clear_queue)
-    qbuttons = QVBoxLayout()
-    qbuttons.addWidget(w.queue_label)
-    qbuttons.addWidget(w.queue_remove_button)
-    qbuttons.addWidget(w.queue_clear_button)
-    qbuttons.addStretch(1)
-    top = QHBoxLayout()
-    top.addWidget(w.drop_zone, 1)
-    side = QVBoxLayout()
-    side.addWidget(w.example_button)
-    side.addStretch(1)
-    top.addLayout(side)
-    top.addWidget(w.queue_list)
-    top.addLayout(qbuttons)
+    def _search_options_changed(self, *_: object) -> None:
+        self.settings.set("search/space", self.current_space())
+        self.settings.set("search/k", self.k_spin.value())
+        self.settings.set("search/tempo_filter", self.tempo_check.isChecked())
+        self.settings.set("search/tempo_min", self.tempo_min.value())
+        self.settings.set("search/tempo_max", self.tempo_max.value())
+        self.settings.set("search/key", str(self.key_combo.currentData() or ""))
+        self.settings.set("search/include_duplicates", self.duplicates_check.isChecked())
+        r = self.result
+        # (closing: the k box losing focus as the window goes must not start a search).
+        # A running analysis does not stop it: the new search restarts the analysis.
+        if r is None or r.embedding is None or self.query_task is not None or self._closing:
+            return
+        if self.search_task is not None:
+            self.search_task.cancel()
+        task = Task(self.session.search, r, space=self.current_space(), k=self.k_spin.value(),
+                    **self.search_filters(), name="the search")
+        task.signals.finished.connect(self._searched)
+        task.signals.failed.connect(lambda msg, _e: self.show_error(msg))
+        self.search_task = task
+        self.runner.start(task)
 
-    return top
+    def _searched(self, r: QueryResult) -> None:
+        self.preview = None
+        self._forget_previews()
+        self._show_rows(r)
+        self.search_finished.emit(r)
+        self._start_analysis(r)
 
-
-def _query_side(w: MainWindow) -> None:
-    """The query panel (stages, waveforms, voice controls), recording and history."""
-    w.query_panel = QueryPanel()
-    w.query_panel.stages.cancel_requested.connect(w.cancel_query)
-    w.record_panel = RecordPanel(w.settings, w.runner)
-    w.history_panel = HistoryPanel()
-    w._wire_record_and_history()
-    voice = w.query_panel.voice  # a voice alone, its tempo, a part of the song
-    voice.vocal_only_toggled.connect(w._vocal_only_toggled)
-    voice.tempo_requested.connect(w.set_query_tempo)
-    voice.estimate_requested.connect(lambda: w.set_query_tempo(None))
-    voice.region_search_requested.connect(w.search_region)
-    voice.whole_song_requested.connect(lambda: w.search_region(None))
-    w.tap_shortcut = QShortcut(QKeySequence(Qt.Key.Key_T), w)
-    w.tap_shortcut.setContext(Qt.ShortcutContext.WindowShortcut)
-    w.tap_shortcut.activated.connect(  # the query's beat, on the Search tab
-        lambda: voice.tap() if w.tabs.currentIndex() == 0 else None)
+    def _key_match_changed(self, on: bool) -> None:
+        self.settings.set("remix/key_match", on)
+        r = self.result
+        if r is not None and r.analysis is not None and not self.querying and r.rows:
+            self._start_analysis(r)  # the shift and mashability columns follow the toggle
+        if self.preview is not None or self.preview_task is not None:
+            self.render_preview()
 
 
-def _search_options(w: MainWindow) -> QHBoxLayout:
-    """Search space and k (remembered as settings), and the note above the results."""
-    w.space_combo = QComboBox()
-    for s in SPACES:
-        w.space_combo.addItem(SPACE_LABELS[s], s)
-    w.space_combo.setCurrentIndex(SPACES.index(w.settings.get("search/space")))
-    w.k_spin = QSpinBox()
-    w.k_spin.setRange(1, 200)
-    w.k_spin.setValue(w.settings.get("search/k"))
-    w.space_combo.currentIndexChanged.connect(w._search_options_changed)
-    w.k_spin.editingFinished.connect(w._search_options_changed)
-    # The window's shortcuts (Ctrl+E, Ctrl+O) work while typing in the k box too.
-    w._window_keys = _WindowShortcutKeys(w)
-    w.k_spin.installEventFilter(w._window_keys)
-    w.k_spin.lineEdit().installEventFilter(w._window_keys)
-    w.results_note = QLabel("")
-    w.results_note.setWordWrap(True)
-    # a fixed height: a note appearing never moves the table under the pointer
-    w.results_note.setFixedHeight(w.results_note.fontMetrics().lineSpacing() * 2 + 4)
-    opts = QHBoxLayout()
-    opts.addWidget(QLabel("Search space"))
-    opts.addWidget(w.space_combo)
-    opts.addWidget(QLabel("Results (k)"))
-    opts.addWidget(w.k_spin)
-    opts.addStretch(1)
+    # --- a voice as the query ----------------------------------------------------------------
 
-    return opts
+    def query_file(self, path: str | Path, *, vocal_only: bool | None = None,
+                   tempo: float | None = None, first_beat: float | None = None) -> None:
+        """Query ``path`` (queued like a drop) with what is known about it: a recorded take is
+        ``vocal_only`` (not separated) with its metronome's ``tempo`` (BPM) and ``first_beat``
+        (s). See :meth:`gui.engine.Session.query`."""
+        self.enqueue_with_options(str(path), vocal_only=vocal_only, tempo=tempo, first_beat=first_beat)
 
+    def _vocal_only_toggled(self, on: bool) -> None:
+        """The user says the query is (or is not) a voice alone: it runs again so."""
+        r = self.result
+        if r is None or self.query_task is not None:
+            self.query_panel.voice.vocal_only.setChecked(bool(r is not None and r.vocal_only))
+            return
+        self.query_file(r.path, vocal_only=on)
 
-def _results_table(w: MainWindow) -> None:
-    """The results table (sortable, several rows selectable, dragged out)."""
-    w.results_model = ResultsModel(w)
-    w.results_proxy = ResultsProxy(w)
-    w.results_proxy.setSourceModel(w.results_model)
-    # Several rows can be selected (batch export, dragging out); the current row is
-    # the one previewed.
-    w.table = ResultsTable()
-    w.table.setModel(w.results_proxy)
-    w.table.setSortingEnabled(True)
-    w.table.sortByColumn(0, Qt.SortOrder.AscendingOrder)
-    w.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-    w.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
-    w.table.setToolTip("Click a match to hear its cross-mix; Ctrl/Shift+click selects "
-                          "several to export; drag matches out to get their files")
-    w.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-    w.table.verticalHeader().hide()
-    w.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-    w.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
-    w.table.selectionModel().currentRowChanged.connect(w._row_selected)
-    w.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
-    w.table.customContextMenuRequested.connect(w._results_menu_requested)
-    w.drag_out = DragOut(w)
-    w.table.drag_started.connect(w.drag_out.start)
-    w.batch_export = BatchExporter(w)
+    def set_query_tempo(self, bpm: float | None, source: str = "typed") -> None:
+        """Align the cross-mixes to a typed or tapped tempo (``None``: the estimated one)."""
+        r = self.result
+        if r is None or r.auto_analysis is None or self.query_task is not None:
+            return
+        for task in (self.preview_task, self.ahead_task):
+            if task is not None:
+                task.cancel()
+        self.preview_task = self.ahead_task = None
+        self._forget_previews()
+        self.player.stop()
+        self.preview = None
+        self.preview_panel.set_ready(False)
+        self.preview_panel.show_message("aligning to the new tempo…")
+        self._start_analysis(r, tempo=(bpm, source))
 
+    def search_region(self, region: tuple[float, float] | None) -> Task | None:
+        """Embed only ``region`` (s) of the query and search again (``None``: the whole song)."""
+        r = self.result
+        if r is None or self.query_task is not None or self._closing:
+            return None
+        if r.embedding is None:
+            self.show_error(r.message or "The query was not embedded, so it cannot be searched.")
+            return None
+        if self.search_task is not None:
+            self.search_task.cancel()
+        self.say("Searching with the selected part…" if region
+                 else "Searching with the whole song…")
+        task = Task(self.session.search_region, r, region, space=self.current_space(),
+                    k=self.k_spin.value(), **self.search_filters(), name="the search")
+        task.signals.finished.connect(self._region_searched)
+        task.signals.failed.connect(lambda msg, _e: self.show_error(msg))
+        self.search_task = task
+        self.runner.start(task)
+        return task
 
-def _preview(w: MainWindow) -> None:
-    """The cross-mix preview panel, wired to the window."""
-    w.preview_panel = PreviewPanel()
-    w.preview_panel.source_changed.connect(w._source_changed)
-    w.preview_panel.gains_changed.connect(w._gains_changed)
-    w.preview_panel.key_match_changed.connect(w._key_match_changed)
-    w.preview_panel.export_requested.connect(w.export_dialog)
-    w.preview_panel.loop_changed.connect(w._loop_changed)
-    w.preview_panel.phase.offsets_changed.connect(w._offsets_changed)
-    bar = w.preview_panel.choice_bar
-    bar.runner = w.runner
-    bar.choice_made.connect(w._source_choice_made)
-    bar.choice_cleared.connect(lambda: w._source_choice_made(None))
-    bar.cancel_requested.connect(w._source_choice_cancelled)
-    w.preview_panel.play_button.clicked.connect(w.toggle_play)
-    w.preview_panel.stop_button.clicked.connect(w.player.stop)
-    for key, wave in w.preview_panel.waves.items():
-        wave.seek_requested.connect(lambda t, k=key: w._seek_on(k, t))
-    w.preview_panel.key_match.setChecked(w.settings.get("remix/key_match"))
-    w.preview_panel.set_gains_db(w.settings.get("remix/vocal_gain_db"),
-                                    w.settings.get("remix/accompaniment_gain_db"))
-
-
-def _filters(w: MainWindow) -> QHBoxLayout:
-    """Tempo and key filters of the matches and the near-duplicates switch, remembered as settings."""
-    from core.remix.analysis import PITCH_CLASSES
-
-    w.tempo_check = QCheckBox("Tempo")
-    w.tempo_check.setToolTip("Keep only matches whose tempo lies in this range "
-                                "(songs not analysed yet are left out)")
-    w.tempo_min = QDoubleSpinBox()
-    w.tempo_max = QDoubleSpinBox()
-    for box, key in ((w.tempo_min, "search/tempo_min"), (w.tempo_max, "search/tempo_max")):
-        box.setRange(20.0, 300.0)
-        box.setDecimals(0)
-        box.setSuffix(" BPM")
-        box.setValue(float(w.settings.get(key)))
-        box.editingFinished.connect(w._search_options_changed)
-        box.installEventFilter(w._window_keys)
-        box.lineEdit().installEventFilter(w._window_keys)
-    w.tempo_check.setChecked(bool(w.settings.get("search/tempo_filter")))
-    w.tempo_check.toggled.connect(w._tempo_filter_toggled)
-    w._tempo_filter_toggled(w.tempo_check.isChecked(), search=False)
-    w.key_combo = QComboBox()
-    w.key_combo.setToolTip("Keep only matches in this key (songs not analysed yet are "
-                              "left out)")
-    w.key_combo.addItem("Any key", "")
-    for mode in ("major", "minor"):
-        for root in PITCH_CLASSES:
-            w.key_combo.addItem(f"{root} {mode}", f"{root} {mode}")
-    i = w.key_combo.findData(str(w.settings.get("search/key")))
-    w.key_combo.setCurrentIndex(max(i, 0))
-    w.key_combo.currentIndexChanged.connect(w._search_options_changed)
-    row = QHBoxLayout()
-    row.addWidget(w.tempo_check)
-    row.addWidget(w.tempo_min)
-    row.addWidget(QLabel("to"))
-    row.addWidget(w.tempo_max)
-    row.addWidget(QLabel("Key"))
-    row.addWidget(w.key_combo)
-    w.duplicates_check = QCheckBox("Include near-duplicates")
-    w.duplicates_check.setToolTip("Keep other versions of the query's own recording (the same "
-                                  "file, a re-encode, a remaster) among the matches; they are "
-                                  "left out by default")
-    w.duplicates_check.setChecked(bool(w.settings.get("search/include_duplicates")))
-    w.duplicates_check.toggled.connect(w._search_options_changed)
-    row.addWidget(w.duplicates_check)
-    row.addStretch(1)
-    return row
-
+    def _region_searched(self, r: QueryResult) -> None:
+        self.query_panel.voice.show_searched_region(r.region)
+        part = (f"{r.region[0]:.1f}–{r.region[1]:.1f} s of {r.title}" if r.region is not None
+                else f"the whole of {r.title}")
+        self.say(f"Searched with {part}: {len(r.rows)} matches", 10000)
+        self._searched(r)

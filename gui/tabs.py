@@ -46,8 +46,8 @@ def build_tabs(window: MainWindow) -> None:
     lib.error.connect(window.show_error)
 
     def use_as_query(paths: list[str]) -> None:  # a song of the Library tab's list
-        window.tabs.setCurrentIndex(0)
-        window.enqueue(paths)
+        window.tabs.setCurrentWidget(window.search_page)
+        window.search_page.enqueue(paths)
 
     lib.query_requested.connect(use_as_query)
     window.library_panel = lib

@@ -85,17 +85,20 @@ def main() -> int:
 
         args.query = example_clip_path()
     w.enqueue([str(args.query)])
-    r = wait(w.query_finished)
-    print(f"query: {w.results_model.rowCount()} matches; {getattr(r, 'message', '')} {w.errors}",
+    r = wait(w.search_page.query_finished)
+    print(f"query: {w.search_page.results_model.rowCount()} matches; "
+          f"{getattr(r, 'message', '')} {w.errors}",
           file=sys.stderr, flush=True)
-    if r is None or w.results_model.rowCount() == 0:
+    if r is None or w.search_page.results_model.rowCount() == 0:
         return 1
-    p = w.preview if w.preview is not None else wait(w.preview_finished)
+    p = w.search_page.preview
+    if p is None:
+        p = wait(w.search_page.preview_finished)
     if p is None:
         print("no preview:", w.errors, file=sys.stderr)
         return 1
     match = Path(p.row.path).stem
-    bar = w.preview_panel.choice_bar
+    bar = w.search_page.preview_panel.choice_bar
     bar.load_file(str(stems_dir / f"{match} drums.wav"))
     for _ in range(400):
         app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
@@ -103,7 +106,7 @@ def main() -> int:
             break
     bar.select(2.0, 4.0)
     bar.remove_button.click()
-    p = wait(w.preview_finished)
+    p = wait(w.search_page.preview_finished)
     if p is None or p.choice is None:
         print("the removal did not finish:", w.errors, file=sys.stderr)
         return 1

@@ -127,9 +127,9 @@ def main() -> int:
     scans = Record(lib.scan_finished)  # the first-launch indexing may end quickly
     runs = Record(train.run_finished)
     comparisons = Record(train.comparison_finished)
-    queries = Record(w.query_finished)
-    analyses = Record(w.analysis_finished)
-    previews = Record(w.preview_finished)
+    queries = Record(w.search_page.query_finished)
+    analyses = Record(w.search_page.analysis_finished)
+    previews = Record(w.search_page.preview_finished)
     w.setGeometry(0, 0, 1600, 1000)
     w.show()
     pause(1500)
@@ -167,10 +167,10 @@ def main() -> int:
             return 1
 
     w.tabs.setCurrentIndex(0)
-    w.example_button.click()
+    w.search_page.example_button.click()
     result = queries.next()
     if result is None or not result.rows:  # type: ignore[attr-defined]
-        print(f"the query failed or found nothing: {w.errors} {w.results_note.text()}",
+        print(f"the query failed or found nothing: {w.errors} {w.search_page.results_note.text()}",
               file=sys.stderr)
         return 1
     analyses.next()
@@ -179,14 +179,14 @@ def main() -> int:
         print(f"the preview failed: {w.errors}", file=sys.stderr)
         return 1
     w.player.seek(preview.crossmix.mix.duration * 0.4)  # a playhead mid-way
-    w._position_changed(w.player.position)
+    w.search_page._position_changed(w.player.position)
     shot("02-results.png")
 
     # A part of the song as the query: the middle of the example, searched on its own.
-    searches = Record(w.search_finished)
+    searches = Record(w.search_page.search_finished)
     dur = float(result.duration)  # type: ignore[attr-defined]
-    w.query_panel.mix_wave.set_region((0.25 * dur, 0.25 * dur + max(4.0, 0.5 * dur)))
-    w.query_panel.voice.search_region_button.click()
+    w.search_page.query_panel.mix_wave.set_region((0.25 * dur, 0.25 * dur + max(4.0, 0.5 * dur)))
+    w.search_page.query_panel.voice.search_region_button.click()
     if searches.next() is None or analyses.next() is None or previews.next() is None:
         print(f"the region search failed: {w.errors}", file=sys.stderr)
         return 1

@@ -81,10 +81,10 @@ def window(qtbot, tmp_path, library):
 
 
 def _query(qtbot, w: MainWindow, song: Path) -> None:
-    with qtbot.waitSignal(w.preview_finished, timeout=120_000) as sig:
+    with qtbot.waitSignal(w.search_page.preview_finished, timeout=120_000) as sig:
         w.enqueue([str(song)])
     assert sig.args[0] is not None, w.errors
-    assert w.results_model.rowCount() == 4, w.errors
+    assert w.search_page.results_model.rowCount() == 4, w.errors
 
 
 def _no_partial_files(folder: Path) -> list[str]:
@@ -98,18 +98,18 @@ def test_batch_export_writes_every_match_once_with_unique_names(qtbot, window, q
     out = tmp_path / "exports"
     out.mkdir()
     # nothing selected, and before any query: each says what to do
-    w.export_selected_dialog()
+    w.search_page.export_selected_dialog()
     assert "no matches to export" in w.errors[-1].lower()
     _query(qtbot, w, query_song)
-    w.table.clearSelection()
-    w.export_selected_dialog()
+    w.search_page.table.clearSelection()
+    w.search_page.export_selected_dialog()
     assert "No match is selected" in w.errors[-1]
 
     # the dialog in batch mode: no file name, the naming said; folder etc. remembered
-    w.table.selectAll()
-    rows = w.table.selected_result_rows()
+    w.search_page.table.selectAll()
+    rows = w.search_page.table.selected_result_rows()
     assert len(rows) == 4
-    dlg = w.batch_export.dialog(rows)
+    dlg = w.search_page.batch_export.dialog(rows)
     assert dlg is not None and dlg.windowTitle() == "Export 4 cross-mixes"
     assert dlg.name.parent() is None or not dlg.name.isVisibleTo(dlg)
     assert "a name already taken gets a number" in dlg.names_note.text()
@@ -121,10 +121,11 @@ def test_batch_export_writes_every_match_once_with_unique_names(qtbot, window, q
     mine = out / f"{QUERY_TITLE} x Bravo.wav"
     mine.write_bytes(b"the user's own file")
     seen = []
-    with qtbot.waitSignal(w.batch_export.finished, timeout=180_000) as sig:
-        task = w.batch_export.start(rows, choice)
+    with qtbot.waitSignal(w.search_page.batch_export.finished, timeout=180_000) as sig:
+        task = w.search_page.batch_export.start(rows, choice)
         task.signals.progress.connect(lambda p: seen.append((p.done, p.total, p.message)))
-        assert w.batch_export.progress_dialog is not None  # one progress window, with Cancel
+        # one progress window, with Cancel
+        assert w.search_page.batch_export.progress_dialog is not None
     report = sig.args[0]
     assert report is not None and not report.failed and not report.cancelled, w.errors
     names = sorted(p.name for p in report.written)
@@ -132,7 +133,7 @@ def test_batch_export_writes_every_match_once_with_unique_names(qtbot, window, q
                             f"{QUERY_TITLE} x Bravo (2).wav", f"{QUERY_TITLE} x Charlie.wav"])
     assert mine.read_bytes() == b"the user's own file"
     assert _no_partial_files(out) == []
-    preview_len = w.preview.crossmix.mix.duration
+    preview_len = w.search_page.preview.crossmix.mix.duration
     for p in report.written:
         a = load_audio(p)
         assert a.duration == pytest.approx(preview_len, abs=0.05) and a.samples.std() > 1e-4
@@ -141,20 +142,21 @@ def test_batch_export_writes_every_match_once_with_unique_names(qtbot, window, q
     assert not np.allclose(a1.samples, a2.samples, atol=1e-3)
     assert seen and seen[-1][0] == seen[-1][1] == 4
     assert any("2 of 4" in m for _d, _t, m in seen)
-    assert "Exported 4 cross-mixes" in w.banner.text()
-    assert not w.batch_export.progress_dialog.isVisible()
+    assert "Exported 4 cross-mixes" in w.search_page.banner.text()
+    assert not w.search_page.batch_export.progress_dialog.isVisible()
 
     # "Export all shown": every row, in the order shown, whatever is selected
-    w.table.selectRow(0)
-    dlg = w.export_all_dialog()
+    w.search_page.table.selectRow(0)
+    dlg = w.search_page.export_all_dialog()
     assert dlg is not None and dlg.windowTitle() == "Export 4 cross-mixes"
     dlg.reject()
-    assert [r.title for r in w.shown_rows()] == [
-        w.results_proxy.index(i, 1).data() for i in range(4)]
+    assert [r.title for r in w.search_page.shown_rows()] == [
+        w.search_page.results_proxy.index(i, 1).data() for i in range(4)]
     # names stay unique against the files of the first batch
-    again = w.session.export_batch(w.result, rows[:2], folder=out, fmt="wav", bitrate="192k",
-                                   full=False, options=w.remix_options(),
-                                   previews=w.rendered_previews())
+    again = w.session.export_batch(w.search_page.result, rows[:2], folder=out, fmt="wav",
+                                   bitrate="192k", full=False,
+                                   options=w.search_page.remix_options(),
+                                   previews=w.search_page.rendered_previews())
     assert all(" (2)" in p.name or " (3)" in p.name for p in again.written), again.written
     assert len(list(out.glob("*.wav"))) == 7  # 4 + 2 + the user's own
 
@@ -162,16 +164,16 @@ def test_batch_export_writes_every_match_once_with_unique_names(qtbot, window, q
 def test_batch_export_failures_are_reported_and_lose_nothing(qtbot, tmp_path, query_song):
     lib, songs = _library(tmp_path / "own")
     w = _window(qtbot, tmp_path, lib)
-    w.RENDER_AHEAD = 0  # only the best match is rendered (its stems cached)
+    w.search_page.RENDER_AHEAD = 0  # only the best match is rendered (its stems cached)
     try:
         _query(qtbot, w, query_song)
-        best = w.preview.row
+        best = w.search_page.preview.row
         # a match whose file was moved away (and never separated): it cannot be rendered
-        gone = next(r for r in w.results_model.rows if r.path != best.path)
+        gone = next(r for r in w.search_page.results_model.rows if r.path != best.path)
         Path(gone.path).rename(tmp_path / "moved.flac")
         out = tmp_path / "exports"
-        with qtbot.waitSignal(w.batch_export.finished, timeout=180_000) as sig:
-            w.batch_export.start(w.shown_rows(), ExportChoice(
+        with qtbot.waitSignal(w.search_page.batch_export.finished, timeout=180_000) as sig:
+            w.search_page.batch_export.start(w.search_page.shown_rows(), ExportChoice(
                 path=out / "x.flac", format="flac", bitrate="192k", full=False))
         report = sig.args[0]
         assert len(report.written) == 3 and len(report.failed) == 1, report
@@ -181,15 +183,15 @@ def test_batch_export_failures_are_reported_and_lose_nothing(qtbot, tmp_path, qu
         assert _no_partial_files(out) == []
         text = w.errors[-1]
         assert "Exported 3 of 4 cross-mixes" in text and "none of its files can be read" in text
-        box = w.batch_export.report_box
+        box = w.search_page.batch_export.report_box
         assert box is not None and box.isVisible() and reason in box.detailedText()
         box.close()
 
         # a folder that cannot be written: said before any work, nothing exported
         blocker = tmp_path / "a file"
         blocker.write_text("not a folder")
-        with qtbot.waitSignal(w.batch_export.finished, timeout=60_000) as sig:
-            w.batch_export.start(w.shown_rows(), ExportChoice(
+        with qtbot.waitSignal(w.search_page.batch_export.finished, timeout=60_000) as sig:
+            w.search_page.batch_export.start(w.search_page.shown_rows(), ExportChoice(
                 path=blocker / "x.wav", format="wav", bitrate="192k", full=False))
         assert sig.args[0] is None
         assert "Nothing was exported" in w.errors[-1] and "not a folder" in w.errors[-1]
@@ -222,13 +224,14 @@ def test_batch_export_on_a_disk_that_fills_keeps_the_files_written(qtbot, window
                                                                    tmp_path, tmpfs):
     w = window
     _query(qtbot, w, query_song)
-    rows = w.shown_rows()
-    one = w.session.export(w.result, w.preview.row, preview=w.preview, path=tmp_path / "one.wav", fmt="wav",
-                           bitrate="192k", full=False, options=w.remix_options())
+    rows = w.search_page.shown_rows()
+    one = w.session.export(w.search_page.result, w.search_page.preview.row,
+                           preview=w.search_page.preview, path=tmp_path / "one.wav", fmt="wav",
+                           bitrate="192k", full=False, options=w.search_page.remix_options())
     size = one.stat().st_size
     disk = tmpfs(int(1.6 * size / 1024))  # room for one file, not two
-    with qtbot.waitSignal(w.batch_export.finished, timeout=180_000) as sig:
-        w.batch_export.start(rows[:3], ExportChoice(path=disk / "x.wav", format="wav",
+    with qtbot.waitSignal(w.search_page.batch_export.finished, timeout=180_000) as sig:
+        w.search_page.batch_export.start(rows[:3], ExportChoice(path=disk / "x.wav", format="wav",
                                                     bitrate="192k", full=False))
     report = sig.args[0]
     assert len(report.written) == 1 and len(report.failed) == 2, report
@@ -236,20 +239,20 @@ def test_batch_export_on_a_disk_that_fills_keeps_the_files_written(qtbot, window
     assert load_audio(report.written[0]).duration == pytest.approx(load_audio(one).duration)
     assert sorted(p.name for p in disk.iterdir()) == [report.written[0].name]  # nothing half
     assert "Exported 1 of 3" in w.errors[-1] and "disk full" in w.errors[-1]
-    w.batch_export.report_box.close()
+    w.search_page.batch_export.report_box.close()
 
 
 def test_cancelling_a_batch_export_keeps_whole_files_only(qtbot, window, query_song, tmp_path):
     w = window
     _query(qtbot, w, query_song)
     out = tmp_path / "exports"
-    with qtbot.waitSignal(w.batch_export.finished, timeout=180_000) as sig:
-        task = w.batch_export.start(w.shown_rows(), ExportChoice(
+    with qtbot.waitSignal(w.search_page.batch_export.finished, timeout=180_000) as sig:
+        task = w.search_page.batch_export.start(w.search_page.shown_rows(), ExportChoice(
             path=out / "x.wav", format="wav", bitrate="192k", full=True))
 
         def first_file_done(p) -> None:  # the second match begins: press Cancel
             if "2 of 4" in p.message and not task.cancelled:
-                w.batch_export.progress_dialog.findChild(QPushButton).click()  # Cancel
+                w.search_page.batch_export.progress_dialog.findChild(QPushButton).click()  # Cancel
 
         task.signals.progress.connect(first_file_done)
     report = sig.args[0]
@@ -257,7 +260,8 @@ def test_cancelling_a_batch_export_keeps_whole_files_only(qtbot, window, query_s
     assert 1 <= len(report.written) < 4
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in report.written)
     assert all(load_audio(p).samples.std() > 1e-4 for p in report.written)
-    assert "Batch export cancelled" in w.banner.text() and "complete files" in w.banner.text()
+    banner = w.search_page.banner.text()
+    assert "Batch export cancelled" in banner and "complete files" in banner
 
 
 def test_dragging_matches_out_carries_real_files_of_their_cross_mixes(qtbot, window,
@@ -272,14 +276,14 @@ def test_dragging_matches_out_carries_real_files_of_their_cross_mixes(qtbot, win
 
     monkeypatch.setattr(QDrag, "exec", fake_exec)
     _query(qtbot, w, query_song)
-    qtbot.waitUntil(lambda: w.analysis_task is None, timeout=60_000)
-    p = w.preview
-    w.table.selectRow(w.table.currentIndex().row())
+    qtbot.waitUntil(lambda: w.search_page.analysis_task is None, timeout=60_000)
+    p = w.search_page.preview
+    w.search_page.table.selectRow(w.search_page.table.currentIndex().row())
 
     # the previewed match: its file is written first (the mouse is not held here: no drag
     # yet, the window says it is ready), then the drag carries it
-    with qtbot.waitSignal(w.drag_out.prepared, timeout=60_000) as sig:
-        w.table.startDrag(Qt.DropAction.CopyAction)
+    with qtbot.waitSignal(w.search_page.drag_out.prepared, timeout=60_000) as sig:
+        w.search_page.table.startDrag(Qt.DropAction.CopyAction)
     files = sig.args[0]
     assert files is not None and len(files) == 1, w.errors
     f = files[0]
@@ -290,35 +294,35 @@ def test_dragging_matches_out_carries_real_files_of_their_cross_mixes(qtbot, win
     want = p.crossmix.mix
     assert a.sr == want.sr and a.n == want.n
     np.testing.assert_allclose(a.samples, want.samples, atol=1e-4)  # 24-bit wav of the mix
-    w.table.startDrag(Qt.DropAction.CopyAction)
+    w.search_page.table.startDrag(Qt.DropAction.CopyAction)
     assert dragged == [[str(f)]]
 
     # two matches, one of them not rendered yet: rendered, then both files dragged
-    w.table.selectAll()
-    rows = w.table.selected_result_rows()
-    assert w.drag_out.mime_data(rows) is None  # not all written yet
-    with qtbot.waitSignal(w.drag_out.prepared, timeout=120_000) as sig:
-        w.drag_out.prepare(rows)
+    w.search_page.table.selectAll()
+    rows = w.search_page.table.selected_result_rows()
+    assert w.search_page.drag_out.mime_data(rows) is None  # not all written yet
+    with qtbot.waitSignal(w.search_page.drag_out.prepared, timeout=120_000) as sig:
+        w.search_page.drag_out.prepare(rows)
     files = sig.args[0]
     assert len(files) == 4 and len({x.name for x in files}) == 3  # two "Alpha" titles
     for x in files:
         assert load_audio(x).duration == pytest.approx(want.duration, abs=0.05)
-    mime = w.drag_out.mime_data(rows)
+    mime = w.search_page.drag_out.mime_data(rows)
     assert [u.toLocalFile() for u in mime.urls()] == [str(x) for x in files]
 
     # a match the user exported drags as that exported file
     out = tmp_path / "exports" / "mine.flac"
-    with qtbot.waitSignal(w.export_finished, timeout=60_000):
-        w.export_to(ExportChoice(path=out, format="flac", bitrate="192k", full=False))
-    w.table.selectRow(w.table.currentIndex().row())
-    assert [u.toLocalFile() for u in w.drag_out.mime_data([p.row]).urls()] == [str(out)]
+    with qtbot.waitSignal(w.search_page.export_finished, timeout=60_000):
+        w.search_page.export_to(ExportChoice(path=out, format="flac", bitrate="192k", full=False))
+    w.search_page.table.selectRow(w.search_page.table.currentIndex().row())
+    assert [u.toLocalFile() for u in w.search_page.drag_out.mime_data([p.row]).urls()] == [str(out)]
 
     # a new query: nothing to drag until its analysis is done, and it says so
     w.enqueue([str(query_song)])
-    qtbot.waitUntil(lambda: w.query_task is not None, timeout=10_000)
-    w.drag_out.prepare(rows)
-    assert "once the query and its analysis are done" in w.banner.text()
-    with qtbot.waitSignal(w.analysis_finished, timeout=120_000):
+    qtbot.waitUntil(lambda: w.search_page.query_task is not None, timeout=10_000)
+    w.search_page.drag_out.prepare(rows)
+    assert "once the query and its analysis are done" in w.search_page.banner.text()
+    with qtbot.waitSignal(w.search_page.analysis_finished, timeout=120_000):
         pass
 
 

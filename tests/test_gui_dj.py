@@ -67,7 +67,7 @@ def _catalog(library: Path) -> dict[str, tuple[float, str]]:
 
 
 def _titles(window) -> set[str]:
-    m = window.results_model
+    m = window.search_page.results_model
     return {m.row(i).title for i in range(m.rowCount())}
 
 
@@ -75,45 +75,46 @@ def test_tempo_and_key_filters_narrow_the_matches_and_are_remembered(
         qtbot, window, query_song, analysed_library, tmp_path):
     known = _catalog(analysed_library)
     assert len(known) == 3
-    with qtbot.waitSignal(window.analysis_finished, timeout=120_000):
+    with qtbot.waitSignal(window.search_page.analysis_finished, timeout=120_000):
         window.enqueue([str(query_song)])
     assert _titles(window) == set(known), window.errors
 
     # a tempo range holding the slowest song only (the estimates, whatever they are)
     slowest = min(known, key=lambda t: known[t][0])
     lo, hi = math.floor(known[slowest][0]), math.ceil(known[slowest][0])
-    window.tempo_min.setValue(lo)
-    window.tempo_max.setValue(hi)
-    with qtbot.waitSignal(window.search_finished, timeout=120_000):
-        window.tempo_check.setChecked(True)
+    window.search_page.tempo_min.setValue(lo)
+    window.search_page.tempo_max.setValue(hi)
+    with qtbot.waitSignal(window.search_page.search_finished, timeout=120_000):
+        window.search_page.tempo_check.setChecked(True)
     expected = {t for t, (b, _) in known.items() if lo <= b <= hi}
     assert _titles(window) == expected and len(expected) < 3, (known, window.errors)
 
     # tempo off, a key: only the songs in that key
-    with qtbot.waitSignal(window.search_finished, timeout=120_000):
-        window.tempo_check.setChecked(False)
+    with qtbot.waitSignal(window.search_page.search_finished, timeout=120_000):
+        window.search_page.tempo_check.setChecked(False)
     assert _titles(window) == set(known)
     key = known[slowest][1]
-    with qtbot.waitSignal(window.search_finished, timeout=120_000):
-        window.key_combo.setCurrentIndex(window.key_combo.findData(key))
+    with qtbot.waitSignal(window.search_page.search_finished, timeout=120_000):
+        window.search_page.key_combo.setCurrentIndex(window.search_page.key_combo.findData(key))
     assert _titles(window) == {t for t, (_, k) in known.items() if k == key}
 
     # a key no song has: no rows, and the note says why
-    other = next(window.key_combo.itemData(i) for i in range(1, window.key_combo.count())
-                 if window.key_combo.itemData(i) not in {k for _, k in known.values()})
-    with qtbot.waitSignal(window.search_finished, timeout=120_000):
-        window.key_combo.setCurrentIndex(window.key_combo.findData(other))
-    assert window.results_model.rowCount() == 0
-    assert "filters" in window.results_note.text()
+    combo = window.search_page.key_combo
+    other = next(combo.itemData(i) for i in range(1, combo.count())
+                 if combo.itemData(i) not in {k for _, k in known.values()})
+    with qtbot.waitSignal(window.search_page.search_finished, timeout=120_000):
+        window.search_page.key_combo.setCurrentIndex(window.search_page.key_combo.findData(other))
+    assert window.search_page.results_model.rowCount() == 0
+    assert "filters" in window.search_page.results_note.text()
 
     # remembered: a new window starts with the same filters, and its queries use them
-    window.tempo_check.setChecked(True)
+    window.search_page.tempo_check.setChecked(True)
     s = Settings(tmp_path / "settings.ini")
     assert s.get("search/key") == other and s.get("search/tempo_filter") is True
     assert (s.get("search/tempo_min"), s.get("search/tempo_max")) == (lo, hi)
     w2 = MainWindow(settings=s, session=make_session(tmp_path, analysed_library))
     qtbot.addWidget(w2)
-    assert w2.search_filters() == {"tempo_range": (lo, hi), "key": other,
+    assert w2.search_page.search_filters() == {"tempo_range": (lo, hi), "key": other,
                                    "include_duplicates": False}
     w2.close()
 
@@ -124,12 +125,12 @@ def test_a_library_song_as_the_query_and_the_near_duplicates_switch(
     matches unless the switch is on (remembered)."""
     with Library.open(analysed_library) as lib:
         song = lib.catalog.songs(with_analysis=False)[0]
-    with qtbot.waitSignal(window.analysis_finished, timeout=120_000):
+    with qtbot.waitSignal(window.search_page.analysis_finished, timeout=120_000):
         window.enqueue([song.paths[0]])
     assert song.title not in _titles(window), window.errors
-    assert "near-duplicate" in window.results_note.text()
-    with qtbot.waitSignal(window.search_finished, timeout=120_000):
-        window.duplicates_check.setChecked(True)
+    assert "near-duplicate" in window.search_page.results_note.text()
+    with qtbot.waitSignal(window.search_page.search_finished, timeout=120_000):
+        window.search_page.duplicates_check.setChecked(True)
     assert song.title in _titles(window)
     assert Settings(tmp_path / "settings.ini").get("search/include_duplicates") is True
 
@@ -173,10 +174,10 @@ def test_player_loops_between_a_and_b_without_allocating(qapp):
 
 
 def test_preview_a_b_loop_repeats_until_switched_off(qtbot, window, query_song):
-    with qtbot.waitSignal(window.preview_finished, timeout=120_000) as sig:
+    with qtbot.waitSignal(window.search_page.preview_finished, timeout=120_000) as sig:
         window.enqueue([str(query_song)])
     assert sig.args[0] is not None, window.errors
-    panel, player = window.preview_panel, window.player
+    panel, player = window.search_page.preview_panel, window.player
     assert not panel.loop_button.isEnabled()  # A and B first
     player.seek(1.0)
     panel.set_a_button.click()
@@ -187,7 +188,7 @@ def test_preview_a_b_loop_repeats_until_switched_off(qtbot, window, query_song):
     assert player.loop == pytest.approx((1.0, 2.0), abs=1e-3)
     # the null device takes audio as fast as it comes: far more than the song, still looping
     player.seek(1.5)
-    window.toggle_play()
+    window.search_page.toggle_play()
     sr = player._src.sr
     qtbot.waitUntil(lambda: player.frames_written > 3 * player.duration * sr, timeout=10_000)
     assert player.playing and 1.0 <= player.position <= 2.0
@@ -197,10 +198,11 @@ def test_preview_a_b_loop_repeats_until_switched_off(qtbot, window, query_song):
     # another match: no A, no B, no loop
     panel.loop_button.click()
     assert player.loop is not None
-    other = next(r for r in range(window.results_proxy.rowCount())
-                 if window.results_proxy.index(r, 0).row() != window.table.currentIndex().row())
-    with qtbot.waitSignal(window.preview_finished, timeout=120_000):
-        window.table.selectRow(other)
+    other = next(r for r in range(window.search_page.results_proxy.rowCount())
+                 if window.search_page.results_proxy.index(r, 0).row()
+                 != window.search_page.table.currentIndex().row())
+    with qtbot.waitSignal(window.search_page.preview_finished, timeout=120_000):
+        window.search_page.table.selectRow(other)
     assert player.loop is None and panel.loop_a is None and not panel.loop_button.isChecked()
 
 
@@ -208,7 +210,7 @@ def test_export_with_stems_writes_the_mix_and_its_parts(qtbot, window, query_son
     from core.audio.decode import load_audio
     from gui.export_dialog import ExportChoice, ExportDialog
 
-    with qtbot.waitSignal(window.preview_finished, timeout=120_000) as sig:
+    with qtbot.waitSignal(window.search_page.preview_finished, timeout=120_000) as sig:
         window.enqueue([str(query_song)])
     p = sig.args[0]
     assert p is not None, window.errors
@@ -225,9 +227,9 @@ def test_export_with_stems_writes_the_mix_and_its_parts(qtbot, window, query_son
     assert ExportDialog(window.settings, suggested_name="x").stems.isChecked()
 
     out = tmp_path / "exports" / "cross.flac"
-    with qtbot.waitSignal(window.export_finished, timeout=60_000) as sig:
-        window.export_to(ExportChoice(path=out, format="flac", bitrate="192k", full=False,
-                                      stems=True))
+    with qtbot.waitSignal(window.search_page.export_finished, timeout=60_000) as sig:
+        window.search_page.export_to(ExportChoice(path=out, format="flac", bitrate="192k",
+                                                  full=False, stems=True))
     assert sig.args[0] == out, window.errors
     assert "stems" in window.statusBar().currentMessage()
     files = [out, out.with_name("cross_vocals.flac"), out.with_name("cross_accompaniment.flac")]
@@ -238,6 +240,7 @@ def test_export_with_stems_writes_the_mix_and_its_parts(qtbot, window, query_son
     assert voc.samples.std() > 1e-4 and acc.samples.std() > 1e-4
     # without stems: the mix only
     plain = tmp_path / "exports" / "plain.flac"
-    with qtbot.waitSignal(window.export_finished, timeout=60_000) as sig:
-        window.export_to(ExportChoice(path=plain, format="flac", bitrate="192k", full=False))
+    with qtbot.waitSignal(window.search_page.export_finished, timeout=60_000) as sig:
+        window.search_page.export_to(ExportChoice(path=plain, format="flac", bitrate="192k",
+                                                  full=False))
     assert sig.args[0] == plain and not plain.with_name("plain_vocals.flac").exists()

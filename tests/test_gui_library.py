@@ -121,19 +121,19 @@ def test_settings_persist_across_a_restart(qtbot, tmp_path):
     path = tmp_path / "settings.ini"
     w = MainWindow(settings=Settings(path), session=_session(tmp_path))
     qtbot.addWidget(w)
-    w.space_combo.setCurrentIndex(w.space_combo.findData("mix->mix"))
-    w.k_spin.setValue(17)
-    w.k_spin.editingFinished.emit()
-    w.preview_panel.key_match.setChecked(True)
-    w.preview_panel.set_gains_db(-3.0, 1.5)
+    w.search_page.space_combo.setCurrentIndex(w.search_page.space_combo.findData("mix->mix"))
+    w.search_page.k_spin.setValue(17)
+    w.search_page.k_spin.editingFinished.emit()
+    w.search_page.preview_panel.key_match.setChecked(True)
+    w.search_page.preview_panel.set_gains_db(-3.0, 1.5)
     w.close()
 
     again = MainWindow(settings=Settings(path), session=_session(tmp_path))
     qtbot.addWidget(again)
-    assert again.current_space() == "mix->mix"
-    assert again.k_spin.value() == 17
-    assert again.preview_panel.key_match.isChecked()
-    assert again.preview_panel.gains_db() == (-3.0, 1.5)
+    assert again.search_page.current_space() == "mix->mix"
+    assert again.search_page.k_spin.value() == 17
+    assert again.search_page.preview_panel.key_match.isChecked()
+    assert again.search_page.preview_panel.gains_db() == (-3.0, 1.5)
     again.close()
 
 
@@ -146,11 +146,11 @@ def test_the_app_window_has_every_tab_and_a_first_run_hint(qtbot, tmp_path, monk
     w.show()
     tabs = [w.tabs.tabText(i) for i in range(w.tabs.count())]
     assert tabs == ["Search", "Library", "Retrain", "Settings"]
-    assert w.hint.isVisible() and "Try the example song" in w.hint.text()
-    assert w.example_button.isEnabled()
+    assert w.search_page.hint.isVisible() and "Try the example song" in w.search_page.hint.text()
+    assert w.search_page.example_button.isEnabled()
     # The window shows before the engine is imported; the three tabs say they load, then
     # are filled in, in place, with the Search tab still current.
-    assert w.settings_panel is None and w.engine_loading
+    assert w.settings_panel is None and w.search_page.engine_loading
     assert "Loading" in w.tabs.widget(1).text()
     with qtbot.waitSignal(w.queries_ready, timeout=120_000):
         pass
@@ -160,7 +160,7 @@ def test_the_app_window_has_every_tab_and_a_first_run_hint(qtbot, tmp_path, monk
     panel = w.settings_panel
     assert "CPU" in panel.device_found.text() or "CUDA" in panel.device_found.text()
     panel.editors["search/k"].setValue(33)
-    assert w.k_spin.value() == 33
+    assert w.search_page.k_spin.value() == 33
     # the stem cache of dropped songs: its limit is a setting, its use is shown, it can be cleared
     cache = w.session.stem_cache
     assert cache.max_bytes == 10 * 10**9
@@ -188,10 +188,10 @@ def test_no_sound_card_disables_playback_with_a_reason(qtbot, tmp_path):
                    player=Player(device="no-such-card"))
     qtbot.addWidget(w)
     w.show()
-    reason = w.preview_panel.playback_reason
+    reason = w.search_page.preview_panel.playback_reason
     assert reason.isVisible() and "Playback is off" in reason.text()
-    assert not w.preview_panel.play_button.isEnabled()
-    w.toggle_play()  # Space with no device: nothing happens, nothing raises
+    assert not w.search_page.preview_panel.play_button.isEnabled()
+    w.search_page.toggle_play()  # Space with no device: nothing happens, nothing raises
     w.close()
 
 
@@ -225,12 +225,12 @@ def test_closing_mid_query_cancels_cleanly(qtbot, tmp_path):
     qtbot.addWidget(w)
     w.show()
     w.enqueue([str(song), str(song)])
-    qtbot.waitUntil(lambda: w.query_panel.stages.current is not None, timeout=30_000)
-    running = [t for t in (w.query_task, w.analysis_task) if t is not None]
+    qtbot.waitUntil(lambda: w.search_page.query_panel.stages.current is not None, timeout=30_000)
+    running = [t for t in (w.search_page.query_task, w.search_page.analysis_task) if t is not None]
     assert running  # the query, or (on a slow machine) its follow-up analysis
     w.close()
     assert all(t.finished_event.is_set() and t.cancelled for t in running)
-    assert not w.queue and not w.runner.running
+    assert not w.search_page.queue and not w.runner.running
 
 
 def test_crossmix_song_opens_the_window_with_that_query(qtbot, tmp_path):
@@ -242,11 +242,11 @@ def test_crossmix_song_opens_the_window_with_that_query(qtbot, tmp_path):
     bad.write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt " + b"\x00" * 30)
     w = build_window([str(bad)], settings_path=tmp_path / "config" / "settings.ini")
     qtbot.addWidget(w)
-    with qtbot.waitSignal(w.query_finished, timeout=30_000) as sig:
+    with qtbot.waitSignal(w.search_page.query_finished, timeout=30_000) as sig:
         pass
     assert sig.args[0] is None
     assert "damaged song.wav" in w.errors[-1]
-    assert w.banner.isVisibleTo(w) and w.banner.kind == "error"
+    assert w.search_page.banner.isVisibleTo(w) and w.search_page.banner.kind == "error"
     w.close()
 
 
@@ -511,7 +511,7 @@ def test_use_as_query_on_the_library_tab_queries_on_the_search_tab(qtbot, tmp_pa
     with qtbot.waitSignal(panel.scan_finished, timeout=120_000):
         panel.add_folder(str(folder))
     w.tabs.setCurrentWidget(panel)
-    with qtbot.waitSignal(w.query_finished, timeout=120_000) as sig:
+    with qtbot.waitSignal(w.search_page.query_finished, timeout=120_000) as sig:
         panel.use_as_query([str(songs[1])])
     assert w.tabs.currentIndex() == 0
     assert sig.args[0] is not None and str(sig.args[0].path) == str(songs[1]), w.errors

@@ -349,6 +349,41 @@ def test_drop_zone_accepts_files_and_queues_them(qtbot, tmp_path):
     assert not enter3.isAccepted()
 
 
+# --- the Search page on its own -----------------------------------------------------------------
+
+
+def test_the_search_page_needs_no_window(qtbot, tmp_path):
+    """The Search page is given what it needs: its messages go through the callables it was
+    given, its queue waits for the engine, and it shuts down on its own."""
+    from gui.engine import Session
+    from gui.playback import Player
+    from gui.search_page import SearchPage
+    from gui.workers import TaskRunner
+
+    errors: list[str] = []
+    lines: list[tuple[str, int]] = []
+    page = SearchPage(settings=Settings(tmp_path / "s.ini"), session=Session(),
+                      runner=TaskRunner(), player=Player(device="no-such-card"),
+                      show_error=errors.append, show_info=errors.append,
+                      status=lambda text, ms: lines.append((text, ms)))
+    qtbot.addWidget(page)
+    assert not page.example_button.isEnabled()  # no example song was given
+    (tmp_path / "empty").mkdir()
+    page.enqueue([str(tmp_path / "empty")])
+    assert len(errors) == 1 and "no songs in this folder" in errors[0]
+    assert page.queue_label.text() == "Queue empty" and not page.querying
+    page.engine_loading = True
+    page.enqueue([str(tmp_path / "song.wav")])
+    assert lines[-1] == ("The query starts as soon as the engine is loaded…", 0)
+    assert list(page.queue) == [str(tmp_path / "song.wav")] and page.query_task is None
+    assert page.queue_label.text() == "1 more queued"
+    page.shutdown()
+    assert not page.queue
+    page.engine_loading = False
+    page.enqueue([str(tmp_path / "song.wav")])
+    assert page.query_task is None  # closing: no query starts any more
+
+
 # --- export dialog ------------------------------------------------------------------------------
 
 

@@ -116,7 +116,7 @@ def _best_lag(take: np.ndarray, voice: np.ndarray) -> tuple[int, float]:
 
 
 def _record(qtbot, w: MainWindow, frames_wanted: int) -> None:
-    rp = w.record_panel
+    rp = w.search_page.record_panel
     assert rp.record_button.isEnabled(), rp.reason.text()
     qtbot.mouseClick(rp.record_button, Qt.MouseButton.LeftButton)
     assert rp.recorder.recording, w.errors
@@ -129,14 +129,14 @@ def test_a_take_recorded_from_the_microphone_becomes_the_vocal_only_query(
     # 1 bar of count-in at 120 BPM (2 s) and the metronome on; the voice starts 6 s in
     voice, total = _feed(tmp_path, monkeypatch, before_s=6.0, voice_s=3.0)
     w = _window(qtbot, tmp_path, tiny_library, metronome=True, count_in=1)
-    rp = w.record_panel
+    rp = w.search_page.record_panel
     levels: list[float] = []
     rp.recorder.level_changed.connect(levels.append)
     stats = []
     rp.recorder.stopped.connect(stats.append)
     _record(qtbot, w, total)
     qtbot.waitUntil(lambda: bool(levels), timeout=5000)  # the meter is polled every 50 ms
-    with qtbot.waitSignal(w.query_finished, timeout=120_000) as sig:
+    with qtbot.waitSignal(w.search_page.query_finished, timeout=120_000) as sig:
         with qtbot.waitSignal(rp.take_finished, timeout=60_000) as fin:
             qtbot.mouseClick(rp.record_button,
                              Qt.MouseButton.LeftButton)
@@ -167,20 +167,20 @@ def test_a_take_recorded_from_the_microphone_becomes_the_vocal_only_query(
     r = sig.args[0]
     assert r is not None, w.errors
     assert Path(r.path) == take.path and r.vocal_only and r.tempo_bpm == 120.0
-    assert w.results_model.rowCount() == 2
-    with qtbot.waitSignal(w.analysis_finished, timeout=120_000) as sig:
+    assert w.search_page.results_model.rowCount() == 2
+    with qtbot.waitSignal(w.search_page.analysis_finished, timeout=120_000) as sig:
         pass
     a = sig.args[0].analysis
     assert a.tempo == 120.0
     np.testing.assert_allclose(np.diff(a.beats), 0.5)
     assert a.beats[0] == 0.0
-    assert w.query_panel.tempo_label.text() == "120.0 BPM"
-    with qtbot.waitSignal(w.preview_finished, timeout=120_000) as sig:
+    assert w.search_page.query_panel.tempo_label.text() == "120.0 BPM"
+    with qtbot.waitSignal(w.search_page.preview_finished, timeout=120_000) as sig:
         pass
     assert sig.args[0] is not None, w.errors
     assert sig.args[0].crossmix.report.query_tempo == pytest.approx(120.0)
     # the history lists it as a take, with its options
-    e = w.history_panel.entries()[0]
+    e = w.search_page.history_panel.entries()[0]
     assert e.kind == "take" and e.options == {"vocal_only": True, "tempo": 120.0, "first_beat": 0.0}
     w.close()
 
@@ -191,7 +191,7 @@ def test_closing_the_window_mid_take_keeps_a_valid_trimmed_wav(
     w = _window(qtbot, tmp_path, tiny_library)
     _record(qtbot, w, total)
     # on disk as it is recorded: the header counts the frames written by the last flush (1 s)
-    path = w.record_panel.recording_path
+    path = w.search_page.record_panel.recording_path
     assert path is not None
     qtbot.waitUntil(lambda: sf.info(str(path)).frames > 0, timeout=5000)
     w.close()  # still recording
@@ -226,7 +226,7 @@ def no_microphone():
 def test_without_an_input_device_record_is_disabled_and_says_why(
         qtbot, tmp_path, tiny_library, data_dir, no_microphone):
     w = _window(qtbot, tmp_path, tiny_library, input_device="")
-    rp = w.record_panel
+    rp = w.search_page.record_panel
     assert not rp.record_button.isEnabled()
     assert "no microphone" in rp.reason.text() and rp.reason.isVisibleTo(w)
     assert rp.record_button.toolTip() == rp.reason.text()
@@ -238,7 +238,7 @@ def test_without_an_input_device_record_is_disabled_and_says_why(
 
 def test_a_missing_chosen_input_device_is_named(qtbot, tmp_path, tiny_library, data_dir):
     w = _window(qtbot, tmp_path, tiny_library, input_device="USB Mic (unplugged)")
-    rp = w.record_panel
+    rp = w.search_page.record_panel
     assert not rp.record_button.isEnabled()
     assert "'USB Mic (unplugged)' was not found" in rp.reason.text()
     # choosing an existing one in Settings enables it
@@ -251,18 +251,18 @@ def test_a_take_is_renamed_and_deleted_and_the_history_follows(
         qtbot, tmp_path, tiny_library, data_dir, monkeypatch):
     voice, total = _feed(tmp_path, monkeypatch, before_s=0.5, voice_s=2.0)
     w = _window(qtbot, tmp_path, tiny_library)
-    rp = w.record_panel
+    rp = w.search_page.record_panel
     _record(qtbot, w, total)
-    with qtbot.waitSignal(w.query_finished, timeout=120_000):
+    with qtbot.waitSignal(w.search_page.query_finished, timeout=120_000):
         rp.stop_recording()
     take = rp.takes()[0]
-    assert w.history_panel.entries()[0].path == str(take.path)
+    assert w.search_page.history_panel.entries()[0].path == str(take.path)
 
     new = rp.rename_take(take, "Chorus idea")
     assert new is not None and new.path.name == "Chorus idea.wav"
     assert new.path.is_file() and not take.path.exists()
     assert rp.takes_list.item(0).text().startswith("Chorus idea ·")
-    e = w.history_panel.entries()[0]
+    e = w.search_page.history_panel.entries()[0]
     assert e.path == str(new.path) and e.title == "Chorus idea" and e.exists
 
     rp.takes_list.setCurrentRow(0)
@@ -275,7 +275,7 @@ def test_a_take_is_renamed_and_deleted_and_the_history_follows(
     assert rp.delete_take(new, confirm=False)
     assert not new.path.exists() and not new.path.with_suffix(".json").exists()
     assert rp.takes_list.count() == 0
-    assert w.history_panel.item_text(0).endswith("· missing")
+    assert w.search_page.history_panel.item_text(0).endswith("· missing")
     w.close()
 
 
@@ -288,30 +288,30 @@ def test_the_history_survives_a_new_window_and_says_when_a_file_is_gone(
         sf.write(songs[-1], song.mix.samples.T, song.mix.sr)
     w = _window(qtbot, tmp_path, tiny_library)
     for s in songs:
-        with qtbot.waitSignal(w.analysis_finished, timeout=120_000):
+        with qtbot.waitSignal(w.search_page.analysis_finished, timeout=120_000):
             w.enqueue([str(s)])
-    first = w.result
-    assert [e.title for e in w.history_panel.entries()] == ["query1", "query0"]
+    first = w.search_page.result
+    assert [e.title for e in w.search_page.history_panel.entries()] == ["query1", "query0"]
     # a query of the history is shown again at once, from memory
-    with qtbot.waitSignal(w.result_reopened, timeout=5000) as sig:
-        w.history_panel.reopen(w.history_panel.entries()[1])
-    assert sig.args[0].title == "query0" and w.results_model.rowCount() == 2
+    with qtbot.waitSignal(w.search_page.result_reopened, timeout=5000) as sig:
+        w.search_page.history_panel.reopen(w.search_page.history_panel.entries()[1])
+    assert sig.args[0].title == "query0" and w.search_page.results_model.rowCount() == 2
     assert first.title == "query1"
     w.close()
 
     songs[1].unlink()
     w2 = _window(qtbot, tmp_path, tiny_library)  # a new start, same data folder
-    hp = w2.history_panel
+    hp = w2.search_page.history_panel
     assert [e.title for e in hp.entries()] == ["query1", "query0"]
     assert hp.item_text(0).endswith("· missing") and not hp.item_text(1).endswith("missing")
     # the one still there is queried again
-    with qtbot.waitSignal(w2.query_finished, timeout=120_000) as sig:
+    with qtbot.waitSignal(w2.search_page.query_finished, timeout=120_000) as sig:
         hp.reopen(hp.entries()[1])
     assert sig.args[0] is not None and sig.args[0].title == "query0"
     # the missing one says so, and the results shown stay
     hp.reopen(hp.entries()[1])  # (query0 moved up)
     assert "is not there any more" in w2.errors[-1] and "query1" in w2.errors[-1]
-    assert w2.result is sig.args[0]
+    assert w2.search_page.result is sig.args[0]
     assert hp.forget_missing() == 1
     assert [e.title for e in hp.entries()] == ["query0"]
     w2.close()
@@ -353,7 +353,7 @@ def test_a_microphone_that_stops_delivering_ends_the_take_and_keeps_it(
     feeder.start()
     try:
         w = _window(qtbot, tmp_path, tiny_library)
-        rp = w.record_panel
+        rp = w.search_page.record_panel
         mon = StallMonitor()
         mon.start()
         with qtbot.waitSignal(rp.take_finished, timeout=30_000) as fin:
@@ -367,7 +367,8 @@ def test_a_microphone_that_stops_delivering_ends_the_take_and_keeps_it(
         x, _ = sf.read(take.path, dtype="float32")
         lag, corr = _best_lag(x, voice)
         assert corr > 0.999 and len(x) < len(voice) + 0.5 * SR
-        assert w.query_task is None and not w.queue  # not queried: the user decides
+        # not queried: the user decides
+        assert w.search_page.query_task is None and not w.search_page.queue
         # closing the stuck stream waits at most CLOSE_WAIT_S on the GUI thread
         assert mon.max_stall_ms < 1000 * CLOSE_WAIT_S + 500
         w.close()
@@ -387,9 +388,9 @@ def test_a_data_folder_that_cannot_be_written_refuses_the_take_with_a_reason(
     blocker.write_text("x")
     monkeypatch.setenv("CROSSMIX_DATA_DIR", str(blocker))
     w = _window(qtbot, tmp_path, tiny_library)
-    assert not w.record_panel.start_recording()
+    assert not w.search_page.record_panel.start_recording()
     assert "cannot be written" in w.errors[-1] and str(blocker) in w.errors[-1]
-    assert not w.record_panel.recorder.recording
+    assert not w.search_page.record_panel.recorder.recording
     w.close()
 
 
@@ -412,11 +413,11 @@ def test_a_take_cut_short_by_a_crash_is_recovered_when_the_app_starts(
     settings.set("audio/input_device", DEVICE)
     w = MainWindow(settings=settings, session=_session(tmp_path, tiny_library))
     qtbot.addWidget(w)
-    rp = w.record_panel
+    rp = w.search_page.record_panel
     qtbot.waitUntil(lambda: rp.takes_list.count() == 1, timeout=20_000)
     t = rp.takes()[0]
     assert t.state == "recovered" and t.path == take.path
-    assert "Recovered" in w.banner.text() and take.name in w.banner.text()
+    assert "Recovered" in w.search_page.banner.text() and take.name in w.search_page.banner.text()
     x, _ = sf.read(t.path, dtype="float32")
     lag, corr = _best_lag(x, voice)
     assert corr > 0.999 and lag == pytest.approx(0.15 * SR, abs=0.03 * SR)  # and trimmed

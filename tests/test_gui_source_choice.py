@@ -53,22 +53,22 @@ def test_remove_keep_cancel_undo_rerender_the_cross_mix(qtbot, window, query_son
     meanwhile; Keep gives the complement; the export carries the choice; Cancel brings the
     previous choice back and Undo the accompaniment as it was."""
     w = window
-    with qtbot.waitSignal(w.preview_finished, timeout=120_000) as sig:
-        drop_files(w.drop_zone, [query_song])
+    with qtbot.waitSignal(w.search_page.preview_finished, timeout=120_000) as sig:
+        drop_files(w.search_page.drop_zone, [query_song])
     before = sig.args[0]
     assert before is not None and before.choice is None, w.errors
-    bar = w.preview_panel.choice_bar
+    bar = w.search_page.preview_panel.choice_bar
     assert not bar.remove_button.isEnabled()  # nothing selected yet
     bar.set_origin("accompaniment")
     bar.select(1.0, 3.0)
     assert bar.remove_button.isEnabled() and bar.keep_button.isEnabled()
     mon = StallMonitor(interval_ms=10)
     mon.start()
-    with qtbot.waitSignal(w.preview_finished, timeout=120_000) as sig:
+    with qtbot.waitSignal(w.search_page.preview_finished, timeout=120_000) as sig:
         bar.remove_button.click()
         assert bar.cancel_button.isEnabled()  # progress with Cancel while it renders
-        w.preview_panel.vocal_gain.setValue(-30)  # the rest of the window stays usable
-        assert w.preview_panel.vocal_gain_label.text() == "-3.0 dB"
+        w.search_page.preview_panel.vocal_gain.setValue(-30)  # the rest of the window stays usable
+        assert w.search_page.preview_panel.vocal_gain_label.text() == "-3.0 dB"
     mon.stop()
     removed = sig.args[0]
     assert removed is not None, w.errors
@@ -80,30 +80,31 @@ def test_remove_keep_cancel_undo_rerender_the_cross_mix(qtbot, window, query_son
     n = min(removed.crossmix.mix.n, before.crossmix.mix.n)
     assert not np.allclose(removed.crossmix.mix.samples[:, :n], before.crossmix.mix.samples[:, :n])
     assert bar.before_wave.isVisible() and bar.before_wave.drawn_points > 0
-    assert w.preview_panel.waves["crossmix"].drawn_points > 0
+    assert w.search_page.preview_panel.waves["crossmix"].drawn_points > 0
     assert mon.max_stall_ms < 2000, mon.max_stall_ms
     assert not bar.cancel_button.isVisible() and bar.undo_button.isEnabled()
 
     # keep only it: the complement of the removal (the two add up to the accompaniment)
-    with qtbot.waitSignal(w.preview_finished, timeout=120_000) as sig:
+    with qtbot.waitSignal(w.search_page.preview_finished, timeout=120_000) as sig:
         bar.keep_button.click()
     kept = sig.args[0]
     assert kept.choice.mode == "keep"
     assert np.allclose(kept.accompaniment.samples + acc1, acc0, atol=1e-4)
-    assert w._source_choice(None) == kept.choice  # kept with the match
+    assert w.search_page._source_choice(None) == kept.choice  # kept with the match
 
     # the export includes it: a full-song render goes over the chosen accompaniment
-    out = w.session.export(w.result, kept.row, preview=kept, path=tmp_path / "x.wav", fmt="wav", bitrate="192k",
-                           full=True, options=w.remix_options(full=True))
+    out = w.session.export(w.search_page.result, kept.row, preview=kept, path=tmp_path / "x.wav",
+                           fmt="wav", bitrate="192k", full=True,
+                           options=w.search_page.remix_options(full=True))
     assert out.is_file()
 
     # Cancel while applying: the previous choice (keep) comes back
-    with qtbot.waitSignal(w.preview_finished, timeout=120_000) as sig:
+    with qtbot.waitSignal(w.search_page.preview_finished, timeout=120_000) as sig:
         bar.remove_button.click()
         bar.cancel_button.click()
     assert sig.args[0].choice == kept.choice
 
     # Undo: the accompaniment as it was
-    with qtbot.waitSignal(w.preview_finished, timeout=120_000) as sig:
+    with qtbot.waitSignal(w.search_page.preview_finished, timeout=120_000) as sig:
         bar.undo_button.click()
     assert sig.args[0].choice is None and not bar.before_wave.isVisible()

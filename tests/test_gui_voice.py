@@ -78,33 +78,35 @@ def window(qtbot, tmp_path, files):
 
 def query(qtbot, w: MainWindow, path: Path, **opts: Any) -> Any:
     """Query ``path`` and wait for its results, analysis and first preview."""
-    with qtbot.waitSignal(w.query_finished, timeout=WAIT) as sig:
-        w.query_file(path, **opts)
+    with qtbot.waitSignal(w.search_page.query_finished, timeout=WAIT) as sig:
+        w.search_page.query_file(path, **opts)
     assert sig.args[0] is not None, w.errors
-    with qtbot.waitSignals([w.analysis_finished, w.preview_finished], timeout=WAIT):
+    with qtbot.waitSignals([w.search_page.analysis_finished, w.search_page.preview_finished],
+                           timeout=WAIT):
         pass
-    assert w.preview is not None, w.errors
+    assert w.search_page.preview is not None, w.errors
     return sig.args[0]
 
 
 def test_the_voice_alone_toggle_runs_the_query_again_without_separating(qtbot, window, files):
     w = window
-    voice = w.query_panel.voice
+    voice = w.search_page.query_panel.voice
     r = query(qtbot, w, files["voice"])
     # the tiny random separator leaves half of anything in the accompaniment: "a mix"
     assert not r.vocal_only and r.vocal_check is not None
     assert not voice.vocal_only.isChecked() and "a mix" in voice.vocal_note.text()
-    assert w.query_panel.vocal_wave.getPlotItem().titleLabel.text == "Separated vocal"
+    assert w.search_page.query_panel.vocal_wave.getPlotItem().titleLabel.text == "Separated vocal"
     separations = CountingSeparator.calls
-    with qtbot.waitSignal(w.query_finished, timeout=WAIT) as sig:
+    with qtbot.waitSignal(w.search_page.query_finished, timeout=WAIT) as sig:
         qtbot.mouseClick(voice.vocal_only, Qt.MouseButton.LeftButton)
     r2 = sig.args[0]
     assert r2 is not None and r2.vocal_only and r2.vocal_check is None, w.errors
     assert CountingSeparator.calls == separations  # nothing separated, not even a probe
     assert voice.vocal_only.isChecked() and "not separated" in voice.vocal_note.text()
-    assert "file itself" in w.query_panel.vocal_wave.getPlotItem().titleLabel.text
+    assert "file itself" in w.search_page.query_panel.vocal_wave.getPlotItem().titleLabel.text
     np.testing.assert_array_equal(r2.stems.vocals.samples, r2.stems.mix.samples)
-    with qtbot.waitSignals([w.analysis_finished, w.preview_finished], timeout=WAIT):
+    with qtbot.waitSignals([w.search_page.analysis_finished, w.search_page.preview_finished],
+                           timeout=WAIT):
         pass
     # a voice's tempo is estimated from its onsets, with a confidence shown
     assert r2.tempo_source == "onsets"
@@ -114,40 +116,44 @@ def test_the_voice_alone_toggle_runs_the_query_again_without_separating(qtbot, w
 
 def test_typed_and_tapped_tempo_and_live_offsets(qtbot, window, files):
     w = window
-    voice = w.query_panel.voice
+    voice = w.search_page.query_panel.voice
     query(qtbot, w, files["voice"], vocal_only=True)
     # typed: the query goes on an 80 BPM grid and the preview is rendered again on it
-    with qtbot.waitSignals([w.analysis_finished, w.preview_finished], timeout=WAIT):
+    with qtbot.waitSignals([w.search_page.analysis_finished, w.search_page.preview_finished],
+                           timeout=WAIT):
         voice.tempo.lineEdit().selectAll()
         qtbot.keyClicks(voice.tempo.lineEdit(), "80")
         qtbot.keyClick(voice.tempo.lineEdit(), Qt.Key.Key_Return)
-    r = w.result
+    r = w.search_page.result
     assert r.tempo_source == "typed" and r.analysis.tempo == pytest.approx(80.0)
     assert np.allclose(np.diff(r.analysis.beats), 0.75)
-    assert w.preview.crossmix.report.query_tempo == pytest.approx(80.0)
+    assert w.search_page.preview.crossmix.report.query_tempo == pytest.approx(80.0)
     assert "80.0 BPM, typed" in voice.tempo_note.text()
     # the T key taps
     w.activateWindow()
-    w.table.setFocus()
-    qtbot.keyClick(w.table, Qt.Key.Key_T)
+    w.search_page.table.setFocus()
+    qtbot.keyClick(w.search_page.table, Qt.Key.Key_T)
     assert len(voice._taps) == 1
     # tapped: four taps half a second apart are 120 BPM, applied when the taps stop
-    with qtbot.waitSignals([w.analysis_finished, w.preview_finished], timeout=WAIT):
+    with qtbot.waitSignals([w.search_page.analysis_finished, w.search_page.preview_finished],
+                           timeout=WAIT):
         for t in (10.0, 10.5, 11.0, 11.5):
             voice.tap(at=t)
     assert r.tempo_source == "tapped" and r.analysis.tempo == pytest.approx(120.0)
-    assert w.preview.crossmix.report.query_tempo == pytest.approx(120.0)
+    assert w.search_page.preview.crossmix.report.query_tempo == pytest.approx(120.0)
     # the offsets move the accompaniment layer at once, and the export renders them
-    phase = w.preview_panel.phase
+    phase = w.search_page.preview_panel.phase
     phase.bar_offset.setValue(1)
     phase.fine.setValue(50)
     sr = w.player._sources["crossmix"].sr
     assert w.player._sources["crossmix"].offsets == (0, round((0.5 + 0.05) * sr))
-    opts = w.remix_options()
+    opts = w.search_page.remix_options()
     assert (opts.bar_offset_beats, opts.offset_ms) == (1, 50.0)
-    assert w._render_options().bar_offset_beats == 0  # the preview is not rendered again
+    # the preview is not rendered again
+    assert w.search_page._render_options().bar_offset_beats == 0
     # back to the estimate
-    with qtbot.waitSignals([w.analysis_finished, w.preview_finished], timeout=WAIT):
+    with qtbot.waitSignals([w.search_page.analysis_finished, w.search_page.preview_finished],
+                           timeout=WAIT):
         qtbot.mouseClick(voice.estimate_button, Qt.MouseButton.LeftButton)
     assert r.tempo_source == "onsets"
 
@@ -193,33 +199,34 @@ def _drag(view, t0: float, t1: float) -> None:
 
 def test_a_region_dragged_across_the_mix_is_searched_and_previewed(qtbot, window, files):
     w = window
-    voice = w.query_panel.voice
+    voice = w.search_page.query_panel.voice
     r = query(qtbot, w, files["song"])
     whole = r.embedding
     assert not voice.search_region_button.isEnabled()
-    with qtbot.waitSignal(w.query_panel.mix_wave.region_changed, timeout=5000):
-        _drag(w.query_panel.mix_wave, 2.0, 7.0)
+    with qtbot.waitSignal(w.search_page.query_panel.mix_wave.region_changed, timeout=5000):
+        _drag(w.search_page.query_panel.mix_wave, 2.0, 7.0)
     sel = voice.selection
     assert sel is not None and abs(sel[0] - 2.0) < 0.3 and abs(sel[1] - 7.0) < 0.3, sel
     assert voice.search_region_button.isEnabled()
-    with qtbot.waitSignals([w.search_finished, w.analysis_finished, w.preview_finished],
-                           timeout=WAIT):
+    with qtbot.waitSignals([w.search_page.search_finished, w.search_page.analysis_finished,
+                            w.search_page.preview_finished], timeout=WAIT):
         qtbot.mouseClick(voice.search_region_button, Qt.MouseButton.LeftButton)
-    assert r.region == sel and w.results_model.rowCount() == 3
+    assert r.region == sel and w.search_page.results_model.rowCount() == 3
     assert not np.allclose(r.embedding.V, whole.V, atol=1e-4)  # only the region embedded
     assert "Searching with" in voice.region_label.text()
     # the cross-mix preview starts at the region
-    assert w.preview.crossmix.start_s == pytest.approx(sel[0], abs=0.01)
-    assert w.preview.crossmix.mix.duration == pytest.approx(sel[1] - sel[0], abs=0.01)
+    assert w.search_page.preview.crossmix.start_s == pytest.approx(sel[0], abs=0.01)
+    assert w.search_page.preview.crossmix.mix.duration == pytest.approx(sel[1] - sel[0], abs=0.01)
     # the whole song again
-    with qtbot.waitSignals([w.search_finished, w.preview_finished], timeout=WAIT):
+    with qtbot.waitSignals([w.search_page.search_finished, w.search_page.preview_finished],
+                           timeout=WAIT):
         qtbot.mouseClick(voice.whole_song_button, Qt.MouseButton.LeftButton)
     assert r.region is None and r.embedding is whole
-    assert w.preview.crossmix.start_s == 0.0  # the 10-s song fits one preview
-    assert w.preview.crossmix.mix.duration == pytest.approx(10.0, abs=0.01)
+    assert w.search_page.preview.crossmix.start_s == 0.0  # the 10-s song fits one preview
+    assert w.search_page.preview.crossmix.mix.duration == pytest.approx(10.0, abs=0.01)
     # a part too short is refused with a message, and the results stay
-    w.query_panel.mix_wave.set_region((1.0, 2.0))
+    w.search_page.query_panel.mix_wave.set_region((1.0, 2.0))
     voice.search_region_button.click()
     qtbot.waitUntil(lambda: any("at least 3 s" in e for e in w.errors), timeout=WAIT)
-    assert w.results_model.rowCount() == 3
+    assert w.search_page.results_model.rowCount() == 3
 

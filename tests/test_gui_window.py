@@ -131,41 +131,41 @@ def test_drop_query_results_preview_play_export(qtbot, window, query_song, tmp_p
     mon = StallMonitor(interval_ms=10)
     mon.start()
     t_start = time.perf_counter()
-    with qtbot.waitSignal(window.query_finished, timeout=120_000) as sig:
-        drop_files(window.drop_zone, [query_song])
+    with qtbot.waitSignal(window.search_page.query_finished, timeout=120_000) as sig:
+        drop_files(window.search_page.drop_zone, [query_song])
     r = sig.args[0]
     assert r is not None, window.errors
     # the results come first: query panel and ranked matches
-    assert window.query_panel.title_label.text() == "The Query"
-    assert window.query_panel.artist_label.text() == "Synth Band"
-    assert window.query_panel.duration_label.text() == "0:10"
-    assert window.query_panel.mix_wave.drawn_points > 0
-    assert window.query_panel.vocal_wave.drawn_points > 0
-    model = window.results_model
+    assert window.search_page.query_panel.title_label.text() == "The Query"
+    assert window.search_page.query_panel.artist_label.text() == "Synth Band"
+    assert window.search_page.query_panel.duration_label.text() == "0:10"
+    assert window.search_page.query_panel.mix_wave.drawn_points > 0
+    assert window.search_page.query_panel.vocal_wave.drawn_points > 0
+    model = window.search_page.results_model
     assert model.rowCount() == 3, (r.message, window.errors)
     titles = {model.row(i).title for i in range(3)}
     assert titles == {t for t, *_ in SONGS}
     sims = [model.row(i).similarity for i in range(3)]
     assert sims == sorted(sims, reverse=True)
     # then the analysis: the query's tempo and key, each match's compatibility
-    with qtbot.waitSignal(window.analysis_finished, timeout=120_000) as sig:
+    with qtbot.waitSignal(window.search_page.analysis_finished, timeout=120_000) as sig:
         pass
     assert sig.args[0] is r
-    assert window.query_panel.tempo_label.text().endswith("BPM")
-    assert window.query_panel.stages.bar.format() == "done"
+    assert window.search_page.query_panel.tempo_label.text().endswith("BPM")
+    assert window.search_page.query_panel.stages.bar.format() == "done"
     assert all(model.row(i).stretch_percent is not None for i in range(3))
     assert all(model.row(i).mashability is not None for i in range(3))
     assert all(model.row(i).key for i in range(3))
 
     # the first row is selected automatically: its preview renders
-    with qtbot.waitSignal(window.preview_finished, timeout=120_000) as sig:
+    with qtbot.waitSignal(window.search_page.preview_finished, timeout=120_000) as sig:
         pass
     p = sig.args[0]
     assert p is not None, window.errors
-    assert window.preview_panel.waves["crossmix"].drawn_points > 0
-    assert window.preview_panel.waves["mix"].drawn_points > 0
-    assert window.preview_panel.waves["accompaniment"].drawn_points > 0
-    assert window.preview_panel.play_button.isEnabled()
+    assert window.search_page.preview_panel.waves["crossmix"].drawn_points > 0
+    assert window.search_page.preview_panel.waves["mix"].drawn_points > 0
+    assert window.search_page.preview_panel.waves["accompaniment"].drawn_points > 0
+    assert window.search_page.preview_panel.play_button.isEnabled()
     assert p.crossmix.mix.duration == pytest.approx(10.0, abs=0.1)  # preview of a 10 s song
     mon.stop()
     # The work ran off the GUI thread: no stall comes near the length of the work itself
@@ -176,30 +176,31 @@ def test_drop_query_results_preview_play_export(qtbot, window, query_song, tmp_p
 
     # play (Space) sends the cross-mix to the (null) device
     before = window.player.frames_written
-    window.table.setFocus()  # Space works wherever the focus is in the window
-    qtbot.keyClick(window.table, Qt.Key.Key_Space)
+    window.search_page.table.setFocus()  # Space works wherever the focus is in the window
+    qtbot.keyClick(window.search_page.table, Qt.Key.Key_Space)
     qtbot.waitUntil(lambda: window.player.frames_written > before, timeout=5000)
     qtbot.waitUntil(lambda: window.player.state == "stopped", timeout=5000)
     assert window.player.peak_written > 0.01
 
     # switch to the match's accompaniment; seek via the waveform's signal
-    window.preview_panel.source_buttons["accompaniment"].setChecked(True)
+    window.search_page.preview_panel.source_buttons["accompaniment"].setChecked(True)
     assert window.player.current == "accompaniment"
-    window.preview_panel.waves["accompaniment"].seek_requested.emit(2.0)
+    window.search_page.preview_panel.waves["accompaniment"].seek_requested.emit(2.0)
     assert window.player.position == pytest.approx(2.0, abs=1e-3)
 
 
 def test_export_writes_a_file_that_decodes_back(qtbot, window, query_song, tmp_path):
     pytest.importorskip("core.audio.export")  # the export module lands separately
-    with qtbot.waitSignal(window.query_finished, timeout=120_000):
+    with qtbot.waitSignal(window.search_page.query_finished, timeout=120_000):
         window.enqueue([str(query_song)])
-    with qtbot.waitSignal(window.preview_finished, timeout=120_000) as sig:
+    with qtbot.waitSignal(window.search_page.preview_finished, timeout=120_000) as sig:
         pass
     p = sig.args[0]
     assert p is not None, window.errors
     out = tmp_path / "exports" / "cross.flac"
-    with qtbot.waitSignal(window.export_finished, timeout=60_000) as sig:
-        window.export_to(ExportChoice(path=out, format="flac", bitrate="192k", full=False))
+    with qtbot.waitSignal(window.search_page.export_finished, timeout=60_000) as sig:
+        window.search_page.export_to(ExportChoice(path=out, format="flac", bitrate="192k",
+                                                  full=False))
     assert sig.args[0] == out, window.errors
     back = load_audio(out)
     assert back.duration == pytest.approx(p.crossmix.mix.duration, abs=0.05)
@@ -209,27 +210,29 @@ def test_export_writes_a_file_that_decodes_back(qtbot, window, query_song, tmp_p
     assert query_song.name in comment and Path(p.row.path).name in comment, comment
     assert np.max(np.abs(back.samples)) > 0.01
     # the full song as mp3 (re-rendered with the current gains), and no silent overwrite
-    window.preview_panel.set_gains_db(-6.0, 0.0)
+    window.search_page.preview_panel.set_gains_db(-6.0, 0.0)
     mp3 = tmp_path / "exports" / "cross-full.mp3"
-    with qtbot.waitSignal(window.export_finished, timeout=120_000) as sig:
-        window.export_to(ExportChoice(path=mp3, format="mp3", bitrate="128k", full=True))
+    with qtbot.waitSignal(window.search_page.export_finished, timeout=120_000) as sig:
+        window.search_page.export_to(ExportChoice(path=mp3, format="mp3", bitrate="128k",
+                                                  full=True))
     assert sig.args[0] == mp3, window.errors
     assert load_audio(mp3).duration == pytest.approx(10.0, abs=0.15)
-    with qtbot.waitSignal(window.export_finished, timeout=60_000) as sig:
-        window.export_to(ExportChoice(path=mp3, format="mp3", bitrate="128k", full=True))
+    with qtbot.waitSignal(window.search_page.export_finished, timeout=60_000) as sig:
+        window.search_page.export_to(ExportChoice(path=mp3, format="mp3", bitrate="128k",
+                                                  full=True))
     assert sig.args[0] is None and "exists" in window.errors[-1]
 
 
 def test_sorting_and_reselection(qtbot, window, query_song):
-    with qtbot.waitSignal(window.query_finished, timeout=120_000):
+    with qtbot.waitSignal(window.search_page.query_finished, timeout=120_000):
         window.enqueue([str(query_song)])
-    with qtbot.waitSignal(window.preview_finished, timeout=120_000):
+    with qtbot.waitSignal(window.search_page.preview_finished, timeout=120_000):
         pass
-    window.table.sortByColumn(1, Qt.SortOrder.DescendingOrder)  # by title
-    shown = [window.results_proxy.index(r, 1).data() for r in range(3)]
+    window.search_page.table.sortByColumn(1, Qt.SortOrder.DescendingOrder)  # by title
+    shown = [window.search_page.results_proxy.index(r, 1).data() for r in range(3)]
     assert shown == ["Charlie", "Bravo", "Alpha"]
-    with qtbot.waitSignal(window.preview_finished, timeout=120_000) as sig:
-        window.table.selectRow(2)
+    with qtbot.waitSignal(window.search_page.preview_finished, timeout=120_000) as sig:
+        window.search_page.table.selectRow(2)
     assert sig.args[0].row.title == "Alpha"
 
 
@@ -239,22 +242,22 @@ def test_corrupt_file_shows_an_error_and_the_app_goes_on(qtbot, window, query_so
     text = tmp_path / "notes.wav"
     text.write_text("not audio at all\n")
     finished = []
-    window.query_finished.connect(finished.append)
-    drop_files(window.drop_zone, [bad, text, query_song])  # three queue
-    assert window.queue_label.text() == "2 more queued"
+    window.search_page.query_finished.connect(finished.append)
+    drop_files(window.search_page.drop_zone, [bad, text, query_song])  # three queue
+    assert window.search_page.queue_label.text() == "2 more queued"
     qtbot.waitUntil(lambda: len(finished) == 3, timeout=120_000)
     assert finished[0] is None and finished[1] is None and finished[2] is not None
     assert "broken.mp3" in window.errors[0]
     assert "notes.wav" in window.errors[1] and "text file" in window.errors[1]
-    assert window.results_model.rowCount() == 3
+    assert window.search_page.results_model.rowCount() == 3
 
 
 def test_cancelling_a_query_leaves_the_app_usable(qtbot, window, query_song, monkeypatch):
-    with qtbot.waitSignal(window.query_finished, timeout=60_000) as sig:
+    with qtbot.waitSignal(window.search_page.query_finished, timeout=60_000) as sig:
         window.enqueue([str(query_song)])
-        window.cancel_query()
+        window.search_page.cancel_query()
     assert sig.args[0] is None
-    assert window.query_panel.stages.bar.format() == "cancelled"
+    assert window.search_page.query_panel.stages.bar.format() == "cancelled"
     assert not window.errors
     # The follow-up analysis is quick now (the query's tempo is analysed beside its
     # separation): held until cancelled, so the cancel is sure to find it running.
@@ -266,17 +269,17 @@ def test_cancelling_a_query_leaves_the_app_usable(qtbot, window, query_song, mon
         return real(r, cancel=cancel, **kw)
 
     monkeypatch.setattr(window.session, "analyze", held)
-    with qtbot.waitSignal(window.query_finished, timeout=120_000) as sig:
+    with qtbot.waitSignal(window.search_page.query_finished, timeout=120_000) as sig:
         window.enqueue([str(query_song)])
-    assert sig.args[0] is not None and window.results_model.rowCount() == 3
+    assert sig.args[0] is not None and window.search_page.results_model.rowCount() == 3
     # cancelling the follow-up analysis keeps the matches
-    assert window.analysis_task is not None
-    window.cancel_query()
-    qtbot.waitUntil(lambda: not window.querying, timeout=60_000)
-    assert window.results_model.rowCount() == 3
-    assert window.query_panel.stages.bar.format() == "cancelled"
+    assert window.search_page.analysis_task is not None
+    window.search_page.cancel_query()
+    qtbot.waitUntil(lambda: not window.search_page.querying, timeout=60_000)
+    assert window.search_page.results_model.rowCount() == 3
+    assert window.search_page.query_panel.stages.bar.format() == "cancelled"
     monkeypatch.undo()
-    with qtbot.waitSignal(window.analysis_finished, timeout=120_000) as sig:
+    with qtbot.waitSignal(window.search_page.analysis_finished, timeout=120_000) as sig:
         window.enqueue([str(query_song)])
     assert sig.args[0] is not None and not window.errors
 
@@ -285,16 +288,16 @@ def test_without_encoders_the_query_still_shows_why(qtbot, tmp_path, query_song)
     w = MainWindow(settings=Settings(tmp_path / "s.ini"),
                    session=make_session(tmp_path, None, encoders=False))
     qtbot.addWidget(w)
-    with qtbot.waitSignal(w.query_finished, timeout=120_000) as sig:
+    with qtbot.waitSignal(w.search_page.query_finished, timeout=120_000) as sig:
         w.enqueue([str(query_song)])
     r = sig.args[0]
     assert r is not None and r.embedding is None and r.rows == []
-    assert "No trained encoders are installed" in w.results_note.text()
-    assert w.banner.isVisibleTo(w) and w.banner.kind == "warning"
-    assert w.query_panel.vocal_wave.drawn_points > 0  # separation still shown
-    with qtbot.waitSignal(w.analysis_finished, timeout=120_000):
+    assert "No trained encoders are installed" in w.search_page.results_note.text()
+    assert w.search_page.banner.isVisibleTo(w) and w.search_page.banner.kind == "warning"
+    assert w.search_page.query_panel.vocal_wave.drawn_points > 0  # separation still shown
+    with qtbot.waitSignal(w.search_page.analysis_finished, timeout=120_000):
         pass
-    assert w.query_panel.tempo_label.text().endswith("BPM")  # and the analysis
+    assert w.search_page.query_panel.tempo_label.text().endswith("BPM")  # and the analysis
     w.close()
 
 
@@ -303,37 +306,39 @@ def test_without_encoders_the_query_still_shows_why(qtbot, tmp_path, query_song)
 
 def test_a_failed_query_keeps_the_previous_results_and_marks_its_stage(qtbot, window, query_song,
                                                                       tmp_path):
-    with qtbot.waitSignal(window.query_finished, timeout=120_000):
+    with qtbot.waitSignal(window.search_page.query_finished, timeout=120_000):
         window.enqueue([str(query_song)])
-    with qtbot.waitSignal(window.preview_finished, timeout=120_000) as sig:
+    with qtbot.waitSignal(window.search_page.preview_finished, timeout=120_000) as sig:
         pass
     shown = sig.args[0]
-    assert shown is not None and window.preview_panel.report.text()
+    assert shown is not None and window.search_page.preview_panel.report.text()
     bad = tmp_path / "broken.mp3"
     bad.write_bytes(b"ID3" + bytes(range(256)) * 8)
-    with qtbot.waitSignal(window.query_finished, timeout=120_000) as sig:
+    with qtbot.waitSignal(window.search_page.query_finished, timeout=120_000) as sig:
         window.enqueue([str(bad)])
         # while it runs: the old match's preview (heading, report, waves) is gone with it,
         # the old results stay, greyed, and say whose they are
-        assert window.preview_panel.report.text() == ""
-        assert window.preview_panel.heading.text() == window.preview_panel.IDLE_HEADING
-        assert window.preview_panel.waves["crossmix"].drawn_points == 0
-        assert window.results_model.rowCount() == 3 and not window.table.isEnabled()
-        assert "The Query" in window.results_note.text()
+        assert window.search_page.preview_panel.report.text() == ""
+        panel = window.search_page.preview_panel
+        assert panel.heading.text() == panel.IDLE_HEADING
+        assert window.search_page.preview_panel.waves["crossmix"].drawn_points == 0
+        assert window.search_page.results_model.rowCount() == 3
+        assert not window.search_page.table.isEnabled()
+        assert "The Query" in window.search_page.results_note.text()
     assert sig.args[0] is None and "broken.mp3" in window.errors[-1]
     # the failed stage is marked as failed, not ticked
-    labels = window.query_panel.stages.labels
-    assert window.query_panel.stages.bar.format() == "failed"
+    labels = window.search_page.query_panel.stages.labels
+    assert window.search_page.query_panel.stages.bar.format() == "failed"
     assert labels["decode"].text() == "✗ Decode"
     assert not any(lab.text().startswith("✓") for lab in labels.values())
     # the previous results, query and preview are back and usable
-    assert window.results_model.rowCount() == 3 and window.table.isEnabled()
-    assert window.result is not None and window.result.title == "The Query"
-    assert window.query_panel.title_label.text() == "The Query"
-    assert window.preview is shown and window.export_action.isEnabled()
-    assert window.preview_panel.waves["crossmix"].drawn_points > 0
-    assert window.preview_panel.report.text()
-    assert "failed" in window.results_note.text()
+    assert window.search_page.results_model.rowCount() == 3 and window.search_page.table.isEnabled()
+    assert window.search_page.result is not None and window.search_page.result.title == "The Query"
+    assert window.search_page.query_panel.title_label.text() == "The Query"
+    assert window.search_page.preview is shown and window.export_action.isEnabled()
+    assert window.search_page.preview_panel.waves["crossmix"].drawn_points > 0
+    assert window.search_page.preview_panel.report.text()
+    assert "failed" in window.search_page.results_note.text()
 
 
 def test_stage_row_marks_where_a_query_stopped(qapp):
@@ -361,40 +366,41 @@ def test_stage_row_marks_where_a_query_stopped(qapp):
 
 
 def test_after_sorting_a_new_query_or_k_previews_the_best_match(qtbot, window, query_song):
-    with qtbot.waitSignal(window.preview_finished, timeout=120_000):
+    with qtbot.waitSignal(window.search_page.preview_finished, timeout=120_000):
         window.enqueue([str(query_song)])
-    window.table.sortByColumn(3, Qt.SortOrder.AscendingOrder)  # the best match last
-    assert window.results_proxy.data(window.results_proxy.index(0, 0), ROW_ROLE).rank != 1
-    with qtbot.waitSignal(window.preview_finished, timeout=120_000) as sig:
+    window.search_page.table.sortByColumn(3, Qt.SortOrder.AscendingOrder)  # the best match last
+    proxy = window.search_page.results_proxy
+    assert proxy.data(proxy.index(0, 0), ROW_ROLE).rank != 1
+    with qtbot.waitSignal(window.search_page.preview_finished, timeout=120_000) as sig:
         window.enqueue([str(query_song)])
     assert sig.args[0].row.rank == 1, sig.args[0].row
-    assert window.selected_row().rank == 1
+    assert window.search_page.selected_row().rank == 1
     # a new k: the same
-    window.table.sortByColumn(4, Qt.SortOrder.AscendingOrder)  # by tempo
-    window.table.selectRow(2)
-    with qtbot.waitSignal(window.preview_finished, timeout=120_000):
+    window.search_page.table.sortByColumn(4, Qt.SortOrder.AscendingOrder)  # by tempo
+    window.search_page.table.selectRow(2)
+    with qtbot.waitSignal(window.search_page.preview_finished, timeout=120_000):
         pass
-    with qtbot.waitSignal(window.preview_finished, timeout=120_000) as sig:
-        window.k_spin.setValue(2)
-        window.k_spin.editingFinished.emit()
-    assert window.results_model.rowCount() == 2
-    assert sig.args[0].row.rank == 1 and window.selected_row().rank == 1
+    with qtbot.waitSignal(window.search_page.preview_finished, timeout=120_000) as sig:
+        window.search_page.k_spin.setValue(2)
+        window.search_page.k_spin.editingFinished.emit()
+    assert window.search_page.results_model.rowCount() == 2
+    assert sig.args[0].row.rank == 1 and window.search_page.selected_row().rank == 1
 
 
 def test_banners_never_move_the_results_table(qtbot, window):
     def table_y() -> int:
         QApplication.processEvents()
-        return window.table.mapTo(window, window.table.rect().topLeft()).y()
+        return window.search_page.table.mapTo(window, window.search_page.table.rect().topLeft()).y()
 
     y = table_y()
     window.show_error("A long error message that says what was wrong with which file and what "
                       "to do about it, " * 3)
-    assert window.banner.isVisibleTo(window) and table_y() == y
-    window.results_note.setText("A note about the results")
+    assert window.search_page.banner.isVisibleTo(window) and table_y() == y
+    window.search_page.results_note.setText("A note about the results")
     assert table_y() == y
-    window.banner.show_text("", "info")
-    window.hint.show_text("", "info")
-    assert not window.banner.isVisibleTo(window) and table_y() == y
+    window.search_page.banner.show_text("", "info")
+    window.search_page.hint.show_text("", "info")
+    assert not window.search_page.banner.isVisibleTo(window) and table_y() == y
 
 
 _CTRL_E_SCRIPT = """
@@ -420,12 +426,12 @@ QTest.qWait(200)
 hits = []
 w.export_action.setEnabled(True)
 w.export_action.triggered.connect(lambda: hits.append(1))
-w.k_spin.setFocus()
+w.search_page.k_spin.setFocus()
 QTest.qWait(50)
-QTest.keyClick(w.k_spin.lineEdit(), Qt.Key.Key_E, Qt.KeyboardModifier.ControlModifier)
-w.k_spin.lineEdit().selectAll()
-QTest.keyClick(w.k_spin.lineEdit(), Qt.Key.Key_3)
-print("HITS", len(hits), "TEXT", w.k_spin.lineEdit().text())
+QTest.keyClick(w.search_page.k_spin.lineEdit(), Qt.Key.Key_E, Qt.KeyboardModifier.ControlModifier)
+w.search_page.k_spin.lineEdit().selectAll()
+QTest.keyClick(w.search_page.k_spin.lineEdit(), Qt.Key.Key_3)
+print("HITS", len(hits), "TEXT", w.search_page.k_spin.lineEdit().text())
 w.close()
 """
 
@@ -463,25 +469,25 @@ def test_a_dropped_folder_queues_its_songs_and_cancel_stops_the_queue(qtbot, win
     (folder / "cover.jpg").write_bytes(b"\xff\xd8")
     empty = tmp_path / "empty"
     empty.mkdir()
-    drop_files(window.drop_zone, [empty])
+    drop_files(window.search_page.drop_zone, [empty])
     assert "no songs" in window.errors[-1] and str(empty) in window.errors[-1]
     finished = []
-    window.query_finished.connect(finished.append)
-    drop_files(window.drop_zone, [folder])
+    window.search_page.query_finished.connect(finished.append)
+    drop_files(window.search_page.drop_zone, [folder])
     # the first runs, the other two wait in a visible queue
-    assert window.querying
-    assert [window.queue_list.item(i).text() for i in range(window.queue_list.count())] == \
-        ["b.flac", "c.flac"]
-    assert window.queue_label.text() == "2 more queued"
-    window.queue_list.item(0).setSelected(True)
-    window.queue_remove_button.click()
-    assert list(window.queue) == [str(folder / "cd2" / "c.flac")]
+    assert window.search_page.querying
+    queue_list = window.search_page.queue_list
+    assert [queue_list.item(i).text() for i in range(queue_list.count())] == ["b.flac", "c.flac"]
+    assert window.search_page.queue_label.text() == "2 more queued"
+    window.search_page.queue_list.item(0).setSelected(True)
+    window.search_page.queue_remove_button.click()
+    assert list(window.search_page.queue) == [str(folder / "cd2" / "c.flac")]
     window.enqueue([str(query_song)])
-    assert window.queue_list.count() == 2
+    assert window.search_page.queue_list.count() == 2
     # Cancel: the running query and everything queued after it
-    window.cancel_query()
-    assert not window.queue and window.queue_list.count() == 0
-    qtbot.waitUntil(lambda: not window.querying, timeout=60_000)
+    window.search_page.cancel_query()
+    assert not window.search_page.queue and window.search_page.queue_list.count() == 0
+    qtbot.waitUntil(lambda: not window.search_page.querying, timeout=60_000)
     qtbot.wait(200)
     assert len(finished) == 1  # nothing queued started after Cancel
 
@@ -507,39 +513,41 @@ def test_top_matches_are_rendered_ahead_and_a_click_shows_them_without_rendering
         return real(query, row, **kw)
 
     monkeypatch.setattr(window.session, "preview", counting)
-    with qtbot.waitSignal(window.query_finished, timeout=120_000) as sig:
+    with qtbot.waitSignal(window.search_page.query_finished, timeout=120_000) as sig:
         window.enqueue([str(query_song)])
     r = sig.args[0]
     assert r is not None, window.errors
     # The query's tempo/key was analysed beside its separation, not after the results.
-    with qtbot.waitSignal(window.analysis_finished, timeout=120_000):
+    with qtbot.waitSignal(window.search_page.analysis_finished, timeout=120_000):
         pass
     assert "analyze_query" in r.timings and r.pending_analysis is None
-    with qtbot.waitSignal(window.preview_finished, timeout=120_000):
+    with qtbot.waitSignal(window.search_page.preview_finished, timeout=120_000):
         pass
     # then the other top matches, one at a time, in the background
-    qtbot.waitUntil(lambda: len(window._previews) == 3 and window.ahead_task is None,
-                    timeout=120_000)
+    qtbot.waitUntil(lambda: len(window.search_page._previews) == 3
+                    and window.search_page.ahead_task is None, timeout=120_000)
     assert sorted(calls) == sorted(t for t, *_ in SONGS)
     shown: list = []
-    window.preview_finished.connect(shown.append)
-    window.table.selectRow(2)  # already rendered: shown within the click, no new render
-    assert len(shown) == 1 and shown[0] is window.preview
-    assert shown[0].row.title == window.selected_row().title
-    assert window.preview_panel.waves["crossmix"].drawn_points > 0
+    window.search_page.preview_finished.connect(shown.append)
+    window.search_page.table.selectRow(2)  # already rendered: shown within the click, no new render
+    assert len(shown) == 1 and shown[0] is window.search_page.preview
+    assert shown[0].row.title == window.search_page.selected_row().title
+    assert window.search_page.preview_panel.waves["crossmix"].drawn_points > 0
     assert len(calls) == 3
     # Other options (key matching) are another render: the kept previews are dropped.
-    with qtbot.waitSignal(window.preview_finished, timeout=120_000):
-        window.preview_panel.key_match.setChecked(not window.preview_panel.key_match.isChecked())
+    with qtbot.waitSignal(window.search_page.preview_finished, timeout=120_000):
+        key_match = window.search_page.preview_panel.key_match
+        key_match.setChecked(not key_match.isChecked())
     assert len(calls) == 4
 
 
 def test_songs_dropped_while_the_engine_loads_wait_for_it(qtbot, window, query_song):
-    window.engine_loading = True  # as gui.app sets it until the engine is imported
+    window.search_page.engine_loading = True  # as gui.app sets it until the engine is imported
     window.enqueue([str(query_song)])
     qtbot.wait(200)
-    assert window.query_task is None and list(window.queue) == [str(query_song)]
-    with qtbot.waitSignal(window.query_finished, timeout=120_000) as sig:
+    assert window.search_page.query_task is None
+    assert list(window.search_page.queue) == [str(query_song)]
+    with qtbot.waitSignal(window.search_page.query_finished, timeout=120_000) as sig:
         window.engine_imported()
     assert sig.args[0] is not None, window.errors
 
@@ -548,23 +556,23 @@ def test_results_menu_uses_a_match_as_query_and_shows_its_folder(qtbot, window, 
                                                                  monkeypatch):
     from PySide6.QtGui import QDesktopServices
 
-    with qtbot.waitSignal(window.query_finished, timeout=120_000):
+    with qtbot.waitSignal(window.search_page.query_finished, timeout=120_000):
         window.enqueue([str(query_song)])
-    with qtbot.waitSignal(window.analysis_finished, timeout=120_000):
+    with qtbot.waitSignal(window.search_page.analysis_finished, timeout=120_000):
         pass
-    row = window.results_model.row(0)
-    menu = window.results_menu(row)
+    row = window.search_page.results_model.row(0)
+    menu = window.search_page.results_menu(row)
     assert [a.text() for a in menu.actions()][:3] == ["Use as query", "Show in folder",
                                                       "Copy file path"]
     opened = []
     monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: opened.append(url) or True)
     menu.actions()[1].trigger()
     assert [u.toLocalFile() for u in opened] == [str(Path(row.path).parent)]
-    assert not window.show_in_folder(str(Path(row.path).parent / "gone" / "x.wav"))
+    assert not window.search_page.show_in_folder(str(Path(row.path).parent / "gone" / "x.wav"))
     assert "the folder is not there any more" in window.errors[-1]
     menu.actions()[2].trigger()
     assert QApplication.clipboard().text() == row.path
-    with qtbot.waitSignal(window.query_finished, timeout=120_000) as sig:
+    with qtbot.waitSignal(window.search_page.query_finished, timeout=120_000) as sig:
         menu.actions()[0].trigger()  # the match becomes the query
     assert sig.args[0] is not None and str(sig.args[0].path) == row.path, window.errors
 
@@ -579,19 +587,22 @@ def test_help_about_says_what_crossmix_is_without_blocking(qtbot, window):
 
 
 def test_export_can_be_cancelled_and_writes_nothing(qtbot, window, query_song, tmp_path):
-    with qtbot.waitSignal(window.query_finished, timeout=120_000):
+    with qtbot.waitSignal(window.search_page.query_finished, timeout=120_000):
         window.enqueue([str(query_song)])
-    with qtbot.waitSignal(window.preview_finished, timeout=120_000) as sig:
+    with qtbot.waitSignal(window.search_page.preview_finished, timeout=120_000) as sig:
         pass
     assert sig.args[0] is not None, window.errors
     out = tmp_path / "exports" / "cancelled.wav"
-    with qtbot.waitSignal(window.export_finished, timeout=60_000) as sig:
-        window.export_to(ExportChoice(path=out, format="wav", bitrate="192k", full=True))
-        window.export_progress.findChild(QPushButton).click()  # the dialog's Cancel button
+    with qtbot.waitSignal(window.search_page.export_finished, timeout=60_000) as sig:
+        window.search_page.export_to(ExportChoice(path=out, format="wav", bitrate="192k",
+                                                  full=True))
+        # the dialog's Cancel button
+        window.search_page.export_progress.findChild(QPushButton).click()
     assert sig.args[0] is None and not out.exists()
     assert "Export cancelled" in window.statusBar().currentMessage()
-    assert not window.export_progress.isVisible()
+    assert not window.search_page.export_progress.isVisible()
     # and an export left alone still completes, with the dialog closed afterwards
-    with qtbot.waitSignal(window.export_finished, timeout=120_000) as sig:
-        window.export_to(ExportChoice(path=out, format="wav", bitrate="192k", full=False))
+    with qtbot.waitSignal(window.search_page.export_finished, timeout=120_000) as sig:
+        window.search_page.export_to(ExportChoice(path=out, format="wav", bitrate="192k",
+                                                  full=False))
     assert sig.args[0] == out and out.exists()

@@ -259,6 +259,26 @@ def test_no_import_loops() -> None:
     assert not loops, "import loops:\n" + "\n".join(loops)
 
 
+#: The window is the frame that receives its pages (issue 11): only the composition root
+#: (``gui.app``) and what fills the window's tabs (``gui.tabs``) know it; the pages are given
+#: what they need and import it nowhere, not even for types.
+FRAME = "gui.main_window"
+FRAME_KNOWN_BY = frozenset({"gui.app", "gui.tabs"})
+
+
+def frame_imports(root: Path) -> list[str]:
+    """One line per import of the window by a module of ``gui/`` other than those allowed."""
+    return [f"{i.where(root)}: {i.source} imports {i.target} ({i.how})"
+            for i in scan_imports(root)
+            if i.target == FRAME and i.source.startswith("gui.")
+            and i.source not in FRAME_KNOWN_BY | {FRAME}]
+
+
+def test_the_pages_never_import_the_window() -> None:
+    bad = frame_imports(ROOT)
+    assert not bad, "pages that import the window:\n" + "\n".join(bad)
+
+
 def test_the_scanner_sees_imports_by_name() -> None:
     """The checker finds what ruff cannot: ``cli`` importing its commands and the GUI by name."""
     by_how = {(i.source, i.target, i.how) for i in scan_imports(ROOT)}
@@ -344,3 +364,12 @@ def test_a_type_checking_import_back_is_no_loop(copy: Path) -> None:
     (copy / "core" / "_loop_b.py").write_text(
         "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from core._loop_a import x\n")
     assert import_cycles(copy) == before
+
+
+def test_a_page_importing_the_window_fails(copy: Path) -> None:
+    assert frame_imports(copy) == []
+    page = copy / "gui" / "search_preview.py"
+    page.write_text(page.read_text(encoding="utf-8") + "\nif TYPE_CHECKING:\n"
+                    "    from gui.main_window import MainWindow\n", encoding="utf-8")
+    (bad,) = frame_imports(copy)
+    assert "gui.search_preview imports gui.main_window (from)" in bad

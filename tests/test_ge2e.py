@@ -77,6 +77,35 @@ def test_untrained_heads_are_the_peer_and_round_trip(tmp_path: Path) -> None:
         torch.testing.assert_close(again.embed_mix(x), out)
 
 
+def test_head_scale_interpolates_between_the_peer_and_the_trained_heads(tmp_path: Path) -> None:
+    """``head_scale`` weighs the heads' learned correction: 0 is the backbone alone, 1 the heads
+    as trained (and the same model id as before the option existed), and it survives saving."""
+    from safetensors.torch import load_file
+
+    from core.embedding.encoders import EncoderConfig
+
+    heads = EncoderPair.ge2e_heads(hidden=16, seed=3)
+    with torch.no_grad():
+        for p in heads.f_v.parameters():
+            p.add_(0.02)
+    w = heads.save(tmp_path / "h")
+    x = ge2e.segment_mels(_voice(3.0, 150.0, 4), np.array([0.0]), seconds=2.97)
+
+    def scaled(a: float) -> EncoderPair:
+        pair = EncoderPair(EncoderConfig.from_dict({**heads.config.to_dict(), "head_scale": a}))
+        pair.load_state_dict(load_file(str(w)))
+        return pair.eval()
+
+    with torch.no_grad():
+        peer, full = EncoderPair.resemblyzer().embed_vocal(x), heads.embed_vocal(x)
+        torch.testing.assert_close(scaled(0.0).embed_vocal(x), peer)
+        torch.testing.assert_close(scaled(0.5).embed_vocal(x), 0.5 * (peer + full))
+        torch.testing.assert_close(scaled(1.0).embed_vocal(x), full)
+    assert scaled(1.0).model_id == heads.model_id != scaled(1.5).model_id
+    again = EncoderPair.load(scaled(1.5).save(tmp_path / "s"))
+    assert again.config.head_scale == 1.5 and again.model_id == scaled(1.5).model_id
+
+
 def test_missing_resemblyzer_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ge2e.importlib.util, "find_spec", lambda name: None)
     ge2e._state_and_sha.cache_clear()

@@ -69,6 +69,9 @@ class EncoderConfig:
     head_hidden: int = 0
     #: GE2E: sha256 of the backbone tensors the heads were trained on.
     backbone_sha256: str = ""
+    #: GE2E heads: weight of the learned correction at inference (1: as trained, 0: the
+    #: backbone alone; between or beyond: the same weights, interpolated or extrapolated).
+    head_scale: float = 1.0
 
     @property
     def frontend(self) -> str:
@@ -80,8 +83,11 @@ class EncoderConfig:
 
     def architecture(self) -> dict[str, Any]:
         if self.arch == "ge2e":
-            return {"arch": "ge2e", "embedding_dim": self.embedding_dim, "head_hidden": self.head_hidden,
+            arch = {"arch": "ge2e", "embedding_dim": self.embedding_dim, "head_hidden": self.head_hidden,
                     "backbone_sha256": self.backbone_sha256}
+            if self.head_scale != 1.0:  # (left out at 1, so earlier models keep their id)
+                arch["head_scale"] = self.head_scale
+            return arch
         return {"width": self.width, "embedding_dim": self.embedding_dim, "n_mels": self.n_mels,
                 "segment_frames": self.segment_frames, "filters": self.filters()}
 
@@ -91,7 +97,7 @@ class EncoderConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EncoderConfig:
         known = {k: d[k] for k in ("width", "embedding_dim", "n_mels", "segment_frames", "name", "training",
-                                   "arch", "head_hidden", "backbone_sha256") if k in d}
+                                   "arch", "head_hidden", "backbone_sha256", "head_scale") if k in d}
         return cls(**known)
 
 
@@ -128,8 +134,9 @@ class GE2EHead(nn.Module):
     layer starts at zero, so an untrained head is exactly the backbone.
     """
 
-    def __init__(self, backbone: Callable[[], Any], hidden: int, dim: int) -> None:
+    def __init__(self, backbone: Callable[[], Any], hidden: int, dim: int, *, scale: float = 1.0) -> None:
         super().__init__()
+        self.scale = float(scale)
         from core.embedding.ge2e import EMBEDDING, FEATURE_DIM
 
         if dim != EMBEDDING:
@@ -146,7 +153,7 @@ class GE2EHead(nn.Module):
         """Backbone outputs ``(B, 256)``, ``(B, 768)`` -> ``(B, 256)`` (not normalised)."""
         if self.mlp is None:
             return embedding
-        out: torch.Tensor = embedding + self.mlp(hidden)
+        out: torch.Tensor = embedding + (self.mlp(hidden) if self.scale == 1.0 else self.scale * self.mlp(hidden))
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -178,8 +185,10 @@ class EncoderPair(nn.Module):
                     f"({self.config.backbone_sha256[:12]}, installed {sha[:12]}); reinstall resemblyzer 0.1.4 or retrain.")
             self.config.backbone_sha256 = sha
             self.backbone = GE2E.pretrained()
-            self.f_v = GE2EHead(lambda: self.backbone, self.config.head_hidden, self.config.embedding_dim)
-            self.f_m = GE2EHead(lambda: self.backbone, self.config.head_hidden, self.config.embedding_dim)
+            self.f_v = GE2EHead(lambda: self.backbone, self.config.head_hidden, self.config.embedding_dim,
+                                scale=self.config.head_scale)
+            self.f_m = GE2EHead(lambda: self.backbone, self.config.head_hidden, self.config.embedding_dim,
+                                scale=self.config.head_scale)
         elif self.config.arch == "cnn":
             self.f_v = Backbone(self.config)
             self.f_m = Backbone(self.config)

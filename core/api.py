@@ -685,9 +685,9 @@ class Crossmix:
             return None, None  # the decode says what is wrong with the file
         try:
             encoders_id = str(self.encoders().model_id)
+            separator_id = None if opts["vocal_only"] else str(self.separator().model_id)
         except ModelError:
-            return None, content_hash
-        separator_id = None if opts["vocal_only"] else str(self.separator().model_id)
+            return None, content_hash  # the query says what is missing
         return query_key(content_hash, encoders_id=encoders_id, separator_id=separator_id,
                          **opts), content_hash
 

@@ -618,6 +618,11 @@ class Crossmix:
         cross-mixes align to it instead of an estimate. ``region`` (s) embeds and searches
         only that part.
 
+        With a :attr:`query_store`, a query made before (the same file bytes, options, encoders
+        and separator) is reopened instead: its vectors and analysis from the store, its stems
+        from the stem cache, nothing separated or embedded (``result.reopened``); only the
+        search runs, on the library as it is now. A finished query is put in the store.
+
         Raises
         ------
         core.errors.AudioError

@@ -700,7 +700,7 @@ class Crossmix:
                 progress: ProgressFn | None, cancel: CancelToken | None) -> QueryResult | None:
         """The stored query of ``store_key`` with its stems from the stem cache (a voice alone:
         the file itself), ready to search; ``None`` when either is missing."""
-        from core.remix.analysis import Analysis
+        from core.remix.analysis import ANALYSIS_VERSION, Analysis
         from core.separation.vocal_only import VocalOnlyCheck
 
         assert self.query_store is not None
@@ -717,6 +717,8 @@ class Crossmix:
             analysis = Analysis.from_dict(kept.analysis) if kept.analysis is not None else None
         except CrossmixError:
             analysis = None
+        if analysis is not None and analysis.version != ANALYSIS_VERSION:
+            analysis = None  # made by an older analysis: analysed again
         check = m.get("vocal_check")
         result = self.result_type(
             path=p, title=str(m["title"]), artist=str(m["artist"]),

@@ -183,6 +183,11 @@ class QueryResult:
     #: why the query could not be searched at all (no encoders, no library, another
     #: checkpoint, a vocal space on a fast-mode library); ``message`` says it to the user
     error: str = ""
+    #: the query's key in the facade's query store (:mod:`core.library.query_store`), if any
+    store_key: str | None = None
+    #: its vectors (and analysis, when known) came from the query store and its stems from the
+    #: stem cache: nothing was separated or embedded (a query of the history reopened)
+    reopened: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """The query and its ranking as JSON-ready values (``crossmix match --json``)."""
@@ -417,6 +422,12 @@ class Crossmix:
         query and is left out of the matches.
     query_separator : str or callable(device)
         The query-based separator ("remove / keep a sound like this one").
+    query_store : QueryStore, optional
+        Where finished queries' vectors and analyses are kept
+        (:class:`core.library.query_store.QueryStore`): a query made before (the same file
+        bytes, options, encoders and separator; after a restart too) is then reopened from it
+        and the stem cache, with no separation and no embedding, and searched again.
+        ``None`` (default): every query runs in full.
     """
 
     def __init__(
@@ -430,6 +441,7 @@ class Crossmix:
         max_duration: float = DEFAULT_MAX_DURATION,
         duplicate_threshold: float = DUPLICATE_SIMILARITY,
         query_separator: Any = "shipped",
+        query_store: Any | None = None,
     ) -> None:
         if isinstance(device, str):
             from core.device import resolve_device
@@ -440,6 +452,7 @@ class Crossmix:
         self._encoders_factory = _model_factory(encoders, registry.load_encoders, "model_id")
         self._library_factory = _library_factory(library)
         self.stem_cache = query_cache
+        self.query_store = query_store
         self.max_duration = max_duration
         self.duplicate_threshold = duplicate_threshold
         self._lock = threading.RLock()
@@ -605,6 +618,11 @@ class Crossmix:
         cross-mixes align to it instead of an estimate. ``region`` (s) embeds and searches
         only that part.
 
+        With a :attr:`query_store`, a query made before (the same file bytes, options, encoders
+        and separator) is reopened instead: its vectors and analysis from the store, its stems
+        from the stem cache, nothing separated or embedded (``result.reopened``); only the
+        search runs, on the library as it is now. A finished query is put in the store.
+
         Raises
         ------
         core.errors.AudioError
@@ -612,12 +630,33 @@ class Crossmix:
         core.errors.Cancelled
         """
         p = Path(path)
-        audio, result = self._decoded(p, progress)
+        opts = {"vocal_only": vocal_only, "region": region, "tempo": tempo,
+                "first_beat": first_beat}
+        search: dict[str, Any] = {"space": space, "k": k, "tempo_range": tempo_range,
+                                  "key": key, "include_duplicates": include_duplicates}
+        store_key, content_hash = self._store_key(p, opts)
+        kept = (self._reopen(p, store_key, content_hash, opts, progress=progress, cancel=cancel)
+                if store_key is not None and content_hash is not None else None)
+        if kept is not None:
+            self._search_timed(kept, search, progress=progress, cancel=cancel)
+            return kept
+        audio, result = self._decoded(p, progress, content_hash=content_hash)
+        result.store_key = store_key
         check_cancel(cancel, "the query")
+        self._run_query(result, audio, opts, search, progress=progress, cancel=cancel)
+        self._keep(result)
+        return result
+
+    def _run_query(self, result: QueryResult, audio: Audio, opts: dict[str, Any],
+                   search: dict[str, Any], *, progress: ProgressFn | None,
+                   cancel: CancelToken | None) -> None:
+        """Separate (or not), embed and search a decoded query (see :meth:`query`)."""
+        vocal_only, region = opts["vocal_only"], opts["region"]
+        tempo, first_beat = opts["tempo"], opts["first_beat"]
         if region is not None:
             from core.audio.region import check_region
 
-            region = check_region(region[0], region[1], audio.duration, name=p.name)
+            region = check_region(region[0], region[1], audio.duration, name=result.path.name)
         if tempo is not None:
             from core.remix.vocal_tempo import check_bpm
 
@@ -628,19 +667,134 @@ class Crossmix:
         try:
             self._query_stems(result, audio, vocal_only=vocal_only, tempo=tempo,
                               first_beat=first_beat, progress=progress, cancel=cancel)
-            self._query_search(result, region=region, space=space, k=k,
-                               tempo_range=tempo_range, key=key,
-                               include_duplicates=include_duplicates, vocal_only=vocal_only,
+            self._query_search(result, region=region, **search, vocal_only=vocal_only,
                                progress=progress, cancel=cancel)
         except BaseException:
             if result.pending_analysis is not None:
                 result.pending_analysis.cancel.cancel()
             raise
         result.tempo_bpm = tempo if (tempo is not None and first_beat is not None) else None
+
+    # --- the query store: a query made before, reopened without separation or embedding ------
+
+    def _store_key(self, p: Path, opts: dict[str, Any]) -> tuple[str | None, str | None]:
+        """The query's key in the query store and the file's sha256 (``None, None`` without a
+        store; no key without encoders: there are no vectors to keep)."""
+        if self.query_store is None:
+            return None, None
+        from core.library.query_store import query_key
+
+        try:
+            content_hash = file_hash(p)
+        except CrossmixError:
+            return None, None  # the decode says what is wrong with the file
+        try:
+            encoders_id = str(self.encoders().model_id)
+            separator_id = None if opts["vocal_only"] else str(self.separator().model_id)
+        except ModelError:
+            return None, content_hash  # the query says what is missing
+        return query_key(content_hash, encoders_id=encoders_id, separator_id=separator_id,
+                         **opts), content_hash
+
+    def _reopen(self, p: Path, store_key: str, content_hash: str, opts: dict[str, Any], *,
+                progress: ProgressFn | None, cancel: CancelToken | None) -> QueryResult | None:
+        """The stored query of ``store_key`` with its stems from the stem cache (a voice alone:
+        the file itself), ready to search; ``None`` when either is missing."""
+        from core.remix.analysis import ANALYSIS_VERSION, Analysis
+        from core.separation.vocal_only import VocalOnlyCheck
+
+        assert self.query_store is not None
+        t = time.perf_counter()
+        if progress is not None:
+            progress(Progress("decode", 0, 1, "steps", f"{p.name} (from the history)"))
+        kept = self.query_store.get(store_key)
+        stems = self._kept_stems(p, kept.meta) if kept is not None else None
+        if kept is None or stems is None:
+            return None
+        check_cancel(cancel, "the query")
+        m = kept.meta
+        try:
+            analysis = Analysis.from_dict(kept.analysis) if kept.analysis is not None else None
+        except CrossmixError:
+            analysis = None
+        if analysis is not None and analysis.version != ANALYSIS_VERSION:
+            analysis = None  # made by an older analysis: analysed again
+        check = m.get("vocal_check")
+        result = self.result_type(
+            path=p, title=str(m["title"]), artist=str(m["artist"]),
+            duration=float(m["duration"]), stems=stems, analysis=analysis,
+            embedding=kept.embedding, rows=[], content_hash=content_hash,
+            audio_key=str(m["audio_key"]), fingerprint=kept.fingerprint,
+            vocal_only=bool(m["vocal_only"]),
+            vocal_check=VocalOnlyCheck(**check) if isinstance(check, dict) else None,
+            tempo_source=str(m.get("tempo_source", "mix")), auto_analysis=analysis,
+            region=tuple(m["region"]) if m.get("region") else None,
+            song_embedding=kept.song_embedding, tempo_bpm=m.get("tempo_bpm"),
+            stored_vectors=bool(m.get("stored_vectors")), store_key=store_key, reopened=True)
+        if analysis is None:  # kept before its analysis finished: analysed now, as then
+            result.pending_analysis = self._analyse(stems.mix, result.vocal_only,
+                                                    opts["tempo"], opts["first_beat"])
+        result.timings["decode"] = time.perf_counter() - t
+        if progress is not None:
+            progress(Progress("decode", 1, 1, "steps", p.name))
         return result
 
-    def _decoded(self, p: Path, progress: ProgressFn | None, *,
-                 fingerprinted: bool = True) -> tuple[Audio, QueryResult]:
+    def _kept_stems(self, p: Path, meta: dict[str, Any]) -> Any | None:
+        """A stored query's stems: the file itself for a voice alone, else its separation from
+        the stem cache (the library's first); ``None`` when the cache no longer has them."""
+        if meta["vocal_only"]:
+            from core.separation.vocal_only import vocal_only_stems
+
+            return vocal_only_stems(load_audio(p, max_duration=self.max_duration))
+        self.flush()  # its stems may still be being written
+        model_id = self.separator().model_id
+        lib = self.library()
+        for cache in (getattr(lib, "stem_cache", None), self.stem_cache):
+            stems = cache.get(str(meta["audio_key"]), model_id) if cache is not None else None
+            if stems is not None:
+                return stems
+        return None
+
+    def _keep(self, result: QueryResult) -> None:
+        """Put a finished query's vectors in the query store (when there is one)."""
+        from core.library.query_store import StoredQuery
+
+        store = self.query_store
+        if store is None or result.store_key is None or result.embedding is None:
+            return
+        check = result.vocal_check
+        meta = {"audio_key": result.audio_key, "duration": float(result.duration),
+                "title": result.title, "artist": result.artist,
+                "vocal_only": bool(result.vocal_only),
+                "vocal_check": dataclasses.asdict(check) if check is not None else None,
+                "region": list(result.region) if result.region is not None else None,
+                "tempo_source": result.tempo_source, "tempo_bpm": result.tempo_bpm,
+                "stored_vectors": bool(result.stored_vectors)}
+        an = result.auto_analysis
+        store.put(StoredQuery(key=result.store_key, embedding=result.embedding,
+                              song_embedding=result.song_embedding,
+                              fingerprint=result.fingerprint, meta=meta,
+                              analysis=an.to_dict() if an is not None else None))
+
+    def _keep_analysis(self, result: QueryResult) -> None:
+        """The query's analysis, known after its results: added to its stored entry."""
+        store = self.query_store
+        if store is not None and result.store_key is not None and result.auto_analysis is not None:
+            store.set_analysis(result.store_key, result.auto_analysis.to_dict(),
+                               result.tempo_source)
+
+    def _search_timed(self, result: QueryResult, search: dict[str, Any], *,
+                      progress: ProgressFn | None, cancel: CancelToken | None) -> None:
+        t = time.perf_counter()
+        if progress is not None:
+            progress(Progress("search", 0, 1))
+        self._search_into(result, **search, cancel=cancel)
+        result.timings["search"] = time.perf_counter() - t
+        if progress is not None:
+            progress(Progress("search", 1, 1))
+
+    def _decoded(self, p: Path, progress: ProgressFn | None, *, fingerprinted: bool = True,
+                 content_hash: str | None = None) -> tuple[Audio, QueryResult]:
         """The decoded file and a result holding its tags and hashes; its fingerprint (only
         the search's near-duplicate rule needs it) is computed on a thread meanwhile and
         collected by :meth:`_search_into`."""
@@ -651,7 +805,7 @@ class Crossmix:
         title, artist = read_tags(p)
         result = self.result_type(
             path=p, title=title, artist=artist, duration=audio.duration, stems=None,
-            analysis=None, embedding=None, rows=[], content_hash=file_hash(p),
+            analysis=None, embedding=None, rows=[], content_hash=content_hash or file_hash(p),
             audio_key=audio_hash(audio))
         if fingerprinted:
             result.pending_fingerprint = _background().submit(fingerprint, audio)
@@ -744,14 +898,9 @@ class Crossmix:
                                            progress=progress, cancel=cancel)
         result.timings["embed"] = time.perf_counter() - t
         check_cancel(cancel, "the query")
-        t = time.perf_counter()
-        if progress is not None:
-            progress(Progress("search", 0, 1))
-        self._search_into(result, space=space, k=k, tempo_range=tempo_range, key=key,
-                          include_duplicates=include_duplicates, cancel=cancel)
-        result.timings["search"] = time.perf_counter() - t
-        if progress is not None:
-            progress(Progress("search", 1, 1))
+        self._search_timed(result, {"space": space, "k": k, "tempo_range": tempo_range,
+                                    "key": key, "include_duplicates": include_duplicates},
+                           progress=progress, cancel=cancel)
 
     def _stored_embedding(self, result: QueryResult, encoders: Any) -> Any | None:
         """The library's vectors of the query when the file is one of its songs, indexed in
@@ -908,6 +1057,7 @@ class Crossmix:
                 result.timings["analyze_query"] = pending.seconds
                 result.tempo_source = pending.source
                 result.auto_analysis = pending.result
+                self._keep_analysis(result)
                 return pending.result
             if not isinstance(pending.error, Cancelled):
                 raise pending.error
@@ -921,6 +1071,7 @@ class Crossmix:
         an, result.tempo_source = analyze_query(result.stems.mix, voice=voice, bpm=bpm,
                                                 first_beat=first_beat, cancel=cancel)
         result.auto_analysis = an
+        self._keep_analysis(result)
         return an
 
     def search(self, result: QueryResult, *, space: str, k: int,

@@ -60,6 +60,10 @@ def start_engine(session: Any, device_name: str, stem_cache_gb: float, *,
     session.set_device(device)
     if session.stem_cache is None:  # no query reads it yet: they wait for this to finish
         session.stem_cache = default_stem_cache(gigabytes(stem_cache_gb))
+    if session.query_store is None:  # a query of the history reopens from its kept vectors
+        from core.library.query_store import QueryStore
+
+        session.query_store = QueryStore()
     if progress is not None:
         progress(Progress("start", 2, 2, "steps", "ready"))
     return EngineStart(device=device, note=note)

@@ -81,14 +81,16 @@ class Session(Crossmix):
         max_duration: float = DEFAULT_MAX_DURATION,
         duplicate_threshold: float = DUPLICATE_SIMILARITY,
         query_separator_factory: Callable[[torch.device], Any] | str = "shipped",
+        query_store: Any | None = None,
     ) -> None:
         super().__init__(device=device, separator=separator_factory, encoders=encoders_factory,
                          library=library_factory, query_cache=stem_cache,
                          max_duration=max_duration, duplicate_threshold=duplicate_threshold,
-                         query_separator=query_separator_factory)
+                         query_separator=query_separator_factory, query_store=query_store)
 
     def query(self, path: str | Path, **kw: Any) -> QueryResult:
-        """:meth:`core.api.Crossmix.query`, with the query's waveforms drawn."""
+        """:meth:`core.api.Crossmix.query`, with the query's waveforms drawn (a query of the
+        history reopened from the query store draws them from its cached stems)."""
         result = super().query(path, **kw)
         assert isinstance(result, QueryResult)
         result.mix_env = envelope(result.stems.mix)

@@ -102,7 +102,8 @@ class SearchPage(SearchPreview):
     result_reopened = Signal(object)  # QueryResult: a query of the history shown again
 
     #: Query results kept in memory, so the history reopens them at once (each holds the
-    #: query's stems: tens of MB per minute of song); older ones are queried again.
+    #: query's stems: tens of MB per minute of song); older ones are reopened by the engine
+    #: from their kept vectors and cached stems (no separation, no embedding).
     RESULTS_KEPT = 3
 
     def __init__(self, *, settings: Settings, session: Session, runner: TaskRunner,
@@ -352,7 +353,8 @@ class SearchPage(SearchPreview):
         self.query_panel.key_label.setText("analysing…")
         self._show_rows(r)
         total = sum(r.timings.values())
-        self.say(f"{r.title}: {len(r.rows)} matches in {total:.1f} s")
+        self.say(f"{r.title}: {len(r.rows)} matches in {total:.1f} s"
+                 + (" (reopened from the history)" if r.reopened else ""))
         self.query_finished.emit(r)
         self._start_analysis(r)
 
@@ -540,7 +542,9 @@ class SearchPage(SearchPreview):
 
     def reopen(self, entry: Any) -> None:
         """Show a query of the history again: at once when its results are still in memory,
-        else by querying its file again (the stem cache spares the separation)."""
+        else through the engine's query, which reopens it from its kept vectors and cached
+        stems (:attr:`core.api.Crossmix.query_store`: no separation, no embedding) and searches
+        the library as it is now."""
         kept = self._recent.get(entry.key)
         if kept is not None and not self.querying:
             self._recent.move_to_end(entry.key)

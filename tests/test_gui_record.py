@@ -317,6 +317,67 @@ def test_the_history_survives_a_new_window_and_says_when_a_file_is_gone(
     w2.close()
 
 
+def test_an_older_query_of_the_history_reopens_without_separating_or_embedding(
+        qtbot, tmp_path, tiny_library, data_dir):
+    """Beyond the results kept in memory (RESULTS_KEPT), and after a restart, a query of the
+    history comes back from the engine's query store and the stem cache: neither the
+    separator nor the encoders run, and the ranking is the one shown the first time."""
+    from test_query_store import CountingEncoders, counting_encoders
+    from test_voice_query import CountingSeparator, counting_separator
+
+    from core.library.query_store import QueryStore
+
+    def window() -> MainWindow:
+        sep, enc = counting_separator(), counting_encoders()
+        session = Session(separator_factory=lambda d: sep, encoders_factory=lambda d: enc,
+                          library_factory=lambda: Library.open(tiny_library),
+                          stem_cache=StemCache(tmp_path / "stems"), duplicate_threshold=1.5,
+                          query_store=QueryStore(tmp_path / "query-vectors"))
+        w = MainWindow(settings=Settings(tmp_path / "settings.ini"), session=session)
+        qtbot.addWidget(w)
+        w.show()
+        return w
+
+    def reopen(w: MainWindow, title: str) -> object:
+        page = w.search_page
+        entry = next(e for e in page.history_panel.entries() if e.title == title)
+        assert entry.key not in page._recent  # not in memory: the engine reopens it
+        CountingSeparator.calls = CountingEncoders.calls = 0
+        got: list[tuple[object, str]] = []
+        page.query_finished.connect(lambda r: got.append((r, w.statusBar().currentMessage())))
+        with qtbot.waitSignal(page.analysis_finished, timeout=60_000):
+            page.history_panel.reopen(entry)
+        assert CountingSeparator.calls == 0 and CountingEncoders.calls == 0
+        ((r, said),) = got
+        assert r is page.result and r.reopened and r.title == title
+        assert "reopened from the history" in said
+        assert page.results_model.rowCount() == len(r.rows) > 0
+        assert page.query_panel.mix_wave.env is not None and r.analysis is not None
+        return r
+
+    w = window()
+    page = w.search_page
+    files = []
+    shown = {}
+    for i in range(page.RESULTS_KEPT + 1):
+        song = make_song(tempo=100.0 + 6 * i, key_root=i, key_mode="minor", seconds=5.0,
+                         seed=30 + i)
+        files.append(tmp_path / f"query{i}.wav")
+        sf.write(files[-1], song.mix.samples.T, song.mix.sr)
+        with qtbot.waitSignal(page.analysis_finished, timeout=120_000):
+            w.enqueue([str(files[-1])])
+        shown[f"query{i}"] = [(row.path, row.similarity) for row in page.result.rows]
+    assert page.history_panel.entries()[-1].title == "query0"
+    r = reopen(w, "query0")
+    assert [(row.path, row.similarity) for row in r.rows] == shown["query0"]
+    w.close()
+
+    w2 = window()  # a restart: a new engine, nothing in memory
+    r = reopen(w2, "query1")
+    assert [(row.path, row.similarity) for row in r.rows] == shown["query1"]
+    w2.close()
+
+
 def test_a_microphone_that_stops_delivering_ends_the_take_and_keeps_it(
         qtbot, tmp_path, tiny_library, data_dir, monkeypatch):
     """The microphone reads a named pipe fed at the audio rate for 1.5 s, then starved (as a

@@ -10,7 +10,8 @@ import lazy_loader as _lazy
 
 __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
-    submodules=["catalog", "cluster", "history", "index", "library", "scan", "shards", "spaces"],
+    submodules=["catalog", "cluster", "history", "index", "library", "query_store", "scan",
+                "shards", "spaces"],
     submod_attrs={
         "catalog": [
             "FileRow",
@@ -54,6 +55,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
             "is_catalogue",
             "opens_read_only",
         ],
+        "query_store": ["query_store_dir", "query_key", "StoredQuery", "QueryStore"],
         "scan": [
             "ScanReport",
             "walk_audio_files",
@@ -93,7 +95,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
 )
 
 if TYPE_CHECKING:  # the names, for type checkers and readers
-    from . import catalog, cluster, history, index, library, scan, shards, spaces
+    from . import catalog, cluster, history, index, library, query_store, scan, shards, spaces
     from .catalog import (
         Catalog,
         Failure,
@@ -136,6 +138,7 @@ if TYPE_CHECKING:  # the names, for type checkers and readers
         is_catalogue,
         opens_read_only,
     )
+    from .query_store import QueryStore, StoredQuery, query_key, query_store_dir
     from .scan import (
         IndexedSong,
         PreparedSong,

@@ -69,14 +69,6 @@ def _tiled_example(path: Path, seconds: float, *, start: float = 0.0) -> Path:
     return path
 
 
-def _synth(path: Path, seconds: float, *, tempo: float, key: int, seed: int) -> Path:
-    import soundfile as sf
-    from synth_songs import make_song
-
-    s = make_song(tempo=tempo, key_root=key, seconds=seconds, seed=seed)
-    sf.write(path, s.mix.samples.T, s.mix.sr, subtype="PCM_16")
-    return path
-
 
 def _drop(widget, paths) -> None:  # type: ignore[no-untyped-def]
     from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
@@ -244,12 +236,10 @@ def main() -> int:
         dup = 1.5  # random weights map every mix close together: no near-duplicate filter
 
     # 1. a library, indexed through the Library tab
+    from synth_songs import write_library
+
     songs = work / "songs"
-    songs.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(args.library_songs):
-        _synth(songs / f"song{i:02d}.wav", 30.0, tempo=float(rng.uniform(80, 150)),
-               key=int(rng.integers(12)), seed=100 + i)
+    write_library(songs, args.library_songs)
 
     def session() -> Session:
         return Session(device=device,

@@ -33,20 +33,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-
-def _synth(path: Path, seconds: float, *, tempo: float, key: int, seed: int) -> Path:
-    import soundfile as sf
-    from synth_songs import make_song
-
-    s = make_song(tempo=tempo, key_root=key, seconds=seconds, seed=seed)
-    sf.write(path, s.mix.samples.T, s.mix.sr, subtype="PCM_16")
-    return path
 
 
 def _timed_query(session: Any, song: Path, k: int) -> tuple[Any, dict[str, Any]]:
@@ -88,13 +78,11 @@ def main() -> int:
     from gui.waveform import envelope
 
     device = resolve_device(args.device)
+    from synth_songs import write_library, write_song
+
     songs = work / "songs"
-    songs.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(args.library_songs):
-        _synth(songs / f"song{i:02d}.wav", 30.0, tempo=float(rng.uniform(80, 150)),
-               key=int(rng.integers(12)), seed=100 + i)
-    song = _synth(work / "query.wav", args.seconds, tempo=104.0, key=9, seed=7)
+    write_library(songs, args.library_songs)
+    song = write_song(work / "query.wav", args.seconds, tempo=104.0, key=9, seed=7)
 
     def session(store: QueryStore | None) -> Session:
         s = Session(device=device,

@@ -12,6 +12,7 @@ Also used by ``bench/remix.py``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -141,3 +142,20 @@ def make_song(
         key_root=key_root,
         key_mode=key_mode,
     )
+
+
+def write_song(path: Path, seconds: float, *, tempo: float, key: int, seed: int) -> Path:
+    """:func:`make_song`'s mix written to ``path`` as 16-bit WAV (benches and scripts)."""
+    import soundfile as sf
+
+    s = make_song(tempo=tempo, key_root=key, seconds=seconds, seed=seed)
+    sf.write(path, s.mix.samples.T, s.mix.sr, subtype="PCM_16")
+    return path
+
+
+def write_library(folder: Path, n: int, *, seconds: float = 30.0) -> list[Path]:
+    """``n`` songs of random tempo (80-150 BPM) and key in ``folder`` (created), the same ones every time."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    return [write_song(folder / f"song{i:02d}.wav", seconds, tempo=float(rng.uniform(80, 150)),
+                       key=int(rng.integers(12)), seed=100 + i) for i in range(n)]

@@ -15,7 +15,9 @@ fingerprint; the query's stems (one :func:`core.separation.separator.get_or_sepa
 the library's stem cache, then the query cache, so a library song is never separated
 twice; a voice alone is used as it is); the library's stored vectors when the file is an
 indexed song (else the encoders); the search (spaces, tempo/key filters, near-duplicates);
-then the compatibility of each match (stretch, key shift, mashability). The GUI adds only
+then the compatibility of each match (stretch, key shift, mashability). Its steps up to the
+search are :meth:`Crossmix.embed_query` on their own (a song file's vectors for
+:meth:`core.library.library.Library.search`, which takes vectors only). The GUI adds only
 what a window needs (:mod:`gui.engine`: waveform envelopes and playback arrays); the
 ``crossmix`` commands print what it returns.
 

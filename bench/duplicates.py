@@ -7,8 +7,9 @@ to it, compared with the most similar *other* song?
 For each of ``--songs`` library songs (all by default) the song file is turned into versions a
 user may really drop (ffmpeg): an MP3 at 128 kbit/s, a mono downmix, a "remaster" (-4 dB, a
 treble shelf and a 0.725 s trim at the start) and an "edit" (the first 5.02 s cut). Each version is
-queried exactly as the app does (:meth:`core.library.library.Library.embed_query`: decoded, separated
-by Spleeter, embedded by the library's encoders), and its mix vector ``M`` is compared with
+queried exactly as the app does (:meth:`core.api.Crossmix.embed_query`, the steps of the app's query
+before its search: decoded, separated by Spleeter, embedded by the shipped encoders), and its mix
+vector ``M`` is compared with
 
 - the original song's ``M`` in the catalog (a true duplicate, which should be excluded), and
 - every other song's ``M`` (not duplicates; the same singer's other songs are the hardest).
@@ -35,6 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from core.api import Crossmix  # noqa: E402
 from core.audio.decode import load_audio  # noqa: E402
 from core.audio.fingerprints import fingerprint as make_fingerprint  # noqa: E402
 from core.audio.fingerprints import from_blob, same_recording  # noqa: E402
@@ -74,8 +76,9 @@ def main() -> int:
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="crossmix-dups-") as tmp, \
-            Library.open(args.library) as lib:
-        lib.stem_cache = StemCache(Path(tmp) / "stems")  # the versions' stems stay out of it
+            Crossmix(library=Library.open(args.library),
+                     query_cache=StemCache(Path(tmp) / "stems")) as cx:  # the versions' stems
+        lib = cx.library()
         model = lib.catalog.model_id
         if model is None:
             print(f"{args.library} holds no embedded songs", file=sys.stderr)
@@ -105,7 +108,7 @@ def main() -> int:
         for n, s in enumerate(chosen, 1):
             for v in VERSIONS:
                 f = make_version(s.paths[0], v, Path(tmp))
-                qe = lib.embed_query(f)
+                qe = cx.embed_query(f)
                 q = qe.embedding.M
                 sims = mat @ q
                 floor = max(DUPLICATE_SIMILARITY, float(q @ mean) + DUPLICATE_MARGIN)

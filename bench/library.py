@@ -33,6 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from core.api import Crossmix  # noqa: E402
 from core.audio.decode import Audio, load_audio, save_audio  # noqa: E402
 from core.device import resolve_device  # noqa: E402
 from core.embedding.song import SongEmbedding  # noqa: E402
@@ -103,10 +104,10 @@ def bench_indexing(args: argparse.Namespace, results: dict[str, Any]) -> None:
             # a query against this library: separation + embedding of a new song
             if mode == "full":
                 q = make_songs(Path(tmp), 1, args.seconds, seed=99)[0]
-                with Library.open(lib_dir, separator=separator, encoders=encoders,
-                                  device=device) as lib:
+                with Crossmix(device=device, library=Library.open(lib_dir, device=device),
+                              separator=separator, encoders=encoders) as cx:
                     t0 = time.perf_counter()
-                    lib.search(q, k=10)
+                    cx.library().search(cx.embed_query(q), k=10)
                     res["query_song_s"] = round(time.perf_counter() - t0, 2)
                 print(f"query song (separate + embed + search): {res['query_song_s']} s")
     results["indexing"] = res

@@ -15,7 +15,9 @@ fingerprint; the query's stems (one :func:`core.separation.separator.get_or_sepa
 the library's stem cache, then the query cache, so a library song is never separated
 twice; a voice alone is used as it is); the library's stored vectors when the file is an
 indexed song (else the encoders); the search (spaces, tempo/key filters, near-duplicates);
-then the compatibility of each match (stretch, key shift, mashability). The GUI adds only
+then the compatibility of each match (stretch, key shift, mashability). Its steps up to the
+search are :meth:`Crossmix.embed_query` on their own (a song file's vectors for
+:meth:`core.library.library.Library.search`, which takes vectors only). The GUI adds only
 what a window needs (:mod:`gui.engine`: waveform envelopes and playback arrays); the
 ``crossmix`` commands print what it returns.
 
@@ -49,6 +51,8 @@ from core.progress import CancelToken, Progress, ProgressFn, check_cancel
 
 if TYPE_CHECKING:  # torch is imported when the engine first runs, not with the window
     import torch
+
+    from core.library.library import QueryEmbedding
 
 log = logging.getLogger(__name__)
 
@@ -651,29 +655,79 @@ class Crossmix:
                    search: dict[str, Any], *, progress: ProgressFn | None,
                    cancel: CancelToken | None) -> None:
         """Separate (or not), embed and search a decoded query (see :meth:`query`)."""
-        vocal_only, region = opts["vocal_only"], opts["region"]
         tempo, first_beat = opts["tempo"], opts["first_beat"]
-        if region is not None:
-            from core.audio.region import check_region
-
-            region = check_region(region[0], region[1], audio.duration, name=result.path.name)
         if tempo is not None:
             from core.remix.vocal_tempo import check_bpm
 
             tempo = check_bpm(tempo)
-        # Tempo and key need the file only: analysed beside the separation, on its own thread;
-        # when it is not known whether the file is a voice alone, as a mix (the usual case).
-        result.pending_analysis = self._analyse(audio, bool(vocal_only), tempo, first_beat)
         try:
-            self._query_stems(result, audio, vocal_only=vocal_only, tempo=tempo,
-                              first_beat=first_beat, progress=progress, cancel=cancel)
-            self._query_search(result, region=region, **search, vocal_only=vocal_only,
-                               progress=progress, cancel=cancel)
+            self._embedded(result, audio, vocal_only=opts["vocal_only"], region=opts["region"],
+                           analyse=(tempo, first_beat), progress=progress, cancel=cancel)
+            if result.embedding is not None:
+                check_cancel(cancel, "the query")
+                self._search_timed(result, search, progress=progress, cancel=cancel)
         except BaseException:
             if result.pending_analysis is not None:
                 result.pending_analysis.cancel.cancel()
             raise
         result.tempo_bpm = tempo if (tempo is not None and first_beat is not None) else None
+
+    def embed_query(self, path: str | Path, *, vocal_only: bool | None = None,
+                    region: tuple[float | None, float | None] | None = None,
+                    progress: ProgressFn | None = None,
+                    cancel: CancelToken | None = None) -> QueryEmbedding:
+        """The query's vectors and identity, ready for
+        :meth:`core.library.library.Library.search`: the steps of :meth:`query` before its
+        search (decode, hashes and fingerprint, the cached separation, the library's stored
+        vectors or the encoders), without the tempo/key analysis and the query store.
+
+        A song the library indexed in full mode with these encoders is not embedded again: its
+        stored vectors are used (unless ``vocal_only`` or a ``region`` is given).
+        ``vocal_only`` and ``region`` (seconds; ``None`` for the song's start or end) are those
+        of :meth:`query`.
+
+        Raises
+        ------
+        core.errors.AudioError
+            The file is not usable audio.
+        core.audio.region.RegionError
+            The region is reversed, outside the song or shorter than one segment.
+        core.errors.ModelError
+            There are no encoders.
+        core.errors.Cancelled
+        """
+        self.encoders()  # no encoders: said before the file is decoded and separated
+        audio, result = self._decoded(Path(path), progress)
+        check_cancel(cancel, "the query")
+        self._embedded(result, audio, vocal_only=vocal_only, region=region, analyse=None,
+                       progress=progress, cancel=cancel)
+        if result.embedding is None:
+            raise ModelError(result.error)
+        return self._query_embedding(result)
+
+    def _embedded(self, result: QueryResult, audio: Audio, *, vocal_only: bool | None,
+                  region: tuple[float | None, float | None] | None,
+                  analyse: tuple[float | None, float | None] | None,
+                  progress: ProgressFn | None, cancel: CancelToken | None) -> None:
+        """The one query pipeline up to the search, into ``result``: the stems (or the file
+        itself for a voice alone), then the embedding (or the library's stored vectors), of
+        ``region`` only when given. ``analyse``: ``(tempo, first_beat)`` to start the query's
+        tempo/key analysis beside the separation (:meth:`query`); ``None``: no analysis
+        (:meth:`embed_query`)."""
+        span = None
+        if region is not None:
+            from core.audio.region import check_region
+
+            span = check_region(region[0], region[1], audio.duration, name=result.path.name)
+        tempo, first_beat = analyse if analyse is not None else (None, None)
+        if analyse is not None:
+            # Tempo and key need the file only: analysed beside the separation, on its own
+            # thread; when it is not known whether the file is a voice alone, as a mix.
+            result.pending_analysis = self._analyse(audio, bool(vocal_only), tempo, first_beat)
+        self._query_stems(result, audio, vocal_only=vocal_only, tempo=tempo,
+                          first_beat=first_beat, progress=progress, cancel=cancel)
+        self._query_vectors(result, region=span, vocal_only=vocal_only, progress=progress,
+                            cancel=cancel)
 
     # --- the query store: a query made before, reopened without separation or embedding ------
 
@@ -870,11 +924,11 @@ class Crossmix:
         result.timings["separate"] = time.perf_counter() - t
         check_cancel(cancel, "the query")
 
-    def _query_search(self, result: QueryResult, *, region: tuple[float, float] | None,
-                      space: str, k: int, tempo_range: tuple[float, float] | None,
-                      key: str | Sequence[str] | None, include_duplicates: bool, vocal_only: bool | None,
-                      progress: ProgressFn | None, cancel: CancelToken | None) -> None:
-        """Embed the query (or take the library's stored vectors) and search."""
+    def _query_vectors(self, result: QueryResult, *, region: tuple[float, float] | None,
+                       vocal_only: bool | None, progress: ProgressFn | None,
+                       cancel: CancelToken | None) -> None:
+        """Embed the query (or take the library's stored vectors); without encoders,
+        ``result.error`` and ``result.message`` say why there is no embedding."""
         t = time.perf_counter()
         if progress is not None:
             progress(Progress("embed", 0, 2))
@@ -898,9 +952,6 @@ class Crossmix:
                                            progress=progress, cancel=cancel)
         result.timings["embed"] = time.perf_counter() - t
         check_cancel(cancel, "the query")
-        self._search_timed(result, {"space": space, "k": k, "tempo_range": tempo_range,
-                                    "key": key, "include_duplicates": include_duplicates},
-                           progress=progress, cancel=cancel)
 
     def _stored_embedding(self, result: QueryResult, encoders: Any) -> Any | None:
         """The library's vectors of the query when the file is one of its songs, indexed in
@@ -1092,15 +1143,12 @@ class Crossmix:
                      include_duplicates: bool = False,
                      cancel: CancelToken | None) -> None:
         from core.errors import LibraryError
-        from core.library.library import QueryEmbedding
 
         lib = self.library()
         result.rows = []
         result.search = None
         result.error = ""
-        if result.pending_fingerprint is not None:
-            result.fingerprint = result.pending_fingerprint.result()
-            result.pending_fingerprint = None
+        _collect_fingerprint(result)  # kept with the query (the store) even without a library
         if lib is None:
             result.message = "No library is open: add a folder of songs on the Library tab."
             result.error = "no library is open"
@@ -1113,11 +1161,7 @@ class Crossmix:
             return
         if result.embedding is None:
             return
-        qe = QueryEmbedding(result.embedding, path=str(result.path),
-                            content_hash=result.content_hash, audio_key=result.audio_key,
-                            fingerprint=result.fingerprint, duration=result.duration,
-                            vocal_only=result.vocal_only, vocal_check=result.vocal_check,
-                            region=result.region)
+        qe = self._query_embedding(result)
         why = ""
         result.space_note = ""
         if space == "auto":
@@ -1140,6 +1184,23 @@ class Crossmix:
                                          len(sr.excluded_duplicates))
         if why:
             result.space_note = f"Search space: {why}."
+
+    @staticmethod
+    def _query_embedding(result: QueryResult) -> QueryEmbedding:
+        """What the library's search needs of an embedded query: its vectors, and its identity
+        to leave itself and its other versions out (the fingerprint, collected from its thread).
+        A region's duration is the region's."""
+        from core.library.library import QueryEmbedding
+
+        assert result.embedding is not None, "the query has not been embedded"
+        _collect_fingerprint(result)
+        duration = (result.region[1] - result.region[0] if result.region is not None
+                    else result.duration)
+        return QueryEmbedding(result.embedding, path=str(result.path),
+                              content_hash=result.content_hash, audio_key=result.audio_key,
+                              fingerprint=result.fingerprint, duration=duration,
+                              vocal_only=result.vocal_only, vocal_check=result.vocal_check,
+                              region=result.region)
 
     def auto_space(self, lib: Any | None = None) -> tuple[str, str]:
         """The best measured search space for the current encoders that the library can serve."""
@@ -1682,6 +1743,13 @@ def _background() -> Any:
 
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="crossmix-side",
                               initializer=_lower_this_threads_priority)
+
+
+def _collect_fingerprint(result: QueryResult) -> None:
+    """The query's fingerprint, from the side thread computing it (:meth:`Crossmix._decoded`)."""
+    if result.pending_fingerprint is not None:
+        result.fingerprint = result.pending_fingerprint.result()
+        result.pending_fingerprint = None
 
 
 def _store(cache: Any, audio_key: str, model_id: str, stems: Any) -> None:

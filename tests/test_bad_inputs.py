@@ -21,6 +21,7 @@ import pytest
 import soundfile as sf
 
 from cli import main
+from core.api import Crossmix
 from core.audio.decode import load_audio
 from core.embedding.encoders import EncoderPair
 from core.errors import CrossmixError
@@ -536,11 +537,14 @@ def test_match_without_a_vocal_says_so_instead_of_ranking(
 def test_engine_refuses_a_query_without_a_vocal(ctx: Ctx) -> None:
     from core.errors import NoVocalError
 
-    with Library.open(ctx.lib, encoders=EncoderPair.tiny()) as lib:
-        with pytest.raises(NoVocalError, match="no singing voice"):
-            lib.search(_white_noise(ctx.tmp / "noise.wav"), separator=no_vocal_separator())
-        # with the tiny separator (whose random "vocal" is loud enough) the same file is ranked
-        res = lib.search(_white_noise(ctx.tmp / "noise.wav"), separator=Separator.tiny(seed=0))
+    def engine(separator: Separator) -> Crossmix:
+        return Crossmix(library=ctx.lib, separator=separator, encoders=EncoderPair.tiny())
+
+    with engine(no_vocal_separator()) as cx, pytest.raises(NoVocalError, match="no singing voice"):
+        cx.library().search(cx.embed_query(_white_noise(ctx.tmp / "noise.wav")))
+    # with the tiny separator (whose random "vocal" is loud enough) the same file is ranked
+    with engine(Separator.tiny(seed=0)) as cx:
+        res = cx.library().search(cx.embed_query(_white_noise(ctx.tmp / "noise.wav")))
         assert len(res.matches) == 3
 
 

@@ -26,6 +26,7 @@ pq = pytest.importorskip("pyarrow.parquet")
 from test_library import write_song  # noqa: E402
 
 from cli import main  # noqa: E402
+from core.api import Crossmix  # noqa: E402
 from core.embedding.encoders import EncoderPair  # noqa: E402
 from core.errors import LibraryReadOnlyError  # noqa: E402
 from core.library.catalog import Catalog  # noqa: E402
@@ -147,9 +148,9 @@ def test_search_results_are_identical(built: dict[str, Path]) -> None:
     query = built["music"] / "b" / "song4.wav"
     results = []
     for name in ("local", "ray"):
-        with Library.open(built[name], read_only=True) as lib:
-            res = lib.search(query, space="[M,V]", k=5, separator=Separator.tiny(),
-                             encoders=EncoderPair.tiny())
+        with Crossmix(library=Library.open(built[name], read_only=True),
+                      separator=Separator.tiny(), encoders=EncoderPair.tiny()) as cx:
+            res = cx.library().search(cx.embed_query(query), space="[M,V]", k=5)
         results.append(res)
     a, b = results
     assert [m.path for m in a.matches] == [m.path for m in b.matches]
@@ -246,9 +247,9 @@ def test_match_opens_the_approximate_index_read_only(built: dict[str, Path], tmp
     assert {Path(d["path"]).name for d in doc["excluded_duplicates"]} == {"song0.wav"}
     assert len(doc["matches"]) == 3
     # re-ranked by the exact vectors: the same matches and similarities as exact search
-    with Library.open(built["local"], read_only=True) as flat:
-        exact = flat.search(query, space="mix->mix", k=3, separator=Separator.tiny(),
-                            encoders=EncoderPair.tiny())
+    with Crossmix(library=Library.open(built["local"], read_only=True),
+                  separator=Separator.tiny(), encoders=EncoderPair.tiny()) as cx:
+        exact = cx.library().search(cx.embed_query(query), space="mix->mix", k=3)
     assert [m["path"] for m in doc["matches"]] == [m.path for m in exact.matches]
     np.testing.assert_allclose([m["similarity"] for m in doc["matches"]],
                                [m.similarity for m in exact.matches], atol=1e-5)

@@ -167,6 +167,36 @@ def test_a_library_song_is_never_separated_twice(songs: Path, tmp_path: Path) ->
         session.close()
 
 
+def test_embed_query_is_the_querys_own_pipeline(full_library: Path, songs: Path,
+                                               query_song: Path, tmp_path: Path) -> None:
+    """``Crossmix.embed_query`` (the one way to embed a song file for ``Library.search``) gives
+    the vectors ``Crossmix.query`` searches with: a new song embedded, a library song's stored
+    vectors (not separated), a region's; and ``Library.search`` of them ranks as the query."""
+    sep = counting_separator()
+    with Crossmix(library=full_library, separator=sep, encoders=EncoderPair.tiny(),
+                  query_cache=StemCache(tmp_path / "stems")) as cx:
+        lib = cx.library()
+        for path, region in ((query_song, None), (songs / "song2.wav", None),
+                             (query_song, (2.0, 8.0))):
+            qe = cx.embed_query(path, region=region)
+            cx.flush()  # its new stems are in the query cache: the query finds them
+            r = cx.query(path, space="vocal->mix", k=3, region=region)
+            for space in ("M", "V", "MV"):
+                np.testing.assert_allclose(getattr(qe.embedding, space),
+                                           getattr(r.embedding, space), atol=1e-6)
+            assert (qe.region, qe.vocal_only, qe.content_hash) == (
+                r.region, r.vocal_only, r.content_hash)
+            assert qe.fingerprint is not None and np.array_equal(qe.fingerprint, r.fingerprint)
+            ranked = lib.search(qe, space="vocal->mix", k=3,
+                                duplicate_similarity=cx.duplicate_threshold)
+            assert [m.path for m in ranked.matches] == [row.path for row in r.rows]
+        known = cx.embed_query(songs / "song2.wav")
+        assert known.embedding.n_segments == 0  # the catalog's vectors, not embedded again
+        np.testing.assert_array_equal(known.embedding.MV,
+                                      lib.stored_embedding(known.content_hash).MV)
+    assert CountingSeparator.calls == 1  # the new song, once; the library song not at all
+
+
 def test_the_readme_example(full_library: Path, query_song: Path, tmp_path: Path) -> None:
     out = tmp_path / "cross-mix.wav"
     with Crossmix(library=full_library, separator="tiny", encoders="tiny",

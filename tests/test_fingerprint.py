@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 from synth_songs import make_song
 
+from core.api import Crossmix
 from core.audio.decode import Audio, load_audio
 from core.audio.fingerprints import MATCH_BER, best_offset, fingerprint, same_recording
 from core.embedding.encoders import EncoderPair
@@ -67,8 +68,8 @@ def test_too_short_to_tell_and_invariant_to_gain(rng: np.random.Generator) -> No
 def test_library_leaves_out_versions_by_fingerprint_only(tmp_path: Path) -> None:
     music = tmp_path / "music"
     paths = [_song(music / f"song{i}.wav", seed=i) for i in range(3)]
-    lib = Library.open(tmp_path / "lib", encoders=EncoderPair.tiny(seed=0),
-                       separator=Separator.tiny(seed=0))
+    enc, sep = EncoderPair.tiny(seed=0), Separator.tiny(seed=0)
+    lib = Library.open(tmp_path / "lib", encoders=enc, separator=sep)
     lib.add_paths([music])
     lib.scan(mode="fast", analyze=False)
     ids = {s.paths[0]: s.id for s in lib.songs()}
@@ -78,13 +79,14 @@ def test_library_leaves_out_versions_by_fingerprint_only(tmp_path: Path) -> None
     # a remaster of song0 from outside the library: recognised by its fingerprint, while the
     # other songs stay matches even with a similarity rule that would call everything a version
     remaster = _version(paths[0], "remaster", tmp_path)
-    res = lib.search(remaster, space="mix->mix", k=10, duplicate_similarity=0.0,
+    cx = Crossmix(library=lib, separator=sep, encoders=enc)
+    res = lib.search(cx.embed_query(remaster), space="mix->mix", k=10, duplicate_similarity=0.0,
                      duplicate_margin=0.0)
     assert [d.song_id for d in res.excluded_duplicates] == [ids[str(paths[0])]]
     assert "audio fingerprint" in (res.excluded_duplicates[0].duplicate or "")
     assert sorted(m.song_id for m in res.matches) == sorted(
         ids[str(p)] for p in paths[1:])
     # a song of the library queried by path keeps its stored fingerprint
-    q = lib.embed_query(paths[1])
+    q = cx.embed_query(paths[1])
     assert q.fingerprint is not None and q.fingerprint.size > 150
-    lib.close()
+    cx.close()  # and the library

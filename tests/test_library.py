@@ -16,6 +16,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from core.api import Crossmix
 from core.embedding.encoders import EncoderPair
 from core.embedding.song import SongEmbedding
 from core.errors import Cancelled, LibraryError
@@ -288,15 +289,17 @@ def test_query_by_path_excludes_itself_and_near_duplicates(
     lib = _lib(tmp_path, encoders, separator)
     lib.add_paths([songs])
     lib.scan(mode="full", analyze=False)
+    cx = Crossmix(library=lib, separator=separator, encoders=encoders)  # the query pipeline
     query = songs / "song0.wav"
     qid = lib.catalog.song_by_path(str(query)).id  # type: ignore[union-attr]
-    res = lib.search(query, k=10, duplicate_similarity=1.5)
+    res = lib.search(cx.embed_query(query), k=10, duplicate_similarity=1.5)
     assert [d.song_id for d in res.excluded_duplicates] == [qid]
     assert res.excluded_duplicates[0].duplicate == "same file"
     assert qid not in [m.song_id for m in res.matches] and len(res.matches) == 4
     assert res.query == str(query)
 
-    both = lib.search(query, k=10, include_duplicates=True, duplicate_similarity=1.5)
+    both = lib.search(cx.embed_query(query), k=10, include_duplicates=True,
+                      duplicate_similarity=1.5)
     assert qid in [m.song_id for m in both.matches] and both.excluded_duplicates == []
 
     # a query from outside the library (separated and embedded on the fly) whose audio is
@@ -304,11 +307,11 @@ def test_query_by_path_excludes_itself_and_near_duplicates(
     outside = tmp_path / "outside.wav"
     data, sr = sf.read(query, dtype="float32")
     sf.write(outside, data, sr, subtype="FLOAT")
-    res = lib.search(outside, k=10, duplicate_similarity=1.5)
+    res = lib.search(cx.embed_query(outside), k=10, duplicate_similarity=1.5)
     assert qid in [d.song_id for d in res.excluded_duplicates]
 
     # "another version": a threshold between the two best mix similarities splits them
-    emb = lib.embed_query(songs / "sub" / "song1.wav")
+    emb = cx.embed_query(songs / "sub" / "song1.wav")
     ids, mat = lib.catalog.vectors("M", encoders.model_id)
     sims = sorted(((float(mat[i] @ emb.embedding.M), int(ids[i])) for i in range(len(ids))),
                   reverse=True)
@@ -324,7 +327,7 @@ def test_query_by_path_excludes_itself_and_near_duplicates(
     res = lib.search(emb, k=10, duplicate_similarity=thr)
     assert [d.duplicate for d in res.excluded_duplicates] == ["same file"]
     assert len(res.matches) == 4
-    lib.close()
+    cx.close()  # and the library
 
 
 def test_tempo_and_key_filters(tmp_path: Path, songs: Path, encoders: EncoderPair,

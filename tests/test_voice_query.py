@@ -14,6 +14,7 @@ import pytest
 import soundfile as sf
 from synth_songs import SR, make_song
 
+from core.api import Crossmix
 from core.audio.decode import Audio, load_audio
 from core.audio.region import RegionError, check_region
 from core.embedding.encoders import EncoderPair
@@ -137,16 +138,16 @@ def test_vocal_only_query_skips_the_separation_and_embeds_the_file(tmp_path, son
     path = write(tmp_path / "take.wav", song.vocals)
     enc = EncoderPair.tiny()
     sep = counting_separator()
-    with Library.open(library, separator=sep, encoders=enc) as lib:
-        qe = lib.embed_query(path, vocal_only=True)
+    with Crossmix(library=Library.open(library), separator=sep, encoders=enc) as cx:
+        qe = cx.embed_query(path, vocal_only=True)
         assert CountingSeparator.calls == 0 and qe.vocal_only and qe.vocal_check is None
         own = embed_song(mix=vocal_only_stems(load_audio(path)).mix,
                          vocals=vocal_only_stems(load_audio(path)).vocals, encoders=enc)
         np.testing.assert_allclose(qe.embedding.V, own.V, atol=1e-6)
         # detection (the default) measures the probe in the song's one separation
-        auto = lib.embed_query(path)
+        auto = cx.embed_query(path)
         assert CountingSeparator.calls == 1 and auto.vocal_check is not None
-        res = lib.search(path, vocal_only=True, k=2)
+        res = cx.library().search(cx.embed_query(path, vocal_only=True), k=2)
         assert res.query_vocal_only and len(res.matches) == 2
         assert res.to_json()["query_vocal_only"] is True
 
@@ -287,15 +288,15 @@ def test_a_region_query_embeds_only_the_region(tmp_path, song, library) -> None:
     path = write(tmp_path / "song.wav", song.mix)
     enc = EncoderPair.tiny()
     sep = Separator.tiny()
-    with Library.open(library, separator=sep, encoders=enc) as lib:
-        qe = lib.embed_query(path, region=(4.0, 10.0), vocal_only=False)
+    with Crossmix(library=Library.open(library), separator=sep, encoders=enc) as cx:
+        qe = cx.embed_query(path, region=(4.0, 10.0), vocal_only=False)
         assert qe.region == (4.0, 10.0) and qe.duration == pytest.approx(6.0)
         stems = sep.separate(load_audio(path))
         a, b = 4 * 44100, 10 * 44100
         own = embed_song(mix=Audio(stems.mix.samples[:, a:b], 44100),
                          vocals=Audio(stems.vocals.samples[:, a:b], 44100), encoders=enc)
         np.testing.assert_allclose(qe.embedding.M, own.M, atol=1e-5)
-        whole = lib.embed_query(path, vocal_only=False)
+        whole = cx.embed_query(path, vocal_only=False)
         assert not np.allclose(whole.embedding.M, qe.embedding.M, atol=1e-4)
 
 

@@ -11,9 +11,15 @@ Typical use (the engine's facade, :class:`core.api.Crossmix`, does this for the 
     lib = Library.open(folder)                  # None: the default library
     lib.add_paths(["~/Music"])
     lib.scan(mode="fast", encoders=enc, progress=cb, cancel=token)
-    result = lib.search("query.mp3", space="vocal->mix", k=10, separator=sep, encoders=enc)
+    result = lib.search(query_embedding, space="vocal->mix", k=10)
     lib.stems_for(result.matches[0].song_id, separator=sep)
     lib.analysis_for(result.matches[0].song_id)
+
+The library searches vectors; it does not run queries. A song file becomes a query in one
+place, the facade's query pipeline (:meth:`core.api.Crossmix.query`, whose steps up to the
+search :meth:`core.api.Crossmix.embed_query` offers on their own): decoded, separated through
+the stem caches, embedded or given the library's stored vectors (:meth:`Library.stored_embedding`),
+and handed to :meth:`Library.search` as a :class:`QueryEmbedding`.
 
 **Modes.** A *fast* scan embeds only each song's mix with ``f_m`` (no separation; the 3-s
 segments are spread over the whole song), which is all the default ``vocal->mix`` and the
@@ -54,12 +60,12 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from core.audio.decode import DEFAULT_MAX_DURATION, audio_hash, file_hash, load_audio
-from core.audio.fingerprints import fingerprint, same_recording
+from core.audio.decode import DEFAULT_MAX_DURATION, audio_hash, load_audio
 from core.audio.fingerprints import from_blob as fp_from_blob
+from core.audio.fingerprints import same_recording
 from core.embedding.encoders import EncoderPair
 from core.embedding.features import SEGMENT_SECONDS
-from core.embedding.song import SongEmbedding, embed_song
+from core.embedding.song import SongEmbedding
 from core.errors import CrossmixError, LibraryError, LibraryReadOnlyError, NoVocalError
 from core.library.catalog import Catalog, Failure, SongRecord
 from core.library.index import IndexStore
@@ -146,7 +152,8 @@ class SearchResult:
 
 @dataclass
 class QueryEmbedding:
-    """A query's vectors and identity (for excluding itself from its matches)."""
+    """A query's vectors and identity (for excluding itself from its matches), as
+    :meth:`core.api.Crossmix.embed_query` makes them from a song file."""
 
     embedding: SongEmbedding
     path: str | None = None
@@ -486,56 +493,6 @@ class Library:
 
     # --- queries ----------------------------------------------------------------------------
 
-    def embed_query(
-        self,
-        path: str | Path,
-        *,
-        separator: Separator | None = None,
-        encoders: EncoderPair | None = None,
-        vocal_only: bool | None = None,
-        region: tuple[float | None, float | None] | None = None,
-        progress: ProgressFn | None = None,
-        cancel: CancelToken | None = None,
-    ) -> QueryEmbedding:
-        """Embed a query song (separated, so every space is available).
-
-        A song already in the library in full mode with the current checkpoint is not
-        recomputed: its stored vectors are used (unless a region or ``vocal_only`` is given).
-
-        ``vocal_only``: ``True``, the file is a voice alone and is embedded as it is (no
-        separation); ``False``, always separated; ``None``, :mod:`core.separation.vocal_only` decides.
-        ``region``: ``(start, end)`` seconds (``None`` for the song's start or end) embeds only
-        that part; :class:`core.audio.region.RegionError` says what is wrong with a bad range.
-        """
-        from core.audio.region import check_region, crop_stems
-        from core.separation.vocal_only import query_stems
-
-        p = _abspath(path)
-        chash = file_hash(p)
-        sid = self.catalog.song_id_by_hash(chash)
-        if sid is not None and region is None and vocal_only is None:
-            emb = self.stored_embedding(chash)
-            if emb is not None:
-                song = self.song(sid)
-                fps = self.catalog.fingerprints([sid])
-                fp = fp_from_blob(fps[sid]) if sid in fps else None
-                return QueryEmbedding(emb, p, chash, song.audio_key, fp, song.duration)
-        enc = self._get_encoders(encoders)
-        audio = load_audio(p)
-        span = (check_region(region[0], region[1], audio.duration, name=Path(p).name)
-                if region is not None else None)
-        key = audio_hash(audio)
-        sep = None if vocal_only else self._get_separator(separator)
-        qs = query_stems(audio, key, separator=sep, cache=self.stem_cache,  # type: ignore[arg-type]
-                         vocal_only=vocal_only, progress=progress, cancel=cancel)
-        stems = qs.stems if span is None else crop_stems(qs.stems, *span)
-        check_cancel(cancel, "the search")
-        emb = embed_song(mix=stems.mix, vocals=stems.vocals, encoders=enc, device=self.device,
-                         cancel=cancel)
-        return QueryEmbedding(emb, p, chash, key, fingerprint(audio),
-                              stems.mix.duration if span is not None else audio.duration,
-                              vocal_only=qs.vocal_only, vocal_check=qs.check, region=span)
-
     def stored_embedding(self, content_hash: str) -> SongEmbedding | None:
         """The stored vectors of the song whose file has ``content_hash`` (sha256), when it
         was indexed in full mode by the library's checkpoint: a query of a library song needs
@@ -550,10 +507,10 @@ class Library:
         return SongEmbedding(M=vecs["M"], V=vecs["V"], MplusV=vecs.get("[M+V]"),
                              MV=vecs["[M,V]"], model_id=model)
 
-    # long: 15 keyword options and their documentation; the body (46 lines) is the steps
+    # long: 8 keyword options and their documentation; the body (39 lines) is the steps
     def search(
         self,
-        query: str | Path | SongEmbedding | QueryEmbedding,
+        query: SongEmbedding | QueryEmbedding,
         *,
         space: str = DEFAULT_SPACE,
         k: int = 10,
@@ -562,20 +519,18 @@ class Library:
         duplicate_margin: float = DUPLICATE_MARGIN,
         tempo_range: tuple[float, float] | None = None,
         key: str | Sequence[str] | None = None,
-        separator: Separator | None = None,
-        encoders: EncoderPair | None = None,
-        vocal_only: bool | None = None,
-        region: tuple[float | None, float | None] | None = None,
-        progress: ProgressFn | None = None,
         cancel: CancelToken | None = None,
     ) -> SearchResult:
         """The ``k`` library songs nearest to ``query`` by cosine similarity.
 
         Parameters
         ----------
-        query : path, SongEmbedding or QueryEmbedding
-            A song file (separated and embedded with the library's checkpoint; see
-            :meth:`embed_query`) or vectors made by the library's checkpoint.
+        query : SongEmbedding or QueryEmbedding
+            Vectors made by the library's checkpoint; a :class:`QueryEmbedding` also says
+            what the query is, so that it and its other versions are left out of its matches.
+            A song file is embedded by the engine's one query pipeline:
+            :meth:`core.api.Crossmix.embed_query` (the steps :meth:`core.api.Crossmix.query`
+            runs before this search).
         space : str
             ``"vocal->mix"`` (default: the query's vocal through ``f_v`` against the library's
             mixes through ``f_m``), ``"mix->mix"``, ``"vocal->vocal"`` or ``"[M,V]"``. The
@@ -608,14 +563,7 @@ class Library:
             raise LibraryError(
                 f"{self.root}: the library is empty; add folders with 'crossmix library add DIR'."
             )
-        if isinstance(query, (str, Path)):
-            qe = self.embed_query(query, separator=separator, encoders=encoders,
-                                  vocal_only=vocal_only, region=region,
-                                  progress=progress, cancel=cancel)
-        elif isinstance(query, SongEmbedding):
-            qe = QueryEmbedding(query)
-        else:
-            qe = query
+        qe = QueryEmbedding(query) if isinstance(query, SongEmbedding) else query
         _check_query(qe, space)
         if qe.embedding.model_id and qe.embedding.model_id != model:
             raise LibraryError(

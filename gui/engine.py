@@ -35,8 +35,7 @@ from core.api import QueryResult as EngineQueryResult
 from core.audio.decode import DEFAULT_MAX_DURATION
 from core.library.spaces import DUPLICATE_SIMILARITY
 from core.progress import CancelToken, Progress, ProgressFn
-from gui.playback import playable
-from gui.waveform import Envelope, envelope
+from gui.audio_views import Envelope, envelope, playable
 
 if TYPE_CHECKING:
     import torch

@@ -17,23 +17,11 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from core.audio.decode import Audio
-
 log = logging.getLogger(__name__)
 
 BLOCKSIZE = 1024
 #: Shortest A-B loop (s): shorter ones would make the callback wrap many times per block.
 MIN_LOOP_S = 0.05
-
-
-def playable(audio: Audio) -> np.ndarray:
-    """``(frames, 2)`` float32 C-contiguous copy of ``audio`` for the callback (run in a worker)."""
-    x = audio.samples
-    if x.shape[0] == 1:
-        x = np.repeat(x, 2, axis=0)
-    elif x.shape[0] > 2:
-        x = x[:2]
-    return np.ascontiguousarray(x.T, dtype=np.float32)
 
 
 def output_device_status(device: str | int | None = None) -> tuple[bool, str]:

@@ -32,7 +32,8 @@ from PySide6.QtWidgets import (
 
 from core.audio.recording import RecordingError
 from core.audio.takes import Take, TakeStore
-from gui.playback import Player, output_device_status, playable
+from gui.audio_views import playable
+from gui.playback import Player, output_device_status
 from gui.query_panel import fmt_duration
 from gui.recorder import Recorder, RecordingStats, input_device_status
 from gui.settings import Settings

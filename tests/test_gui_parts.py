@@ -224,7 +224,8 @@ def _tone(seconds=2.0, sr=44100, amp=0.25):
 
 
 def test_player_sends_audio_to_the_null_device(qtbot):
-    from gui.playback import Player, playable
+    from gui.audio_views import playable
+    from gui.playback import Player
 
     p = Player()
     assert p.available, p.reason
@@ -244,7 +245,8 @@ def test_player_sends_audio_to_the_null_device(qtbot):
 
 
 def test_player_callback_mixes_layers_and_follows_transport(qapp):
-    from gui.playback import Player, playable
+    from gui.audio_views import playable
+    from gui.playback import Player
 
     p = Player()
     a = _tone(1.0)
@@ -276,7 +278,8 @@ def test_player_callback_mixes_layers_and_follows_transport(qapp):
 
 
 def test_player_without_device_explains_why(qtbot):
-    from gui.playback import Player, playable
+    from gui.audio_views import playable
+    from gui.playback import Player
 
     p = Player(device="no-such-sound-card-xyz")
     assert not p.available

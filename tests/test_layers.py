@@ -279,6 +279,19 @@ def test_the_pages_never_import_the_window() -> None:
     assert not bad, "pages that import the window:\n" + "\n".join(bad)
 
 
+def test_the_engine_adapter_loads_no_qt() -> None:
+    """gui.engine (the Session the window drives from its workers) says "no Qt here": importing
+    it, in a fresh interpreter, loads neither Qt's modules nor pyqtgraph."""
+    import subprocess
+    import sys
+
+    code = ("import sys, gui.engine; "
+            "print(sorted(m for m in sys.modules if m.startswith('PySide6.Qt') or m == 'pyqtgraph'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=ROOT)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
 def test_the_scanner_sees_imports_by_name() -> None:
     """The checker finds what ruff cannot: ``cli`` importing its commands and the GUI by name."""
     by_how = {(i.source, i.target, i.how) for i in scan_imports(ROOT)}

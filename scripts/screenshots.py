@@ -16,15 +16,15 @@ real window (``gui.app.build_window``, what ``crossmix`` opens) on the X screen 
    query panel, the ranked matches and the first match's cross-mix preview;
 4. ``06-region-query.png``: a part of the example (its middle half) selected on the query's
    mix and searched with *Search with this part*;
-5. ``07-record.png``: a take being recorded in the *Record your voice* box, from a real ALSA
+5. ``03-library.png``, ``04-retrain.png`` (a short training run with its loss curves and
+   evaluation table, taken before the example), ``05-settings.png``;
+6. ``07-record.png``: a take being recorded in the *Record your voice* box, from a real ALSA
    capture device (``crossmix_test_capture`` of ``tests/asound.conf``, see
    ``tests/microphone.py``) fed in real time with the vocal stem of a song of the demo corpus,
    the metronome on at that song's tempo after a bar of count-in: the level meter shows the
    voice, the time runs;
-6. ``08-takes.png``: after *Stop*, the take trimmed and listed, and searched with as a
-   vocal-only query whose tempo is the metronome's: its results and the cross-mix preview;
-7. ``03-library.png``, ``04-retrain.png`` (a short training run with its loss curves and
-   evaluation table), ``05-settings.png``.
+7. ``08-takes.png``: after *Stop*, the take trimmed and listed, and searched with as a
+   vocal-only query whose tempo is the metronome's: its results and the cross-mix preview.
 
 ``--only record`` takes ``07`` and ``08`` alone (after the first-launch indexing; no training).
 
@@ -316,21 +316,17 @@ def main() -> int:
             return 1
         shot("06-region-query.png")
 
+        w.tabs.setCurrentWidget(lib)
+        shot("03-library.png")
+        w.tabs.setCurrentWidget(w.settings_panel)
+        shot("05-settings.png")
+
     # The microphone: a take sung to the metronome, then searched with.
     w.tabs.setCurrentIndex(0)
     w.settings.set("audio/input_device", DEVICE)  # as chosen in Settings ▸ Audio input device
-    if not _record_shots(w, voice, Record, pause, shot):
-        return 1
-    if args.only == "record":
-        w.close()
-        return 0
-
-    w.tabs.setCurrentWidget(lib)
-    shot("03-library.png")
-    w.tabs.setCurrentWidget(w.settings_panel)
-    shot("05-settings.png")
+    ok = _record_shots(w, voice, Record, pause, shot)
     w.close()
-    return 0
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

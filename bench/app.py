@@ -50,7 +50,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-os.environ.setdefault("ALSA_CONFIG_PATH", str(ROOT / "tests" / "asound.conf"))
+from microphone import use_test_alsa  # noqa: E402 (tests/)
+
+use_test_alsa(keep_existing=True)  # before sounddevice: a null output (tests/asound.conf)
 
 
 def _tiled_example(path: Path, seconds: float, *, start: float = 0.0) -> Path:

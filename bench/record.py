@@ -30,7 +30,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,34 +41,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-os.environ["ALSA_CONFIG_PATH"] = str(ROOT / "tests" / "asound.conf")  # before sounddevice
+from microphone import DEVICE, SR, RealtimeFeed, feed_file, use_test_alsa  # noqa: E402 (tests/)
 
-SR = 44100  # the test microphone's default rate
-CHUNK = 1024  # frames per pipe write: 4096 bytes, written atomically (PIPE_BUF)
-
-_FEEDER = r"""
-import os, signal, sys, time
-raw, fifo, sr, chunk = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-data = open(raw, "rb").read()
-step = chunk * 4
-silence = bytes(step)
-while True:  # PortAudio opens the device once to probe it, then for the take: start over
-    fd = os.open(fifo, os.O_WRONLY)
-    t0 = time.perf_counter()
-    i = 0
-    try:
-        while True:
-            os.write(fd, data[i:i + step] if i < len(data) else silence)
-            i += step
-            wait = t0 + (i // 4) / sr - time.perf_counter()
-            if wait > 0:
-                time.sleep(wait)
-    except BrokenPipeError:
-        pass
-    finally:
-        os.close(fd)
-"""
+use_test_alsa()  # before sounddevice: the file-fed test microphone of tests/asound.conf
 
 
 def _voice(seconds: float, seed: int = 3) -> np.ndarray:
@@ -114,17 +88,12 @@ def main() -> int:
     os.environ["CROSSMIX_CACHE_DIR"] = str(work / "cache")
     src = _voice(args.seconds)
     lead = np.zeros(SR // 2, np.float32)
-    raw = work / "mic.raw"
-    np.concatenate([lead, src, np.zeros(8 * SR, np.float32)]).astype("<f4").tofile(raw)
+    fed = np.concatenate([lead, src, np.zeros(8 * SR, np.float32)])
     feeder = None
     if args.pace == "realtime":
-        fifo = work / "mic.fifo"
-        os.mkfifo(fifo)
-        os.environ["CROSSMIX_TEST_CAPTURE"] = str(fifo)
-        feeder = subprocess.Popen([sys.executable, "-c", _FEEDER, str(raw), str(fifo), str(SR),
-                                   str(CHUNK)])
+        feeder = RealtimeFeed(fed, folder=work).start()
     else:
-        os.environ["CROSSMIX_TEST_CAPTURE"] = str(raw)
+        feed_file(fed, work / "mic.raw")
 
     from PySide6.QtWidgets import QApplication
 
@@ -141,7 +110,7 @@ def main() -> int:
 
     warm_up()
     settings = Settings(work / "settings.ini")
-    settings.set("audio/input_device", "crossmix_test_capture")
+    settings.set("audio/input_device", DEVICE)
     settings.set("record/metronome", bool(args.metronome))
     settings.set("record/count_in_bars", 0)
     settings.set("record/bpm", 120)
@@ -195,8 +164,7 @@ def main() -> int:
     pump_until(lambda: bool(finished), 600)
     trim_s = time.perf_counter() - t - stop_s
     if feeder is not None:
-        feeder.kill()
-        feeder.wait()
+        feeder.stop()
     take = finished[0]
     import soundfile as sf
 

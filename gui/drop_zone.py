@@ -38,11 +38,19 @@ class DropZone(QFrame):
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.setMinimumHeight(64)
         self.label = QLabel(self.IDLE_TEXT, self)
+        self.label.setObjectName("drop_text")
         self.label.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.label.setWordWrap(True)
-        lay = QVBoxLayout(self)
-        lay.addWidget(self.label)
+        self._lay = QVBoxLayout(self)
+        self._lay.setContentsMargins(4, 4, 4, 4)
+        self._lay.addWidget(self.label)
         self._set_hover(False)
+
+    def set_body(self, body: QWidget) -> None:
+        """Show ``body`` in the box where its text was (the Search page's messages, which show
+        the text again when they have nothing to say): drops on it still land here, as its
+        widgets accept none of their own."""
+        self._lay.addWidget(body)
 
     def _set_hover(self, on: bool) -> None:
         self.setProperty("hover", on)

@@ -70,26 +70,29 @@ class Banner(QLabel):
 
 
 class MessageArea(QStackedWidget):
-    """One strip of fixed height for the banners: a message appearing or going never moves
-    the rest of the page (no row jumps away from under a click). The error/warning banner
-    has precedence over the first-run hint."""
+    """The banners in a box of fixed height, in place of ``idle`` (the drop zone's text) when
+    they have something to say: a message appearing or going takes no room of its own and
+    never moves the rest of the page (no row jumps away from under a click). The
+    error/warning banner has precedence over the first-run hint."""
 
     LINES = 3
 
-    def __init__(self, *banners: Banner, parent: QWidget | None = None) -> None:
+    def __init__(self, *banners: Banner, idle: QWidget | None = None,
+                 parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.banners = banners  # highest precedence first
-        self.empty = QWidget()  # nothing to say
-        self.addWidget(self.empty)
+        self.idle = idle if idle is not None else QWidget()  # nothing to say
+        self.addWidget(self.idle)
         for b in banners:
             self.addWidget(b)
             b.text_changed.connect(self._update)
-        self.setFixedHeight(self.fontMetrics().lineSpacing() * self.LINES + 12)
+        # the lines, and the banners' padding and border (resources/style.qss)
+        self.setFixedHeight(self.fontMetrics().lineSpacing() * self.LINES + 16)
         self._update()
 
     def _update(self) -> None:
         shown = next((b for b in self.banners if b.text()), None)
-        self.setCurrentWidget(shown if shown is not None else self.empty)
+        self.setCurrentWidget(shown if shown is not None else self.idle)
 
 
 class _WindowShortcutKeys(QObject):
@@ -145,13 +148,12 @@ def build_search_widgets(w: SearchPage) -> None:
     upper.setStretchFactor(1, 3)
 
     lay = QVBoxLayout(w)
-    lay.addWidget(MessageArea(w.banner, w.hint))
     lay.addLayout(top)
     lay.addWidget(upper, 1)
     if not w.settings.get("ui/first_run_done"):
         w.hint.show_text(
-            "First time here? Click “Try the example song” (or drop any song on the box "
-            "below). Crossmix separates its vocal and searches your library (at first the "
+            "First time here? Click “Try the example song” (or drop any song on this box). "
+            "Crossmix separates its vocal and searches your library (at first the "
             "demo songs, indexed on the Library tab) for songs whose accompaniment suits "
             "that voice. Click a match to hear the cross-mix; Space plays and pauses.",
             "info")
@@ -161,6 +163,8 @@ def _queue_row(w: SearchPage) -> QHBoxLayout:
     """The drop zone, the example button and the queue of songs waiting."""
     w.drop_zone = DropZone()
     w.drop_zone.files_dropped.connect(w.enqueue)
+    # The messages show in the drop zone, in place of its text: no strip kept for them.
+    w.drop_zone.set_body(MessageArea(w.banner, w.hint, idle=w.drop_zone.label))
     w.example_button = QPushButton("Try the example song")
     w.example_button.setToolTip("Query with the song clip shipped with Crossmix")
     w.example_button.clicked.connect(w.open_example)

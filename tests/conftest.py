@@ -8,7 +8,9 @@ from pathlib import Path
 
 # Must be set before Qt / PortAudio are loaded by any test module.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-os.environ["ALSA_CONFIG_PATH"] = str(Path(__file__).with_name("asound.conf"))
+from microphone import use_test_alsa  # noqa: E402
+
+use_test_alsa()  # a null output and the file-fed test microphone (tests/microphone.py)
 _session_home = Path(tempfile.mkdtemp(prefix="crossmix-tests-"))
 os.environ["CROSSMIX_DATA_DIR"] = str(_session_home / "data")
 os.environ.setdefault("CROSSMIX_CACHE_DIR", str(_session_home / "cache"))

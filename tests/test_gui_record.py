@@ -1,8 +1,8 @@
 """Recording in the Search tab, for real through ALSA, and the query history.
 
-The microphone is ``crossmix_test_capture`` from tests/asound.conf: ALSA's ``file`` plugin
-reading raw float32 frames from ``$CROSSMIX_TEST_CAPTURE``, a real capture device to
-PortAudio. It has no clock (the null device under it delivers as fast as it is read), so a
+The microphone is ``crossmix_test_capture`` from tests/asound.conf (tests/microphone.py):
+ALSA's ``file`` plugin reading raw float32 frames from ``$CROSSMIX_TEST_CAPTURE``, a real
+capture device to PortAudio. It has no clock (the null device under it delivers as fast as it is read), so a
 take of many seconds is recorded in a fraction of one.
 """
 
@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from microphone import CAPTURE_ENV, DEVICE, NO_INPUT_CONF, SR, use_test_alsa, write_raw
 from PySide6.QtCore import Qt
 from synth_songs import make_song
 
@@ -28,9 +29,6 @@ from gui.settings import Settings
 
 pytestmark = [pytest.mark.gui, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
-TESTS = Path(__file__).resolve().parent
-SR = 44100  # the test microphone's default rate
-DEVICE = "crossmix_test_capture"
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -98,9 +96,8 @@ def _feed(tmp_path: Path, monkeypatch, *, before_s: float, voice_s: float,
     v = _voice(voice_s)
     x = np.concatenate([np.zeros(int(SR * before_s), np.float32), v,
                         np.zeros(int(SR * after_s), np.float32)])
-    raw = tmp_path / "mic.raw"
-    x.astype("<f4").tofile(raw)
-    monkeypatch.setenv("CROSSMIX_TEST_CAPTURE", str(raw))
+    raw = write_raw(x, tmp_path / "mic.raw")
+    monkeypatch.setenv(CAPTURE_ENV, str(raw))
     return v, len(x)
 
 
@@ -212,14 +209,14 @@ def no_microphone():
 
     old = os.environ["ALSA_CONFIG_PATH"]
     sd._terminate()
-    os.environ["ALSA_CONFIG_PATH"] = str(TESTS / "asound-no-input.conf")
+    use_test_alsa(NO_INPUT_CONF)
     sd._initialize()
     try:
         assert not any(d["max_input_channels"] for d in sd.query_devices())
         yield
     finally:
         sd._terminate()
-        os.environ["ALSA_CONFIG_PATH"] = old
+        use_test_alsa(Path(old))
         sd._initialize()
 
 
@@ -391,7 +388,7 @@ def test_a_microphone_that_stops_delivering_ends_the_take_and_keeps_it(
 
     fifo = tmp_path / "mic.fifo"
     os.mkfifo(fifo)
-    monkeypatch.setenv("CROSSMIX_TEST_CAPTURE", str(fifo))
+    monkeypatch.setenv(CAPTURE_ENV, str(fifo))
     voice = _voice(1.5)
     release = threading.Event()
     old = signal.signal(signal.SIGPIPE, signal.SIG_IGN)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication, QPushButton
 from synth_songs import make_song
@@ -402,6 +402,39 @@ def test_banners_never_move_the_results_table(qtbot, window):
     window.search_page.hint.show_text("", "info")
     assert not window.search_page.banner.isVisibleTo(window) and table_y() == y
 
+
+
+def test_messages_show_in_the_drop_zone_and_keep_no_strip_of_their_own(qtbot, window,
+                                                                        query_song):
+    page = window.search_page
+    page.hint.show_text("", "info")
+    page.banner.show_text("", "info")
+    QApplication.processEvents()
+    # nothing to say: the drop zone shows its text, at the top of the page, no strip above it
+    assert page.drop_zone.label.isVisibleTo(window) and not page.banner.isVisibleTo(window)
+    assert page.drop_zone.mapTo(page, QPoint(0, 0)).y() == page.layout().contentsMargins().top()
+    height = page.drop_zone.height()
+    window.show_error("A long error message that says what was wrong with which file and what "
+                      "to do about it, " * 3)
+    QApplication.processEvents()
+    assert page.banner.isVisibleTo(window) and not page.drop_zone.label.isVisibleTo(window)
+    assert page.drop_zone.isAncestorOf(page.banner) and page.drop_zone.height() == height
+    # a song dropped on the message, as Qt routes a drag from the window, lands in the zone
+    handle = window.windowHandle()
+    pos = QPointF(page.banner.mapTo(window, page.banner.rect().center()))
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(query_song))])
+    enter = QDragEnterEvent(pos.toPoint(), Qt.DropAction.CopyAction, mime,
+                            Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(handle, enter)
+    assert enter.isAccepted() and page.drop_zone.property("hover")
+    drop = QDropEvent(pos, Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                      Qt.KeyboardModifier.NoModifier)
+    with qtbot.waitSignal(page.query_finished, timeout=120_000) as sig:
+        QApplication.sendEvent(handle, drop)
+    assert sig.args[0] is not None and Path(sig.args[0].path) == query_song
+    # the new query cleared the error: the drop zone's text is back
+    assert not page.banner.text() and page.drop_zone.label.isVisibleTo(window)
 
 _CTRL_E_SCRIPT = """
 import sys

@@ -66,7 +66,8 @@ class HistoryPanel(QGroupBox):
         self.list.clear()
         grey = self.palette().brush(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Text)
         for e in self.history.entries:
-            kind = "🎤 " if e.kind == "take" else ""
+            # "●" as on the Record button: an emoji would need a colour-emoji font many desktops lack.
+            kind = "● " if e.kind == "take" else ""
             found = f" · {e.matches} match{'es' if e.matches != 1 else ''}" if e.matches else ""
             missing = "" if e.exists else " · missing"
             item = QListWidgetItem(f"{kind}{e.title} · {_when(e.when)}{found}{missing}")

@@ -315,7 +315,7 @@ def main() -> int:
     spy(w.search_page.query_panel.stages, "update_progress")
     spy(w.search_page.preview_panel, "show_message")
     for name in ("query_finished", "analysis_finished", "preview_finished"):
-        getattr(w, name).connect(
+        getattr(w.search_page, name).connect(
             lambda *_a, name=name: (seen.append(time.perf_counter()),
                                     events.setdefault(name, time.perf_counter())))
     for label, q in ((first, q1), ("second query", q2)):

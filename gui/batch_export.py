@@ -17,7 +17,7 @@ from PySide6.QtWidgets import QMessageBox, QProgressDialog
 
 from core.progress import Progress
 from gui.engine import BatchExport
-from gui.export_dialog import ExportChoice, ExportDialog
+from gui.export_dialog import ExportChoice, ExportDialog, export_progress_window
 from gui.results_model import ResultRow
 from gui.workers import Task
 
@@ -77,13 +77,7 @@ class BatchExporter(QObject):
                     fmt=choice.format, bitrate=choice.bitrate, full=choice.full,
                     stems=choice.stems, options=w.remix_options(full=choice.full),
                     previews=w.rendered_previews(), name="the batch export")
-        dlg = QProgressDialog(f"Exporting {n} cross-mixes…", "Cancel", 0, 1000, w)
-        dlg.setWindowTitle("Export")
-        dlg.setWindowModality(Qt.WindowModality.NonModal)
-        dlg.setMinimumDuration(0)
-        dlg.setAutoClose(False)
-        dlg.setAutoReset(False)
-        dlg.setValue(0)
+        dlg = export_progress_window(f"Exporting {n} cross-mixes…", 1000, w)
         dlg.canceled.connect(lambda: self.cancel())
         self.progress_dialog = dlg
 

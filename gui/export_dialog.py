@@ -1,10 +1,12 @@
-"""Export dialog: format, bitrate, preview or full song, destination; remembers the choices."""
+"""Export dialog: format, bitrate, preview or full song, destination; remembers the choices.
+Also the progress window every export shows (:func:`export_progress_window`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QButtonGroup,
     QCheckBox,
@@ -17,6 +19,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QMessageBox,
+    QProgressDialog,
     QPushButton,
     QRadioButton,
     QWidget,
@@ -156,3 +159,16 @@ class ExportDialog(QDialog):
             self.overwrite = True
         self.remember()
         self.accept()
+
+
+def export_progress_window(label: str, maximum: int, parent: QWidget, *, after_ms: int = 0) -> QProgressDialog:
+    """The progress window of an export, with Cancel: non-modal (the app stays usable), kept
+    open at 100 % until the export's task says it is done, shown after ``after_ms``."""
+    dlg = QProgressDialog(label, "Cancel", 0, maximum, parent)
+    dlg.setWindowTitle("Export")
+    dlg.setWindowModality(Qt.WindowModality.NonModal)
+    dlg.setMinimumDuration(after_ms)
+    dlg.setAutoClose(False)
+    dlg.setAutoReset(False)
+    dlg.setValue(0)
+    return dlg

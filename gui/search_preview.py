@@ -17,12 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QModelIndex, Qt, QTimer, Signal
+from PySide6.QtCore import QModelIndex, QTimer, Signal
 from PySide6.QtWidgets import QProgressDialog, QWidget
 
 from core.progress import Progress
 from gui.engine import PreviewResult, QueryResult, Session
-from gui.export_dialog import ExportChoice, ExportDialog
+from gui.export_dialog import ExportChoice, ExportDialog, export_progress_window
 from gui.playback import Player
 from gui.results_model import ROW_ROLE, ResultRow
 from gui.settings import Settings
@@ -434,13 +434,7 @@ class SearchPreview(QWidget):
                     overwrite=choice.overwrite, stems=choice.stems,
                     options=self.remix_options(full=choice.full), name="the export")
         # A progress window with Cancel; shown only if the export takes over half a second.
-        dlg = QProgressDialog(f"Exporting {choice.path.name}…", "Cancel", 0, 100, self)
-        dlg.setWindowTitle("Export")
-        dlg.setWindowModality(Qt.WindowModality.NonModal)
-        dlg.setMinimumDuration(500)
-        dlg.setAutoClose(False)
-        dlg.setAutoReset(False)
-        dlg.setValue(0)
+        dlg = export_progress_window(f"Exporting {choice.path.name}…", 100, self, after_ms=500)
         dlg.canceled.connect(task.cancel)
         self.export_progress = dlg
         started = time.time()

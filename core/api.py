@@ -759,11 +759,13 @@ class Crossmix:
 
         assert self.query_store is not None
         t = time.perf_counter()
-        if progress is not None:
-            progress(Progress("decode", 0, 1, "steps", f"{p.name} (from the history)"))
         kept = self.query_store.get(store_key)
-        stems = self._kept_stems(p, kept.meta) if kept is not None else None
-        if kept is None or stems is None:
+        if kept is None:
+            return None
+        if progress is not None:  # only now: a new query must not read "from the history"
+            progress(Progress("decode", 0, 1, "steps", f"{p.name} (from the history)"))
+        stems = self._kept_stems(p, kept.meta)
+        if stems is None:
             return None
         check_cancel(cancel, "the query")
         m = kept.meta

@@ -20,6 +20,7 @@ and the segment cap.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import logging
 import os
@@ -101,24 +102,10 @@ def refuse_evaluation_only(songs: list[SongEntry]) -> None:
 
     from training.corpus_singers import EVALUATION_MARKER, EVALUATION_VOICE_SETS
 
-    marked: dict[Path, bool] = {}
-
+    @functools.cache
     def under_marker(folder: Path) -> bool:
-        chain = [folder, *folder.parents]
-        for d in chain:
-            if d in marked:
-                hit = marked[d]
-                break
-            if (d / EVALUATION_MARKER).is_file():
-                hit = True
-                break
-        else:
-            hit = False
-        for d in chain:  # every folder below the answer shares it
-            if d in marked:
-                break
-            marked[d] = hit
-        return hit
+        return (folder / EVALUATION_MARKER).is_file() or (
+            folder.parent != folder and under_marker(folder.parent))
 
     for song in songs:
         folder = Path(song.path).resolve().parent

@@ -153,7 +153,7 @@ class GE2EHead(nn.Module):
         """Backbone outputs ``(B, 256)``, ``(B, 768)`` -> ``(B, 256)`` (not normalised)."""
         if self.mlp is None:
             return embedding
-        out: torch.Tensor = embedding + (self.mlp(hidden) if self.scale == 1.0 else self.scale * self.mlp(hidden))
+        out: torch.Tensor = embedding + self.scale * self.mlp(hidden)  # x * 1.0 is x exactly
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,7 @@
     .venv/bin/python bench/catalogue.py --part index --sizes 100000,1000000 --data clusters2000
     .venv/bin/python bench/catalogue.py --part throughput --songs 50  # local vs Ray, 1 and 2 actors
     .venv/bin/python bench/catalogue.py --part library                # Library.search, IVF-PQ
+    .venv/bin/python bench/catalogue.py --part shards --sizes 10000000  # 10^7: one index, shards
 
 **index**: 256-d unit vectors at each size in ``--sizes``, drawn from ``--data``:
 ``clustersN`` (N random centres, per-dimension noise 0.06, as bench/library.py) or ``demo``
@@ -17,6 +18,15 @@ candidates, here from memory). Reports recall@10, latency median / p95, index by
 **library**: a real catalog of ``--library-size`` synthetic songs (M vectors only), the
 IVF-PQ index built by ``IndexStore`` from it, and end-to-end ``Library.search`` latency (the
 re-rank reads the candidates' vectors from SQLite) and recall against the flat index.
+
+**shards**: the 10^7 question. One size from ``--sizes``, ``--data`` clustered vectors held
+in memory as float32 (10 GB at 10^7). One IVF-PQ quantizer and codebook trained on a sample,
+then ``--shards`` copies of it, each given the vectors whose id falls to it (``id mod S``,
+as a catalogue would split by content hash), each written to its own file. Measured: build
+time, bytes a vector, recall@10 against exact search (chunked brute force, no copy) and
+one-thread latency, for the shards searched together by faiss ``IndexShards`` (read back
+from their files, in memory and memory-mapped) and for the shards merged into one index
+(``merge_from``): what one machine holds, and whether splitting changes any result.
 
 **throughput**: ``--songs`` distinct songs of ``--seconds`` s, indexed in full mode (Spleeter
 2-stems with Deezer's weights, the shipped encoders, tempo/key analysis) by the local scan,
@@ -98,6 +108,129 @@ def exact_topk(base: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
         flat.add(base[a:a + 200_000])
     _s, ids = flat.search(queries, k)
     return ids
+
+
+def exact_topk_chunked(base: np.ndarray, queries: np.ndarray, k: int,
+                       chunk: int = 250_000) -> np.ndarray:
+    """Exact top-``k`` ids by inner product, ``chunk`` rows at a time (no copy of ``base``)."""
+    best_s = np.full((len(queries), k), -np.inf, np.float32)
+    best_i = np.full((len(queries), k), -1, np.int64)
+    for a in range(0, len(base), chunk):
+        sims = queries @ base[a:a + chunk].T
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        s = np.concatenate([best_s, np.take_along_axis(sims, top, axis=1)], axis=1)
+        i = np.concatenate([best_i, top + a], axis=1)
+        order = np.argsort(-s, axis=1, kind="stable")[:, :k]
+        best_s, best_i = np.take_along_axis(s, order, 1), np.take_along_axis(i, order, 1)
+    return best_i
+
+
+def _rss_gb() -> float:
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 2**20, 2)
+    return float("nan")
+
+
+def bench_shards(args: argparse.Namespace) -> list[dict[str, Any]]:
+    import faiss
+
+    n = int(float(args.sizes.split(",")[0]))
+    data = args.data.split(",")[0]
+    t0 = time.perf_counter()
+    base, queries = dataset(data, n, 256, seed=n)
+    t_gen = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    gt = exact_topk_chunked(base, queries, K)
+    t_exact = time.perf_counter() - t0
+    print(json.dumps({"n": n, "data": data, "generate_s": round(t_gen, 1),
+                      "exact_search_200_queries_s": round(t_exact, 1), "rss_gb": _rss_gb()}),
+          flush=True)
+    faiss.omp_set_num_threads(args.build_threads)
+    nlist = ivf_nlist(n)
+    t0 = time.perf_counter()
+    train = base[np.random.default_rng(1).choice(n, min(n, max(64 * nlist, 10_000)),
+                                                 replace=False)]
+    trained = VectorIndex.empty_trained(train, kind="ivfpq", nlist=nlist, pq_m=args.pq_m)
+    del train
+    t_train = time.perf_counter() - t0
+    shards = [faiss.clone_index(trained.index) for _ in range(args.shards)]
+    t0 = time.perf_counter()
+    for a in range(0, n, 100_000):
+        ids = np.arange(a, min(n, a + 100_000), dtype=np.int64)
+        for s, shard in enumerate(shards):
+            pick = ids[ids % args.shards == s]
+            shard.add_with_ids(base[pick], pick)
+    t_add = time.perf_counter() - t0
+    print(json.dumps({"nlist": nlist, "train_s": round(t_train, 1), "add_s": round(t_add, 1),
+                      "build_threads": args.build_threads, "rss_gb": _rss_gb()}), flush=True)
+    faiss.omp_set_num_threads(1)
+
+    def exact(cand: np.ndarray) -> dict[int, np.ndarray]:
+        return {int(i): base[int(i)] for i in cand}
+
+    rows: list[dict[str, Any]] = []
+    work = Path(tempfile.mkdtemp(prefix="crossmix-shards-", dir=args.shard_dir))
+    try:
+        files = [work / f"shard{s}.faiss" for s in range(args.shards)]
+        t0 = time.perf_counter()
+        for shard, f in zip(shards, files, strict=True):
+            faiss.write_index(shard, str(f))
+        t_write = time.perf_counter() - t0
+        shard_bytes = sum(f.stat().st_size for f in files)
+        del shards
+
+        def measure(label: str, index: Any, **extra: Any) -> None:
+            vi = VectorIndex(index, "ivfpq", 256)
+            for nprobe in (int(x) for x in args.nprobes.split(",")):
+                for sub in (faiss.downcast_index(index.at(i)) for i in range(index.count())) \
+                        if isinstance(index, faiss.IndexShards) else [index]:
+                    sub.nprobe = nprobe
+                for rerank in (int(x) for x in args.reranks.split(",")):
+                    vi.rerank = rerank
+                    found, lat = [], []
+                    for q in queries:
+                        t = time.perf_counter()
+                        _s, got = vi.search(q[None, :], K, exact=exact if rerank > 1 else None)
+                        lat.append(1000 * (time.perf_counter() - t))
+                        found.append(got[0])
+                    recall = float(np.mean([len(set(f) & set(g)) / K
+                                            for f, g in zip(found, gt, strict=True)]))
+                    row = {"index": label, "n": n, "data": data, "shards": args.shards,
+                           "nprobe": nprobe, "rerank": rerank, "recall@10": round(recall, 4),
+                           "ms_median": round(statistics.median(lat), 2),
+                           "ms_p95": round(float(np.percentile(lat, 95)), 2),
+                           "rss_gb": _rss_gb(), **extra}
+                    print(json.dumps(row), flush=True)
+                    rows.append(row)
+
+        for mmap in (False, True):
+            flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
+            t0 = time.perf_counter()
+            parts = [faiss.read_index(str(f), flags) for f in files]
+            t_open = time.perf_counter() - t0
+            together = faiss.IndexShards(256, False, False)  # one thread, ids kept as added
+            for p in parts:
+                together.add_shard(p)
+            measure("IndexShards, mmap files" if mmap else "IndexShards, files in memory",
+                    together, open_s=round(t_open, 2), write_s=round(t_write, 1),
+                    index_bytes=shard_bytes, bytes_per_vector=round(shard_bytes / n, 1))
+            del together, parts
+        t0 = time.perf_counter()
+        merged = faiss.read_index(str(files[0]))
+        for f in files[1:]:
+            other = faiss.read_index(str(f))
+            merged.merge_from(other, 0)
+            del other
+        t_merge = time.perf_counter() - t0
+        nbytes = len(faiss.serialize_index(merged))
+        measure("one index (shards merged)", merged, merge_s=round(t_merge, 1),
+                index_bytes=nbytes, bytes_per_vector=round(nbytes / n, 1),
+                train_s=round(t_train, 1), add_s=round(t_add, 1))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return rows
 
 
 def bench_index(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -269,7 +402,7 @@ def bench_throughput(args: argparse.Namespace) -> list[dict[str, Any]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", choices=("index", "library", "throughput"), required=True)
+    ap.add_argument("--part", choices=("index", "library", "throughput", "shards"), required=True)
     ap.add_argument("--sizes", default="100000,1000000")
     ap.add_argument("--data", default="clusters2000,clusters10000,demo")
     ap.add_argument("--nprobes", default="8,16,32,64,128")
@@ -277,6 +410,9 @@ def main() -> None:
     ap.add_argument("--build-threads", type=int, default=2)
     ap.add_argument("--pq-m", type=int, default=None,
                     help="PQ sub-quantisers (default core.library.index's d/4)")
+    ap.add_argument("--shards", type=int, default=4, help="shards (--part shards)")
+    ap.add_argument("--shard-dir", type=Path, default=None,
+                    help="where the shard files are written (default: the temp folder)")
     ap.add_argument("--library-size", type=int, default=100_000)
     ap.add_argument("--songs", type=int, default=50)
     ap.add_argument("--seconds", type=float, default=20.0)
@@ -285,7 +421,8 @@ def main() -> None:
     ap.add_argument("--separator", default="spleeter-2stems")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    part = {"index": bench_index, "library": bench_library, "throughput": bench_throughput}
+    part = {"index": bench_index, "library": bench_library, "throughput": bench_throughput,
+            "shards": bench_shards}
     rows = part[args.part](args)
     if args.out is not None:
         args.out.write_text(json.dumps(rows, indent=1))

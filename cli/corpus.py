@@ -28,15 +28,17 @@ def register(subparsers: Any) -> None:
     p.add_argument("--first-singer", type=int, default=0,
                    help="index of the first singer (to add singers to a corpus; default 0)")
     p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
-    p.add_argument("--voices", choices=("classic", "extended", "speech", "wide", "independent", "independent-val"),
+    p.add_argument("--voices", choices=("classic", "extended", "speech", "wide", "independent", "independent-val",
+                                         "distinct", "distinct-val"),
                    default="classic",
                    help="base voices: classic (6 Czech/Finnish Festival voices, as the first corpora), "
                         "extended (also 2 English and 2 Italian ones), speech (4 speech-only voices "
                         "of real speakers made to sing: flite awb, rms, slt and Festival's Catalan "
                         "ona) or wide (all 14); default classic. independent: 30 espeak-ng voices, "
                         "one per singer, for evaluation only, and independent-val: 30 other espeak-ng "
-                        "voices for choosing between finished models (crossmix train refuses such a corpus; "
-                        "no espeak-ng voice is ever used in training)")
+                        "voices for choosing between finished models (each espeak-ng variant sings in two languages "
+                        "there); distinct and distinct-val: 30 singers each with its own espeak-ng variant "
+                        "(crossmix train refuses all four; no espeak-ng voice is ever used in training)")
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder")
     p.set_defaults(func=handler)
 

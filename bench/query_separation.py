@@ -37,12 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from core.audio.decode import Audio, resample  # noqa: E402
-from core.separation.by_example import (  # noqa: E402
-    QuerySeparator,
-    load_query_separator,
-    separate_with_query,
-    si_sdr,
-)
+from core.registry import load_query_separator  # noqa: E402
+from core.separation.by_example import QuerySeparator, separate_with_query, si_sdr  # noqa: E402
 from training.aqss_data import CLASS_OF, CLASSES, STEMS, Multitrack, load_split  # noqa: E402
 
 QUERY_SECONDS = 2.0

@@ -23,6 +23,10 @@ sys.path.insert(0, str(ROOT))
 
 
 def main() -> int:
+    import argparse
+
+    argparse.ArgumentParser(description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     if os.environ.get("CROSSMIX_SKIP_DEMO") == "1":
         print("build_assets: CROSSMIX_SKIP_DEMO=1, demo songs skipped.", file=sys.stderr)
         return 0

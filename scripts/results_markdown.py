@@ -40,6 +40,9 @@ def _rows(runs: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, A
 
 
 def main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__)
+        return 0
     runs = []
     for arg in argv:
         name, _, path = arg.partition("=")

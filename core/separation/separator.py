@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -133,7 +134,8 @@ def _placed(nets: Mapping[str, UNet], device: torch.device) -> dict[str, UNet]:
     the same output to 3e-6 relative, about 25 % less time per U-Net on one thread,
     ``docs/benchmarks.md``), the batches fed to them likewise."""
     fmt = torch.channels_last if device.type == "cpu" else torch.contiguous_format
-    return {k: v.to(device, memory_format=fmt) for k, v in nets.items()}
+    # Module.to takes memory_format (documented), which torch's type stubs do not list.
+    return {k: cast(UNet, cast(Any, v).to(device, memory_format=fmt)) for k, v in nets.items()}
 
 
 def _infer(net: UNet, batch: torch.Tensor) -> torch.Tensor:

@@ -248,16 +248,21 @@ def test_stem_cache_round_trip(tmp_path: Path, rng: np.random.Generator, peak: f
     assert cache.get("b" * 64, "m" * 64) is None
 
 
-@pytest.mark.parametrize("peak", [0.5, 3.7])
+@pytest.mark.parametrize(("peak", "keep"), [(0.5, True), (3.7, True), (0.5, False)])
 def test_stem_cache_stores_the_samples_rounded_as_in_float64(tmp_path: Path, rng: np.random.Generator,
-                                                             peak: float) -> None:
+                                                             peak: float, keep: bool) -> None:
     """The 24-bit integers in the file are round(x * 2^23 / scale), computed in float64:
-    the quantiser's float32 arithmetic changes no sample (the scale is a power of two)."""
+    the quantiser's float32 arithmetic changes no sample (the scale is a power of two), and
+    a song too long to keep its quantised samples between the two passes gets the same file."""
     import soundfile as sf
 
-    stems = _stems(rng, peak=peak)
+    stems = _stems(rng, n=3 * StemCache._BLOCK // 2, peak=peak)  # two blocks
     stems.mix.samples[0, :4] = [0.5 / 2**23, 1.5 / 2**23, -2.5 / 2**23, 0.998]  # halves, near full scale
-    path = StemCache(tmp_path).put("a" * 64, "m" * 64, stems)
+    cache = StemCache(tmp_path)
+    if not keep:
+        cache.KEEP_QUANTISED_BYTES = 0
+    path = cache.put("a" * 64, "m" * 64, stems)
+    assert cache.get("a" * 64, "m" * 64) is not None  # its digest matches what was written
     got, _sr = sf.read(str(path), dtype="int32")
     ref = np.concatenate([stems.mix.samples, stems.vocals.samples, stems.accompaniment.samples]).T
     top = float(np.max(np.abs(ref)))

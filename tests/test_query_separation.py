@@ -5,6 +5,7 @@ Tiny random-weight models where the weights do not matter; the shipped weights w
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -285,6 +286,40 @@ def test_trainer_logs_typed_events_and_resumes(tmp_path: Path) -> None:
                   resume=True, emit=more.append)
     assert isinstance(more[0], QSepResumeEvent) and more[0].step == first["steps"]
     assert again["steps"] > first["steps"] and not any(isinstance(e, QSepResumeEvent) for e in more[1:])
+
+
+def test_the_first_losses_logged_after_a_resume_are_means_of_the_batches_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run resumed between two log lines logs the mean of the batches since the resume (it
+    divided by ``log_every``: the curve dipped to a fraction at every resume)."""
+    import shutil
+
+    from training import aqss_train
+    from training.aqss_data import generate_multitracks
+    from training.events import QSepTrainEvent
+
+    vocals = _fake_vocal_corpus(tmp_path / "vocals")
+    generate_multitracks(vocals_dir=vocals, out_dir=tmp_path / "mt", seed=3, split="train", count=1)
+    shutil.copytree(tmp_path / "mt" / "train", tmp_path / "mt" / "val")
+
+    def constant_step(self: aqss_train._Run, frac: float) -> list[float]:
+        self.step += 1
+        return [1.0, 0.5, 2.0, 0.25]
+
+    monkeypatch.setattr(aqss_train._Run, "train_step", constant_step)
+    cfg = aqss_train.TrainConfig(batch_size=2, width=4, z_dim=4, minutes=0.002, checkpoint_minutes=1.0,
+                                 val_examples=2, class_queries=2, log_every=4)
+    out = tmp_path / "run"
+    aqss_train.train(data_dir=tmp_path / "mt", out_dir=out, config=cfg)
+    state = torch.load(out / "state.pt", weights_only=False)
+    state["step"] = 4 * 1000 + 1  # stopped one batch after a log line
+    torch.save(state, out / "state.pt")
+    events: list[object] = []
+    aqss_train.train(data_dir=tmp_path / "mt", out_dir=out, config=dataclasses.replace(cfg, minutes=0.004),
+                     resume=True, emit=events.append)
+    logged = [e for e in events if isinstance(e, QSepTrainEvent)]
+    assert logged and logged[0].step == 4004
+    assert all((e.loss, e.rec, e.kl, e.latent) == (1.0, 0.5, 2.0, 0.25) for e in logged)
 
 
 def test_zeroshot_split_uses_a_held_out_program() -> None:

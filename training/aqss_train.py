@@ -210,14 +210,16 @@ class _Run:
         last_ckpt = self.elapsed
         t_mark = time.perf_counter()
         self.model.train()
-        sums = np.zeros(4)
+        sums, summed = np.zeros(4), 0  # since the last log line (fewer right after a resume)
         while self.elapsed < budget:
             sums += self.train_step(self.elapsed / budget)
+            summed += 1
             now = time.perf_counter()
             self.elapsed += now - t_mark
             t_mark = now
             if self.step % cfg.log_every == 0:
-                s = sums / cfg.log_every
+                s = sums / summed
+                summed = 0
                 self.write(QSepTrainEvent(step=self.step, elapsed_s=round(self.elapsed, 1), loss=round(s[0], 5),
                                           rec=round(s[1], 5), kl=round(s[2], 4), latent=round(s[3], 4),
                                           lr=float(self.opt.param_groups[0]["lr"])))

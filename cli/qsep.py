@@ -46,6 +46,15 @@ def register(subparsers: Any) -> None:
     t.add_argument("--width", type=int, default=12, help="channels of the first U-Net layer (default 12)")
     t.add_argument("--z-dim", type=int, default=16)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--n-fft", type=int, default=512, help="STFT size at 16 kHz (default 512)")
+    t.add_argument("--hop", type=int, default=256, help="STFT hop at 16 kHz (default 256)")
+    t.add_argument("--segment-frames", type=int, default=64,
+                   help="frames of a training excerpt, a multiple of 32 (default 64)")
+    t.add_argument("--query-frames", type=int, default=128, help="frames of a training query (default 128)")
+    t.add_argument("--full-mix-prob", type=float, default=0.0, metavar="P",
+                   help="share of training mixtures that are the whole song, as the app separates (default 0)")
+    t.add_argument("--init", type=Path, default=None, metavar="MODEL",
+                   help="start from these weights (a .safetensors file, any STFT) instead of random ones")
     t.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     add_model_flags(t, separator=False, encoders=False)
     t.add_argument("--checkpoint-minutes", type=float, default=4.0)
@@ -72,7 +81,10 @@ def train_handler(args: argparse.Namespace) -> int:
     from training.aqss_train import TrainConfig, train
 
     cfg = TrainConfig(batch_size=args.batch_size, lr=args.lr, width=args.width, z_dim=args.z_dim,
-                      seed=args.seed, minutes=args.minutes, checkpoint_minutes=args.checkpoint_minutes)
+                      seed=args.seed, minutes=args.minutes, checkpoint_minutes=args.checkpoint_minutes,
+                      n_fft=args.n_fft, hop=args.hop, segment_frames=args.segment_frames,
+                      query_frames=args.query_frames, full_mix_prob=args.full_mix_prob,
+                      init=str(args.init) if args.init else "")
     result = train(data_dir=args.data, out_dir=args.out, config=cfg, resume=args.resume,
                    threads=args.threads, device_name=args.device,
                    emit=lambda event: print(event.to_json(), flush=True))

@@ -322,6 +322,93 @@ def test_the_first_losses_logged_after_a_resume_are_means_of_the_batches_run(
     assert all((e.loss, e.rec, e.kl, e.latent) == (1.0, 0.5, 2.0, 0.25) for e in logged)
 
 
+def test_full_mixtures_take_every_other_stem_and_the_default_draws_as_before(tmp_path: Path) -> None:
+    from training.aqss_data import draw_mixture, generate_multitracks, load_multitrack, song_folder
+
+    vocals = _fake_vocal_corpus(tmp_path / "vocals")
+    generate_multitracks(vocals_dir=vocals, out_dir=tmp_path / "mt", seed=3, split="train", count=1)
+    song = load_multitrack(song_folder(tmp_path / "mt", "train", 0))
+    full = [draw_mixture(song, np.random.default_rng(i), samples=8000, query_samples=16000, full_prob=1.0)
+            for i in range(6)]
+    for ex in full:
+        assert sorted((ex.target_name, *ex.others)) == sorted(song.present())
+    subsets = [draw_mixture(song, np.random.default_rng(i), samples=8000, query_samples=16000)
+               for i in range(12)]
+    assert any(len(ex.others) < len(song.present()) - 1 for ex in subsets)
+    # full_prob=0 draws no extra number: a fixed validation set is the one drawn before.
+    rng_a, rng_b = np.random.default_rng(5), np.random.default_rng(5)
+    a = draw_mixture(song, rng_a, samples=8000, query_samples=16000)
+    b = draw_mixture(song, rng_b, samples=8000, query_samples=16000, full_prob=0.0)
+    assert np.array_equal(a.mix, b.mix) and rng_a.random() == rng_b.random()
+
+
+def test_warm_start_copies_every_weight_into_a_model_with_another_stft() -> None:
+    from training.aqss_train import warm_start
+
+    small = tiny_model(seed=1)
+    big = QuerySeparator(dataclasses.replace(TINY, n_fft=2048, hop=512)).eval()
+    assert big.config.bins == 4 * small.config.bins
+    assert warm_start(big, small) == []
+    for name, value in small.separator.state_dict().items():
+        assert torch.equal(big.separator.state_dict()[name], value), name
+    # The GRU's input weights are spread over the 4 bands that cover each old band: a query
+    # whose new bands repeat the old ones gives the GRU the same input projection.
+    c = TINY.query_channels[-1]
+    f_old = small.query_net.gru.weight_ih_l0.shape[1] // c
+    h_old = torch.randn(c, f_old)
+    h_new = h_old.repeat_interleave(4, dim=1)
+    w_old, w_new = small.query_net.gru.weight_ih_l0, big.query_net.gru.weight_ih_l0
+    assert torch.allclose(w_new @ h_new.reshape(-1), w_old @ h_old.reshape(-1), atol=1e-5)
+    # A wider model shares nothing that does not fit, and says which.
+    wide = QuerySeparator(dataclasses.replace(TINY, width=6))
+    assert "separator.down.0.0.weight" in warm_start(wide, small)
+
+
+def test_separator_takes_any_spectrogram_size() -> None:
+    m = tiny_model()
+    z = torch.zeros(2, TINY.z_dim)
+    for frames in (16, 21, 33):
+        mag = torch.rand(2, 1, TINY.bins - 3, frames)
+        assert m.mask(mag, z).shape == mag.shape
+    # Padded frames are cropped, not mixed in: the mask of a padded input's first frames is
+    # the mask computed on exactly those frames padded the same way.
+    mag = torch.rand(1, 1, TINY.bins, 21)
+    same = m.mask(torch.nn.functional.pad(mag, (0, 3)), z[:1])[..., :21]
+    assert torch.allclose(m.mask(mag, z[:1]), same, atol=1e-6)
+
+
+def test_a_run_with_another_stft_trains_from_warm_weights_and_old_runs_resume(tmp_path: Path) -> None:
+    import shutil
+
+    from training.aqss_data import generate_multitracks
+    from training.aqss_train import TrainConfig, train
+
+    vocals = _fake_vocal_corpus(tmp_path / "vocals")
+    generate_multitracks(vocals_dir=vocals, out_dir=tmp_path / "mt", seed=3, split="train", count=1)
+    shutil.copytree(tmp_path / "mt" / "train", tmp_path / "mt" / "val")
+    base = TrainConfig(batch_size=2, width=4, z_dim=4, minutes=0.02, checkpoint_minutes=1.0, val_examples=2,
+                       class_queries=2, log_every=1)
+    train(data_dir=tmp_path / "mt", out_dir=tmp_path / "old", config=base)
+    # A run saved before the STFT settings existed resumes (they default to what it used).
+    state = torch.load(tmp_path / "old" / "state.pt", weights_only=False)
+    for key in ("n_fft", "hop", "segment_frames", "query_frames", "full_mix_prob", "init"):
+        del state["config"][key]
+    torch.save(state, tmp_path / "old" / "state.pt")
+    train(data_dir=tmp_path / "mt", out_dir=tmp_path / "old", config=dataclasses.replace(base, minutes=0.04),
+          resume=True)
+    new = dataclasses.replace(base, n_fft=1024, hop=512, segment_frames=32, query_frames=64, full_mix_prob=0.5,
+                              init=str(tmp_path / "old" / "best.safetensors"))
+    # With no time to train, the new run's model is the warm start: the old U-Net, unchanged.
+    r0 = train(data_dir=tmp_path / "mt", out_dir=tmp_path / "new0", config=dataclasses.replace(new, minutes=0.0))
+    before, after = QuerySeparator.load(tmp_path / "old" / "best.safetensors"), QuerySeparator.load(r0["best_path"])
+    for name, value in before.separator.state_dict().items():
+        assert torch.equal(after.separator.state_dict()[name], value), name
+    r = train(data_dir=tmp_path / "mt", out_dir=tmp_path / "new", config=new)
+    cfg = QuerySeparator.load(r["best_path"]).config
+    assert (cfg.n_fft, cfg.hop, cfg.segment_frames, cfg.query_frames) == (1024, 512, 32, 64)
+    assert cfg.training["init"].endswith("best.safetensors") and cfg.training["full_mix_prob"] == 0.5
+
+
 def test_zeroshot_split_uses_a_held_out_program() -> None:
     from training.aqss_data import HELD_OUT, draw_programs, song_rng
 

@@ -312,16 +312,22 @@ def _active(x: F32, *, floor: float = 1e-3) -> bool:
 
 
 def draw_mixture(song: Multitrack, rng: np.random.Generator, *, samples: int, query_samples: int,
-                 target: str | None = None, tries: int = 8) -> Example:
+                 target: str | None = None, tries: int = 8, full_prob: float = 0.0) -> Example:
     """A random mixture of ``song``: a target stem plus a random subset (at least one) of the
     others, each with a random gain (-6..+3 dB), over a random excerpt; the query is another
-    excerpt of the target stem (at least partly disjoint in time)."""
+    excerpt of the target stem (at least partly disjoint in time).
+
+    With probability ``full_prob`` the subset is all the others: the whole song, as the app
+    separates it (a full accompaniment or mix). At 0 (the default) no extra random number is
+    drawn, so fixed sets drawn before this option existed are unchanged."""
     present = song.present()
     n = len(song.stems[present[0]])
     for _ in range(tries):
         name = target if target is not None else str(rng.choice(present))
         others_pool = [s for s in present if s != name]
         k = int(rng.integers(1, len(others_pool) + 1))
+        if full_prob > 0.0 and float(rng.random()) < full_prob:
+            k = len(others_pool)
         others = tuple(str(s) for s in rng.choice(others_pool, size=k, replace=False))
         start = int(rng.integers(0, n - samples + 1))
         qstart = int(rng.integers(0, n - query_samples + 1))

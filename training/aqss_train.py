@@ -11,6 +11,11 @@
   computed on training queries;
 - ``log.jsonl``: one JSON line per logged step and per validation (:mod:`training.events`:
   ``QSepTrainEvent``, ``QSepValEvent``).
+
+The STFT (``n_fft``, ``hop``) and excerpt lengths are settings; the validation mixtures are
+the same whatever they are (:data:`VAL_SAMPLES`), so runs with different spectrograms are
+compared on the same audio. ``init`` starts a new run from a trained model's weights, also
+one with another STFT (:func:`warm_start`).
 """
 
 from __future__ import annotations
@@ -45,9 +50,60 @@ class TrainConfig:
     val_examples: int = 96
     class_queries: int = 48
     log_every: int = 10
+    n_fft: int = 512
+    hop: int = 256
+    segment_frames: int = 64
+    query_frames: int = 128
+    full_mix_prob: float = 0.0     # share of training mixtures that are the whole song
+    init: str = ""                 # weights to start from (a model file), or "" for random
 
     def identity(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k not in ("minutes", "checkpoint_minutes")}
+
+    def model_config(self) -> QSepConfig:
+        return QSepConfig(width=self.width, z_dim=self.z_dim, n_fft=self.n_fft, hop=self.hop,
+                          segment_frames=self.segment_frames, query_frames=self.query_frames)
+
+
+#: Settings added after runs were saved: a saved run without them used these values.
+_LATER_SETTINGS = {"n_fft": 512, "hop": 256, "segment_frames": 64, "query_frames": 128,
+                   "full_mix_prob": 0.0, "init": ""}
+#: Lengths (samples at 16 kHz) of the validation mixtures and their queries: those of the first
+#: model's excerpts (64 and 128 frames of hop 256), kept for every STFT so runs compare.
+VAL_SAMPLES, VAL_QUERY_SAMPLES = 63 * 256, 127 * 256
+
+
+def warm_start(model: QuerySeparator, source: QuerySeparator) -> list[str]:
+    """Copy ``source``'s weights into ``model`` where they fit; returns the names not copied.
+
+    Every convolution is shared by shape whatever the STFT. The one tensor that depends on the
+    number of frequency bins, the Query-net GRU's input weights (channels x bands), is mapped
+    band by band: a band of ``source`` is spread evenly over the bands of ``model`` that cover
+    the same frequencies.
+    """
+    own = model.state_dict()
+    skipped = []
+    for name, value in source.state_dict().items():
+        if name not in own:
+            skipped.append(name)
+            continue
+        target = own[name]
+        if target.shape == value.shape:
+            target.copy_(value)
+        elif name == "query_net.gru.weight_ih_l0" and target.shape[0] == value.shape[0]:
+            c = model.config.query_channels[-1]
+            f_new = target.shape[1] // c
+            f_old = value.shape[1] // c
+            if f_new % f_old or target.shape[1] != c * f_new or value.shape[1] != c * f_old:
+                skipped.append(name)
+                continue
+            r = f_new // f_old
+            old = value.reshape(value.shape[0], c, f_old)
+            target.copy_(old.repeat_interleave(r, dim=2).reshape(target.shape) / r)
+        else:
+            skipped.append(name)
+    model.load_state_dict(own)
+    return skipped
 
 
 def excerpt_samples(cfg: QSepConfig, frames: int | None = None) -> int:
@@ -155,6 +211,8 @@ def train(*, data_dir: Path, out_dir: Path, config: TrainConfig | None = None, r
     run = _Run(cfg, Path(data_dir), out_dir, device, emit or (lambda _e: None))
     if resume and state_path.exists():
         run.restore(state_path)
+    elif cfg.init:  # a new run from trained weights (a resumed one has its own in state.pt)
+        warm_start(run.model, QuerySeparator.load(cfg.init, device=run.model.device))
     with (out_dir / "log.jsonl").open("a", encoding="utf-8") as log_file:
         run.log_file = log_file
         run.loop()
@@ -171,11 +229,11 @@ class _Run:
         self.cfg, self.data_dir, self.out_dir, self.emit = cfg, data_dir, out_dir, emit
         self.train_songs = load_split(data_dir, "train")
         val_songs = load_split(data_dir, "val")
-        mcfg = QSepConfig(width=cfg.width, z_dim=cfg.z_dim)
+        mcfg = cfg.model_config()
         self.samples = excerpt_samples(mcfg)
         self.qsamples = excerpt_samples(mcfg, mcfg.query_frames)
-        self.val_set = fixed_examples(val_songs, cfg.val_examples, seed=cfg.seed, samples=self.samples,
-                                      query_samples=self.qsamples)
+        self.val_set = fixed_examples(val_songs, cfg.val_examples, seed=cfg.seed, samples=VAL_SAMPLES,
+                                      query_samples=VAL_QUERY_SAMPLES)
         torch.manual_seed(cfg.seed)
         self.model = QuerySeparator(mcfg).to(device)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
@@ -186,7 +244,7 @@ class _Run:
 
     def restore(self, state_path: Path) -> None:
         st = torch.load(state_path, map_location="cpu", weights_only=False)
-        if st["config"] != self.cfg.identity():
+        if {**_LATER_SETTINGS, **st["config"]} != self.cfg.identity():
             raise TrainingError(f"{state_path}: was made with other settings ({st['config']}); "
                                 "resume with the same settings or use another --out.")
         self.model.load_state_dict(st["model"])
@@ -233,7 +291,8 @@ class _Run:
         """One batch at ``frac`` of the budget (cosine learning rate); its four losses."""
         cfg, model = self.cfg, self.model
         batch = [draw_mixture(self.train_songs[int(self.rng.integers(len(self.train_songs)))], self.rng,
-                              samples=self.samples, query_samples=self.qsamples) for _ in range(cfg.batch_size)]
+                              samples=self.samples, query_samples=self.qsamples,
+                              full_prob=cfg.full_mix_prob) for _ in range(cfg.batch_size)]
         for g in self.opt.param_groups:
             g["lr"] = cfg.lr * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * frac)))
         out = losses(model, magnitudes(model, np.stack([e.mix for e in batch])),

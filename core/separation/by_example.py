@@ -149,7 +149,8 @@ class AdaIN(nn.Module):
 
 
 class Separator(nn.Module):
-    """U-Net: mixture magnitude ``(B, 1, bins, frames)`` and ``z`` -> mask in [0, 1], same shape."""
+    """U-Net: mixture magnitude ``(B, 1, bins, frames)`` and ``z`` -> mask in [0, 1], same shape
+    (any size: one that does not halve ``depth`` times is zero-padded and the mask cropped)."""
 
     def __init__(self, cfg: QSepConfig) -> None:
         super().__init__()
@@ -171,6 +172,11 @@ class Separator(nn.Module):
         self.depth = cfg.depth
 
     def forward(self, mag: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        bins, frames = mag.shape[2], mag.shape[3]
+        unit = 2 ** self.depth
+        pad_f, pad_t = -bins % unit, -frames % unit
+        if pad_f or pad_t:  # any size: zero-pad to whole U-Net levels, crop the mask back
+            return self.forward(F.pad(mag, (0, pad_t, 0, pad_f)), z)[:, :, :bins, :frames]
         x = log_magnitude(mag)
         zz = z[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3])
         h = torch.cat([x, zz], dim=1)

@@ -11,11 +11,15 @@ mixture (all six stems at their rendered levels, the whole 10-s song):
 - **zero-shot**: the ``zeroshot`` split, whose target parts are played by General MIDI programs
   held out of training entirely, separated with a ground-truth query;
 - the **vocal SDR against Spleeter 2-stems** (Crossmix's own port) on the same mixtures;
-- the **time to remove a source from a 3-minute accompaniment** (44.1 kHz stereo, CPU).
+- the **time to remove a source from a 3-minute accompaniment** (44.1 kHz stereo, CPU);
+- with ``--oracle``, the **ideal ratio mask** ceiling per class at one or more STFTs: the SDR
+  that a perfect magnitude mask of the mixture's STFT reaches (the model estimates such a mask,
+  so it cannot do better than its own STFT's figure).
 
     python bench/query_separation.py --data /work/data/aqss --json docs/aqss-results.json
     python bench/query_separation.py --data /work/data/aqss --curves RUN/log.jsonl --plot docs/aqss-curves.png
     python bench/query_separation.py --data /work/data/aqss --write-test-clip tests/data/aqss
+    python bench/query_separation.py --data /work/data/aqss --oracle 512/256,1024/256,2048/512
 
 Needs ``fast_bss_eval`` (``pip install fast-bss-eval``).
 """
@@ -142,6 +146,32 @@ def time_three_minutes(model: QuerySeparator, songs: list[Multitrack], *, thread
         torch.set_num_threads(old)
 
 
+def ideal_ratio_mask_estimate(mix: np.ndarray, target: np.ndarray, *, n_fft: int, hop: int) -> np.ndarray:
+    """``target`` as the mixture's STFT times the ideal ratio mask ``|T| / (|T| + |M - T|)``."""
+    win = torch.hann_window(n_fft, dtype=torch.float64)
+    spec = {k: torch.stft(torch.from_numpy(np.asarray(x, dtype=np.float64)), n_fft, hop, window=win,
+                          center=True, return_complex=True) for k, x in (("mix", mix), ("target", target))}
+    t, r = spec["target"].abs(), (spec["mix"] - spec["target"]).abs()
+    mask = t / (t + r).clamp_min(1e-12)
+    out: np.ndarray = torch.istft(spec["mix"] * mask, n_fft, hop, window=win, center=True,
+                                  length=len(mix)).numpy()
+    return out
+
+
+def oracle_table(songs: list[Multitrack], stfts: list[tuple[int, int]]) -> dict[str, dict[str, float]]:
+    """Median ideal-ratio-mask SDR per class over every stem of ``songs`` (full mixtures), per STFT."""
+    table: dict[str, dict[str, float]] = {}
+    for n_fft, hop in stfts:
+        per: dict[str, list[float]] = {}
+        for song in songs:
+            mix = np.sum([song.stems[s] for s in song.present()], axis=0)
+            for name in song.present():
+                est = ideal_ratio_mask_estimate(mix, song.stems[name], n_fft=n_fft, hop=hop)
+                per.setdefault(CLASS_OF[name], []).append(bss_sdr([song.stems[name]], [est])[0])
+        table[f"{n_fft}/{hop}"] = {c: float(np.median(v)) for c, v in per.items()}
+    return table
+
+
 def summarise(rows: list[dict[str, Any]], modes: tuple[str, ...]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for cls in (*CLASSES, "all"):
@@ -209,8 +239,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--curves", type=Path, help="a training log.jsonl to plot (with --plot)")
     ap.add_argument("--plot", type=Path)
     ap.add_argument("--write-test-clip", type=Path, help="write the shipped-weights test clip to this folder")
+    ap.add_argument("--oracle", metavar="N_FFT/HOP,...",
+                    help="only the ideal-ratio-mask ceiling per class at these STFTs (16 kHz), e.g. 512/256,2048/512")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.oracle:
+        try:
+            stfts = [(int(a), int(b)) for a, b in (x.split("/") for x in args.oracle.split(","))]
+        except ValueError:
+            ap.error("--oracle takes N_FFT/HOP pairs separated by commas, e.g. 512/256,2048/512")
+        table = oracle_table(load_split(args.data, args.split, limit=args.songs), stfts)
+        for stft, row in table.items():
+            print(f"{stft:>10}  " + "  ".join(f"{c} {v:6.2f} dB" for c, v in row.items()), flush=True)
+        if args.json:
+            args.json.write_text(json.dumps({"split": args.split, "oracle_median_sdr": table}, indent=1) + "\n")
+        return 0
     if args.write_test_clip:
         write_test_clip(args.data, args.write_test_clip)
         return 0

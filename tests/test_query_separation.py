@@ -517,3 +517,31 @@ def test_shipped_weights_separate_a_held_out_clip_better_than_the_mixture() -> N
     gain = si_sdr(target, res.source.samples[0]) - si_sdr(target, mix)
     assert gain > 2.0, gain
 
+
+
+def test_bench_oracle_is_the_ideal_ratio_mask_ceiling(tmp_path: Path) -> None:
+    """``bench/query_separation.py --oracle``: a perfect magnitude mask separates two tones far
+    apart almost exactly, and the table covers every class of a generated multitrack."""
+    import importlib.util
+
+    from training.aqss_data import generate_multitracks
+
+    spec = importlib.util.spec_from_file_location("bench_qsep", Path(__file__).parents[1] / "bench" / "query_separation.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    t = np.arange(16000) / 16000.0
+    low, high = np.sin(2 * np.pi * 110 * t), 0.5 * np.sin(2 * np.pi * 3000 * t)
+    est = bench.ideal_ratio_mask_estimate(low + high, low, n_fft=2048, hop=512)
+    assert si_sdr(low[2048:-2048], est[2048:-2048]) > 30.0
+    assert si_sdr(low, low + high) < 7.0
+    vocals = _fake_vocal_corpus(tmp_path / "vocals")
+    generate_multitracks(vocals_dir=vocals, out_dir=tmp_path / "mt", seed=3, split="train", count=1)
+    (tmp_path / "mt" / "train").rename(tmp_path / "mt" / "val")
+    out = tmp_path / "oracle.json"
+    assert bench.main(["--data", str(tmp_path / "mt"), "--split", "val", "--oracle", "512/256,2048/512",
+                       "--json", str(out)]) == 0
+    table = json.loads(out.read_text())["oracle_median_sdr"]
+    assert set(table) == {"512/256", "2048/512"}
+    assert all(set(row) == {"drums", "bass", "vocals", "other"} for row in table.values())
+    assert all(math.isfinite(v) for row in table.values() for v in row.values())

@@ -60,11 +60,15 @@ class StageProgress(QWidget):
         self.cancel_button.clicked.connect(self.cancel_requested)
         lay.addWidget(self.cancel_button)
         self.current: str | None = None
+        #: stages the query did not need (key -> what the label says instead of a tick)
+        self.skipped: dict[str, str] = {}
         self.reset()
 
     def reset(self) -> None:
         self.current = None
+        self.skipped = {}
         for key, lab in self.labels.items():
+            lab.setToolTip("")
             lab.setText(dict(STAGES)[key])
             lab.setProperty("state", "pending")
             lab.setEnabled(False)
@@ -76,6 +80,24 @@ class StageProgress(QWidget):
         self.reset()
         self.cancel_button.setEnabled(True)
 
+    def set_skipped(self, key: str, text: str | None, *, why: str = "") -> None:
+        """Mark stage ``key`` as not needed (``text`` replaces its name, without a tick, e.g. a
+        voice alone is not separated; ``why`` is its tooltip), or, with ``None``, as a stage
+        like the others again."""
+        lab = self.labels[key]
+        name = dict(STAGES)[key]
+        if text:
+            self.skipped[key] = text
+            lab.setText(f"– {text}")
+            lab.setToolTip(why or f"{name}: not needed for this query")
+            lab.setProperty("state", "skipped")
+            lab.setEnabled(True)
+        elif self.skipped.pop(key, None) is not None:
+            lab.setToolTip("")
+            done = self.current is None or [k for k, _ in STAGES].index(key) < [k for k, _ in STAGES].index(self.current)
+            lab.setText(f"✓ {name}" if done else name)
+            lab.setProperty("state", "done" if done else "pending")
+
     def update_progress(self, p: Progress) -> None:
         if p.stage not in self.labels:
             return
@@ -84,6 +106,8 @@ class StageProgress(QWidget):
         for i, key in enumerate(order):
             lab = self.labels[key]
             name = dict(STAGES)[key]
+            if key in self.skipped and i != idx:
+                continue
             if i < idx:
                 lab.setText(f"✓ {name}")
                 lab.setEnabled(True)
@@ -110,6 +134,8 @@ class StageProgress(QWidget):
             for key in order[:order.index(current)]:  # reached to get there
                 self.labels[key].setEnabled(True)
         for key, lab in self.labels.items():
+            if key in self.skipped and key != current:
+                continue
             if key == current and text != "done":
                 lab.setText(f"✗ {names[key]}" if failed else names[key])
                 lab.setEnabled(True)

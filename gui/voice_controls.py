@@ -280,6 +280,8 @@ def show_voice(panel: Any, r: Any) -> None:
     voice.show_vocal(bool(r.vocal_only), note)
     voice.vocal_note.setToolTip(check.describe() if check is not None else note)
     panel.vocal_wave.set_title("Vocal (the file itself)" if r.vocal_only else "Separated vocal")
+    panel.stages.set_skipped("separate", "Not separated" if r.vocal_only else None,
+                             why="A voice alone is searched as it is: there is nothing to separate.")
     analysed = r.analysis is not None and r.auto_analysis is not None
     voice.set_enabled(query=True, tempo=analysed)
     voice.show_searched_region(r.region)

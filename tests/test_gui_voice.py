@@ -108,6 +108,10 @@ def test_the_voice_alone_toggle_runs_the_query_again_without_separating(qtbot, w
     with qtbot.waitSignals([w.search_page.analysis_finished, w.search_page.preview_finished],
                            timeout=WAIT):
         pass
+    # the stage row does not tick a separation that did not happen, even once analysed
+    stages = w.search_page.query_panel.stages
+    assert stages.labels["separate"].text() == "– Not separated"
+    assert stages.labels["embed"].text() == "✓ Embed" and stages.labels["analyze"].text() == "✓ Analyse"
     # a voice's tempo is estimated from its onsets, with a confidence shown
     assert r2.tempo_source == "onsets"
     assert "onsets, confidence" in voice.tempo_note.text()

@@ -360,6 +360,18 @@ def test_stage_row_marks_where_a_query_stopped(qapp):
     st.update_progress(Progress(stage="search", done=1, total=1))
     st.finish("analysis failed", stage="analyze")
     assert st.labels["search"].text() == "✓ Search" and st.labels["analyze"].text() == "✗ Analyse"
+    # a stage the query did not need keeps its note through later progress and the finish
+    st.start()
+    st.update_progress(Progress(stage="search", done=1, total=1))
+    st.set_skipped("separate", "Not separated")
+    st.update_progress(Progress(stage="analyze", done=0, total=1))
+    st.finish("done")
+    assert st.labels["separate"].text() == "– Not separated"
+    assert st.labels["search"].text() == "✓ Search" and st.labels["analyze"].text() == "✓ Analyse"
+    st.set_skipped("separate", None)  # the same file queried as a mix
+    assert st.labels["separate"].text() == "✓ Separate"
+    st.start()
+    assert st.labels["separate"].text() == "Separate" and not st.skipped
 
 
 # --- item 14: sorting, banners, shortcuts -------------------------------------------------------

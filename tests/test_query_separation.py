@@ -16,7 +16,7 @@ import soundfile as sf
 import torch
 
 from core.audio.decode import Audio
-from core.errors import CrossmixError, ModelError
+from core.errors import CrossmixError, ModelError, TrainingError
 from core.separation.by_example import (
     BadQueryError,
     QSepConfig,
@@ -391,7 +391,7 @@ def test_a_run_with_another_stft_trains_from_warm_weights_and_old_runs_resume(tm
     train(data_dir=tmp_path / "mt", out_dir=tmp_path / "old", config=base)
     # A run saved before the STFT settings existed resumes (they default to what it used).
     state = torch.load(tmp_path / "old" / "state.pt", weights_only=False)
-    for key in ("n_fft", "hop", "segment_frames", "query_frames", "full_mix_prob", "init"):
+    for key in ("n_fft", "hop", "segment_frames", "query_frames", "full_mix_prob"):
         del state["config"][key]
     torch.save(state, tmp_path / "old" / "state.pt")
     train(data_dir=tmp_path / "mt", out_dir=tmp_path / "old", config=dataclasses.replace(base, minutes=0.04),
@@ -404,6 +404,12 @@ def test_a_run_with_another_stft_trains_from_warm_weights_and_old_runs_resume(tm
     for name, value in before.separator.state_dict().items():
         assert torch.equal(after.separator.state_dict()[name], value), name
     r = train(data_dir=tmp_path / "mt", out_dir=tmp_path / "new", config=new)
+    # resumed without naming the weights it started from (they are in state.pt by then)
+    train(data_dir=tmp_path / "mt", out_dir=tmp_path / "new", config=dataclasses.replace(new, init="", minutes=0.03),
+          resume=True)
+    with pytest.raises(TrainingError, match="other settings"):  # but not with another STFT
+        train(data_dir=tmp_path / "mt", out_dir=tmp_path / "new", resume=True,
+              config=dataclasses.replace(new, n_fft=2048, minutes=0.04))
     cfg = QuerySeparator.load(r["best_path"]).config
     assert (cfg.n_fft, cfg.hop, cfg.segment_frames, cfg.query_frames) == (1024, 512, 32, 64)
     assert cfg.training["init"].endswith("best.safetensors") and cfg.training["full_mix_prob"] == 0.5

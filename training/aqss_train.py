@@ -58,7 +58,9 @@ class TrainConfig:
     init: str = ""                 # weights to start from (a model file), or "" for random
 
     def identity(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k not in ("minutes", "checkpoint_minutes")}
+        """The settings a resumed run must keep (the budget may grow; ``init`` only matters at
+        the start)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("minutes", "checkpoint_minutes", "init")}
 
     def model_config(self) -> QSepConfig:
         return QSepConfig(width=self.width, z_dim=self.z_dim, n_fft=self.n_fft, hop=self.hop,
@@ -66,8 +68,8 @@ class TrainConfig:
 
 
 #: Settings added after runs were saved: a saved run without them used these values.
-_LATER_SETTINGS = {"n_fft": 512, "hop": 256, "segment_frames": 64, "query_frames": 128,
-                   "full_mix_prob": 0.0, "init": ""}
+_LATER_SETTINGS = {k: TrainConfig.__dataclass_fields__[k].default
+                   for k in ("n_fft", "hop", "segment_frames", "query_frames", "full_mix_prob")}
 #: Lengths (samples at 16 kHz) of the validation mixtures and their queries: those of the first
 #: model's excerpts (64 and 128 frames of hop 256), kept for every STFT so runs compare.
 VAL_SAMPLES, VAL_QUERY_SAMPLES = 63 * 256, 127 * 256
@@ -244,7 +246,9 @@ class _Run:
 
     def restore(self, state_path: Path) -> None:
         st = torch.load(state_path, map_location="cpu", weights_only=False)
-        if {**_LATER_SETTINGS, **st["config"]} != self.cfg.identity():
+        saved = {**_LATER_SETTINGS, **st["config"]}
+        saved.pop("init", None)
+        if saved != self.cfg.identity():
             raise TrainingError(f"{state_path}: was made with other settings ({st['config']}); "
                                 "resume with the same settings or use another --out.")
         self.model.load_state_dict(st["model"])

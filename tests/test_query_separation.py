@@ -524,7 +524,6 @@ def test_shipped_weights_separate_a_held_out_clip_better_than_the_mixture() -> N
     assert gain > 2.0, gain
 
 
-
 def test_bench_oracle_is_the_ideal_ratio_mask_ceiling(tmp_path: Path) -> None:
     """``bench/query_separation.py --oracle``: a perfect magnitude mask separates two tones far
     apart almost exactly, and the table covers every class of a generated multitrack."""

@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (
 
 from core.progress import Progress
 from gui.region_select import RegionWaveformView
-from gui.voice_controls import VoiceControls
+from gui.voice_controls import MIX_TITLE, VoiceControls
 from gui.waveform import Envelope, WaveformView
 
 #: The stages of a query, in order, with the label shown.
@@ -173,8 +173,7 @@ class QueryPanel(QGroupBox):
         info_lay.addWidget(self.voice)
         info_lay.addStretch(1)
         info.setMinimumWidth(220)
-        self.mix_wave = RegionWaveformView("Mix (drag across it to search with a part)",
-                                           color="#4aa3df")
+        self.mix_wave = RegionWaveformView(MIX_TITLE, color="#4aa3df")
         self.mix_wave.region_changed.connect(self.voice.set_selection)
         self.vocal_wave = WaveformView("Separated vocal", color="#e39c3c")
         waves = QVBoxLayout()

@@ -36,6 +36,10 @@ TEMPO_SOURCES = {
 }
 
 
+#: The query's upper waveform: the file as dropped (a mix, or a voice alone).
+MIX_TITLE = "Mix (drag across it to search with a part)"
+VOICE_TITLE = "Voice alone (drag across it to search with a part)"
+
 class VoiceControls(QWidget):
     """Voice alone (toggle), tempo (typed / tapped / estimated) and the searched region."""
 
@@ -280,6 +284,7 @@ def show_voice(panel: Any, r: Any) -> None:
     voice.show_vocal(bool(r.vocal_only), note)
     voice.vocal_note.setToolTip(check.describe() if check is not None else note)
     panel.vocal_wave.set_title("Vocal (the file itself)" if r.vocal_only else "Separated vocal")
+    panel.mix_wave.set_title(VOICE_TITLE if r.vocal_only else MIX_TITLE)
     panel.stages.set_skipped("separate", "Not separated" if r.vocal_only else None,
                              why="A voice alone is searched as it is: there is nothing to separate.")
     analysed = r.analysis is not None and r.auto_analysis is not None

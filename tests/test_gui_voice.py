@@ -96,6 +96,7 @@ def test_the_voice_alone_toggle_runs_the_query_again_without_separating(qtbot, w
     assert not r.vocal_only and r.vocal_check is not None
     assert not voice.vocal_only.isChecked() and "a mix" in voice.vocal_note.text()
     assert w.search_page.query_panel.vocal_wave.getPlotItem().titleLabel.text == "Separated vocal"
+    assert w.search_page.query_panel.mix_wave.getPlotItem().titleLabel.text.startswith("Mix")
     separations = CountingSeparator.calls
     with qtbot.waitSignal(w.search_page.query_finished, timeout=WAIT) as sig:
         qtbot.mouseClick(voice.vocal_only, Qt.MouseButton.LeftButton)
@@ -104,6 +105,7 @@ def test_the_voice_alone_toggle_runs_the_query_again_without_separating(qtbot, w
     assert CountingSeparator.calls == separations  # nothing separated, not even a probe
     assert voice.vocal_only.isChecked() and "not separated" in voice.vocal_note.text()
     assert "file itself" in w.search_page.query_panel.vocal_wave.getPlotItem().titleLabel.text
+    assert w.search_page.query_panel.mix_wave.getPlotItem().titleLabel.text.startswith("Voice alone")
     np.testing.assert_array_equal(r2.stems.vocals.samples, r2.stems.mix.samples)
     with qtbot.waitSignals([w.search_page.analysis_finished, w.search_page.preview_finished],
                            timeout=WAIT):

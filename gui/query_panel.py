@@ -94,7 +94,8 @@ class StageProgress(QWidget):
             lab.setEnabled(True)
         elif self.skipped.pop(key, None) is not None:
             lab.setToolTip("")
-            done = self.current is None or [k for k, _ in STAGES].index(key) < [k for k, _ in STAGES].index(self.current)
+            order = [k for k, _ in STAGES]
+            done = self.current is None or order.index(key) < order.index(self.current)
             lab.setText(f"✓ {name}" if done else name)
             lab.setProperty("state", "done" if done else "pending")
 

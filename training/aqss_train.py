@@ -70,9 +70,6 @@ class TrainConfig:
 #: Settings added after runs were saved: a saved run without them used these values.
 _LATER_SETTINGS = {k: TrainConfig.__dataclass_fields__[k].default
                    for k in ("n_fft", "hop", "segment_frames", "query_frames", "full_mix_prob")}
-#: Lengths (samples at 16 kHz) of the validation mixtures and their queries: those of the first
-#: model's excerpts (64 and 128 frames of hop 256), kept for every STFT so runs compare.
-VAL_SAMPLES, VAL_QUERY_SAMPLES = 63 * 256, 127 * 256
 
 
 def warm_start(model: QuerySeparator, source: QuerySeparator) -> list[str]:
@@ -94,9 +91,8 @@ def warm_start(model: QuerySeparator, source: QuerySeparator) -> list[str]:
             target.copy_(value)
         elif name == "query_net.gru.weight_ih_l0" and target.shape[0] == value.shape[0]:
             c = model.config.query_channels[-1]
-            f_new = target.shape[1] // c
-            f_old = value.shape[1] // c
-            if f_new % f_old or target.shape[1] != c * f_new or value.shape[1] != c * f_old:
+            f_new, f_old = target.shape[1] // c, value.shape[1] // c
+            if target.shape[1] % c or value.shape[1] % c or f_new % f_old:
                 skipped.append(name)
                 continue
             r = f_new // f_old
@@ -111,6 +107,12 @@ def warm_start(model: QuerySeparator, source: QuerySeparator) -> list[str]:
 def excerpt_samples(cfg: QSepConfig, frames: int | None = None) -> int:
     """Samples that give exactly ``frames`` (default ``segment_frames``) centred STFT frames."""
     return ((frames or cfg.segment_frames) - 1) * cfg.hop
+
+
+#: Lengths (samples at 16 kHz) of the validation mixtures and their queries: those of the first
+#: model's excerpts (the default config's), kept for every STFT so runs compare.
+VAL_SAMPLES = excerpt_samples(QSepConfig())
+VAL_QUERY_SAMPLES = excerpt_samples(QSepConfig(), QSepConfig().query_frames)
 
 
 def fixed_examples(songs: list[Multitrack], n: int, *, seed: int, samples: int, query_samples: int,

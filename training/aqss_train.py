@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -249,10 +249,12 @@ class _Run:
     def restore(self, state_path: Path) -> None:
         st = torch.load(state_path, map_location="cpu", weights_only=False)
         saved = {**_LATER_SETTINGS, **st["config"]}
-        saved.pop("init", None)
+        init = saved.pop("init", "")
         if saved != self.cfg.identity():
             raise TrainingError(f"{state_path}: was made with other settings ({st['config']}); "
                                 "resume with the same settings or use another --out.")
+        # The weights it started from stay on record whatever --init the resume names.
+        self.cfg = replace(self.cfg, init=init or self.cfg.init)
         self.model.load_state_dict(st["model"])
         self.opt.load_state_dict(st["optimizer"])
         self.step, self.elapsed, self.best, self.best_step = st["step"], st["elapsed"], st["best"], st["best_step"]
@@ -330,6 +332,6 @@ class _Run:
         torch.save({"model": model.state_dict(), "optimizer": self.opt.state_dict(), "step": self.step,
                     "elapsed": self.elapsed, "best": self.best, "best_step": self.best_step,
                     "rng": self.rng.bit_generator.state, "torch_rng": self.gen.get_state(),
-                    "config": cfg.identity()}, out_dir / "state.pt.part")
+                    "config": {**cfg.identity(), "init": cfg.init}}, out_dir / "state.pt.part")
         (out_dir / "state.pt.part").replace(out_dir / "state.pt")
         model.train()

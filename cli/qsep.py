@@ -53,6 +53,9 @@ def register(subparsers: Any) -> None:
     t.add_argument("--query-frames", type=int, default=128, help="frames of a training query (default 128)")
     t.add_argument("--full-mix-prob", type=float, default=0.0, metavar="P",
                    help="share of training mixtures that are the whole song, as the app separates (default 0)")
+    t.add_argument("--class-balanced", action="store_true",
+                   help="draw each training target's class first, so drums and bass are targets as often "
+                        "as all 'other' stems together (default: every stem alike)")
     t.add_argument("--init", type=Path, default=None, metavar="MODEL",
                    help="start from these weights (a .safetensors file, any STFT) instead of random ones")
     t.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
@@ -84,6 +87,7 @@ def train_handler(args: argparse.Namespace) -> int:
                       seed=args.seed, minutes=args.minutes, checkpoint_minutes=args.checkpoint_minutes,
                       n_fft=args.n_fft, hop=args.hop, segment_frames=args.segment_frames,
                       query_frames=args.query_frames, full_mix_prob=args.full_mix_prob,
+                      class_balanced=args.class_balanced,
                       init=str(args.init) if args.init else "")
     result = train(data_dir=args.data, out_dir=args.out, config=cfg, resume=args.resume,
                    threads=args.threads, device_name=args.device,

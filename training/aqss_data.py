@@ -312,18 +312,30 @@ def _active(x: F32, *, floor: float = 1e-3) -> bool:
 
 
 def draw_mixture(song: Multitrack, rng: np.random.Generator, *, samples: int, query_samples: int,
-                 target: str | None = None, tries: int = 8, full_prob: float = 0.0) -> Example:
+                 target: str | None = None, tries: int = 8, full_prob: float = 0.0,
+                 balance_classes: bool = False) -> Example:
     """A random mixture of ``song``: a target stem plus a random subset (at least one) of the
     others, each with a random gain (-6..+3 dB), over a random excerpt; the query is another
     excerpt of the target stem (at least partly disjoint in time).
 
     With probability ``full_prob`` the subset is all the others: the whole song, as the app
     separates it (a full accompaniment or mix). At 0 (the default) no extra random number is
-    drawn, so fixed sets drawn before this option existed are unchanged."""
+    drawn, so fixed sets drawn before this option existed are unchanged.
+
+    ``balance_classes`` draws the target's class first (each of the song's classes equally
+    often), then a stem of it: drums and bass are then targets as often as the three "other"
+    stems together, instead of a sixth of the time each. Off by default, for the same reason."""
     present = song.present()
     n = len(song.stems[present[0]])
     for _ in range(tries):
-        name = target if target is not None else str(rng.choice(present))
+        if target is not None:
+            name = target
+        elif balance_classes:
+            classes = sorted({CLASS_OF[s] for s in present})
+            wanted = classes[int(rng.integers(len(classes)))]
+            name = str(rng.choice([s for s in present if CLASS_OF[s] == wanted]))
+        else:
+            name = str(rng.choice(present))
         others_pool = [s for s in present if s != name]
         k = int(rng.integers(1, len(others_pool) + 1))
         if full_prob > 0.0 and float(rng.random()) < full_prob:

@@ -55,6 +55,7 @@ class TrainConfig:
     segment_frames: int = 64
     query_frames: int = 128
     full_mix_prob: float = 0.0     # share of training mixtures that are the whole song
+    class_balanced: bool = False   # targets drawn class first (drums, bass, vocals, other alike)
     init: str = ""                 # weights to start from (a model file), or "" for random
 
     def identity(self) -> dict[str, Any]:
@@ -69,7 +70,8 @@ class TrainConfig:
 
 #: Settings added after runs were saved: a saved run without them used these values.
 _LATER_SETTINGS = {k: TrainConfig.__dataclass_fields__[k].default
-                   for k in ("n_fft", "hop", "segment_frames", "query_frames", "full_mix_prob")}
+                   for k in ("n_fft", "hop", "segment_frames", "query_frames", "full_mix_prob",
+                             "class_balanced")}
 
 
 def warm_start(model: QuerySeparator, source: QuerySeparator) -> list[str]:
@@ -300,7 +302,8 @@ class _Run:
         cfg, model = self.cfg, self.model
         batch = [draw_mixture(self.train_songs[int(self.rng.integers(len(self.train_songs)))], self.rng,
                               samples=self.samples, query_samples=self.qsamples,
-                              full_prob=cfg.full_mix_prob) for _ in range(cfg.batch_size)]
+                              full_prob=cfg.full_mix_prob, balance_classes=cfg.class_balanced)
+                 for _ in range(cfg.batch_size)]
         for g in self.opt.param_groups:
             g["lr"] = cfg.lr * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * frac)))
         out = losses(model, magnitudes(model, np.stack([e.mix for e in batch])),

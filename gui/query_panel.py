@@ -17,7 +17,13 @@ from PySide6.QtWidgets import (
 
 from core.progress import Progress
 from gui.region_select import RegionWaveformView
-from gui.voice_controls import MIX_TITLE, VoiceControls
+from gui.voice_controls import (
+    MIX_TITLE,
+    SEPARATED_TITLE,
+    VOCAL_ALONE_TITLE,
+    VOICE_TITLE,
+    VoiceControls,
+)
 from gui.waveform import Envelope, WaveformView
 
 #: The stages of a query, in order, with the label shown.
@@ -176,7 +182,7 @@ class QueryPanel(QGroupBox):
         info.setMinimumWidth(220)
         self.mix_wave = RegionWaveformView(MIX_TITLE, color="#4aa3df")
         self.mix_wave.region_changed.connect(self.voice.set_selection)
-        self.vocal_wave = WaveformView("Separated vocal", color="#e39c3c")
+        self.vocal_wave = WaveformView(SEPARATED_TITLE, color="#e39c3c")
         waves = QVBoxLayout()
         waves.addWidget(self.mix_wave)
         waves.addWidget(self.vocal_wave)
@@ -189,11 +195,15 @@ class QueryPanel(QGroupBox):
         lay.addWidget(self.stages)
         self.clear()
 
-    def clear(self) -> None:
+    def clear(self, *, voice_alone: bool = False) -> None:
+        """Nothing shown; the waveforms titled for the query to come (``voice_alone``: asked
+        to be searched as a voice alone, so nothing is separated)."""
         for lab in (self.title_label, self.artist_label, self.duration_label, self.tempo_label, self.key_label):
             lab.setText("–")
         self.mix_wave.show_message("")
         self.vocal_wave.show_message("")
+        self.mix_wave.set_title(VOICE_TITLE if voice_alone else MIX_TITLE)
+        self.vocal_wave.set_title(VOCAL_ALONE_TITLE if voice_alone else SEPARATED_TITLE)
         self.voice.clear()
 
     def show_file(self, *, title: str, artist: str, duration: float | None) -> None:

@@ -39,6 +39,13 @@ TEMPO_SOURCES = {
 #: The query's upper waveform: the file as dropped (a mix, or a voice alone).
 MIX_TITLE = "Mix (drag across it to search with a part)"
 VOICE_TITLE = "Voice alone (drag across it to search with a part)"
+SEPARATED_TITLE = "Separated vocal"
+VOCAL_ALONE_TITLE = "Vocal (the file itself)"
+
+
+def region_hint(voice_alone: bool) -> str:
+    """What the region row says before a part is chosen, named after the upper waveform."""
+    return f"Drag across the {'voice' if voice_alone else 'mix'} to choose a part."
 
 class VoiceControls(QWidget):
     """Voice alone (toggle), tempo (typed / tapped / estimated) and the searched region."""
@@ -110,7 +117,7 @@ class VoiceControls(QWidget):
 
     def _build_region_row(self) -> QHBoxLayout:
         """Search with this part and Whole song (the region's label is not in the row)."""
-        self.region_label = QLabel("Drag across the mix to choose a part.")
+        self.region_label = QLabel(region_hint(False))
         self.region_label.setWordWrap(True)
         self.search_region_button = QPushButton("Search with this part")
         self.search_region_button.setToolTip("Embed only the selected part and search again; "
@@ -130,6 +137,7 @@ class VoiceControls(QWidget):
         """No query: nothing to toggle, tap or search."""
         self.vocal_only.setChecked(False)
         self.vocal_note.setText("")
+        self._voice_alone = False
         self._shown_bpm = None
         self._taps.clear()
         self._settle.stop()
@@ -149,6 +157,8 @@ class VoiceControls(QWidget):
     def show_vocal(self, vocal_only: bool, note: str) -> None:
         self.vocal_only.setChecked(vocal_only)
         self.vocal_note.setText(note)
+        self._voice_alone = vocal_only
+        self._update_region()
 
     def show_tempo(self, bpm: float, source: str, confidence: float | None) -> None:
         """The tempo in use and where it came from (with the confidence of an estimate)."""
@@ -223,7 +233,7 @@ class VoiceControls(QWidget):
         elif sel is not None:
             text = f"Selected {sel[0]:.1f}–{sel[1]:.1f} s."
         else:
-            text = "Drag across the mix to choose a part." if ready else ""
+            text = region_hint(getattr(self, "_voice_alone", False)) if ready else ""
         self.region_label.setText(text)
 
 
@@ -283,7 +293,7 @@ def show_voice(panel: Any, r: Any) -> None:
         note = f"Recognised as {'a voice alone' if r.vocal_only else 'a mix'} ({level})."
     voice.show_vocal(bool(r.vocal_only), note)
     voice.vocal_note.setToolTip(check.describe() if check is not None else note)
-    panel.vocal_wave.set_title("Vocal (the file itself)" if r.vocal_only else "Separated vocal")
+    panel.vocal_wave.set_title(VOCAL_ALONE_TITLE if r.vocal_only else SEPARATED_TITLE)
     panel.mix_wave.set_title(VOICE_TITLE if r.vocal_only else MIX_TITLE)
     panel.stages.set_skipped("separate", "Not separated" if r.vocal_only else None,
                              why="A voice alone is searched as it is: there is nothing to separate.")

@@ -97,15 +97,21 @@ def test_the_voice_alone_toggle_runs_the_query_again_without_separating(qtbot, w
     assert not voice.vocal_only.isChecked() and "a mix" in voice.vocal_note.text()
     assert w.search_page.query_panel.vocal_wave.getPlotItem().titleLabel.text == "Separated vocal"
     assert w.search_page.query_panel.mix_wave.getPlotItem().titleLabel.text.startswith("Mix")
+    assert voice.region_label.text() == "Drag across the mix to choose a part."
     separations = CountingSeparator.calls
     with qtbot.waitSignal(w.search_page.query_finished, timeout=WAIT) as sig:
         qtbot.mouseClick(voice.vocal_only, Qt.MouseButton.LeftButton)
+        # while it runs, the waveforms are already titled for a voice alone, not the last query's
+        assert w.search_page.querying
+        assert w.search_page.query_panel.mix_wave.getPlotItem().titleLabel.text.startswith("Voice alone")
+        assert "file itself" in w.search_page.query_panel.vocal_wave.getPlotItem().titleLabel.text
     r2 = sig.args[0]
     assert r2 is not None and r2.vocal_only and r2.vocal_check is None, w.errors
     assert CountingSeparator.calls == separations  # nothing separated, not even a probe
     assert voice.vocal_only.isChecked() and "not separated" in voice.vocal_note.text()
     assert "file itself" in w.search_page.query_panel.vocal_wave.getPlotItem().titleLabel.text
     assert w.search_page.query_panel.mix_wave.getPlotItem().titleLabel.text.startswith("Voice alone")
+    assert voice.region_label.text() == "Drag across the voice to choose a part."
     np.testing.assert_array_equal(r2.stems.vocals.samples, r2.stems.mix.samples)
     with qtbot.waitSignals([w.search_page.analysis_finished, w.search_page.preview_finished],
                            timeout=WAIT):

@@ -281,6 +281,11 @@ def test_trainer_logs_typed_events_and_resumes(tmp_path: Path) -> None:
     assert logged == events  # what the CLI prints is what log.jsonl keeps
     assert any(isinstance(e, QSepTrainEvent) for e in events) and isinstance(events[-1], QSepValEvent)
     assert events[-1].step == first["steps"] and (out / "best.safetensors").is_file()
+    val = events[-1]
+    assert isinstance(val, QSepValEvent) and val.by_class and set(val.by_class) <= {"drums", "bass", "vocals", "other"}
+    # a log line written before the per-class figures existed still reads
+    old_line = json.dumps({k: v for k, v in val.to_dict().items() if k != "by_class"})
+    assert parse_qsep_event(old_line) == dataclasses.replace(val, by_class={})
     more: list[QSepEvent] = []
     again = train(data_dir=tmp_path / "mt", out_dir=out, config=dataclasses.replace(cfg, minutes=0.06),
                   resume=True, emit=more.append)

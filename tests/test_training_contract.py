@@ -64,7 +64,8 @@ EXAMPLES: list[Event] = [
     WarningEvent(message="2 songs could not be read", files=[("/b.wav", "corrupt")]),
     QSepResumeEvent(step=10, elapsed_s=60.0),
     QSepTrainEvent(step=10, elapsed_s=61.2, loss=0.5, rec=0.4, kl=1.5, latent=0.3, lr=0.001),
-    QSepValEvent(step=20, elapsed_s=120.0, val_sisdri_mean=3.2, val_sisdri_median=3.0),
+    QSepValEvent(step=20, elapsed_s=120.0, val_sisdri_mean=3.2, val_sisdri_median=3.0,
+                 by_class={"drums": 4.1, "bass": 1.5}),
 ]
 
 

@@ -323,8 +323,10 @@ class _Run:
         rows = evaluate_examples(model, self.val_set)
         gain = float(np.mean([r["si_sdr"] - r["si_sdr_mix"] for r in rows]))
         med = float(np.median([r["si_sdr"] - r["si_sdr_mix"] for r in rows]))
+        by_class = {c: round(float(np.median([r["si_sdr"] - r["si_sdr_mix"] for r in rows if r["class"] == c])), 3)
+                    for c in CLASSES if any(r["class"] == c for r in rows)}
         self.write(QSepValEvent(step=self.step, elapsed_s=round(self.elapsed, 1), val_sisdri_mean=round(gain, 3),
-                                val_sisdri_median=round(med, 3)))
+                                val_sisdri_median=round(med, 3), by_class=by_class))
         if gain > self.best:
             self.best, self.best_step = gain, self.step
             model.class_latents.copy_(class_means(model, self.train_songs, per_class=cfg.class_queries,

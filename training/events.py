@@ -251,13 +251,15 @@ class QSepTrainEvent(QSepEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class QSepValEvent(QSepEvent):
-    """A validation: the SI-SDR improvement (dB) on the fixed validation mixtures."""
+    """A validation: the SI-SDR improvement (dB) on the fixed validation mixtures (the mean
+    chooses the best model; ``by_class``: the median per target class, absent from older logs)."""
 
     kind: ClassVar[str] = "val"
     step: int
     elapsed_s: float
     val_sisdri_mean: float
     val_sisdri_median: float
+    by_class: dict[str, float] = field(default_factory=dict)
 
 
 QSEP_EVENTS: tuple[type[QSepEvent], ...] = (QSepResumeEvent, QSepTrainEvent, QSepValEvent)

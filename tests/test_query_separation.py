@@ -9,6 +9,7 @@ import dataclasses
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -217,6 +218,26 @@ def _fake_vocal_corpus(root: Path, *, seconds: float = 4.0) -> Path:
     return root
 
 
+def _one_song_multitracks(tmp_path: Path, *, validates: bool = False) -> Path:
+    """``tmp_path/mt``: one generated multitrack song in ``train`` (and the same in ``val``)."""
+    import shutil
+
+    from training.aqss_data import generate_multitracks
+
+    generate_multitracks(vocals_dir=_fake_vocal_corpus(tmp_path / "vocals"), out_dir=tmp_path / "mt", seed=3,
+                         split="train", count=1)
+    if validates:
+        shutil.copytree(tmp_path / "mt" / "train", tmp_path / "mt" / "val")
+    return tmp_path / "mt"
+
+
+def _one_song(tmp_path: Path) -> Any:
+    """That song, loaded (a ``training.aqss_data.Multitrack``)."""
+    from training.aqss_data import load_multitrack, song_folder
+
+    return load_multitrack(song_folder(_one_song_multitracks(tmp_path), "train", 0))
+
+
 def test_multitrack_generator_is_deterministic_and_stems_sum_to_the_mixture(tmp_path: Path) -> None:
     from training.aqss_data import (
         HELD_OUT,
@@ -256,10 +277,6 @@ def test_multitrack_generator_is_deterministic_and_stems_sum_to_the_mixture(tmp_
 
 
 def test_trainer_logs_typed_events_and_resumes(tmp_path: Path) -> None:
-    import dataclasses
-    import shutil
-
-    from training.aqss_data import generate_multitracks
     from training.aqss_train import TrainConfig, train
     from training.events import (
         QSepEvent,
@@ -269,9 +286,7 @@ def test_trainer_logs_typed_events_and_resumes(tmp_path: Path) -> None:
         parse_qsep_event,
     )
 
-    vocals = _fake_vocal_corpus(tmp_path / "vocals")
-    generate_multitracks(vocals_dir=vocals, out_dir=tmp_path / "mt", seed=3, split="train", count=1)
-    shutil.copytree(tmp_path / "mt" / "train", tmp_path / "mt" / "val")  # the one song validates too
+    _one_song_multitracks(tmp_path, validates=True)  # the one song validates too
     cfg = TrainConfig(batch_size=2, width=4, z_dim=4, minutes=0.03, checkpoint_minutes=0.01, val_examples=2,
                       class_queries=2, log_every=1)
     out = tmp_path / "run"
@@ -297,15 +312,10 @@ def test_the_first_losses_logged_after_a_resume_are_means_of_the_batches_run(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A run resumed between two log lines logs the mean of the batches since the resume (it
     divided by ``log_every``: the curve dipped to a fraction at every resume)."""
-    import shutil
-
     from training import aqss_train
-    from training.aqss_data import generate_multitracks
     from training.events import QSepTrainEvent
 
-    vocals = _fake_vocal_corpus(tmp_path / "vocals")
-    generate_multitracks(vocals_dir=vocals, out_dir=tmp_path / "mt", seed=3, split="train", count=1)
-    shutil.copytree(tmp_path / "mt" / "train", tmp_path / "mt" / "val")
+    _one_song_multitracks(tmp_path, validates=True)
 
     def constant_step(self: aqss_train._Run, frac: float) -> list[float]:
         self.step += 1
@@ -328,11 +338,9 @@ def test_the_first_losses_logged_after_a_resume_are_means_of_the_batches_run(
 
 
 def test_full_mixtures_take_every_other_stem_and_the_default_draws_as_before(tmp_path: Path) -> None:
-    from training.aqss_data import draw_mixture, generate_multitracks, load_multitrack, song_folder
+    from training.aqss_data import draw_mixture
 
-    vocals = _fake_vocal_corpus(tmp_path / "vocals")
-    generate_multitracks(vocals_dir=vocals, out_dir=tmp_path / "mt", seed=3, split="train", count=1)
-    song = load_multitrack(song_folder(tmp_path / "mt", "train", 0))
+    song = _one_song(tmp_path)
     full = [draw_mixture(song, np.random.default_rng(i), samples=8000, query_samples=16000, full_prob=1.0)
             for i in range(6)]
     for ex in full:
@@ -350,17 +358,9 @@ def test_full_mixtures_take_every_other_stem_and_the_default_draws_as_before(tmp
 def test_class_balanced_targets_draw_each_class_alike_and_the_default_draws_as_before(tmp_path: Path) -> None:
     from collections import Counter
 
-    from training.aqss_data import (
-        CLASS_OF,
-        draw_mixture,
-        generate_multitracks,
-        load_multitrack,
-        song_folder,
-    )
+    from training.aqss_data import CLASS_OF, draw_mixture
 
-    vocals = _fake_vocal_corpus(tmp_path / "vocals")
-    generate_multitracks(vocals_dir=vocals, out_dir=tmp_path / "mt", seed=3, split="train", count=1)
-    song = load_multitrack(song_folder(tmp_path / "mt", "train", 0))
+    song = _one_song(tmp_path)
     classes = {CLASS_OF[s] for s in song.present()}
     assert len(classes) == 4 and len(song.present()) == 6  # 3 "other" stems: unbalanced by stem
 
@@ -416,14 +416,9 @@ def test_separator_takes_any_spectrogram_size() -> None:
 
 
 def test_a_run_with_another_stft_trains_from_warm_weights_and_old_runs_resume(tmp_path: Path) -> None:
-    import shutil
-
-    from training.aqss_data import generate_multitracks
     from training.aqss_train import TrainConfig, train
 
-    vocals = _fake_vocal_corpus(tmp_path / "vocals")
-    generate_multitracks(vocals_dir=vocals, out_dir=tmp_path / "mt", seed=3, split="train", count=1)
-    shutil.copytree(tmp_path / "mt" / "train", tmp_path / "mt" / "val")
+    _one_song_multitracks(tmp_path, validates=True)
     base = TrainConfig(batch_size=2, width=4, z_dim=4, minutes=0.02, checkpoint_minutes=1.0, val_examples=2,
                        class_queries=2, log_every=1)
     train(data_dir=tmp_path / "mt", out_dir=tmp_path / "old", config=base)

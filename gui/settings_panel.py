@@ -279,6 +279,9 @@ class SettingsPanel(QScrollArea):
             return
         rows = "".join(f"<tr><td>{space}</td><td align='right'>&nbsp;{v.top1:.2f}</td>"
                        f"<td align='right'>&nbsp;{v.top5:.2f}</td></tr>" for space, v in q.spaces.items())
+        if q.chance_top1 > 0:  # what a random ranking scores, so the figures can be read
+            rows += (f"<tr><td><i>chance</i></td><td align='right'>&nbsp;<i>{q.chance_top1:.2f}</i></td>"
+                     f"<td align='right'>&nbsp;<i>{min(1.0, 5 * q.chance_top1):.2f}</i></td></tr>")
         full, _ = q.best_space(has_vocals=True)
         fast, _ = q.best_space(has_vocals=False)
         self.quality_label.setText(

@@ -27,7 +27,7 @@ def test_best_space_is_the_best_measured_one_the_library_can_serve() -> None:
     assert set(q.spaces) == {"vocal->mix", "mix->mix", "vocal->vocal", "[M,V]"}
     assert q.spaces["vocal->mix"] == SpaceQuality(0.55, 0.9)
     space, why = q.best_space(has_vocals=True)
-    assert space == "vocal->vocal" and "0.90" in why and "40 unseen singers" in why
+    assert space == "vocal->vocal" and "0.90" in why and "40 unseen singers" in why and "(chance 0.03)" in why
     space, why = q.best_space(has_vocals=False)  # a fast-mode library has no vocals
     assert space == "vocal->mix" and "full mode" in why
     assert "vocal->mix 0.55/0.90" in q.summary()
@@ -124,6 +124,8 @@ def test_settings_panel_shows_the_chosen_encoders_measured_quality(qapp: object,
     settings.set("model/encoder_checkpoint", str(run / "best.safetensors"))
     text = panel.quality_label.text()
     assert "40 unseen singers" in text and "0.55" in text
+    # the chance level (one singer in 40; five in 40 for top-5) is a row of its own
+    assert "<i>chance</i></td><td align='right'>&nbsp;<i>0.03</i></td><td align='right'>&nbsp;<i>0.12</i>" in text
     assert "searches vocal->vocal in a library indexed in full mode and vocal->mix in a fast one" in text
     settings.set("model/encoder_checkpoint", str(tmp_path / "nowhere.safetensors"))
     assert "Not measured" in panel.quality_label.text()

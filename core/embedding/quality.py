@@ -67,6 +67,8 @@ class Quality:
         best = max(usable, key=lambda s: (usable[s].top1, usable[s].top5, s == DEFAULT_SPACE))
         q = usable[best]
         why = f"{best} measured best for {self.name}: singer-ID top-1 {q.top1:.2f} on {self.protocol}"
+        if self.chance_top1 > 0:
+            why += f" (chance {self.chance_top1:.2f})"
         if not has_vocals and any(s in NEEDS_VOCALS for s in self.spaces):
             why += " (the vocal spaces need a library indexed in full mode)"
         return best, why

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
     from gui.drop_zone import DropZone
     from gui.history import HistoryPanel
+    from gui.note_label import NoteLabel
     from gui.query_panel import QueryPanel
     from gui.record_panel import RecordPanel
     from gui.results_model import ResultsModel
@@ -89,7 +90,7 @@ class SearchPage(SearchPreview):
     queue_remove_button: QPushButton
     record_panel: RecordPanel
     results_model: ResultsModel
-    results_note: QLabel
+    results_note: NoteLabel
     space_combo: QComboBox
     tap_shortcut: QShortcut
     tempo_check: QCheckBox

@@ -32,6 +32,7 @@ from gui.batch_export import BatchExporter
 from gui.drag_out import DragOut, ResultsTable
 from gui.drop_zone import DropZone
 from gui.history import HistoryPanel
+from gui.note_label import NoteLabel
 from gui.preview_panel import PreviewPanel
 from gui.query_panel import QueryPanel
 from gui.record_panel import RecordPanel
@@ -235,10 +236,9 @@ def _search_options(w: SearchPage) -> QHBoxLayout:
     w._window_keys = _WindowShortcutKeys(w)
     w.k_spin.installEventFilter(w._window_keys)
     w.k_spin.lineEdit().installEventFilter(w._window_keys)
-    w.results_note = QLabel("")
-    w.results_note.setWordWrap(True)
-    # a fixed height: a note appearing never moves the table under the pointer
-    w.results_note.setFixedHeight(w.results_note.fontMetrics().lineSpacing() * 2 + 4)
+    # two lines at a fixed height: a note appearing never moves the table under the pointer,
+    # and a longer one is cut at a word with "…" (whole in its tooltip), never clipped
+    w.results_note = NoteLabel(lines=2)
     opts = QHBoxLayout()
     opts.addWidget(QLabel("Search space"))
     opts.addWidget(w.space_combo)

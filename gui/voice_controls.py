@@ -47,6 +47,7 @@ def region_hint(voice_alone: bool) -> str:
     """What the region row says before a part is chosen, named after the upper waveform."""
     return f"Drag across the {'voice' if voice_alone else 'mix'} to choose a part."
 
+
 class VoiceControls(QWidget):
     """Voice alone (toggle), tempo (typed / tapped / estimated) and the searched region."""
 

@@ -17,14 +17,14 @@ from PySide6.QtWidgets import (
 
 from core.progress import Progress
 from gui.region_select import RegionWaveformView
-from gui.voice_controls import (
-    MIX_TITLE,
-    SEPARATED_TITLE,
-    VOCAL_ALONE_TITLE,
-    VOICE_TITLE,
-    VoiceControls,
-)
+from gui.voice_controls import VoiceControls
 from gui.waveform import Envelope, WaveformView
+
+#: The query's waveforms: the file as dropped (a mix, or a voice alone) and its vocal.
+MIX_TITLE = "Mix (drag across it to search with a part)"
+VOICE_TITLE = "Voice alone (drag across it to search with a part)"
+SEPARATED_TITLE = "Separated vocal"
+VOCAL_ALONE_TITLE = "Vocal (the file itself)"
 
 #: The stages of a query, in order, with the label shown.
 STAGES: tuple[tuple[str, str], ...] = (
@@ -202,9 +202,13 @@ class QueryPanel(QGroupBox):
             lab.setText("–")
         self.mix_wave.show_message("")
         self.vocal_wave.show_message("")
+        self.title_waves(voice_alone=voice_alone)
+        self.voice.clear()
+
+    def title_waves(self, *, voice_alone: bool) -> None:
+        """The two waveforms' titles: the file and its separated vocal, or a voice alone twice."""
         self.mix_wave.set_title(VOICE_TITLE if voice_alone else MIX_TITLE)
         self.vocal_wave.set_title(VOCAL_ALONE_TITLE if voice_alone else SEPARATED_TITLE)
-        self.voice.clear()
 
     def show_file(self, *, title: str, artist: str, duration: float | None) -> None:
         self.title_label.setText(title or "–")

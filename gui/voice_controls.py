@@ -36,13 +36,6 @@ TEMPO_SOURCES = {
 }
 
 
-#: The query's upper waveform: the file as dropped (a mix, or a voice alone).
-MIX_TITLE = "Mix (drag across it to search with a part)"
-VOICE_TITLE = "Voice alone (drag across it to search with a part)"
-SEPARATED_TITLE = "Separated vocal"
-VOCAL_ALONE_TITLE = "Vocal (the file itself)"
-
-
 def region_hint(voice_alone: bool) -> str:
     """What the region row says before a part is chosen, named after the upper waveform."""
     return f"Drag across the {'voice' if voice_alone else 'mix'} to choose a part."
@@ -138,7 +131,6 @@ class VoiceControls(QWidget):
         """No query: nothing to toggle, tap or search."""
         self.vocal_only.setChecked(False)
         self.vocal_note.setText("")
-        self._voice_alone = False
         self._shown_bpm = None
         self._taps.clear()
         self._settle.stop()
@@ -158,7 +150,6 @@ class VoiceControls(QWidget):
     def show_vocal(self, vocal_only: bool, note: str) -> None:
         self.vocal_only.setChecked(vocal_only)
         self.vocal_note.setText(note)
-        self._voice_alone = vocal_only
         self._update_region()
 
     def show_tempo(self, bpm: float, source: str, confidence: float | None) -> None:
@@ -234,7 +225,7 @@ class VoiceControls(QWidget):
         elif sel is not None:
             text = f"Selected {sel[0]:.1f}–{sel[1]:.1f} s."
         else:
-            text = region_hint(getattr(self, "_voice_alone", False)) if ready else ""
+            text = region_hint(self.vocal_only.isChecked()) if ready else ""
         self.region_label.setText(text)
 
 
@@ -294,8 +285,7 @@ def show_voice(panel: Any, r: Any) -> None:
         note = f"Recognised as {'a voice alone' if r.vocal_only else 'a mix'} ({level})."
     voice.show_vocal(bool(r.vocal_only), note)
     voice.vocal_note.setToolTip(check.describe() if check is not None else note)
-    panel.vocal_wave.set_title(VOCAL_ALONE_TITLE if r.vocal_only else SEPARATED_TITLE)
-    panel.mix_wave.set_title(VOICE_TITLE if r.vocal_only else MIX_TITLE)
+    panel.title_waves(voice_alone=bool(r.vocal_only))
     panel.stages.set_skipped("separate", "Not separated" if r.vocal_only else None,
                              why="A voice alone is searched as it is: there is nothing to separate.")
     analysed = r.analysis is not None and r.auto_analysis is not None

@@ -113,8 +113,8 @@ def excerpt_samples(cfg: QSepConfig, frames: int | None = None) -> int:
 
 #: Lengths (samples at 16 kHz) of the validation mixtures and their queries: those of the first
 #: model's excerpts (the default config's), kept for every STFT so runs compare.
-VAL_SAMPLES = excerpt_samples(QSepConfig())
-VAL_QUERY_SAMPLES = excerpt_samples(QSepConfig(), QSepConfig().query_frames)
+_FIRST = QSepConfig()
+VAL_SAMPLES, VAL_QUERY_SAMPLES = excerpt_samples(_FIRST), excerpt_samples(_FIRST, _FIRST.query_frames)
 
 
 def fixed_examples(songs: list[Multitrack], n: int, *, seed: int, samples: int, query_samples: int,
@@ -321,10 +321,10 @@ class _Run:
         """Validate; keep the best model (with class-mean latents); save the resumable state."""
         cfg, model, out_dir = self.cfg, self.model, self.out_dir
         rows = evaluate_examples(model, self.val_set)
-        gain = float(np.mean([r["si_sdr"] - r["si_sdr_mix"] for r in rows]))
-        med = float(np.median([r["si_sdr"] - r["si_sdr_mix"] for r in rows]))
-        by_class = {c: round(float(np.median([r["si_sdr"] - r["si_sdr_mix"] for r in rows if r["class"] == c])), 3)
-                    for c in CLASSES if any(r["class"] == c for r in rows)}
+        gains = np.array([r["si_sdr"] - r["si_sdr_mix"] for r in rows])
+        classes = np.array([r["class"] for r in rows])
+        gain, med = float(gains.mean()), float(np.median(gains))
+        by_class = {c: round(float(np.median(gains[classes == c])), 3) for c in CLASSES if (classes == c).any()}
         self.write(QSepValEvent(step=self.step, elapsed_s=round(self.elapsed, 1), val_sisdri_mean=round(gain, 3),
                                 val_sisdri_median=round(med, 3), by_class=by_class))
         if gain > self.best:

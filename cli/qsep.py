@@ -56,6 +56,9 @@ def register(subparsers: Any) -> None:
     t.add_argument("--class-balanced", action="store_true",
                    help="draw each training target's class first, so drums and bass are targets as often "
                         "as all 'other' stems together (default: every stem alike)")
+    t.add_argument("--wave-loss", type=float, default=0.0, metavar="W",
+                   help="add the separated waveform's negative SDR (dB) to the losses with weight W, "
+                        "e.g. 0.01 (default 0: the paper's three losses only)")
     t.add_argument("--init", type=Path, default=None, metavar="MODEL",
                    help="start from these weights (a .safetensors file, any STFT) instead of random ones")
     t.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
@@ -87,7 +90,7 @@ def train_handler(args: argparse.Namespace) -> int:
                       seed=args.seed, minutes=args.minutes, checkpoint_minutes=args.checkpoint_minutes,
                       n_fft=args.n_fft, hop=args.hop, segment_frames=args.segment_frames,
                       query_frames=args.query_frames, full_mix_prob=args.full_mix_prob,
-                      class_balanced=args.class_balanced,
+                      class_balanced=args.class_balanced, wave_weight=args.wave_loss,
                       init=str(args.init) if args.init else "")
     result = train(data_dir=args.data, out_dir=args.out, config=cfg, resume=args.resume,
                    threads=args.threads, device_name=args.device,

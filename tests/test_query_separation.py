@@ -26,6 +26,7 @@ from core.separation.by_example import (
     latent_loss,
     losses,
     reconstruction_loss,
+    sdr_loss,
     separate_with_query,
     si_sdr,
     slerp,
@@ -103,6 +104,43 @@ def test_total_loss_combines_the_three_terms_with_their_weights() -> None:
     assert float(out.total.detach()) == pytest.approx(float(parts.detach()), rel=1e-5)
     out.total.backward()
     assert m.query_net.head.weight.grad is not None and m.separator.out.weight.grad is not None
+
+
+def test_sdr_loss_against_a_hand_computed_case() -> None:
+    s = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 2.0, 0.0, 0.0]])
+    e = torch.tensor([[0.5, 0.0, 0.0, 0.0], [0.0, 2.0, 0.2, 0.0]])
+    # row 0: 10 log10(1 / 0.25) = 6.02 dB; row 1: 10 log10(4 / 0.04) = 20 dB
+    assert float(sdr_loss(s, e)) == pytest.approx(-(10 * math.log10(4.0) + 20.0) / 2, rel=1e-4)
+    # each example counts alike whatever its level
+    assert float(sdr_loss(100 * s, 100 * e)) == pytest.approx(float(sdr_loss(s, e)), rel=1e-4)
+    assert math.isfinite(float(sdr_loss(torch.zeros(1, 4), torch.zeros(1, 4))))
+
+
+def test_the_waveform_loss_adds_the_separated_waveforms_sdr_with_its_weight() -> None:
+    m = tiny_model().train()
+    n = (TINY.segment_frames - 1) * TINY.hop
+    rng = np.random.default_rng(3)
+    target = torch.from_numpy((0.2 * rng.standard_normal((2, n))).astype(np.float32))
+    mix = target + torch.from_numpy((0.2 * rng.standard_normal((2, n))).astype(np.float32))
+    spec = m.stft(mix)
+    mag, tmag = spec.abs()[:, None], m.stft(target).abs()[:, None]
+    plain = losses(m, mag, tmag, tmag, kl_weight=0.1, latent_weight=0.1, generator=torch.Generator().manual_seed(1))
+    out = losses(m, mag, tmag, tmag, kl_weight=0.1, latent_weight=0.1, generator=torch.Generator().manual_seed(1),
+                 wave_weight=0.5, mix_spec=spec, target_wave=target)
+    assert float(plain.wave) == 0.0
+    # the term is the SDR of the mixture's STFT under the model's mask, back in the time domain
+    # (the mixture's phase: the estimate the app plays), with the same sampled z
+    with torch.no_grad():
+        mu, logvar = m.encode(tmag)
+        eps = torch.randn(mu.shape, generator=torch.Generator().manual_seed(1))
+        mask = m.mask(mag, mu + eps * torch.exp(0.5 * logvar))
+        expected = sdr_loss(target, m.istft(spec * mask[:, 0], n))
+    assert float(out.wave.detach()) == pytest.approx(float(expected), rel=1e-4)
+    assert float(out.total.detach()) == pytest.approx(float((plain.total + 0.5 * out.wave).detach()), rel=1e-5)
+    out.total.backward()
+    assert m.separator.out.weight.grad is not None
+    with pytest.raises(ValueError, match="waveform"):
+        losses(m, mag, tmag, tmag, kl_weight=0.1, latent_weight=0.1, wave_weight=0.5)
 
 
 def test_slerp_endpoints_and_midpoint() -> None:
@@ -319,7 +357,7 @@ def test_the_first_losses_logged_after_a_resume_are_means_of_the_batches_run(
 
     def constant_step(self: aqss_train._Run, frac: float) -> list[float]:
         self.step += 1
-        return [1.0, 0.5, 2.0, 0.25]
+        return [1.0, 0.5, 2.0, 0.25, -3.0]
 
     monkeypatch.setattr(aqss_train._Run, "train_step", constant_step)
     cfg = aqss_train.TrainConfig(batch_size=2, width=4, z_dim=4, minutes=0.002, checkpoint_minutes=1.0,
@@ -334,7 +372,7 @@ def test_the_first_losses_logged_after_a_resume_are_means_of_the_batches_run(
                      resume=True, emit=events.append)
     logged = [e for e in events if isinstance(e, QSepTrainEvent)]
     assert logged and logged[0].step == 4004
-    assert all((e.loss, e.rec, e.kl, e.latent) == (1.0, 0.5, 2.0, 0.25) for e in logged)
+    assert all((e.loss, e.rec, e.kl, e.latent, e.wave) == (1.0, 0.5, 2.0, 0.25, -3.0) for e in logged)
 
 
 def test_full_mixtures_take_every_other_stem_and_the_default_draws_as_before(tmp_path: Path) -> None:
@@ -424,13 +462,13 @@ def test_a_run_with_another_stft_trains_from_warm_weights_and_old_runs_resume(tm
     train(data_dir=tmp_path / "mt", out_dir=tmp_path / "old", config=base)
     # A run saved before the STFT settings existed resumes (they default to what it used).
     state = torch.load(tmp_path / "old" / "state.pt", weights_only=False)
-    for key in ("n_fft", "hop", "segment_frames", "query_frames", "full_mix_prob", "class_balanced"):
+    for key in ("n_fft", "hop", "segment_frames", "query_frames", "full_mix_prob", "class_balanced", "wave_weight"):
         del state["config"][key]
     torch.save(state, tmp_path / "old" / "state.pt")
     train(data_dir=tmp_path / "mt", out_dir=tmp_path / "old", config=dataclasses.replace(base, minutes=0.04),
           resume=True)
     new = dataclasses.replace(base, n_fft=1024, hop=512, segment_frames=32, query_frames=64, full_mix_prob=0.5,
-                              init=str(tmp_path / "old" / "best.safetensors"))
+                              wave_weight=0.02, init=str(tmp_path / "old" / "best.safetensors"))
     # With no time to train, the new run's model is the warm start: the old U-Net, unchanged.
     r0 = train(data_dir=tmp_path / "mt", out_dir=tmp_path / "new0", config=dataclasses.replace(new, minutes=0.0))
     before, after = QuerySeparator.load(tmp_path / "old" / "best.safetensors"), QuerySeparator.load(r0["best_path"])
@@ -440,14 +478,21 @@ def test_a_run_with_another_stft_trains_from_warm_weights_and_old_runs_resume(tm
     # resumed without naming the weights it started from (they are in state.pt by then)
     train(data_dir=tmp_path / "mt", out_dir=tmp_path / "new", config=dataclasses.replace(new, init="", minutes=0.03),
           resume=True)
-    with pytest.raises(TrainingError, match="other settings"):  # but not with another STFT
-        train(data_dir=tmp_path / "mt", out_dir=tmp_path / "new", resume=True,
-              config=dataclasses.replace(new, n_fft=2048, minutes=0.04))
+    for changed in ({"n_fft": 2048}, {"wave_weight": 0.0}):  # but not with another STFT or loss
+        with pytest.raises(TrainingError, match="other settings"):
+            train(data_dir=tmp_path / "mt", out_dir=tmp_path / "new", resume=True,
+                  config=dataclasses.replace(new, minutes=0.04, **changed))
+    # the waveform loss was trained with and logged
+    from training.events import QSepTrainEvent, parse_qsep_event
+    logged = [parse_qsep_event(line) for line in (tmp_path / "new" / "log.jsonl").read_text().splitlines()]
+    steps = [e for e in logged if isinstance(e, QSepTrainEvent)]
+    assert steps and all(e.wave != 0.0 for e in steps)
     cfg = QuerySeparator.load(r["best_path"]).config
     assert (cfg.n_fft, cfg.hop, cfg.segment_frames, cfg.query_frames) == (1024, 512, 32, 64)
     # The weights it started from stay on record after the resume that did not name them,
     # whether or not that resume saved a new best model.
     assert cfg.training["init"] == new.init and cfg.training["full_mix_prob"] == 0.5
+    assert cfg.training["wave_weight"] == 0.02
     assert torch.load(tmp_path / "new" / "state.pt", weights_only=False)["config"]["init"] == new.init
 
 

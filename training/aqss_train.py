@@ -56,6 +56,7 @@ class TrainConfig:
     query_frames: int = 128
     full_mix_prob: float = 0.0     # share of training mixtures that are the whole song
     class_balanced: bool = False   # targets drawn class first (drums, bass, vocals, other alike)
+    wave_weight: float = 0.0       # weight of the waveform SDR loss (0: the paper's three losses only)
     init: str = ""                 # weights to start from (a model file), or "" for random
 
     def identity(self) -> dict[str, Any]:
@@ -71,7 +72,7 @@ class TrainConfig:
 #: Settings added after runs were saved: a saved run without them used these values.
 _LATER_SETTINGS = {k: TrainConfig.__dataclass_fields__[k].default
                    for k in ("n_fft", "hop", "segment_frames", "query_frames", "full_mix_prob",
-                             "class_balanced")}
+                             "class_balanced", "wave_weight")}
 
 
 def warm_start(model: QuerySeparator, source: QuerySeparator) -> list[str]:
@@ -278,7 +279,7 @@ class _Run:
         last_ckpt = self.elapsed
         t_mark = time.perf_counter()
         self.model.train()
-        sums, summed = np.zeros(4), 0  # since the last log line (fewer right after a resume)
+        sums, summed = np.zeros(5), 0  # since the last log line (fewer right after a resume)
         while self.elapsed < budget:
             sums += self.train_step(self.elapsed / budget)
             summed += 1
@@ -290,7 +291,7 @@ class _Run:
                 summed = 0
                 self.write(QSepTrainEvent(step=self.step, elapsed_s=round(self.elapsed, 1), loss=round(s[0], 5),
                                           rec=round(s[1], 5), kl=round(s[2], 4), latent=round(s[3], 4),
-                                          lr=float(self.opt.param_groups[0]["lr"])))
+                                          wave=round(s[4], 4), lr=float(self.opt.param_groups[0]["lr"])))
                 sums[:] = 0
             if self.elapsed - last_ckpt >= cfg.checkpoint_minutes * 60.0:
                 self.checkpoint()
@@ -298,7 +299,8 @@ class _Run:
                 t_mark = time.perf_counter()
 
     def train_step(self, frac: float) -> list[float]:
-        """One batch at ``frac`` of the budget (cosine learning rate); its four losses."""
+        """One batch at ``frac`` of the budget (cosine learning rate); its five losses (total,
+        reconstruction, KL, latent, waveform)."""
         cfg, model = self.cfg, self.model
         batch = [draw_mixture(self.train_songs[int(self.rng.integers(len(self.train_songs)))], self.rng,
                               samples=self.samples, query_samples=self.qsamples,
@@ -306,16 +308,20 @@ class _Run:
                  for _ in range(cfg.batch_size)]
         for g in self.opt.param_groups:
             g["lr"] = cfg.lr * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * frac)))
-        out = losses(model, magnitudes(model, np.stack([e.mix for e in batch])),
-                     magnitudes(model, np.stack([e.target for e in batch])),
+        mix = torch.from_numpy(np.stack([e.mix for e in batch])).to(model.device)
+        target = np.stack([e.target for e in batch])
+        mix_spec = model.stft(mix)
+        out = losses(model, mix_spec.abs()[:, None], magnitudes(model, target),
                      magnitudes(model, np.stack([e.query for e in batch])),
-                     kl_weight=cfg.kl_weight, latent_weight=cfg.latent_weight, generator=self.gen)
+                     kl_weight=cfg.kl_weight, latent_weight=cfg.latent_weight, generator=self.gen,
+                     wave_weight=cfg.wave_weight, mix_spec=mix_spec,
+                     target_wave=torch.from_numpy(target).to(model.device))
         self.opt.zero_grad()
         out.total.backward()  # type: ignore[no-untyped-call]
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         self.opt.step()
         self.step += 1
-        return [float(v.detach()) for v in (out.total, out.reconstruction, out.kl, out.latent)]
+        return [float(v.detach()) for v in (out.total, out.reconstruction, out.kl, out.latent, out.wave)]
 
     def checkpoint(self) -> None:
         """Validate; keep the best model (with class-mean latents); save the resumable state."""

@@ -247,6 +247,7 @@ class QSepTrainEvent(QSepEvent):
     kl: float
     latent: float
     lr: float
+    wave: float = 0.0   # the waveform SDR loss (negative dB; 0 in runs without it and older logs)
 
 
 @dataclass(frozen=True, kw_only=True)

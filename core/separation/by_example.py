@@ -319,6 +319,7 @@ class Losses:
     reconstruction: torch.Tensor
     kl: torch.Tensor
     latent: torch.Tensor
+    wave: torch.Tensor      # the waveform SDR term (0 when it is not used)
 
 
 def reconstruction_loss(estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -336,9 +337,24 @@ def latent_loss(z: torch.Tensor, z_again: torch.Tensor) -> torch.Tensor:
     return (z - z_again).abs().mean()
 
 
+def sdr_loss(target: torch.Tensor, estimate: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Negative SDR in dB, ``-10 log10(|s|^2 / |s - e|^2)``, of waveforms ``(B, n)``, mean over
+    the batch (``eps`` keeps a silent target finite). Each example counts alike whatever its
+    level, and the loudest bins, where a bass line's energy is, weigh most within it."""
+    num = target.pow(2).sum(dim=-1) + eps
+    den = (target - estimate).pow(2).sum(dim=-1) + eps
+    return -(10.0 * torch.log10(num / den)).mean()
+
+
 def losses(model: QuerySeparator, mix_mag: torch.Tensor, target_mag: torch.Tensor, query_mag: torch.Tensor,
-           *, kl_weight: float, latent_weight: float, generator: torch.Generator | None = None) -> Losses:
-    """The three objectives on a batch (magnitudes ``(B, 1, bins, frames)``).
+           *, kl_weight: float, latent_weight: float, generator: torch.Generator | None = None,
+           wave_weight: float = 0.0, mix_spec: torch.Tensor | None = None,
+           target_wave: torch.Tensor | None = None) -> Losses:
+    """The three objectives on a batch (magnitudes ``(B, 1, bins, frames)``), and optionally a
+    fourth: with ``wave_weight`` > 0, the mixture's complex STFT ``mix_spec`` ``(B, bins, frames)``
+    and the target's waveform ``target_wave`` ``(B, n)``, the masked mixture is turned back into
+    a waveform (the mixture's phase, as at inference) and :func:`sdr_loss` is added with that
+    weight, so training also optimises the SDR the separation is measured by.
 
     ``z`` is sampled from the query's posterior (reparameterised); the latent regressor
     re-encodes the separated estimate and pulls its mean back to that ``z`` (held fixed, so
@@ -347,12 +363,20 @@ def losses(model: QuerySeparator, mix_mag: torch.Tensor, target_mag: torch.Tenso
     mu, logvar = model.encode(query_mag)
     eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
     z = mu + eps * torch.exp(0.5 * logvar)
-    estimate = model.mask(mix_mag, z) * mix_mag
+    mask = model.mask(mix_mag, z)
+    estimate = mask * mix_mag
     rec = reconstruction_loss(estimate, target_mag)
     kl = kl_loss(mu, logvar)
     z_again, _ = model.encode(estimate)
     lat = latent_loss(z.detach(), z_again)
-    return Losses(rec + kl_weight * kl + latent_weight * lat, rec, kl, lat)
+    total = rec + kl_weight * kl + latent_weight * lat
+    wave = torch.zeros((), device=rec.device)
+    if wave_weight > 0.0:
+        if mix_spec is None or target_wave is None:
+            raise ValueError("the waveform loss needs the mixture's STFT and the target's waveform")
+        wave = sdr_loss(target_wave, model.istft(mix_spec * mask[:, 0], target_wave.shape[-1]))
+        total = total + wave_weight * wave
+    return Losses(total, rec, kl, lat, wave)
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, alpha: float) -> torch.Tensor:

@@ -44,65 +44,9 @@ from core.audio.decode import Audio, resample  # noqa: E402
 from core.registry import load_query_separator  # noqa: E402
 from core.separation.by_example import QuerySeparator, separate_with_query, si_sdr  # noqa: E402
 from training.aqss_data import CLASS_OF, CLASSES, STEMS, Multitrack, load_split  # noqa: E402
+from training.aqss_eval import bss_sdr, evaluate_songs  # noqa: E402
 
 QUERY_SECONDS = 2.0
-
-
-def bss_sdr(refs: list[np.ndarray], ests: list[np.ndarray]) -> list[float]:
-    """BSS-eval SDR (512-tap distortion filter) of each estimate against its reference."""
-    import fast_bss_eval
-
-    r = np.stack(refs)[:, None, :].astype(np.float64)
-    e = np.stack(ests)[:, None, :].astype(np.float64)
-    return [float(v) for v in np.asarray(fast_bss_eval.sdr(r, e, clamp_db=100.0)).ravel()]
-
-
-def query_of(stem: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray:
-    """A 2-s stretch of ``stem`` where it plays (the loudest of 8 random tries)."""
-    n = int(QUERY_SECONDS * sr)
-    starts = rng.integers(0, len(stem) - n + 1, size=8)
-    best = max(starts, key=lambda s: float(np.mean(stem[s:s + n] ** 2)))
-    return stem[int(best):int(best) + n]
-
-
-def separate(model: QuerySeparator, mix: np.ndarray, sr: int, *, query: np.ndarray | None = None,
-             source_class: str | None = None, iterations: int = 0) -> np.ndarray:
-    res = separate_with_query(model, Audio(mix[None].astype(np.float32), sr),
-                              query=None if query is None else Audio(query[None].astype(np.float32), sr),
-                              source_class=source_class, iterations=iterations)
-    return res.source.samples[0]
-
-
-def evaluate_songs(model: QuerySeparator, songs: list[Multitrack], *, targets: str = "all",
-                   modes: tuple[str, ...] = ("gt", "class", "iterative"), seed: int = 0) -> list[dict[str, Any]]:
-    """One row per (song, target stem): SDR and SI-SDR of the mixture and of each mode."""
-    rows = []
-    rng = np.random.default_rng([seed, 0xBE4C])
-    for song in songs:
-        sr = int(song.meta["sr"])
-        present = song.present()
-        mix = np.sum([song.stems[s] for s in present], axis=0)
-        names = present if targets == "all" else [song.meta["held_out_part"]]
-        for name in names:
-            target = song.stems[name]
-            cls = CLASS_OF[name]
-            ests = {}
-            q = query_of(target, sr, rng)
-            if "gt" in modes:
-                ests["gt"] = separate(model, mix, sr, query=q)
-            if "class" in modes:
-                ests["class"] = separate(model, mix, sr, source_class=cls)
-            if "iterative" in modes:
-                ests["iterative"] = separate(model, mix, sr, source_class=cls, iterations=1)
-            keys = ["mix", *ests]
-            sdrs = bss_sdr([target] * len(keys), [mix, *ests.values()])
-            row = {"song": song.folder.name, "target": name, "class": cls,
-                   "program": song.meta["programs"].get(name)}
-            for k, v in zip(keys, sdrs, strict=True):
-                row[f"sdr_{k}"] = v
-                row[f"si_sdr_{k}"] = si_sdr(target, mix if k == "mix" else ests[k])
-            rows.append(row)
-    return rows
 
 
 def spleeter_vocals(songs: list[Multitrack]) -> list[dict[str, Any]]:

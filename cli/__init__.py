@@ -47,6 +47,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                     "generate multitrack songs (one stem per part) for the query-based separator"),
     "train-qsep": ("cli.qsep",
                    "train the query-based separator on multitracks from 'crossmix multitracks'"),
+    "calibrate-qsep": ("cli.qsep",
+                       "set a trained query separator's class latents and mask power on the 'val' split"),
 }
 
 

@@ -1,5 +1,5 @@
-"""``crossmix multitracks`` and ``crossmix train-qsep``: data and training of the query-based
-separator (Lee, Choi & Lee)."""
+"""``crossmix multitracks``, ``crossmix train-qsep`` and ``crossmix calibrate-qsep``: data,
+training and calibration of the query-based separator (Lee, Choi & Lee)."""
 
 from __future__ import annotations
 
@@ -67,6 +67,26 @@ def register(subparsers: Any) -> None:
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.set_defaults(func=train_handler)
 
+    c = subparsers.add_parser(
+        "calibrate-qsep",
+        help="set a trained query separator's class latents and mask power on the 'val' split",
+        description=(
+            "Recompute a trained separator's class-mean latents from more training queries and choose "
+            "the power its masks are raised to at inference, by the median SDR on the 'val' split's "
+            "whole songs (GT query and class mean, drums, bass and vocals; never a test split). "
+            "Writes a new model; the figures of every candidate are kept in its config."),
+    )
+    c.add_argument("--model", type=Path, required=True, help="a trained model (.safetensors, with its .json)")
+    c.add_argument("--data", type=Path, required=True, help="folder made by 'crossmix multitracks'")
+    c.add_argument("-o", "--out", type=Path, required=True, help="the calibrated model (NAME.safetensors)")
+    c.add_argument("--powers", default="1,1.5,2", metavar="P,...",
+                   help="mask powers to try (default 1,1.5,2)")
+    c.add_argument("--class-queries", type=int, default=480, metavar="N",
+                   help="training queries per class for the class-mean latents (default 480)")
+    c.add_argument("--songs", type=int, default=None, metavar="N", help="use the first N validation songs")
+    c.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    c.set_defaults(func=calibrate_handler)
+
 
 def data_handler(args: argparse.Namespace) -> int:
     from training.aqss_data import generate_multitracks
@@ -97,4 +117,21 @@ def train_handler(args: argparse.Namespace) -> int:
                    emit=lambda event: print(event.to_json(), flush=True))
     print(f"best validation SI-SDR improvement {result['best_val_sisdri']:.2f} dB at step "
           f"{result['best_step']} -> {result['best_path']}")
+    return 0
+
+
+def calibrate_handler(args: argparse.Namespace) -> int:
+    import torch
+
+    from core.errors import TrainingError
+    from training.aqss_eval import calibrate
+
+    try:
+        powers = [float(x) for x in args.powers.split(",") if x.strip()]
+    except ValueError:
+        raise TrainingError(f"--powers takes numbers separated by commas, e.g. 1,1.5,2 (not {args.powers!r}).") from None
+    torch.set_num_threads(max(1, args.threads))
+    cal = calibrate(args.model, args.data, args.out, powers=powers, class_queries=args.class_queries,
+                    songs=args.songs, log=lambda m: print(m, flush=True))
+    print(f"mask power {cal.mask_power:g}, class latents from {cal.class_queries} queries a class -> {cal.path}")
     return 0

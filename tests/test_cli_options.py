@@ -35,6 +35,7 @@ EXPECTED: dict[str, set[str]] = {
     "corpus": set(),  # synthesis only
     "multitracks": set(),
     "train-qsep": {"--device"},
+    "calibrate-qsep": set(),  # CPU, the validation split
 }
 
 

@@ -530,6 +530,47 @@ def tiny_weights(tmp_path: Path) -> Path:
     return m.save(tmp_path / "tiny-qsep")
 
 
+def test_the_mask_power_sharpens_the_mask_at_inference_only() -> None:
+    m = tiny_model()
+    mag = torch.rand(2, 1, TINY.bins, TINY.segment_frames)
+    z = torch.randn(2, TINY.z_dim)
+    plain = m.separate_magnitude(mag, z)
+    m.config.mask_power = 2.0
+    assert torch.allclose(m.separate_magnitude(mag, z), plain.pow(2.0))
+    assert torch.allclose(m.mask(mag, z), plain)  # training sees the network's own mask
+    assert "mask_power" not in m.config.architecture()
+    # a model saved before the setting existed loads with power 1
+    assert QSepConfig.from_dict({k: v for k, v in TINY.to_dict().items() if k != "mask_power"}).mask_power == 1.0
+
+
+def test_calibrate_keeps_the_mask_power_with_the_best_validation_figures(
+        tmp_path: Path, tiny_weights: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cli import main
+
+    mt = _one_song_multitracks(tmp_path, validates=True)
+    out = tmp_path / "calibrated"
+    assert main(["calibrate-qsep", "--model", str(tiny_weights), "--data", str(mt), "-o", str(out),
+                 "--powers", "1,3", "--class-queries", "3"]) == 0
+    assert "mask power 3:" in capsys.readouterr().out
+    before, after = QuerySeparator.load(tiny_weights), QuerySeparator.load(out.with_suffix(".safetensors"))
+    cal = after.config.training["calibration"]
+    assert cal["split"] == "val" and cal["class_queries"] == 3 and set(cal["figures"]) == {"1", "3"}
+    figs = cal["figures"]
+    assert set(figs["1"]) == {"drums_gt", "drums_class", "bass_gt", "bass_class", "vocals_gt", "vocals_class", "mean"}
+    assert figs["1"] != figs["3"]  # the power changes what is separated
+    assert after.config.mask_power == float(max(figs, key=lambda p: figs[p]["mean"]))
+    # new class latents from training queries; the networks are the same
+    assert not torch.equal(after.class_latents, before.class_latents)
+    for name, value in before.separator.state_dict().items():
+        assert torch.equal(after.separator.state_dict()[name], value), name
+    assert main(["calibrate-qsep", "--model", str(tiny_weights), "--data", str(mt), "-o", str(out),
+                 "--powers", "1,sharp"]) == 1
+    assert "--powers takes numbers" in capsys.readouterr().err
+    assert main(["calibrate-qsep", "--model", str(tiny_weights), "--data", str(mt), "-o", str(out),
+                 "--powers", "0"]) == 1
+    assert "positive" in capsys.readouterr().err
+
+
 def _song(tmp_path: Path, seconds: float = 3.0) -> Path:
     rng = np.random.default_rng(2)
     x = (0.2 * rng.standard_normal((int(44100 * seconds), 2))).astype(np.float32)

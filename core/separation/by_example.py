@@ -72,6 +72,7 @@ class QSepConfig:
     segment_frames: int = 64        # frames per separated segment (as trained; about 1 s)
     query_frames: int = 128         # frames of a training query (about 2 s)
     kernel: int = 3                 # U-Net encoder kernel
+    mask_power: float = 1.0         # at inference the mask is raised to this power (chosen on validation)
     name: str = DEFAULT_MODEL_NAME
     classes: tuple[str, ...] = CLASSES
     training: dict[str, Any] = field(default_factory=dict)
@@ -83,8 +84,8 @@ class QSepConfig:
 
     def architecture(self) -> dict[str, Any]:
         d = asdict(self)
-        d.pop("training")
-        d.pop("name")
+        for k in ("training", "name", "mask_power"):
+            d.pop(k)
         return d
 
     def to_dict(self) -> dict[str, Any]:
@@ -244,11 +245,17 @@ class QuerySeparator(nn.Module):
     def separate_magnitude(self, mix_mag: torch.Tensor, z: torch.Tensor, *, iterations: int = 0) -> torch.Tensor:
         """Mask for ``mix_mag`` ``(B, 1, bins, frames)`` given ``z`` ``(B, z_dim)``; with
         ``iterations`` > 0 the estimate is re-encoded by the Query-net and separated again
-        (the paper's iterative method), that many times."""
-        m = self.mask(mix_mag, z)
+        (the paper's iterative method), that many times. Each mask is raised to
+        ``config.mask_power`` (a sharper soft mask above 1)."""
+        p = self.config.mask_power
+
+        def sharpened(m: torch.Tensor) -> torch.Tensor:
+            return m if p == 1.0 else m.pow(p)
+
+        m = sharpened(self.mask(mix_mag, z))
         for _ in range(iterations):
             z, _ = self.encode(m * mix_mag)
-            m = self.mask(mix_mag, z)
+            m = sharpened(self.mask(mix_mag, z))
         return m
 
     # --- weights --------------------------------------------------------------------------

@@ -209,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.process_time()
     test = load_split(args.data, args.split, limit=args.songs)
     rows = evaluate_songs(model, test, modes=modes)
-    summary = {"split": args.split, "songs": len(test), "per_class": summarise(rows, modes)}
+    summary = {"split": args.split, "songs": len(test), "mask_power": model.config.mask_power,
+               "per_class": summarise(rows, modes)}
     if args.split == "test":
         zs = load_split(args.data, "zeroshot", limit=args.songs)
         zrows = evaluate_songs(model, zs, targets="held_out", modes=("gt", "class"))

@@ -174,3 +174,35 @@ def test_the_flags_module_imports_no_model() -> None:
                          timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "False"]
+
+
+def _readme_commands() -> list[str]:
+    """The README's command summary: one entry per ``crossmix ...`` line, with its continuation lines."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = text[text.index("\ncrossmix                       open the app"):]
+    block = block[:block.index("```")]
+    entries: list[str] = []
+    for line in block.strip("\n").splitlines():
+        if line.startswith("crossmix"):
+            entries.append(line)
+        else:
+            entries[-1] += " " + line.strip()
+    return entries
+
+
+def test_the_readme_lists_every_command_with_flags_that_exist() -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert not re.search(r"^(<<<<<<<|=======|>>>>>>>)", text, re.M), "merge-conflict markers in the README"
+    named: set[str] = set()
+    for entry in _readme_commands():
+        words = entry.split()
+        if words[1] in ("open", "SONG"):
+            continue  # 'crossmix' and 'crossmix SONG': the app
+        command = words[1]
+        subs = words[2].split("|") if command == "library" else [""]
+        parsers = [COMMANDS[f"{command} {s}".strip()] for s in subs]
+        named.update(f"{command} {s}".strip() for s in subs)
+        for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", entry):
+            assert any(flag in p._option_string_actions for p in parsers), (entry, flag)
+    # every command but the library's maintenance ones has a line
+    assert {c for c in COMMANDS if not c.startswith("library ")} <= named | {"library"}

@@ -131,26 +131,57 @@ def summarise(rows: list[dict[str, Any]], modes: tuple[str, ...]) -> dict[str, A
     return out
 
 
+def read_log(log: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The ``train`` and ``val`` lines of a ``train-qsep`` log. Lines that a stopped run wrote
+    after its last checkpoint are dropped at the resume that redoes those steps."""
+    train: list[dict[str, Any]] = []
+    val: list[dict[str, Any]] = []
+    for line in log.read_text().splitlines():
+        r = json.loads(line)
+        if r.get("event") == "resume":
+            train = [x for x in train if x["step"] <= r["step"]]
+            val = [x for x in val if x["step"] <= r["step"]]
+        elif r.get("event") == "train":
+            train.append(r)
+        elif r.get("event") == "val":
+            val.append(r)
+    return train, val
+
+
 def plot_curves(log: Path, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    train = [json.loads(x) for x in log.read_text().splitlines() if '"train"' in x]
-    val = [json.loads(x) for x in log.read_text().splitlines() if '"val"' in x]
-    fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
+    train, val = read_log(log)
+    wave = any(r.get("wave", 0.0) for r in train)
+    fig, axes = plt.subplots(1, 3 if wave else 2, figsize=(15 if wave else 10, 3.5))
     t = [r["elapsed_s"] / 60 for r in train]
-    ax[0].plot(t, [r["rec"] for r in train], label="L1 reconstruction", lw=0.8)
-    ax[0].plot(t, [r["latent"] * 0.1 for r in train], label="0.1 x latent regressor", lw=0.8)
-    ax[0].plot(t, [r["kl"] * 1e-3 for r in train], label="0.001 x KL", lw=0.8)
-    ax[0].set_xlabel("training minutes (1 CPU thread)")
-    ax[0].set_title("training losses (means of 10 batches)")
-    ax[0].legend(fontsize=8)
-    ax[1].plot([r["elapsed_s"] / 60 for r in val], [r["val_sisdri_mean"] for r in val], "o-")
-    ax[1].set_xlabel("training minutes (1 CPU thread)")
-    ax[1].set_ylabel("dB")
-    ax[1].set_title("validation SI-SDR improvement (mean, 96 mixtures)")
+    ax = axes[0]
+    ax.plot(t, [r["rec"] for r in train], label="L1 reconstruction", lw=0.8)
+    ax.plot(t, [r["latent"] * 0.1 for r in train], label="0.1 x latent regressor", lw=0.8)
+    ax.plot(t, [r["kl"] * 1e-3 for r in train], label="0.001 x KL", lw=0.8)
+    ax.set_xlabel("training minutes (1 CPU thread)")
+    ax.set_title("training losses (means of 10 batches)")
+    ax.legend(fontsize=8)
+    if wave:
+        ax = axes[1]
+        ax.plot(t, [-r["wave"] for r in train], lw=0.6)
+        ax.set_xlabel("training minutes (1 CPU thread)")
+        ax.set_ylabel("dB")
+        ax.set_title("training SDR of the separated waveform (-wave loss)")
+    ax = axes[-1]
+    tv = [r["elapsed_s"] / 60 for r in val]
+    ax.plot(tv, [r["val_sisdri_mean"] for r in val], "o-", label="mean")
+    for cls in CLASSES:
+        if any(cls in r.get("by_class", {}) for r in val):
+            ax.plot(tv, [r.get("by_class", {}).get(cls, np.nan) for r in val], ".--", lw=0.8, label=f"{cls} (median)")
+    ax.set_xlabel("training minutes (1 CPU thread)")
+    ax.set_ylabel("dB")
+    ax.set_title("validation SI-SDR improvement (96 mixtures)")
+    if len(ax.get_lines()) > 1:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
 

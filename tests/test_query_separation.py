@@ -646,17 +646,43 @@ def test_shipped_weights_separate_a_held_out_clip_better_than_the_mixture() -> N
     assert gain > 2.0, gain
 
 
-def test_bench_oracle_is_the_ideal_ratio_mask_ceiling(tmp_path: Path) -> None:
-    """``bench/query_separation.py --oracle``: a perfect magnitude mask separates two tones far
-    apart almost exactly, and the table covers every class of a generated multitrack."""
+def _bench_module() -> Any:
     import importlib.util
-
-    from training.aqss_data import generate_multitracks
 
     spec = importlib.util.spec_from_file_location("bench_qsep", Path(__file__).parents[1] / "bench" / "query_separation.py")
     assert spec is not None and spec.loader is not None
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_bench_curves_drop_what_a_stopped_run_wrote_after_its_last_checkpoint(tmp_path: Path) -> None:
+    from training.events import QSepResumeEvent, QSepTrainEvent, QSepValEvent
+
+    def tr(step: int, t: float) -> str:
+        return QSepTrainEvent(step=step, elapsed_s=t, loss=0.1, rec=0.1, kl=1.0, latent=0.1, lr=1e-3,
+                              wave=-6.0).to_json()
+
+    lines = [tr(10, 1.0), QSepValEvent(step=10, elapsed_s=1.5, val_sisdri_mean=3.0, val_sisdri_median=3.0,
+                                       by_class={"bass": 2.0}).to_json(),
+             tr(20, 2.0),  # written after the checkpoint at step 10, then the run was stopped
+             QSepResumeEvent(step=10, elapsed_s=1.5).to_json(), tr(20, 2.1), tr(30, 3.0)]
+    log = tmp_path / "log.jsonl"
+    log.write_text("\n".join(lines) + "\n")
+    bench = _bench_module()
+    train, val = bench.read_log(log)
+    assert [(r["step"], r["elapsed_s"]) for r in train] == [(10, 1.0), (20, 2.1), (30, 3.0)]
+    assert [r["step"] for r in val] == [10]
+    bench.plot_curves(log, tmp_path / "curves.png")  # three panels with the waveform loss
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
+
+
+def test_bench_oracle_is_the_ideal_ratio_mask_ceiling(tmp_path: Path) -> None:
+    """``bench/query_separation.py --oracle``: a perfect magnitude mask separates two tones far
+    apart almost exactly, and the table covers every class of a generated multitrack."""
+    from training.aqss_data import generate_multitracks
+
+    bench = _bench_module()
     t = np.arange(16000) / 16000.0
     low, high = np.sin(2 * np.pi * 110 * t), 0.5 * np.sin(2 * np.pi * 3000 * t)
     est = bench.ideal_ratio_mask_estimate(low + high, low, n_fft=2048, hop=512)

@@ -566,9 +566,15 @@ def test_calibrate_keeps_the_mask_power_with_the_best_validation_figures(
     assert main(["calibrate-qsep", "--model", str(tiny_weights), "--data", str(mt), "-o", str(out),
                  "--powers", "1,sharp"]) == 1
     assert "--powers takes numbers" in capsys.readouterr().err
-    assert main(["calibrate-qsep", "--model", str(tiny_weights), "--data", str(mt), "-o", str(out),
-                 "--powers", "0"]) == 1
-    assert "positive" in capsys.readouterr().err
+    for bad in ("0", "nan", "-1"):
+        assert main(["calibrate-qsep", "--model", str(tiny_weights), "--data", str(mt), "-o", str(out),
+                     "--powers", bad]) == 1
+        assert "positive" in capsys.readouterr().err
+    # a folder without a validation split says what to run
+    import shutil
+    shutil.rmtree(mt / "val")
+    assert main(["calibrate-qsep", "--model", str(tiny_weights), "--data", str(mt), "-o", str(out)]) == 1
+    assert "no multitracks; generate them with 'crossmix multitracks --split val" in capsys.readouterr().err
 
 
 def _song(tmp_path: Path, seconds: float = 3.0) -> Path:

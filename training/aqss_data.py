@@ -291,7 +291,7 @@ def load_split(out_dir: Path, split: str, *, limit: int | None = None) -> list[M
     folders = sorted(p.parent for p in (Path(out_dir) / split).glob(f"song_*/{PARTS_NAME}"))
     if not folders:
         raise TrainingError(f"{Path(out_dir) / split}: no multitracks; generate them with "
-                            "'python -m cli.qsep data'.")
+                            f"'crossmix multitracks --split {split} ...'.")
     return [load_multitrack(f) for f in folders[:limit]]
 
 

@@ -136,7 +136,7 @@ def calibrate(model_path: str | Path, data_dir: str | Path, out: str | Path, *,
     (its config records the figures of every candidate under ``training["calibration"]``)."""
     from training.aqss_train import class_means, excerpt_samples
 
-    if not powers or any(p <= 0 for p in powers):
+    if not powers or any(not 0.0 < p < float("inf") for p in powers):
         raise TrainingError("Mask powers must be positive numbers, e.g. 1,1.5,2.")
     if class_queries < 1:
         raise TrainingError("--class-queries must be at least 1.")

@@ -46,8 +46,6 @@ from core.separation.by_example import QuerySeparator, separate_with_query, si_s
 from training.aqss_data import CLASS_OF, CLASSES, STEMS, Multitrack, load_split  # noqa: E402
 from training.aqss_eval import bss_sdr, evaluate_songs  # noqa: E402
 
-QUERY_SECONDS = 2.0
-
 
 def spleeter_vocals(songs: list[Multitrack]) -> list[dict[str, Any]]:
     """Spleeter 2-stems' vocal SDR on the same full mixtures (run at 44.1 kHz stereo)."""
